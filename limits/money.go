@@ -1,0 +1,119 @@
+// Package limits enforces what a plan sells: request and token rates, and money
+// per request and per month. Money is always an integer count of micro-dollars.
+package limits
+
+import (
+	"errors"
+	"fmt"
+	"strconv"
+	"strings"
+)
+
+// MicroUSD is an amount of money in millionths of a US dollar. Floats never
+// carry money in tokenhub: rounding must not lose or invent spend.
+type MicroUSD int64
+
+// maxMicroUSD bounds parsed amounts so that sums of many of them cannot overflow.
+const maxMicroUSD = MicroUSD(1) << 53
+
+// ParseUSD parses a decimal dollar amount such as "10", "0.5" or "0.000150"
+// exactly. At most six decimals are accepted; more would need rounding.
+func ParseUSD(s string) (MicroUSD, error) {
+	s = strings.TrimSpace(s)
+	if s == "" {
+		return 0, errors.New("empty amount")
+	}
+	if s[0] == '-' {
+		return 0, fmt.Errorf("amount %q is negative", s)
+	}
+	s = strings.TrimPrefix(s, "+")
+	whole, frac, hasDot := strings.Cut(s, ".")
+	if whole == "" && (!hasDot || frac == "") {
+		return 0, fmt.Errorf("amount %q is not a decimal number", s)
+	}
+	if len(frac) > 6 {
+		return 0, fmt.Errorf("amount %q has more than 6 decimals (micro-dollar precision)", s)
+	}
+	var w, f uint64
+	var err error
+	if whole != "" {
+		if w, err = strconv.ParseUint(whole, 10, 63); err != nil {
+			return 0, fmt.Errorf("amount %q is not a decimal number", s)
+		}
+	}
+	if frac != "" {
+		if f, err = strconv.ParseUint(frac, 10, 32); err != nil {
+			return 0, fmt.Errorf("amount %q is not a decimal number", s)
+		}
+		for i := len(frac); i < 6; i++ {
+			f *= 10
+		}
+	}
+	if w > uint64(maxMicroUSD/1_000_000) {
+		return 0, fmt.Errorf("amount %q is too large", s)
+	}
+	return MicroUSD(w*1_000_000 + f), nil
+}
+
+// String formats m as a decimal dollar amount without trailing zeros: "0.5", "10".
+func (m MicroUSD) String() string { return string(m.AppendText(nil)) }
+
+// AppendText appends m in the form String returns.
+func (m MicroUSD) AppendText(b []byte) []byte {
+	if m < 0 {
+		b = append(b, '-')
+		m = -m
+	}
+	b = strconv.AppendInt(b, int64(m/1_000_000), 10)
+	frac := int64(m % 1_000_000)
+	if frac == 0 {
+		return b
+	}
+	var digits [6]byte
+	for i := 5; i >= 0; i-- {
+		digits[i] = byte('0' + frac%10)
+		frac /= 10
+	}
+	n := 6
+	for digits[n-1] == '0' {
+		n--
+	}
+	b = append(b, '.')
+	return append(b, digits[:n]...)
+}
+
+// MarshalJSON writes m as a JSON number of dollars, exact to the micro-dollar.
+func (m MicroUSD) MarshalJSON() ([]byte, error) { return m.AppendText(nil), nil }
+
+// UnmarshalJSON reads a JSON number or string of dollars.
+func (m *MicroUSD) UnmarshalJSON(b []byte) error {
+	s := string(b)
+	if s == "null" {
+		*m = 0
+		return nil
+	}
+	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
+		s = s[1 : len(s)-1]
+	}
+	v, err := ParseUSD(s)
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
+
+// UnmarshalYAML reads a YAML scalar of dollars (gopkg.in/yaml-style interface,
+// which go.yaml.in/yaml/v3 honours).
+func (m *MicroUSD) UnmarshalYAML(unmarshal func(any) error) error {
+	var s string
+	if err := unmarshal(&s); err != nil {
+		return err
+	}
+	v, err := ParseUSD(s)
+	if err != nil {
+		return err
+	}
+	*m = v
+	return nil
+}
