@@ -1,0 +1,271 @@
+package keys
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"time"
+
+	bolt "go.etcd.io/bbolt"
+	bolterrors "go.etcd.io/bbolt/errors"
+)
+
+// Bucket names of the bbolt file.
+const (
+	bucketKeys   = "keys"   // key id → key record
+	bucketHashes = "hashes" // raw 32-byte secret hash → key id
+	bucketPlans  = "plans"  // plan name → plan record
+)
+
+// boltLockTimeout is how long OpenBolt waits for another process to release
+// the database file before giving up; long enough to ride out a restart,
+// short enough that a second instance fails fast instead of hanging.
+const boltLockTimeout = time.Second
+
+// BoltStore is the embedded Store: one bbolt file, fsynced on every write, so
+// records survive restarts and crashes. Only one process may open it at a time.
+type BoltStore struct {
+	db   *bolt.DB
+	path string
+}
+
+// OpenBolt opens or creates dir/tokenhub.db, creating dir with mode 0700 if it
+// does not exist.
+func OpenBolt(dir string) (*BoltStore, error) {
+	if err := os.MkdirAll(dir, 0o700); err != nil {
+		return nil, fmt.Errorf("keys: open %s: %w", dir, err)
+	}
+	path := filepath.Join(dir, "tokenhub.db")
+	db, err := bolt.Open(path, 0o600, &bolt.Options{Timeout: boltLockTimeout})
+	if errors.Is(err, bolterrors.ErrTimeout) {
+		return nil, fmt.Errorf("keys: open %s: locked by another tokenhub process? (%w)", path, err)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: open %s: %w", path, err)
+	}
+	err = db.Update(func(tx *bolt.Tx) error {
+		for _, name := range []string{bucketKeys, bucketHashes, bucketPlans} {
+			if _, err := tx.CreateBucketIfNotExists([]byte(name)); err != nil {
+				return fmt.Errorf("bucket %s: %w", name, err)
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		db.Close()
+		return nil, fmt.Errorf("keys: open %s: %w", path, err)
+	}
+	return &BoltStore{db: db, path: path}, nil
+}
+
+// Path returns the database file's path.
+func (s *BoltStore) Path() string { return s.path }
+
+// PutKey implements Store.
+func (s *BoltStore) PutKey(ctx context.Context, k *Key) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("keys: put key %s: %w", k.ID, err)
+	}
+	if k.ID == "" {
+		return fmt.Errorf("keys: put key: %w: empty id", ErrInvalidKey)
+	}
+	rec, err := encodeKey(k)
+	if err != nil {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		keys, hashes := tx.Bucket([]byte(bucketKeys)), tx.Bucket([]byte(bucketHashes))
+		if owner := hashes.Get(k.Hash[:]); owner != nil && string(owner) != k.ID {
+			return fmt.Errorf("%w: hash already belongs to key %s", ErrInvalidKey, owner)
+		}
+		if old := keys.Get([]byte(k.ID)); old != nil {
+			prev, err := decodeKey(old)
+			if err != nil {
+				return err
+			}
+			if prev.Hash != k.Hash {
+				if err := hashes.Delete(prev.Hash[:]); err != nil {
+					return err
+				}
+			}
+		}
+		if err := keys.Put([]byte(k.ID), rec); err != nil {
+			return err
+		}
+		return hashes.Put(k.Hash[:], []byte(k.ID))
+	})
+	if err != nil {
+		return fmt.Errorf("keys: put key %s: %w", k.ID, err)
+	}
+	return nil
+}
+
+// KeyByID implements Store.
+func (s *BoltStore) KeyByID(ctx context.Context, id string) (*Key, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("keys: key %s: %w", id, err)
+	}
+	var k *Key
+	err := s.db.View(func(tx *bolt.Tx) error {
+		rec := tx.Bucket([]byte(bucketKeys)).Get([]byte(id))
+		if rec == nil {
+			return ErrNotFound
+		}
+		var err error
+		k, err = decodeKey(rec)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keys: key %s: %w", id, err)
+	}
+	return k, nil
+}
+
+// KeyByHash implements Store.
+func (s *BoltStore) KeyByHash(ctx context.Context, hash [32]byte) (*Key, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("keys: key by hash: %w", err)
+	}
+	var k *Key
+	err := s.db.View(func(tx *bolt.Tx) error {
+		id := tx.Bucket([]byte(bucketHashes)).Get(hash[:])
+		if id == nil {
+			return ErrNotFound
+		}
+		rec := tx.Bucket([]byte(bucketKeys)).Get(id)
+		if rec == nil {
+			return fmt.Errorf("hash index names key %s, which does not exist", id)
+		}
+		var err error
+		k, err = decodeKey(rec)
+		return err
+	})
+	if err != nil {
+		// The hash is as good as the secret for tokenhub itself, so the error
+		// names only a prefix of it.
+		return nil, fmt.Errorf("keys: key by hash %x…: %w", hash[:4], err)
+	}
+	return k, nil
+}
+
+// Keys implements Store.
+func (s *BoltStore) Keys(ctx context.Context) ([]*Key, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("keys: list keys: %w", err)
+	}
+	var all []*Key
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketKeys)).ForEach(func(_, rec []byte) error {
+			k, err := decodeKey(rec)
+			if err != nil {
+				return err
+			}
+			all = append(all, k)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keys: list keys: %w", err)
+	}
+	SortKeys(all)
+	return all, nil
+}
+
+// PutPlan implements Store.
+func (s *BoltStore) PutPlan(ctx context.Context, p *Plan) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("keys: put plan %s: %w", p.Name, err)
+	}
+	if err := copyPlan(p).Compile(); err != nil {
+		return fmt.Errorf("keys: put plan: %w", err)
+	}
+	rec, err := encodePlan(p)
+	if err != nil {
+		return err
+	}
+	err = s.db.Update(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketPlans)).Put([]byte(p.Name), rec)
+	})
+	if err != nil {
+		return fmt.Errorf("keys: put plan %s: %w", p.Name, err)
+	}
+	return nil
+}
+
+// Plan implements Store.
+func (s *BoltStore) Plan(ctx context.Context, name string) (*Plan, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("keys: plan %s: %w", name, err)
+	}
+	if !ValidName(name) {
+		return nil, fmt.Errorf("keys: plan %q: %w", name, ErrNotFound)
+	}
+	var p *Plan
+	err := s.db.View(func(tx *bolt.Tx) error {
+		rec := tx.Bucket([]byte(bucketPlans)).Get([]byte(name))
+		if rec == nil {
+			return ErrNotFound
+		}
+		var err error
+		p, err = decodePlan(rec)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keys: plan %s: %w", name, err)
+	}
+	return p, nil
+}
+
+// Plans implements Store.
+func (s *BoltStore) Plans(ctx context.Context) ([]*Plan, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("keys: list plans: %w", err)
+	}
+	var all []*Plan
+	// bbolt iterates in byte order of the keys, which is the order of names.
+	err := s.db.View(func(tx *bolt.Tx) error {
+		return tx.Bucket([]byte(bucketPlans)).ForEach(func(_, rec []byte) error {
+			p, err := decodePlan(rec)
+			if err != nil {
+				return err
+			}
+			all = append(all, p)
+			return nil
+		})
+	})
+	if err != nil {
+		return nil, fmt.Errorf("keys: list plans: %w", err)
+	}
+	return all, nil
+}
+
+// DeletePlan implements Store.
+func (s *BoltStore) DeletePlan(ctx context.Context, name string) error {
+	if err := ctx.Err(); err != nil {
+		return fmt.Errorf("keys: delete plan %s: %w", name, err)
+	}
+	if !ValidName(name) {
+		return fmt.Errorf("keys: delete plan %q: %w", name, ErrNotFound)
+	}
+	err := s.db.Update(func(tx *bolt.Tx) error {
+		b := tx.Bucket([]byte(bucketPlans))
+		if b.Get([]byte(name)) == nil {
+			return ErrNotFound
+		}
+		return b.Delete([]byte(name))
+	})
+	if err != nil {
+		return fmt.Errorf("keys: delete plan %s: %w", name, err)
+	}
+	return nil
+}
+
+// Close implements Store. Closing twice is harmless.
+func (s *BoltStore) Close() error {
+	if err := s.db.Close(); err != nil {
+		return fmt.Errorf("keys: close %s: %w", s.path, err)
+	}
+	return nil
+}

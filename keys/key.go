@@ -1,0 +1,64 @@
+package keys
+
+import (
+	"crypto/rand"
+	"encoding/hex"
+	"fmt"
+	"time"
+	"unicode/utf8"
+)
+
+// Key is the record of one API key. The secret itself is never stored: Hash
+// identifies the key on each request and Last4 helps people tell keys apart.
+type Key struct {
+	// ID is "key_" followed by 24 lowercase hex digits; it is public and names
+	// the key in the admin API and in logs.
+	ID   string
+	Name string
+	// Plan is the name of the Plan the key is subject to.
+	Plan string
+	// Hash is the SHA-256 of the secret (see ParseSecret).
+	Hash [32]byte
+	// Last4 is the last four characters of the secret.
+	Last4     string
+	CreatedAt time.Time
+	// ExpiresAt is when the key stops working; zero means never.
+	ExpiresAt time.Time
+	// RevokedAt is when the key was revoked; zero means it is active.
+	RevokedAt time.Time
+}
+
+// maxKeyNameLen bounds Key.Name so that names stay printable in tables and logs.
+const maxKeyNameLen = 256
+
+// Check reports whether k may be used at now: nil, ErrRevoked or ErrExpired.
+func (k *Key) Check(now time.Time) error {
+	if !k.RevokedAt.IsZero() {
+		return ErrRevoked
+	}
+	if !k.ExpiresAt.IsZero() && !now.Before(k.ExpiresAt) {
+		return ErrExpired
+	}
+	return nil
+}
+
+// Clone returns a copy of k that shares nothing with it.
+func (k *Key) Clone() *Key {
+	c := *k
+	return &c
+}
+
+// newKeyID returns a fresh random key id.
+func newKeyID() (string, error) {
+	var raw [12]byte
+	if _, err := rand.Read(raw[:]); err != nil {
+		return "", fmt.Errorf("keys: new key id: %w", err)
+	}
+	return "key_" + hex.EncodeToString(raw[:]), nil
+}
+
+// validKeyName reports whether s can be a Key.Name: valid UTF-8 of at most
+// maxKeyNameLen bytes. Empty names are allowed; the id still identifies the key.
+func validKeyName(s string) bool {
+	return len(s) <= maxKeyNameLen && utf8.ValidString(s)
+}

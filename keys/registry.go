@@ -1,0 +1,536 @@
+package keys
+
+import (
+	"context"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"maps"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/dgraph-io/ristretto/v2"
+)
+
+// RegistryOptions tunes a Registry. Zero values select the defaults.
+type RegistryOptions struct {
+	// MaxKeys is how many key records the cache holds; default 1_000_000.
+	MaxKeys int64
+	// NegativeTTL is how long a well-formed but unknown secret is remembered as
+	// unknown, so repeating it costs no store read; default 2s. The memory for
+	// this is bounded (MaxKeys/10 entries, at least 1024).
+	NegativeTTL time.Duration
+	// Now is the clock; default time.Now. Tests replace it.
+	Now func() time.Time
+}
+
+// Registry authenticates secrets against a read-through cache in front of a
+// Store and is the write path of the admin API. Every admin write goes to the
+// store first and then evicts this node's cache, so the change holds from the
+// very next Authenticate on this node.
+type Registry struct {
+	store       Store
+	now         func() time.Time
+	negativeTTL time.Duration
+
+	// keys caches known keys and unknown caches hashes the store does not
+	// have. They are separate so that a flood of random secrets cannot push
+	// real keys out. Both are keyed by cacheKey(hash).
+	keys    *ristretto.Cache[uint64, *keyEntry]
+	unknown *ristretto.Cache[uint64, *keyEntry]
+	// plans maps plan names to cached plans. Plans are few and change rarely,
+	// so a copy-on-write map gives lock-free, allocation-free reads.
+	plans atomic.Pointer[map[string]*planEntry]
+
+	// mu orders cache fills against evictions. A fill remembers keySeq (or
+	// planSeq) before it reads the store and stores its result only if no
+	// eviction happened since; evictions bump the counter under mu. Without
+	// this a fill that read a record just before RevokeKey wrote the store
+	// could put the unrevoked record back after RevokeKey evicted it.
+	mu      sync.Mutex
+	keySeq  atomic.Uint64
+	planSeq atomic.Uint64
+	// gen is bumped by EvictAll; key entries of an older generation are
+	// ignored, which empties the cache in O(1) without racing readers.
+	gen    atomic.Uint64
+	closed bool // under mu
+
+	// adminMu serializes admin writes on this node, so that, say, an
+	// UpdateKey that read the key before a RevokeKey cannot write the key back
+	// unrevoked.
+	adminMu sync.Mutex
+}
+
+// keyEntry is a cached answer for one secret hash: the key, or nil for
+// "unknown".
+type keyEntry struct {
+	hash [32]byte // compared on every hit: the cache key is only 64 bits of it
+	key  *Key
+	gen  uint64
+	// filledAt is when the entry was read from the store, in unix nanoseconds
+	// of the Registry's clock; it bounds how long unknown entries count and
+	// will bound staleness when other nodes' writes are involved.
+	filledAt int64
+}
+
+// planEntry is a cached plan, or nil for "does not exist".
+type planEntry struct {
+	plan     *Plan
+	filledAt int64
+}
+
+// Defaults of RegistryOptions.
+const (
+	defaultMaxKeys     = 1_000_000
+	defaultNegativeTTL = 2 * time.Second
+	minUnknownEntries  = 1024
+	// cacheBufferItems is ristretto's recommended access-batch size.
+	cacheBufferItems = 64
+)
+
+// NewRegistry returns a Registry reading through to store. The Registry does
+// not own the store: Close leaves it open.
+func NewRegistry(store Store, opts RegistryOptions) (*Registry, error) {
+	if store == nil {
+		return nil, errors.New("keys: new registry: nil store")
+	}
+	if opts.MaxKeys <= 0 {
+		opts.MaxKeys = defaultMaxKeys
+	}
+	if opts.NegativeTTL <= 0 {
+		opts.NegativeTTL = defaultNegativeTTL
+	}
+	if opts.Now == nil {
+		opts.Now = time.Now
+	}
+	keys, err := newKeyCache(opts.MaxKeys)
+	if err != nil {
+		return nil, fmt.Errorf("keys: new registry: key cache: %w", err)
+	}
+	unknown, err := newKeyCache(max(opts.MaxKeys/10, minUnknownEntries))
+	if err != nil {
+		keys.Close()
+		return nil, fmt.Errorf("keys: new registry: unknown-key cache: %w", err)
+	}
+	r := &Registry{
+		store:       store,
+		now:         opts.Now,
+		negativeTTL: opts.NegativeTTL,
+		keys:        keys,
+		unknown:     unknown,
+	}
+	r.plans.Store(&map[string]*planEntry{})
+	return r, nil
+}
+
+// newKeyCache returns a cache of up to n entries of cost 1 each.
+func newKeyCache(n int64) (*ristretto.Cache[uint64, *keyEntry], error) {
+	return ristretto.NewCache(&ristretto.Config[uint64, *keyEntry]{
+		NumCounters:        10 * n, // ristretto's advice: 10x the number of entries
+		MaxCost:            n,
+		BufferItems:        cacheBufferItems,
+		IgnoreInternalCost: true,
+		// The keys are already uniform (SHA-256 bits); the default would box
+		// them into an interface on every Get.
+		KeyToHash: func(k uint64) (uint64, uint64) { return k, 0 },
+	})
+}
+
+// cacheKey is the ristretto key of a secret hash.
+func cacheKey(hash *[32]byte) uint64 {
+	return binary.LittleEndian.Uint64(hash[:8])
+}
+
+// Authenticate resolves a presented secret to its key and plan. It returns
+// ErrMalformedKey, ErrUnknownKey, ErrRevoked, ErrExpired or an error wrapping
+// ErrPlanNotFound; with the last three the key is returned too, so callers can
+// log its id. Anything else is a store failure.
+//
+// The returned Key and Plan are shared with the cache and must not be
+// modified. When both are cached, Authenticate does not touch the store and
+// makes no allocation of its own; ristretto's Get hands its access log to the
+// admission policy in 512-byte batches, one per 64 Gets (about 8 B/op).
+func (r *Registry) Authenticate(ctx context.Context, secret []byte) (*Key, *Plan, error) {
+	hash, err := ParseSecret(secret)
+	if err != nil {
+		return nil, nil, err
+	}
+	now := r.now()
+	k, err := r.keyByHash(ctx, &hash, now)
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := k.Check(now); err != nil {
+		return k, nil, err
+	}
+	p, err := r.plan(ctx, k.Plan, now)
+	if err != nil {
+		return k, nil, err
+	}
+	return k, p, nil
+}
+
+// keyByHash returns the key for hash from the cache, or from the store,
+// filling the cache.
+func (r *Registry) keyByHash(ctx context.Context, hash *[32]byte, now time.Time) (*Key, error) {
+	ck := cacheKey(hash)
+	gen := r.gen.Load()
+	if e, ok := r.keys.Get(ck); ok && e.hash == *hash && e.gen == gen {
+		return e.key, nil
+	}
+	if e, ok := r.unknown.Get(ck); ok && e.hash == *hash && e.gen == gen &&
+		now.UnixNano()-e.filledAt < int64(r.negativeTTL) {
+		return nil, ErrUnknownKey
+	}
+
+	// Load seq before gen: an EvictAll between the two changes seq, so the
+	// fill is dropped rather than stored under the new generation.
+	seq := r.keySeq.Load()
+	gen = r.gen.Load()
+	k, err := r.store.KeyByHash(ctx, *hash)
+	e := &keyEntry{hash: *hash, key: k, gen: gen, filledAt: now.UnixNano()}
+	switch {
+	case err == nil:
+		r.fillKey(r.keys, ck, e, seq, 0)
+		return k, nil
+	case errors.Is(err, ErrNotFound):
+		e.key = nil
+		r.fillKey(r.unknown, ck, e, seq, r.negativeTTL)
+		return nil, ErrUnknownKey
+	default:
+		return nil, fmt.Errorf("keys: authenticate: %w", err)
+	}
+}
+
+// fillKey stores e in c unless a key eviction happened since seq was read.
+func (r *Registry) fillKey(c *ristretto.Cache[uint64, *keyEntry], ck uint64, e *keyEntry, seq uint64, ttl time.Duration) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed || r.keySeq.Load() != seq {
+		return
+	}
+	// Set may drop the entry under contention or admission pressure; the next
+	// miss simply fills again.
+	c.SetWithTTL(ck, e, 1, ttl)
+}
+
+// plan returns the named plan from the plan cache or the store, filling the
+// cache. A missing plan is remembered for NegativeTTL.
+func (r *Registry) plan(ctx context.Context, name string, now time.Time) (*Plan, error) {
+	if e := (*r.plans.Load())[name]; e != nil {
+		if e.plan != nil {
+			return e.plan, nil
+		}
+		if now.UnixNano()-e.filledAt < int64(r.negativeTTL) {
+			return nil, fmt.Errorf("keys: plan %s: %w", name, ErrPlanNotFound)
+		}
+	}
+	seq := r.planSeq.Load()
+	p, err := r.store.Plan(ctx, name)
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrNotFound):
+		p = nil
+	default:
+		return nil, fmt.Errorf("keys: authenticate: %w", err)
+	}
+
+	r.mu.Lock()
+	if !r.closed && r.planSeq.Load() == seq {
+		m := maps.Clone(*r.plans.Load())
+		m[name] = &planEntry{plan: p, filledAt: now.UnixNano()}
+		r.plans.Store(&m)
+	}
+	r.mu.Unlock()
+
+	if p == nil {
+		return nil, fmt.Errorf("keys: plan %s: %w", name, ErrPlanNotFound)
+	}
+	return p, nil
+}
+
+// EvictKeyHash makes this node forget what it cached about the secret with
+// this hash, known or unknown. When it returns, the next Authenticate of that
+// secret reads the store.
+func (r *Registry) EvictKeyHash(hash [32]byte) {
+	ck := cacheKey(&hash)
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.keySeq.Add(1)
+	r.keys.Del(ck)
+	r.unknown.Del(ck)
+	// Del removes the visible entry at once, but a fill's Set queued before
+	// it is applied later, resurrecting the entry until the Del's own queued
+	// delete catches up. Wait returns once both have been applied.
+	r.keys.Wait()
+	r.unknown.Wait()
+}
+
+// EvictPlan makes this node forget the named plan.
+func (r *Registry) EvictPlan(name string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.planSeq.Add(1)
+	m := maps.Clone(*r.plans.Load())
+	delete(m, name)
+	r.plans.Store(&m)
+}
+
+// EvictAll makes this node forget every cached key and plan, for when it may
+// have missed invalidations.
+func (r *Registry) EvictAll() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.keySeq.Add(1)
+	r.planSeq.Add(1)
+	r.gen.Add(1)
+	r.plans.Store(&map[string]*planEntry{})
+}
+
+// Close releases the caches. The store stays open. Call it after the last
+// Authenticate has returned: ristretto does not support Get racing Close.
+func (r *Registry) Close() {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.closed {
+		return
+	}
+	r.closed = true
+	r.keys.Close()
+	r.unknown.Close()
+}
+
+// CreateKey creates a key on an existing plan and returns it with its secret,
+// which is not stored anywhere and cannot be recovered. A zero expiresAt means
+// the key never expires.
+func (r *Registry) CreateKey(ctx context.Context, name, plan string, expiresAt time.Time) (*Key, string, error) {
+	if !validKeyName(name) {
+		return nil, "", fmt.Errorf("keys: create key: %w: name must be valid UTF-8 of at most %d bytes", ErrInvalidKey, maxKeyNameLen)
+	}
+	r.adminMu.Lock()
+	defer r.adminMu.Unlock()
+	if err := r.requirePlan(ctx, plan); err != nil {
+		return nil, "", fmt.Errorf("keys: create key: %w", err)
+	}
+	id, err := r.unusedKeyID(ctx)
+	if err != nil {
+		return nil, "", fmt.Errorf("keys: create key: %w", err)
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		return nil, "", fmt.Errorf("keys: create key %s: %w", id, err)
+	}
+	k := &Key{
+		ID:        id,
+		Name:      name,
+		Plan:      plan,
+		Hash:      HashSecret(secret),
+		Last4:     last4(secret),
+		CreatedAt: r.now().UTC(),
+		ExpiresAt: expiresAt.UTC(),
+	}
+	if err := r.store.PutKey(ctx, k); err != nil {
+		return nil, "", fmt.Errorf("keys: create key: %w", err)
+	}
+	// Forget a cached "unknown" for this hash, however unlikely.
+	r.EvictKeyHash(k.Hash)
+	return k, secret, nil
+}
+
+// unusedKeyID returns a key id no stored key has. With 96 random bits a
+// collision is not expected in practice, but PutKey would silently replace the
+// other key, so it is cheap insurance.
+func (r *Registry) unusedKeyID(ctx context.Context) (string, error) {
+	for range 3 {
+		id, err := newKeyID()
+		if err != nil {
+			return "", err
+		}
+		_, err = r.store.KeyByID(ctx, id)
+		if errors.Is(err, ErrNotFound) {
+			return id, nil
+		}
+		if err != nil {
+			return "", err
+		}
+	}
+	return "", errors.New("key id collisions: the random source is broken")
+}
+
+// last4 returns the last four characters of secret in a string of its own;
+// a substring would keep the whole secret alive in memory with the Key.
+func last4(secret string) string {
+	return strings.Clone(secret[len(secret)-4:])
+}
+
+// requirePlan returns an error wrapping ErrPlanNotFound if the plan does not
+// exist.
+func (r *Registry) requirePlan(ctx context.Context, name string) error {
+	_, err := r.store.Plan(ctx, name)
+	if errors.Is(err, ErrNotFound) {
+		return fmt.Errorf("plan %q: %w", name, ErrPlanNotFound)
+	}
+	return err
+}
+
+// Key returns the key with the given id from the store.
+func (r *Registry) Key(ctx context.Context, id string) (*Key, error) {
+	return r.store.KeyByID(ctx, id)
+}
+
+// Keys returns all keys from the store, ordered by CreatedAt then ID.
+func (r *Registry) Keys(ctx context.Context) ([]*Key, error) {
+	return r.store.Keys(ctx)
+}
+
+// UpdateKey changes the name and/or plan of a key; nil leaves a field as it
+// is. The plan must exist.
+func (r *Registry) UpdateKey(ctx context.Context, id string, name, plan *string) (*Key, error) {
+	if name != nil && !validKeyName(*name) {
+		return nil, fmt.Errorf("keys: update key %s: %w: name must be valid UTF-8 of at most %d bytes", id, ErrInvalidKey, maxKeyNameLen)
+	}
+	r.adminMu.Lock()
+	defer r.adminMu.Unlock()
+	k, err := r.store.KeyByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if name != nil {
+		k.Name = *name
+	}
+	if plan != nil {
+		if err := r.requirePlan(ctx, *plan); err != nil {
+			return nil, fmt.Errorf("keys: update key %s: %w", id, err)
+		}
+		k.Plan = *plan
+	}
+	if err := r.store.PutKey(ctx, k); err != nil {
+		return nil, err
+	}
+	r.EvictKeyHash(k.Hash)
+	return k, nil
+}
+
+// RevokeKey revokes a key; it is refused from the next Authenticate on this
+// node. Revoking a revoked key keeps the first RevokedAt.
+func (r *Registry) RevokeKey(ctx context.Context, id string) (*Key, error) {
+	r.adminMu.Lock()
+	defer r.adminMu.Unlock()
+	k, err := r.store.KeyByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if k.RevokedAt.IsZero() {
+		k.RevokedAt = r.now().UTC()
+		if err := r.store.PutKey(ctx, k); err != nil {
+			return nil, err
+		}
+	}
+	// Evict even when already revoked: this node may hold an entry from
+	// before another node revoked the key.
+	r.EvictKeyHash(k.Hash)
+	return k, nil
+}
+
+// RotateKey gives a key a new secret, returned once; the old secret is refused
+// from the next Authenticate on this node. Revoked keys cannot be rotated
+// (ErrRevoked).
+func (r *Registry) RotateKey(ctx context.Context, id string) (*Key, string, error) {
+	r.adminMu.Lock()
+	defer r.adminMu.Unlock()
+	k, err := r.store.KeyByID(ctx, id)
+	if err != nil {
+		return nil, "", err
+	}
+	if !k.RevokedAt.IsZero() {
+		return nil, "", fmt.Errorf("keys: rotate key %s: %w", id, ErrRevoked)
+	}
+	secret, err := NewSecret()
+	if err != nil {
+		return nil, "", fmt.Errorf("keys: rotate key %s: %w", id, err)
+	}
+	old := k.Hash
+	k.Hash = HashSecret(secret)
+	k.Last4 = last4(secret)
+	if err := r.store.PutKey(ctx, k); err != nil {
+		return nil, "", err
+	}
+	r.EvictKeyHash(old)
+	r.EvictKeyHash(k.Hash)
+	return k, secret, nil
+}
+
+// PutPlan validates p and creates or replaces the plan of its name. p itself
+// is not modified or retained.
+func (r *Registry) PutPlan(ctx context.Context, p *Plan) error {
+	if err := copyPlan(p).Compile(); err != nil {
+		return fmt.Errorf("keys: put plan: %w", err)
+	}
+	r.adminMu.Lock()
+	defer r.adminMu.Unlock()
+	if err := r.store.PutPlan(ctx, p); err != nil {
+		return err
+	}
+	r.EvictPlan(p.Name)
+	return nil
+}
+
+// Plan returns the named plan from the store, compiled.
+func (r *Registry) Plan(ctx context.Context, name string) (*Plan, error) {
+	return r.store.Plan(ctx, name)
+}
+
+// Plans returns all plans from the store, ordered by name.
+func (r *Registry) Plans(ctx context.Context) ([]*Plan, error) {
+	return r.store.Plans(ctx)
+}
+
+// DeletePlan deletes a plan that no unrevoked key uses; otherwise it returns
+// an error wrapping ErrPlanInUse. Expired keys count as users: only
+// revocation releases a plan.
+func (r *Registry) DeletePlan(ctx context.Context, name string) error {
+	r.adminMu.Lock()
+	defer r.adminMu.Unlock()
+	all, err := r.store.Keys(ctx)
+	if err != nil {
+		return fmt.Errorf("keys: delete plan %s: %w", name, err)
+	}
+	for _, k := range all {
+		if k.Plan == name && k.RevokedAt.IsZero() {
+			return fmt.Errorf("keys: delete plan %s: %w by key %s", name, ErrPlanInUse, k.ID)
+		}
+	}
+	if err := r.store.DeletePlan(ctx, name); err != nil {
+		return err
+	}
+	r.EvictPlan(name)
+	return nil
+}
+
+// SeedPlans creates or replaces the given plans, typically from the config
+// file at start. All are validated before any is written, so an invalid
+// config changes nothing.
+func (r *Registry) SeedPlans(ctx context.Context, plans []*Plan) error {
+	for _, p := range plans {
+		if err := copyPlan(p).Compile(); err != nil {
+			return fmt.Errorf("keys: seed plans: %w", err)
+		}
+	}
+	for _, p := range plans {
+		if err := r.PutPlan(ctx, p); err != nil {
+			return fmt.Errorf("keys: seed plans: %w", err)
+		}
+	}
+	return nil
+}

@@ -1,0 +1,49 @@
+package keys
+
+import (
+	"cmp"
+	"context"
+	"slices"
+)
+
+// Store persists key and plan records. The Registry is its only user on the
+// request path and only calls KeyByHash and Plan there, on cache misses.
+//
+// Implementations are safe for concurrent use. Every *Key and *Plan they
+// return is a fresh copy the caller owns, and they keep no reference to the
+// values passed in. Errors for missing records wrap ErrNotFound.
+// storetest.Run is the conformance suite every implementation must pass.
+type Store interface {
+	// PutKey inserts k or replaces the key with the same ID. When the
+	// replacement carries a different Hash (a rotation), the old hash stops
+	// resolving in the same atomic step.
+	PutKey(ctx context.Context, k *Key) error
+	// KeyByID returns the key with the given id.
+	KeyByID(ctx context.Context, id string) (*Key, error)
+	// KeyByHash returns the key whose secret hashes to hash.
+	KeyByHash(ctx context.Context, hash [32]byte) (*Key, error)
+	// Keys returns all keys ordered by CreatedAt, then ID.
+	Keys(ctx context.Context) ([]*Key, error)
+	// PutPlan validates p with Compile and inserts or replaces the plan of
+	// that name. Errors from validation wrap ErrInvalidPlan.
+	PutPlan(ctx context.Context, p *Plan) error
+	// Plan returns the named plan, compiled.
+	Plan(ctx context.Context, name string) (*Plan, error)
+	// Plans returns all plans ordered by name, compiled.
+	Plans(ctx context.Context) ([]*Plan, error)
+	// DeletePlan removes the named plan. It does not check whether keys use
+	// it; Registry.DeletePlan does.
+	DeletePlan(ctx context.Context, name string) error
+	// Close releases the store's resources. Calls after Close fail.
+	Close() error
+}
+
+// SortKeys sorts keys into the order Store.Keys returns: by CreatedAt, then ID.
+func SortKeys(keys []*Key) {
+	slices.SortFunc(keys, func(a, b *Key) int {
+		if c := a.CreatedAt.Compare(b.CreatedAt); c != 0 {
+			return c
+		}
+		return cmp.Compare(a.ID, b.ID)
+	})
+}
