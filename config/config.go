@@ -1,0 +1,155 @@
+// Package config loads tokenhub's one YAML configuration file: it expands
+// ${ENV} references (so secrets stay out of the file), fills in defaults that
+// work on a laptop, and validates everything at load time with messages that
+// name the field and say how to fix it. Every field is documented, with its
+// default, in example.yaml.
+package config
+
+import (
+	"time"
+
+	"github.com/tokenhub/tokenhub/keys"
+	"github.com/tokenhub/tokenhub/limits"
+)
+
+// InprocMock is the base_url of the built-in mock provider, which runs in the
+// gateway's own process.
+const InprocMock = "inproc://mock"
+
+// Config is the whole configuration file. Its field names are the YAML keys.
+type Config struct {
+	// Listen is the host:port the gateway serves on.
+	Listen string `yaml:"listen"`
+	// AdminKey authenticates the admin API. Empty means one is generated into
+	// <store.path>/admin.key on first start.
+	AdminKey string `yaml:"admin_key"`
+	// MaxBodyBytes is the largest request body accepted.
+	MaxBodyBytes ByteSize `yaml:"max_body_bytes"`
+	// Server holds the gateway's own HTTP server timeouts.
+	Server Server `yaml:"server"`
+	// Store says where keys, plans and spend are kept.
+	Store Store `yaml:"store"`
+	// Cache sizes the key cache in front of the store.
+	Cache Cache `yaml:"cache"`
+	// Log configures the process log.
+	Log Log `yaml:"log"`
+	// Upstreams are the providers requests are forwarded to.
+	Upstreams []Upstream `yaml:"upstreams"`
+	// Models are the names clients may ask for, each routed to upstreams.
+	Models []Model `yaml:"models"`
+	// Plans are the plans declared in the file; keys reference them by name.
+	Plans []*keys.Plan `yaml:"plans"`
+
+	// DroppedUpstreams names the optional upstreams Parse left out because
+	// their api_key was empty, so that startup can log why models are missing.
+	DroppedUpstreams []string `yaml:"-"`
+	// DroppedModels names the models Parse left out because all their routes
+	// went to dropped upstreams.
+	DroppedModels []string `yaml:"-"`
+}
+
+// Server holds the timeouts of the gateway's own HTTP server.
+type Server struct {
+	// ReadTimeout bounds reading one request, headers and body.
+	ReadTimeout time.Duration `yaml:"read_timeout"`
+	// IdleTimeout bounds how long a keep-alive connection may wait for its
+	// next request.
+	IdleTimeout time.Duration `yaml:"idle_timeout"`
+	// ShutdownTimeout is how long in-flight requests and streams may run on
+	// after a shutdown signal.
+	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+}
+
+// Store says where keys, plans and spend are kept.
+type Store struct {
+	// Path is the directory of the embedded store.
+	Path string `yaml:"path"`
+}
+
+// Cache sizes the in-memory cache of key records in front of the store.
+type Cache struct {
+	// MaxKeys is how many key records the cache holds at most.
+	MaxKeys int64 `yaml:"max_keys"`
+	// NegativeTTL is how long an unknown key is remembered as unknown, so
+	// that a flood of bad keys does not reach the store.
+	NegativeTTL time.Duration `yaml:"negative_ttl"`
+}
+
+// Log configures the process log.
+type Log struct {
+	// Level is one of debug, info, warn, error.
+	Level string `yaml:"level"`
+	// Format is json or text.
+	Format string `yaml:"format"`
+}
+
+// Upstream is one OpenAI-compatible provider.
+type Upstream struct {
+	// Name is how routes refer to this upstream.
+	Name string `yaml:"name"`
+	// BaseURL is the absolute http(s) URL that endpoint paths such as
+	// /chat/completions are appended to, or InprocMock.
+	BaseURL string `yaml:"base_url"`
+	// APIKey is sent upstream as a bearer token; usually ${SOME_ENV_VAR}.
+	APIKey string `yaml:"api_key"`
+	// Optional upstreams are left out, with their routes, when APIKey is
+	// empty, so a config can route to a provider only when its key is set.
+	Optional bool `yaml:"optional"`
+	// Headers are extra headers sent with every upstream request.
+	Headers map[string]string `yaml:"headers"`
+	// ConnectTimeout bounds establishing a connection.
+	ConnectTimeout time.Duration `yaml:"connect_timeout"`
+	// FirstByteTimeout bounds the wait for a stream's response headers.
+	FirstByteTimeout time.Duration `yaml:"first_byte_timeout"`
+	// EventTimeout bounds the gap between two reads of a stream.
+	EventTimeout time.Duration `yaml:"event_timeout"`
+	// Timeout bounds a whole request, streams included.
+	Timeout time.Duration `yaml:"timeout"`
+	// MaxConns caps open connections to this upstream.
+	MaxConns int `yaml:"max_conns"`
+	// MaxIdleConnDuration closes connections idle for longer.
+	MaxIdleConnDuration time.Duration `yaml:"max_idle_conn_duration"`
+}
+
+// Model is a model name clients may request, and where it is served.
+type Model struct {
+	// Name is what clients put in the request's "model" field.
+	Name string `yaml:"name"`
+	// Routes are the upstreams serving the model, picked by weight.
+	Routes []Route `yaml:"routes"`
+	// Price is what the model costs, for budgets and spend.
+	Price Price `yaml:"price"`
+	// MaxOutputTokens is the most output tokens one request may produce.
+	MaxOutputTokens int64 `yaml:"max_output_tokens"`
+	// OwnedBy is shown in GET /v1/models; by default the first route's upstream.
+	OwnedBy string `yaml:"owned_by"`
+}
+
+// Route sends a model's requests to one upstream.
+type Route struct {
+	// Upstream is the name of an entry of Config.Upstreams.
+	Upstream string `yaml:"upstream"`
+	// Model is the model name the upstream knows; by default the model's own name.
+	Model string `yaml:"model"`
+	// Weight is this route's share of the model's traffic, relative to its
+	// other routes.
+	Weight int `yaml:"weight"`
+}
+
+// Price is a model's price in micro-dollars per million tokens.
+type Price struct {
+	// InputPerMTok is the price of a million prompt tokens.
+	InputPerMTok limits.MicroUSD `yaml:"input_per_mtok"`
+	// OutputPerMTok is the price of a million completion tokens.
+	OutputPerMTok limits.MicroUSD `yaml:"output_per_mtok"`
+}
+
+// Upstream returns the upstream called name, or nil.
+func (c *Config) Upstream(name string) *Upstream {
+	for i := range c.Upstreams {
+		if c.Upstreams[i].Name == name {
+			return &c.Upstreams[i]
+		}
+	}
+	return nil
+}

@@ -1,0 +1,92 @@
+package config
+
+import "time"
+
+// Defaults are filled in before decoding, not after, so that a key written
+// with an explicit zero ("timeout: 0s", "weight: 0") reaches Validate and is
+// reported, instead of silently turning into the default.
+
+// defaultConfig returns the top-level defaults: a server on loopback with an
+// embedded store in ./data.
+func defaultConfig() Config {
+	return Config{
+		Listen:       "127.0.0.1:8080",
+		MaxBodyBytes: 16 * MiB,
+		Server: Server{
+			ReadTimeout:     30 * time.Second,
+			IdleTimeout:     120 * time.Second,
+			ShutdownTimeout: 30 * time.Second,
+		},
+		Store: Store{Path: "./data"},
+		Cache: Cache{MaxKeys: 1_000_000, NegativeTTL: 2 * time.Second},
+		Log:   Log{Level: "info", Format: "json"},
+	}
+}
+
+func defaultUpstream() Upstream {
+	return Upstream{
+		ConnectTimeout:      5 * time.Second,
+		FirstByteTimeout:    60 * time.Second,
+		EventTimeout:        60 * time.Second,
+		Timeout:             10 * time.Minute,
+		MaxConns:            512,
+		MaxIdleConnDuration: 30 * time.Second,
+	}
+}
+
+func defaultModel() Model { return Model{MaxOutputTokens: 4096} }
+
+func defaultRoute() Route { return Route{Weight: 1} }
+
+// UnmarshalYAML decodes an upstream over its defaults. It uses the yaml.v2
+// style interface on purpose: the callback decodes with the caller's decoder,
+// which keeps that decoder's limits on alias expansion in force.
+func (u *Upstream) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Upstream // without the method, so decoding does not recurse
+	p := plain(defaultUpstream())
+	if err := unmarshal(&p); err != nil {
+		return err
+	}
+	*u = Upstream(p)
+	return nil
+}
+
+// UnmarshalYAML decodes a model over its defaults; see Upstream.UnmarshalYAML.
+func (m *Model) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Model
+	p := plain(defaultModel())
+	if err := unmarshal(&p); err != nil {
+		return err
+	}
+	*m = Model(p)
+	return nil
+}
+
+// UnmarshalYAML decodes a route over its defaults; see Upstream.UnmarshalYAML.
+func (r *Route) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Route
+	p := plain(defaultRoute())
+	if err := unmarshal(&p); err != nil {
+		return err
+	}
+	*r = Route(p)
+	return nil
+}
+
+// deriveDefaults fills the defaults that depend on other fields, once the
+// whole file is decoded.
+func (c *Config) deriveDefaults() {
+	for i := range c.Models {
+		m := &c.Models[i]
+		for j := range m.Routes {
+			if m.Routes[j].Model == "" {
+				m.Routes[j].Model = m.Name
+			}
+		}
+		// Taken from the routes as written, before optional upstreams are
+		// dropped, so that owned_by does not change with the environment.
+		if m.OwnedBy == "" && len(m.Routes) > 0 {
+			m.OwnedBy = m.Routes[0].Upstream
+		}
+	}
+}

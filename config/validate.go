@@ -1,0 +1,248 @@
+package config
+
+import (
+	"errors"
+	"fmt"
+	"maps"
+	"net"
+	"net/http"
+	"net/url"
+	"slices"
+	"strconv"
+	"strings"
+	"time"
+	"unicode"
+
+	"github.com/tokenhub/tokenhub/keys"
+)
+
+// Validate checks c and reports all its problems at once, joined with
+// errors.Join, each naming the field's path and the fix. It compiles c.Plans
+// (keys.Plan.Compile), so they are ready to use when it returns nil.
+func (c *Config) Validate() error {
+	var p problems
+	c.validateServer(&p)
+	c.validateUpstreams(&p)
+	c.validateModels(&p)
+	c.validatePlans(&p)
+	return errors.Join(p...)
+}
+
+// problems collects validation errors, each prefixed with a field path.
+type problems []error
+
+func (p *problems) add(field, format string, args ...any) {
+	*p = append(*p, fmt.Errorf("%s: %s", field, fmt.Sprintf(format, args...)))
+}
+
+func (p *problems) positive(field string, d, def time.Duration) {
+	if d <= 0 {
+		p.add(field, "must be more than 0 (got %s); write a duration such as 30s, or remove it for the default %s", d, def)
+	}
+}
+
+// minAdminKeyLen keeps a hand-picked admin key out of guessing range.
+const minAdminKeyLen = 16
+
+func (c *Config) validateServer(p *problems) {
+	def := defaultConfig()
+	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
+		p.add("listen", "%q is not host:port; write e.g. 127.0.0.1:8080, or :8080 for every interface", c.Listen)
+	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+		p.add("listen", "port %q is not a number from 0 to 65535", port)
+	}
+	if c.AdminKey != "" && (len(c.AdminKey) < minAdminKeyLen || strings.ContainsFunc(c.AdminKey, unicode.IsSpace)) {
+		p.add("admin_key", "use at least %d characters and no whitespace, such as ${TOKENHUB_ADMIN_KEY} set from `openssl rand -hex 32`, or remove it to have one generated", minAdminKeyLen)
+	}
+	if c.MaxBodyBytes < KiB || c.MaxBodyBytes > GiB {
+		p.add("max_body_bytes", "%d bytes is out of range; use from 1KiB to 1GiB, or remove it for the default %s", c.MaxBodyBytes, def.MaxBodyBytes)
+	}
+	p.positive("server.read_timeout", c.Server.ReadTimeout, def.Server.ReadTimeout)
+	p.positive("server.idle_timeout", c.Server.IdleTimeout, def.Server.IdleTimeout)
+	p.positive("server.shutdown_timeout", c.Server.ShutdownTimeout, def.Server.ShutdownTimeout)
+	if c.Store.Path == "" {
+		p.add("store.path", "empty; name a directory, or remove it for the default %s", def.Store.Path)
+	}
+	if c.Cache.MaxKeys < 1000 {
+		p.add("cache.max_keys", "%d is too small to be useful; use at least 1000, or remove it for the default %d", c.Cache.MaxKeys, def.Cache.MaxKeys)
+	}
+	p.positive("cache.negative_ttl", c.Cache.NegativeTTL, def.Cache.NegativeTTL)
+	switch c.Log.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.add("log.level", "%q is not a level; use debug, info, warn or error", c.Log.Level)
+	}
+	switch c.Log.Format {
+	case "json", "text":
+	default:
+		p.add("log.format", "%q is not a format; use json or text", c.Log.Format)
+	}
+}
+
+func (c *Config) validateUpstreams(p *problems) {
+	def := defaultUpstream()
+	seen := make(map[string]int)
+	for i := range c.Upstreams {
+		u := &c.Upstreams[i]
+		at := fmt.Sprintf("upstreams[%d]", i)
+		if !keys.ValidName(u.Name) {
+			p.add(at+".name", "%q is not a valid name; use 1-64 letters, digits, '-', '_' or '.'", u.Name)
+		} else if j, dup := seen[u.Name]; dup {
+			p.add(at+".name", "%q is also the name of upstreams[%d]; give each upstream its own name", u.Name, j)
+		} else {
+			seen[u.Name] = i
+		}
+		if err := checkBaseURL(u.BaseURL); err != nil {
+			p.add(at+".base_url", "%v", err)
+		}
+		for _, k := range slices.Sorted(maps.Keys(u.Headers)) {
+			checkHeader(p, at+".headers."+k, k, u.Headers[k], u.APIKey != "")
+		}
+		p.positive(at+".connect_timeout", u.ConnectTimeout, def.ConnectTimeout)
+		p.positive(at+".first_byte_timeout", u.FirstByteTimeout, def.FirstByteTimeout)
+		p.positive(at+".event_timeout", u.EventTimeout, def.EventTimeout)
+		p.positive(at+".timeout", u.Timeout, def.Timeout)
+		p.positive(at+".max_idle_conn_duration", u.MaxIdleConnDuration, def.MaxIdleConnDuration)
+		if u.MaxConns < 1 {
+			p.add(at+".max_conns", "must be at least 1 (got %d); remove it for the default %d", u.MaxConns, def.MaxConns)
+		}
+	}
+}
+
+// checkBaseURL accepts an absolute http(s) URL that endpoint paths can be
+// appended to, or InprocMock.
+func checkBaseURL(s string) error {
+	const fix = "write the provider's API root such as https://api.openai.com/v1, or " + InprocMock + " for the built-in mock"
+	if s == InprocMock {
+		return nil
+	}
+	if s == "" {
+		return errors.New("missing; " + fix)
+	}
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%q is not a URL; %s", s, fix)
+	case u.Scheme == "inproc":
+		return fmt.Errorf("%q: the only in-process upstream is %s", s, InprocMock)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("%q: the scheme must be http or https; %s", s, fix)
+	case u.Host == "":
+		return fmt.Errorf("%q has no host; %s", s, fix)
+	case u.User != nil:
+		return fmt.Errorf("%q has credentials in it; put them in api_key or headers instead", u.Redacted())
+	case u.RawQuery != "" || u.Fragment != "":
+		return fmt.Errorf("%q: remove the query or fragment; endpoint paths such as /chat/completions are appended to base_url", s)
+	}
+	return nil
+}
+
+// checkHeader validates one extra upstream header. Headers that frame the
+// request are the client library's to set, and a second Authorization would
+// conflict with the one api_key produces.
+func checkHeader(p *problems, field, name, value string, hasAPIKey bool) {
+	if !validHeaderName(name) {
+		p.add(field, "%q is not a valid header name; use letters, digits and '-'", name)
+		return
+	}
+	switch http.CanonicalHeaderKey(name) {
+	case "Host", "Content-Length", "Transfer-Encoding", "Connection":
+		p.add(field, "the gateway sets this header itself; remove it")
+	case "Authorization":
+		if hasAPIKey {
+			p.add(field, "api_key already sets Authorization; remove one of them")
+		}
+	}
+	if strings.ContainsAny(value, "\r\n\x00") {
+		p.add(field, "the value contains a line break or NUL; remove it")
+	}
+}
+
+// validHeaderName reports whether s is an HTTP token (RFC 9110, section 5.6.2).
+func validHeaderName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || strings.IndexByte("!#$%&'*+-.^_`|~", c) >= 0) {
+			return false
+		}
+	}
+	return true
+}
+
+func (c *Config) validateModels(p *problems) {
+	if len(c.Models) == 0 {
+		p.add("models", "none declared; declare at least one, such as {name: mock, routes: [{upstream: mock}]} with an upstream whose base_url is %s", InprocMock)
+	}
+	var upstreams []string
+	for _, u := range c.Upstreams {
+		upstreams = append(upstreams, u.Name)
+	}
+	seen := make(map[string]int)
+	for i := range c.Models {
+		m := &c.Models[i]
+		at := fmt.Sprintf("models[%d]", i)
+		switch {
+		case m.Name == "":
+			p.add(at+".name", "missing; write the name clients will ask for")
+		case len(m.Name) > 256:
+			p.add(at+".name", "%d bytes long; use at most 256", len(m.Name))
+		case strings.ContainsFunc(m.Name, func(r rune) bool { return unicode.IsSpace(r) || unicode.IsControl(r) }):
+			p.add(at+".name", "%q contains whitespace or control characters; remove them", m.Name)
+		default:
+			if j, dup := seen[m.Name]; dup {
+				p.add(at+".name", "%q is also the name of models[%d]; merge their routes into one model", m.Name, j)
+			} else {
+				seen[m.Name] = i
+			}
+		}
+		if len(m.Routes) == 0 {
+			p.add(at+".routes", "none; add at least one, such as [{upstream: NAME}] with NAME one of the upstreams (%s)", strings.Join(upstreams, ", "))
+		}
+		for j, r := range m.Routes {
+			rat := fmt.Sprintf("%s.routes[%d]", at, j)
+			if r.Upstream == "" {
+				p.add(rat+".upstream", "missing; name one of the upstreams (%s)", strings.Join(upstreams, ", "))
+			} else if c.Upstream(r.Upstream) == nil {
+				p.add(rat+".upstream", "no upstream named %q; declare it under upstreams or fix the name", r.Upstream)
+			}
+			if r.Model == "" {
+				p.add(rat+".model", "empty; write the upstream's name for the model, or remove it to use %q", m.Name)
+			}
+			if r.Weight < 1 {
+				p.add(rat+".weight", "must be at least 1 (got %d); remove the route to send it no traffic", r.Weight)
+			}
+		}
+		if m.Price.InputPerMTok < 0 {
+			p.add(at+".price.input_per_mtok", "must not be negative (got %s)", m.Price.InputPerMTok)
+		}
+		if m.Price.OutputPerMTok < 0 {
+			p.add(at+".price.output_per_mtok", "must not be negative (got %s)", m.Price.OutputPerMTok)
+		}
+		if m.MaxOutputTokens < 1 {
+			p.add(at+".max_output_tokens", "must be at least 1 (got %d); remove it for the default %d", m.MaxOutputTokens, defaultModel().MaxOutputTokens)
+		}
+	}
+}
+
+func (c *Config) validatePlans(p *problems) {
+	seen := make(map[string]int)
+	for i, pl := range c.Plans {
+		at := fmt.Sprintf("plans[%d]", i)
+		if pl == nil {
+			p.add(at, "empty entry; remove it")
+			continue
+		}
+		if err := pl.Compile(); err != nil {
+			p.add(at, "%v", err)
+			continue
+		}
+		if j, dup := seen[pl.Name]; dup {
+			p.add(at+".name", "%q is also the name of plans[%d]; give each plan its own name", pl.Name, j)
+		} else {
+			seen[pl.Name] = i
+		}
+	}
+}

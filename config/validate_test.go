@@ -1,0 +1,221 @@
+package config
+
+import (
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenhub/tokenhub/keys"
+)
+
+// validDoc exercises every list: two upstreams, two models, one plan.
+const validDoc = `upstreams:
+  - name: mock
+    base_url: inproc://mock
+  - name: openai
+    base_url: https://api.openai.com/v1
+    api_key: sk-test
+    headers: {OpenAI-Project: proj_1}
+models:
+  - name: m
+    routes: [{upstream: mock}]
+  - name: gpt-4o
+    routes: [{upstream: openai}]
+    price: {input_per_mtok: 2.50, output_per_mtok: 10}
+plans:
+  - {name: free, models: [m], rpm: 60}
+`
+
+func TestValidConfigPasses(t *testing.T) {
+	c, err := Parse([]byte(validDoc), "test.yaml", env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !c.Plans[0].Allows([]byte("m")) {
+		t.Fatal("Validate left plans[0] uncompiled")
+	}
+	for _, listen := range []string{":8080", "127.0.0.1:0", "[::1]:443", "localhost:65535"} {
+		c.Listen = listen
+		if err := c.Validate(); err != nil {
+			t.Fatalf("listen %q: %v", listen, err)
+		}
+	}
+}
+
+func TestValidateRules(t *testing.T) {
+	f := func(mutate func(c *Config), want string) {
+		t.Helper()
+		c, err := Parse([]byte(validDoc), "test.yaml", env())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mutate(c)
+		err = c.Validate()
+		if err == nil {
+			t.Fatalf("Validate accepted, want %q", want)
+		}
+		if err.Error() != want {
+			t.Fatalf("Validate error\n%s\nwant\n%s", err, want)
+		}
+	}
+
+	f(func(c *Config) { c.Listen = "localhost" },
+		`listen: "localhost" is not host:port; write e.g. 127.0.0.1:8080, or :8080 for every interface`)
+	f(func(c *Config) { c.Listen = "127.0.0.1:http" },
+		`listen: port "http" is not a number from 0 to 65535`)
+	f(func(c *Config) { c.Listen = ":65536" },
+		`listen: port "65536" is not a number from 0 to 65535`)
+	f(func(c *Config) { c.AdminKey = "secret" },
+		"admin_key: use at least 16 characters and no whitespace, such as ${TOKENHUB_ADMIN_KEY} set from `openssl rand -hex 32`, or remove it to have one generated")
+	f(func(c *Config) { c.AdminKey = "0123456789abcdef 0123" },
+		"admin_key: use at least 16 characters and no whitespace, such as ${TOKENHUB_ADMIN_KEY} set from `openssl rand -hex 32`, or remove it to have one generated")
+	f(func(c *Config) { c.MaxBodyBytes = KiB - 1 },
+		"max_body_bytes: 1023 bytes is out of range; use from 1KiB to 1GiB, or remove it for the default 16MiB")
+	f(func(c *Config) { c.MaxBodyBytes = GiB + 1 },
+		"max_body_bytes: 1073741825 bytes is out of range; use from 1KiB to 1GiB, or remove it for the default 16MiB")
+	f(func(c *Config) { c.Server.ReadTimeout = 0 },
+		"server.read_timeout: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 30s")
+	f(func(c *Config) { c.Server.IdleTimeout = -time.Second },
+		"server.idle_timeout: must be more than 0 (got -1s); write a duration such as 30s, or remove it for the default 2m0s")
+	f(func(c *Config) { c.Server.ShutdownTimeout = 0 },
+		"server.shutdown_timeout: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 30s")
+	f(func(c *Config) { c.Store.Path = "" },
+		"store.path: empty; name a directory, or remove it for the default ./data")
+	f(func(c *Config) { c.Cache.MaxKeys = 999 },
+		"cache.max_keys: 999 is too small to be useful; use at least 1000, or remove it for the default 1000000")
+	f(func(c *Config) { c.Cache.NegativeTTL = 0 },
+		"cache.negative_ttl: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 2s")
+	f(func(c *Config) { c.Log.Level = "INFO" },
+		`log.level: "INFO" is not a level; use debug, info, warn or error`)
+	f(func(c *Config) { c.Log.Format = "xml" },
+		`log.format: "xml" is not a format; use json or text`)
+
+	f(func(c *Config) { c.Upstreams[1].Name = "open ai" },
+		`upstreams[1].name: "open ai" is not a valid name; use 1-64 letters, digits, '-', '_' or '.'`+"\n"+
+			`models[1].routes[0].upstream: no upstream named "openai"; declare it under upstreams or fix the name`)
+	f(func(c *Config) { c.Upstreams[1].Name = "mock" },
+		`upstreams[1].name: "mock" is also the name of upstreams[0]; give each upstream its own name`+"\n"+
+			`models[1].routes[0].upstream: no upstream named "openai"; declare it under upstreams or fix the name`)
+	base := func(url, want string) {
+		t.Helper()
+		f(func(c *Config) { c.Upstreams[1].BaseURL = url }, "upstreams[1].base_url: "+want)
+	}
+	const fix = "write the provider's API root such as https://api.openai.com/v1, or inproc://mock for the built-in mock"
+	base("", "missing; "+fix)
+	base("api.openai.com/v1", `"api.openai.com/v1": the scheme must be http or https; `+fix)
+	base("ftp://example.com", `"ftp://example.com": the scheme must be http or https; `+fix)
+	base("https:///v1", `"https:///v1" has no host; `+fix)
+	base("http://%zz", `"http://%zz" is not a URL; `+fix)
+	base("inproc://other", `"inproc://other": the only in-process upstream is inproc://mock`)
+	base("https://user:secret@example.com/v1", `"https://user:xxxxx@example.com/v1" has credentials in it; put them in api_key or headers instead`)
+	base("https://example.com/v1?key=1", `"https://example.com/v1?key=1": remove the query or fragment; endpoint paths such as /chat/completions are appended to base_url`)
+	header := func(name, value, want string) {
+		t.Helper()
+		f(func(c *Config) { c.Upstreams[1].Headers = map[string]string{name: value} }, "upstreams[1].headers."+name+": "+want)
+	}
+	header("X Bad", "v", `"X Bad" is not a valid header name; use letters, digits and '-'`)
+	header("", "v", `"" is not a valid header name; use letters, digits and '-'`)
+	header("content-length", "1", "the gateway sets this header itself; remove it")
+	header("Host", "example.com", "the gateway sets this header itself; remove it")
+	header("Authorization", "Bearer x", "api_key already sets Authorization; remove one of them")
+	header("X-Ok", "a\r\nX-Injected: 1", "the value contains a line break or NUL; remove it")
+	f(func(c *Config) { c.Upstreams[1].ConnectTimeout = 0 },
+		"upstreams[1].connect_timeout: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 5s")
+	f(func(c *Config) { c.Upstreams[1].FirstByteTimeout = 0 },
+		"upstreams[1].first_byte_timeout: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 1m0s")
+	f(func(c *Config) { c.Upstreams[1].EventTimeout = 0 },
+		"upstreams[1].event_timeout: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 1m0s")
+	f(func(c *Config) { c.Upstreams[1].Timeout = 0 },
+		"upstreams[1].timeout: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 10m0s")
+	f(func(c *Config) { c.Upstreams[1].MaxIdleConnDuration = 0 },
+		"upstreams[1].max_idle_conn_duration: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 30s")
+	f(func(c *Config) { c.Upstreams[1].MaxConns = 0 },
+		"upstreams[1].max_conns: must be at least 1 (got 0); remove it for the default 512")
+
+	f(func(c *Config) { c.Models = nil },
+		"models: none declared; declare at least one, such as {name: mock, routes: [{upstream: mock}]} with an upstream whose base_url is inproc://mock")
+	f(func(c *Config) { c.Models[1].Name = "" },
+		"models[1].name: missing; write the name clients will ask for")
+	f(func(c *Config) { c.Models[1].Name = strings.Repeat("x", 257) },
+		"models[1].name: 257 bytes long; use at most 256")
+	f(func(c *Config) { c.Models[1].Name = "gpt 4o" },
+		`models[1].name: "gpt 4o" contains whitespace or control characters; remove them`)
+	f(func(c *Config) { c.Models[1].Name = "gpt-4o\x00" },
+		`models[1].name: "gpt-4o\x00" contains whitespace or control characters; remove them`)
+	f(func(c *Config) { c.Models[1].Name = "m" },
+		`models[1].name: "m" is also the name of models[0]; merge their routes into one model`)
+	f(func(c *Config) { c.Models[1].Routes = nil },
+		"models[1].routes: none; add at least one, such as [{upstream: NAME}] with NAME one of the upstreams (mock, openai)")
+	f(func(c *Config) { c.Models[1].Routes[0].Upstream = "" },
+		"models[1].routes[0].upstream: missing; name one of the upstreams (mock, openai)")
+	f(func(c *Config) { c.Models[1].Routes[0].Upstream = "foo" },
+		`models[1].routes[0].upstream: no upstream named "foo"; declare it under upstreams or fix the name`)
+	f(func(c *Config) { c.Models[1].Routes[0].Model = "" },
+		`models[1].routes[0].model: empty; write the upstream's name for the model, or remove it to use "gpt-4o"`)
+	f(func(c *Config) { c.Models[1].Routes[0].Weight = -1 },
+		"models[1].routes[0].weight: must be at least 1 (got -1); remove the route to send it no traffic")
+	f(func(c *Config) { c.Models[1].Price.InputPerMTok = -1 },
+		"models[1].price.input_per_mtok: must not be negative (got -0.000001)")
+	f(func(c *Config) { c.Models[1].Price.OutputPerMTok = -2_500_000 },
+		"models[1].price.output_per_mtok: must not be negative (got -2.5)")
+	f(func(c *Config) { c.Models[1].MaxOutputTokens = 0 },
+		"models[1].max_output_tokens: must be at least 1 (got 0); remove it for the default 4096")
+
+	f(func(c *Config) { c.Plans = append(c.Plans, nil) },
+		"plans[1]: empty entry; remove it")
+	f(func(c *Config) { c.Plans[0].Name = "free plan" },
+		`plans[0]: invalid plan: name "free plan": use 1-64 characters of letters, digits, '-', '_' or '.'`)
+	f(func(c *Config) { c.Plans[0].RPM = -1 },
+		`plans[0]: invalid plan: plan "free": rpm, tpm, max_request_usd and monthly_usd must not be negative`)
+	f(func(c *Config) { c.Plans = append(c.Plans, &keys.Plan{Name: "free"}) },
+		`plans[1].name: "free" is also the name of plans[0]; give each plan its own name`)
+}
+
+// TestValidateReportsEverything checks that one run lists every problem, in
+// file order, so a config is fixed in one edit rather than one per start.
+func TestValidateReportsEverything(t *testing.T) {
+	doc := `listen: nowhere
+log: {level: loud}
+upstreams:
+  - {name: mock, base_url: "inproc://mock", max_conns: -1}
+models:
+  - {name: m, routes: [{upstream: nope}]}
+  - {name: m, routes: [{upstream: mock}]}
+plans:
+  - {name: "", models: ["*"]}
+`
+	want := `config: test.yaml: 6 problems:
+listen: "nowhere" is not host:port; write e.g. 127.0.0.1:8080, or :8080 for every interface
+log.level: "loud" is not a level; use debug, info, warn or error
+upstreams[0].max_conns: must be at least 1 (got -1); remove it for the default 512
+models[0].routes[0].upstream: no upstream named "nope"; declare it under upstreams or fix the name
+models[1].name: "m" is also the name of models[0]; merge their routes into one model
+plans[0]: invalid plan: name "": use 1-64 characters of letters, digits, '-', '_' or '.'`
+	if got := parseErr(t, doc); got != want {
+		t.Fatalf("got\n%s\nwant\n%s", got, want)
+	}
+}
+
+// TestPricesInYAML checks that prices are read as exact dollars, and that a
+// negative price is refused where it is read.
+func TestPricesInYAML(t *testing.T) {
+	c, err := Parse([]byte(validDoc), "test.yaml", env())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if p := c.Models[1].Price; p.InputPerMTok != 2_500_000 || p.OutputPerMTok != 10_000_000 {
+		t.Fatalf("price = %+v, want 2.5 and 10 dollars", p)
+	}
+	f := func(from, to, want string) {
+		t.Helper()
+		if got := parseErr(t, strings.Replace(validDoc, from, to, 1)); got != want {
+			t.Fatalf("got\n%s\nwant\n%s", got, want)
+		}
+	}
+	f("input_per_mtok: 2.50", "input_per_mtok: -1",
+		`config: test.yaml: line 13: models[1].price.input_per_mtok: amount "-1" is negative; write US dollars such as 2.50`)
+	f("output_per_mtok: 10", "output_per_mtok: 0.0000001",
+		`config: test.yaml: line 13: models[1].price.output_per_mtok: amount "0.0000001" has more than 6 decimals (micro-dollar precision); write US dollars such as 2.50`)
+	f("rpm: 60", "monthly_usd: $5",
+		`config: test.yaml: line 15: plans[0].monthly_usd: amount "$5" is not a decimal number; write US dollars such as 2.50`)
+}
