@@ -1,0 +1,67 @@
+// Command tokenhub-mock serves the OpenAI-compatible fake upstream of package
+// bench/mock over HTTP, for benchmarking a gateway against it by hand.
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/bench/mock"
+)
+
+func main() {
+	if err := run(); err != nil {
+		fmt.Fprintln(os.Stderr, "tokenhub-mock:", err)
+		os.Exit(1)
+	}
+}
+
+func run() error {
+	listen := flag.String("listen", "127.0.0.1:9100", "address to serve on")
+	var o mock.Options
+	flag.DurationVar(&o.Latency, "latency", 0, "delay before an answer, or before a stream's first chunk")
+	flag.IntVar(&o.Chunks, "chunks", mock.DefaultChunks, "words per answer (content chunks per stream) unless max_tokens is lower")
+	flag.DurationVar(&o.ChunkInterval, "interval", 0, "gap between stream chunks")
+	flag.IntVar(&o.EmbeddingDims, "embedding-dims", mock.DefaultEmbeddingDims, "embedding length unless the request sets dimensions")
+	flag.Parse()
+
+	ln, err := net.Listen("tcp", *listen)
+	if err != nil {
+		return fmt.Errorf("listen %s: %w", *listen, err)
+	}
+	srv := &fasthttp.Server{
+		Handler:               mock.New(o).Handler,
+		Name:                  "tokenhub-mock",
+		NoDefaultServerHeader: true,
+		ReadTimeout:           time.Minute,
+		IdleTimeout:           2 * time.Minute,
+		MaxRequestBodySize:    64 << 20,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	errc := make(chan error, 1)
+	go func() { errc <- srv.Serve(ln) }()
+	slog.Info("tokenhub-mock serving", "addr", ln.Addr().String())
+	select {
+	case err := <-errc:
+		return fmt.Errorf("serve: %w", err)
+	case <-ctx.Done():
+	}
+	// Let streams in flight finish, but not for ever.
+	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	if err := srv.ShutdownWithContext(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		return fmt.Errorf("shutdown: %w", err)
+	}
+	return nil
+}
