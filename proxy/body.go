@@ -1,0 +1,206 @@
+package proxy
+
+import (
+	"bytes"
+	"encoding/json"
+	"unicode/utf8"
+
+	"github.com/bytedance/sonic"
+)
+
+// requestFields are the top-level fields of an inference request that the
+// gateway needs. They are read in one pass over the body after a validation
+// pass, never by decoding the whole body: prompts can be megabytes.
+type requestFields struct {
+	model []byte // the model name, unescaped
+	// modelStart and modelEnd delimit the model's JSON string token (quotes
+	// included) in the body, so it can be replaced without re-encoding.
+	modelStart, modelEnd int
+	stream               bool
+	seenModel            bool
+	seenStream           bool
+}
+
+// parse reads f from body. On failure it returns the error to answer and, for
+// a duplicate key, the key's name as detail.
+func (f *requestFields) parse(body []byte) (*apiError, []byte) {
+	*f = requestFields{}
+	// Validation first, with sonic's SIMD validator (about 135 ns for a typical
+	// chat body, 4x faster than encoding/json): the scan below may then assume
+	// well-formed JSON. The check is structural: raw control characters, invalid
+	// UTF-8 and unknown escapes inside strings pass (except in the fields read
+	// here), as they cannot change what the gateway reads; the upstream judges
+	// them as it would from any client.
+	if !sonic.Valid(body) {
+		return errMalformedJSON, nil
+	}
+	i := skipSpace(body, 0)
+	if body[i] != '{' {
+		return errNotObject, nil
+	}
+	i = skipSpace(body, i+1)
+	if body[i] == '}' {
+		return errMissingModel, nil
+	}
+	for {
+		keyStart := i
+		keyEnd := skipString(body, i)
+		key := body[keyStart+1 : keyEnd-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			// An escaped key ("mod\u0065l") means "model" to the upstream, so it
+			// must mean the same here, or the whitelist could be bypassed.
+			var ok bool
+			if key, ok = unescapeString(body[keyStart:keyEnd]); !ok {
+				return errMalformedJSON, nil
+			}
+		}
+		i = skipSpace(body, keyEnd)
+		i = skipSpace(body, i+1) // the ':'
+		valStart := i
+		valEnd := skipValue(body, i)
+		if e := f.field(key, body, valStart, valEnd); e != nil {
+			return e, key
+		}
+		i = skipSpace(body, valEnd)
+		if body[i] == '}' {
+			break
+		}
+		i = skipSpace(body, i+1) // the ','
+	}
+	if !f.seenModel {
+		return errMissingModel, nil
+	}
+	return nil, nil
+}
+
+var (
+	keyModel  = []byte("model")
+	keyStream = []byte("stream")
+)
+
+func (f *requestFields) field(key, body []byte, start, end int) *apiError {
+	switch {
+	case bytes.Equal(key, keyModel):
+		if f.seenModel {
+			// Upstreams take the last of repeated keys; the gateway would have
+			// checked the first. Refuse rather than guess.
+			return errDuplicateField
+		}
+		f.seenModel = true
+		if body[start] != '"' || end-start < 3 {
+			return errModelNotString
+		}
+		f.modelStart, f.modelEnd = start, end
+		f.model = body[start+1 : end-1]
+		if bytes.IndexByte(f.model, '\\') >= 0 {
+			var ok bool
+			if f.model, ok = unescapeString(body[start:end]); !ok {
+				return errMalformedJSON
+			}
+		}
+		if !utf8.Valid(f.model) {
+			// Upstreams would read U+FFFD where the gateway reads raw bytes.
+			return errModelNotString
+		}
+	case bytes.Equal(key, keyStream):
+		if f.seenStream {
+			return errDuplicateField
+		}
+		f.seenStream = true
+		switch body[start] {
+		case 't':
+			f.stream = true
+		case 'f', 'n':
+		default:
+			return errStreamNotBool
+		}
+	}
+	return nil
+}
+
+// appendRewritten appends body to dst with the model token replaced by
+// quotedModel (a JSON string literal, quotes included).
+func appendRewritten(dst, body []byte, f *requestFields, quotedModel []byte) []byte {
+	dst = append(dst, body[:f.modelStart]...)
+	dst = append(dst, quotedModel...)
+	return append(dst, body[f.modelEnd:]...)
+}
+
+// unescapeString decodes a JSON string literal that contains escapes, strictly
+// (sonic.Valid lets an invalid escape such as \0 through). Such names are rare,
+// so this path may allocate.
+func unescapeString(lit []byte) ([]byte, bool) {
+	var s string
+	if err := json.Unmarshal(lit, &s); err != nil {
+		return nil, false
+	}
+	return []byte(s), true
+}
+
+// The scanners below assume b is valid JSON (checked by sonic.Valid); they
+// only find where tokens end.
+
+func skipSpace(b []byte, i int) int {
+	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
+		i++
+	}
+	if i == len(b) {
+		// Valid JSON never ends where a token is expected; clamp for safety.
+		return len(b) - 1
+	}
+	return i
+}
+
+// skipString returns the index just past the string literal starting at b[i].
+func skipString(b []byte, i int) int {
+	j := i + 1
+	for {
+		k := bytes.IndexByte(b[j:], '"')
+		if k < 0 {
+			return len(b)
+		}
+		q := j + k
+		backslashes := 0
+		for p := q - 1; p > i && b[p] == '\\'; p-- {
+			backslashes++
+		}
+		if backslashes%2 == 0 {
+			return q + 1
+		}
+		j = q + 1
+	}
+}
+
+// skipValue returns the index just past the value starting at b[i].
+func skipValue(b []byte, i int) int {
+	switch b[i] {
+	case '"':
+		return skipString(b, i)
+	case '{', '[':
+		depth := 0
+		for i < len(b) {
+			switch b[i] {
+			case '"':
+				i = skipString(b, i)
+				continue
+			case '{', '[':
+				depth++
+			case '}', ']':
+				depth--
+				if depth == 0 {
+					return i + 1
+				}
+			}
+			i++
+		}
+		return len(b)
+	}
+	for i < len(b) {
+		switch b[i] {
+		case ',', '}', ']', ' ', '\n', '\r', '\t':
+			return i
+		}
+		i++
+	}
+	return i
+}

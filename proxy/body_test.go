@@ -1,0 +1,135 @@
+package proxy
+
+import (
+	"encoding/json"
+	"testing"
+)
+
+func TestRequestFields(t *testing.T) {
+	f := func(body, wantModel string, wantStream bool) {
+		t.Helper()
+		var rf requestFields
+		if e, d := rf.parse([]byte(body)); e != nil {
+			t.Fatalf("parse(%s): %s %s", body, e.message, d)
+		}
+		if string(rf.model) != wantModel || rf.stream != wantStream {
+			t.Fatalf("parse(%s) = model %q stream %v, want %q %v", body, rf.model, rf.stream, wantModel, wantStream)
+		}
+	}
+	f(`{"model":"gpt-4o-mini","messages":[]}`, "gpt-4o-mini", false)
+	f(` { "messages" : [ {"role":"user","content":"a \"model\": \"x\" }"} ] , "model" : "m" , "stream" : true } `, "m", true)
+	f(`{"stream":false,"model":"m"}`, "m", false)
+	f(`{"stream":null,"model":"m"}`, "m", false)
+	f(`{"model":"m","nested":{"model":"other","stream":true}}`, "m", false)
+	f(`{"model":"gpt\u002d4o"}`, "gpt-4o", false)
+	f(`{"mod\u0065l":"m"}`, "m", false)
+	f(`{"model":"m","x":"ends with backslash \\","y":[1,{"z":"\\\""}]}`, "m", false)
+	f("{\"model\":\"m\",\n\t\"n\":2}", "m", false)
+}
+
+func TestRequestFieldsRejects(t *testing.T) {
+	f := func(body string, want *apiError) {
+		t.Helper()
+		var rf requestFields
+		if e, _ := rf.parse([]byte(body)); e != want {
+			got := "<nil>"
+			if e != nil {
+				got = e.code
+			}
+			t.Fatalf("parse(%s) = %s, want %s", body, got, want.code)
+		}
+	}
+	f(``, errMalformedJSON)
+	f(`{"model":"m"`, errMalformedJSON)
+	f(`{"model":"m",}`, errMalformedJSON)
+	f(`{'model':'m'}`, errMalformedJSON)
+	f(`["model","m"]`, errNotObject)
+	f(`"model"`, errNotObject)
+	f(`{}`, errMissingModel)
+	f(`{"messages":[]}`, errMissingModel)
+	f(`{"model":""}`, errModelNotString)
+	f(`{"model":42}`, errModelNotString)
+	f(`{"model":null}`, errModelNotString)
+	f(`{"model":"m","stream":"yes"}`, errStreamNotBool)
+	f(`{"model":"m","model":"n"}`, errDuplicateField)
+	f(`{"model":"m","mod\u0065l":"n"}`, errDuplicateField)
+	f(`{"model":"m","stream":true,"stream":false}`, errDuplicateField)
+}
+
+func TestAppendRewritten(t *testing.T) {
+	body := []byte(`{"messages":[{"role":"user","content":"hi"}], "model" : "alias" ,"stream":true}`)
+	var rf requestFields
+	if e, _ := rf.parse(body); e != nil {
+		t.Fatal(e.message)
+	}
+	got := appendRewritten(nil, body, &rf, appendQuoted(nil, `up/"model"`))
+	want := `{"messages":[{"role":"user","content":"hi"}], "model" : "up/\"model\"" ,"stream":true}`
+	if string(got) != want {
+		t.Fatalf("rewritten:\n got %s\nwant %s", got, want)
+	}
+}
+
+// FuzzRequestFields checks the one-pass reader against encoding/json: whatever
+// it accepts, the standard library must read the same model and stream, and a
+// rewrite must yield valid JSON naming the new model.
+func FuzzRequestFields(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}`,
+		`{"model":"a\"b","x":[1,2,{"y":"}"}]}`,
+		`{"mod\u0065l":"m"}`, `{"model":"m","model":"n"}`, `[]`, `{"model":1}`, `{`, ` {"stream":false, "model":"\\"} `,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var rf requestFields
+		if e, _ := rf.parse(body); e != nil {
+			return
+		}
+		out := appendRewritten(nil, body, &rf, appendQuoted(nil, "renamed"))
+		var again requestFields
+		if e, _ := again.parse(out); e != nil || string(again.model) != "renamed" || again.stream != rf.stream {
+			t.Fatalf("rewrite of %q gave %q, which reads back as %q (%v)", body, out, again.model, e)
+		}
+		var std map[string]json.RawMessage
+		if err := json.Unmarshal(body, &std); err != nil {
+			// Validation is structural on purpose (see parse): strings may hold
+			// what encoding/json refuses, but never anything that changes keys.
+			return
+		}
+		var model string
+		if err := json.Unmarshal(std["model"], &model); err != nil || model != string(rf.model) {
+			t.Fatalf("model of %q: got %q, encoding/json %q (%v)", body, rf.model, model, err)
+		}
+		var stream *bool
+		if raw, ok := std["stream"]; ok {
+			if err := json.Unmarshal(raw, &stream); err != nil {
+				t.Fatalf("stream of %q accepted but is %s", body, raw)
+			}
+		}
+		if want := stream != nil && *stream; rf.stream != want {
+			t.Fatalf("stream of %q: got %v, want %v", body, rf.stream, want)
+		}
+		var back map[string]json.RawMessage
+		if err := json.Unmarshal(out, &back); err != nil {
+			t.Fatalf("rewrite of %q gave invalid JSON %q: %v", body, out, err)
+		}
+		if string(back["model"]) != `"renamed"` {
+			t.Fatalf("rewrite of %q gave model %s", body, back["model"])
+		}
+	})
+}
+
+var benchBody = []byte(`{"model":"gpt-4o-mini","messages":[{"role":"system","content":"You are a helpful assistant."},` +
+	`{"role":"user","content":"Hello there, how are you doing today? Tell me a story about a \"dragon\" in three sentences."}],` +
+	`"max_tokens":256,"temperature":0.7,"stream":false}`)
+
+func BenchmarkRequestFields(b *testing.B) {
+	b.ReportAllocs()
+	b.SetBytes(int64(len(benchBody)))
+	var rf requestFields
+	for b.Loop() {
+		if e, _ := rf.parse(benchBody); e != nil {
+			b.Fatal(e.message)
+		}
+	}
+}

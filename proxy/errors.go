@@ -1,0 +1,200 @@
+package proxy
+
+import (
+	"errors"
+	"net"
+	"strconv"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/keys"
+)
+
+// Error types, as OpenAI names them, so SDKs classify our errors like theirs.
+const (
+	typeInvalidRequest = "invalid_request_error"
+	typeServer         = "server_error"
+)
+
+// apiError is one OpenAI-shaped error answer. The fixed ones are package-level
+// values so writing them allocates nothing; detail, when set, is appended to the
+// message (a model name, a field) and JSON-escaped.
+type apiError struct {
+	status  int
+	typ     string
+	code    string // "" renders as null
+	param   string // "" renders as null
+	message string
+}
+
+var (
+	errMissingKey = &apiError{status: fasthttp.StatusUnauthorized, typ: typeInvalidRequest, code: "invalid_api_key",
+		message: "You didn't provide an API key. Send it in an Authorization header using Bearer auth (Authorization: Bearer sk-...)."}
+	errMalformedKey = &apiError{status: fasthttp.StatusUnauthorized, typ: typeInvalidRequest, code: "invalid_api_key",
+		message: "Incorrect API key provided: it is not a well-formed tokenhub key."}
+	errUnknownKey = &apiError{status: fasthttp.StatusUnauthorized, typ: typeInvalidRequest, code: "invalid_api_key",
+		message: "Incorrect API key provided."}
+	errRevokedKey = &apiError{status: fasthttp.StatusUnauthorized, typ: typeInvalidRequest, code: "invalid_api_key",
+		message: "This API key has been revoked or rotated."}
+	errExpiredKey = &apiError{status: fasthttp.StatusUnauthorized, typ: typeInvalidRequest, code: "invalid_api_key",
+		message: "This API key has expired."}
+	errPlanMissing = &apiError{status: fasthttp.StatusForbidden, typ: typeInvalidRequest, code: "plan_not_found",
+		message: "This API key's plan no longer exists; ask the operator to assign it a plan."}
+	errAdminOnly = &apiError{status: fasthttp.StatusForbidden, typ: typeInvalidRequest, code: "admin_key_required",
+		message: "This endpoint needs the admin key."}
+	errStoreDown = &apiError{status: fasthttp.StatusServiceUnavailable, typ: typeServer, code: "store_unavailable",
+		message: "The key store is unavailable; retry shortly."}
+	errInternal = &apiError{status: fasthttp.StatusInternalServerError, typ: typeServer, code: "internal_error",
+		message: "The gateway failed to handle the request."}
+
+	errMalformedJSON = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_json",
+		message: "We could not parse the JSON body of your request: it is not valid JSON."}
+	errNotObject = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_json",
+		message: "The request body must be a JSON object."}
+	errMissingModel = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "model", code: "missing_required_parameter",
+		message: "You must provide a model parameter."}
+	errModelNotString = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "model", code: "invalid_type",
+		message: "The model parameter must be a non-empty string."}
+	errStreamNotBool = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "stream", code: "invalid_type",
+		message: "The stream parameter must be a boolean."}
+	errDuplicateField = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "duplicate_key",
+		message: "The request body repeats a top-level key: "}
+	errModelNotFound = &apiError{status: fasthttp.StatusNotFound, typ: typeInvalidRequest, param: "model", code: "model_not_found",
+		message: "The model does not exist: "}
+	errModelNotAllowed = &apiError{status: fasthttp.StatusForbidden, typ: typeInvalidRequest, param: "model", code: "model_not_allowed",
+		message: "Your plan does not include the model: "}
+	errBodyTooLarge = &apiError{status: fasthttp.StatusRequestEntityTooLarge, typ: typeInvalidRequest, code: "request_too_large",
+		message: "The request body is larger than this gateway accepts (max_body_bytes)."}
+	errHeaderTooLarge = &apiError{status: fasthttp.StatusRequestHeaderFieldsTooLarge, typ: typeInvalidRequest, code: "headers_too_large",
+		message: "The request headers are too large."}
+	errRequestTimeout = &apiError{status: fasthttp.StatusRequestTimeout, typ: typeInvalidRequest, code: "request_timeout",
+		message: "The request was not received in time."}
+	errBadRequest = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_request",
+		message: "The HTTP request could not be parsed."}
+	errUnknownURL = &apiError{status: fasthttp.StatusNotFound, typ: typeInvalidRequest, code: "unknown_url",
+		message: "Invalid URL: "}
+	errMethodNotAllowed = &apiError{status: fasthttp.StatusMethodNotAllowed, typ: typeInvalidRequest, code: "method_not_allowed",
+		message: "Method not allowed: "}
+
+	errUpstreamUnreachable = &apiError{status: fasthttp.StatusBadGateway, typ: typeServer, code: "upstream_error",
+		message: "No upstream could be reached for the model: "}
+	errUpstreamFailed = &apiError{status: fasthttp.StatusBadGateway, typ: typeServer, code: "upstream_error",
+		message: "The upstream failed to answer for the model: "}
+	errUpstreamUnreadable = &apiError{status: fasthttp.StatusBadGateway, typ: typeServer, code: "upstream_error",
+		message: "The upstream sent an unreadable answer for the model: "}
+	errUpstreamTimeout = &apiError{status: fasthttp.StatusGatewayTimeout, typ: typeServer, code: "upstream_timeout",
+		message: "The upstream did not answer in time for the model: "}
+)
+
+// writeError answers ctx with e, appending detail (JSON-escaped) to its message.
+// It replaces whatever body was set, keeps the x-request-id header, and does
+// not allocate.
+func writeError(ctx *fasthttp.RequestCtx, e *apiError, detail []byte) {
+	var scratch [512]byte
+	ctx.SetStatusCode(e.status)
+	ctx.SetContentTypeBytes(contentTypeJSON)
+	ctx.SetBody(appendError(scratch[:0], e, detail))
+}
+
+// appendError appends e's JSON body, {"error":{"message","type","param","code"}}, to b.
+func appendError(b []byte, e *apiError, detail []byte) []byte {
+	b = append(b, `{"error":{"message":"`...)
+	b = appendEscaped(b, e.message)
+	b = appendEscapedBytes(b, detail)
+	b = append(b, `","type":"`...)
+	b = append(b, e.typ...)
+	b = append(b, `","param":`...)
+	b = appendNullableString(b, e.param)
+	b = append(b, `,"code":`...)
+	b = appendNullableString(b, e.code)
+	return append(b, "}}"...)
+}
+
+func appendNullableString(b []byte, s string) []byte {
+	if s == "" {
+		return append(b, "null"...)
+	}
+	b = append(b, '"')
+	b = appendEscaped(b, s)
+	return append(b, '"')
+}
+
+const hexDigits = "0123456789abcdef"
+
+// appendEscaped appends s as the inside of a JSON string literal.
+func appendEscaped(b []byte, s string) []byte {
+	for i := 0; i < len(s); i++ {
+		b = appendEscapedByte(b, s[i])
+	}
+	return b
+}
+
+func appendEscapedBytes(b, s []byte) []byte {
+	for _, c := range s {
+		b = appendEscapedByte(b, c)
+	}
+	return b
+}
+
+func appendEscapedByte(b []byte, c byte) []byte {
+	switch {
+	case c == '"' || c == '\\':
+		return append(b, '\\', c)
+	case c == '\n':
+		return append(b, '\\', 'n')
+	case c == '\r':
+		return append(b, '\\', 'r')
+	case c == '\t':
+		return append(b, '\\', 't')
+	case c < 0x20 || c == '<' || c == '>' || c == '&':
+		// < > & escaped too, so an error echoed into a browser cannot form markup.
+		return append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
+	}
+	return append(b, c)
+}
+
+// authError maps the keys package's sentinel errors to answers: the one place
+// where key failures become HTTP statuses.
+func authError(err error) *apiError {
+	switch {
+	case errors.Is(err, keys.ErrMalformedKey):
+		return errMalformedKey
+	case errors.Is(err, keys.ErrUnknownKey):
+		return errUnknownKey
+	case errors.Is(err, keys.ErrRevoked):
+		return errRevokedKey
+	case errors.Is(err, keys.ErrExpired):
+		return errExpiredKey
+	case errors.Is(err, keys.ErrPlanNotFound):
+		return errPlanMissing
+	}
+	return errStoreDown
+}
+
+// serverError answers errors fasthttp meets before a handler runs: a body over
+// MaxRequestBodySize, oversized headers, a client too slow to send its request.
+func serverError(ctx *fasthttp.RequestCtx, err error) {
+	var e *apiError
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		e = errBodyTooLarge
+	case errors.As(err, &small):
+		e = errHeaderTooLarge
+	case errors.As(err, &netErr) && netErr.Timeout():
+		e = errRequestTimeout
+	default:
+		e = errBadRequest
+	}
+	writeError(ctx, e, nil)
+}
+
+var contentTypeJSON = []byte("application/json")
+
+// appendStatus appends " (status N)" for upstream failure messages.
+func appendStatus(b []byte, status int) []byte {
+	b = append(b, " (upstream status "...)
+	b = strconv.AppendInt(b, int64(status), 10)
+	return append(b, ')')
+}

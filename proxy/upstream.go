@@ -1,0 +1,208 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/url"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/fasthttputil"
+
+	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/config"
+)
+
+// endpoint is one of the inference endpoints the gateway forwards.
+type endpoint uint8
+
+const (
+	epChat endpoint = iota
+	epCompletions
+	epEmbeddings
+	numEndpoints
+)
+
+var endpointPaths = [numEndpoints]string{"/chat/completions", "/completions", "/embeddings"}
+
+// Upstream is one provider the gateway forwards to, with its own keep-alive
+// connection pools. Streams get a pool of their own so that long-lived streams
+// cannot starve short requests, and so their connections can enforce a
+// between-events deadline that would be wrong for buffered answers.
+type Upstream struct {
+	name         string
+	client       *fasthttp.HostClient // buffered answers
+	streamClient *fasthttp.HostClient // SSE streams
+	uris         [numEndpoints][]byte // absolute URLs, built once
+	auth         []byte               // "Bearer <the gateway's upstream key>", or nil
+	headers      [][2][]byte          // extra headers from the config
+	timeout      time.Duration        // whole request
+	firstByte    time.Duration        // streams: until the response headers
+	close        func() error
+}
+
+// newUpstream builds an Upstream's clients from its config.
+func newUpstream(c *config.Upstream) (*Upstream, error) {
+	u := &Upstream{
+		name:      c.Name,
+		timeout:   c.Timeout,
+		firstByte: c.FirstByteTimeout,
+		close:     func() error { return nil },
+	}
+	if c.APIKey != "" {
+		u.auth = []byte("Bearer " + c.APIKey)
+	}
+	for k, v := range c.Headers {
+		u.headers = append(u.headers, [2][]byte{[]byte(k), []byte(v)})
+	}
+
+	var base *url.URL
+	var dial fasthttp.DialFunc
+	if c.BaseURL == config.InprocMock {
+		// The built-in mock provider runs in-process behind an in-memory
+		// listener, so it goes through exactly the same client path as a real one.
+		ln := fasthttputil.NewInmemoryListener()
+		srv := &fasthttp.Server{Handler: mock.New(mock.Options{}).Handler, NoDefaultServerHeader: true}
+		go srv.Serve(ln) //nolint:errcheck // ends when ln closes
+		u.close = ln.Close
+		dial = func(string) (net.Conn, error) { return ln.Dial() }
+		base = &url.URL{Scheme: "http", Host: "mock.inproc", Path: "/v1"}
+	} else {
+		var err error
+		if base, err = url.Parse(c.BaseURL); err != nil {
+			return nil, fmt.Errorf("proxy: upstream %s: base_url: %w", c.Name, err)
+		}
+		dialer := &fasthttp.TCPDialer{DNSCacheDuration: time.Minute}
+		connect := c.ConnectTimeout
+		dial = func(addr string) (net.Conn, error) {
+			conn, err := dialer.DialTimeout(addr, connect)
+			if err != nil {
+				return nil, &dialError{err: err}
+			}
+			return conn, nil
+		}
+	}
+	prefix := strings.TrimSuffix(base.String(), "/")
+	for ep := range numEndpoints {
+		u.uris[ep] = []byte(prefix + endpointPaths[ep])
+	}
+
+	isTLS := base.Scheme == "https"
+	addr := base.Host
+	if base.Port() == "" {
+		if isTLS {
+			addr += ":443"
+		} else {
+			addr += ":80"
+		}
+	}
+	mk := func(d fasthttp.DialFunc) *fasthttp.HostClient {
+		return &fasthttp.HostClient{
+			Addr:                      addr,
+			IsTLS:                     isTLS,
+			TLSConfig:                 &tls.Config{ServerName: base.Hostname(), MinVersion: tls.VersionTLS12},
+			Dial:                      d,
+			MaxConns:                  c.MaxConns,
+			MaxConnWaitTimeout:        c.ConnectTimeout,
+			MaxIdleConnDuration:       c.MaxIdleConnDuration,
+			MaxIdemponentCallAttempts: 2,
+			RetryIfErr:                retryStaleConn,
+			NoDefaultUserAgentHeader:  true,
+			ReadBufferSize:            16 << 10,
+			WriteBufferSize:           16 << 10,
+			MaxResponseBodySize:       256 << 20,
+		}
+	}
+	u.client = mk(dial)
+	firstByte, event := c.FirstByteTimeout, c.EventTimeout
+	u.streamClient = mk(func(addr string) (net.Conn, error) {
+		conn, err := dial(addr)
+		if err != nil {
+			return nil, err
+		}
+		return &eventDeadlineConn{Conn: conn, firstByte: firstByte, event: event}, nil
+	})
+	return u, nil
+}
+
+// retryStaleConn lets fasthttp resend a POST once when a pooled keep-alive
+// connection turns out to have been closed by the upstream before it read
+// anything: the request was never seen, so resending cannot double-bill.
+func retryStaleConn(_ *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
+	if attempts > 1 {
+		return false, false
+	}
+	return false, errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed)
+}
+
+// dialError marks a failure to connect, which always allows failover.
+type dialError struct{ err error }
+
+func (e *dialError) Error() string { return "dial: " + e.err.Error() }
+func (e *dialError) Unwrap() error { return e.err }
+
+// isTimeout reports whether err is the upstream taking too long (as opposed to
+// refusing or dropping the connection).
+func isTimeout(err error) bool {
+	var de *dialError
+	if errors.As(err, &de) {
+		return false // a connect timeout is a connection failure: fail over
+	}
+	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) {
+		return true
+	}
+	var ne net.Error
+	return errors.As(err, &ne) && ne.Timeout()
+}
+
+// isConnFailure reports whether err means the request did not reach a working
+// upstream: refused, reset, or closed before an answer. Those fail over.
+func isConnFailure(err error) bool {
+	var de *dialError
+	return errors.As(err, &de) || errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
+		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
+		errors.Is(err, fasthttp.ErrNoFreeConns)
+}
+
+// eventDeadlineConn gives each read of a streamed answer its own deadline: the
+// first-byte timeout until the answer starts, then the between-events timeout,
+// never past the whole-request deadline fasthttp sets. fasthttp alone offers
+// one absolute deadline, which would cut every stream longer than it.
+type eventDeadlineConn struct {
+	net.Conn
+	firstByte, event time.Duration
+	hard             time.Time // the deadline fasthttp asked for
+	awaitingFirst    bool
+}
+
+// SetReadDeadline is called by fasthttp once per request, before it reads the
+// answer: it marks the start of a new answer.
+func (c *eventDeadlineConn) SetReadDeadline(t time.Time) error {
+	c.hard = t
+	c.awaitingFirst = true
+	return c.Conn.SetReadDeadline(t)
+}
+
+func (c *eventDeadlineConn) Read(p []byte) (int, error) {
+	d := c.event
+	if c.awaitingFirst {
+		d = c.firstByte
+	}
+	deadline := time.Now().Add(d)
+	if !c.hard.IsZero() && c.hard.Before(deadline) {
+		deadline = c.hard
+	}
+	if err := c.Conn.SetReadDeadline(deadline); err != nil {
+		return 0, err
+	}
+	n, err := c.Conn.Read(p)
+	if n > 0 {
+		c.awaitingFirst = false
+	}
+	return n, err
+}
