@@ -1,6 +1,9 @@
 package mock
 
 import (
+	"bufio"
+	"strconv"
+	"strings"
 	"testing"
 
 	"github.com/valyala/fasthttp"
@@ -11,14 +14,19 @@ const benchChatBody = `{"model":"mock-bench","messages":[{"role":"system","conte
 	`{"role":"user","content":"Summarise the main differences between TCP and UDP for a network engineering interview, in three bullet points, with one example each."},` +
 	`{"role":"assistant","content":"Sure."},{"role":"user","content":"Go on, please."}],"max_tokens":16,"temperature":0.2,"stream":false}`
 
-// newRequestCtx returns a RequestCtx holding a request, as fasthttp's own
-// benchmarks build them.
-func newRequestCtx(method, path, body string) *fasthttp.RequestCtx {
+// newRequestCtx returns a RequestCtx holding a request read from the wire
+// form a typical client sends, as the server would have it.
+func newRequestCtx(method, path, body string, headers ...string) *fasthttp.RequestCtx {
+	raw := method + " " + path + " HTTP/1.1\r\nHost: 127.0.0.1:9100\r\nUser-Agent: OpenAI/Go 3.0\r\n" +
+		"Authorization: Bearer sk-test\r\nContent-Type: application/json\r\nAccept: application/json\r\n"
+	for i := 0; i+1 < len(headers); i += 2 {
+		raw += headers[i] + ": " + headers[i+1] + "\r\n"
+	}
+	raw += "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
 	var ctx fasthttp.RequestCtx
-	ctx.Request.Header.SetMethod(method)
-	ctx.Request.SetRequestURI(path)
-	ctx.Request.Header.SetContentType("application/json")
-	ctx.Request.SetBodyString(body)
+	if err := ctx.Request.Read(bufio.NewReader(strings.NewReader(raw))); err != nil {
+		panic("newRequestCtx: " + err.Error())
+	}
 	return &ctx
 }
 
@@ -50,6 +58,16 @@ func BenchmarkHandlerParallel(b *testing.B) {
 			s.Handler(ctx)
 		}
 	})
+}
+
+func BenchmarkHandlerWithOverride(b *testing.B) {
+	s := New(Options{})
+	ctx := newRequestCtx(fasthttp.MethodPost, "/v1/chat/completions", benchChatBody, HeaderChunks, "16")
+	b.ReportAllocs()
+	for b.Loop() {
+		ctx.Response.Reset()
+		s.Handler(ctx)
+	}
 }
 
 func BenchmarkHandlerCompletions(b *testing.B) {

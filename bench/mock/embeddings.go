@@ -86,7 +86,9 @@ func (v *vector) next() int64 {
 	z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9
 	z = (z ^ (z >> 27)) * 0x94d049bb133111eb
 	z ^= z >> 31
-	return int64(z%(2*v.amp+1)) - int64(v.amp)
+	// Scale the top 32 bits to [0, 2a] with a multiply instead of a division
+	// (Lemire's method): a modulo per value was a fifth of the whole answer.
+	return int64((z>>32)*(2*v.amp+1)>>32) - int64(v.amp)
 }
 
 // appendVectorJSON appends input's embedding as a JSON array of numbers.
@@ -113,15 +115,23 @@ func appendVectorLE(b, input []byte, dims int) []byte {
 	return b
 }
 
-// appendMillionths appends m/1e6 in decimal with six fraction digits.
+// appendMillionths appends m/1e6 in decimal with six fraction digits. It is
+// the inner loop of a float embedding (1536 values), hence the digit-pair table.
 func appendMillionths(b []byte, m int64) []byte {
 	if m < 0 {
 		b = append(b, '-')
 		m = -m
 	}
-	b = strconv.AppendInt(b, m/1e6, 10)
+	if m < 1e6 {
+		b = append(b, '0')
+	} else {
+		b = strconv.AppendInt(b, m/1e6, 10)
+	}
 	frac := m % 1e6
-	return append(b, '.',
-		byte('0'+frac/100000), byte('0'+frac/10000%10), byte('0'+frac/1000%10),
-		byte('0'+frac/100%10), byte('0'+frac/10%10), byte('0'+frac%10))
+	hi, mid, lo := frac/10000*2, frac/100%100*2, frac%100*2
+	return append(b, '.', digitPairs[hi], digitPairs[hi+1], digitPairs[mid], digitPairs[mid+1], digitPairs[lo], digitPairs[lo+1])
 }
+
+const digitPairs = "00010203040506070809" + "10111213141516171819" + "20212223242526272829" + "30313233343536373839" +
+	"40414243444546474849" + "50515253545556575859" + "60616263646566676869" + "70717273747576777879" +
+	"80818283848586878889" + "90919293949596979899"

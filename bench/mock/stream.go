@@ -13,12 +13,10 @@ import (
 // body is gone once it returns) and written afterwards by fasthttp's body
 // stream goroutine, or by a hijacked connection when the stream is to be cut.
 type stream struct {
-	s            *Server
 	chat         bool
 	prefix       []byte // "data: " and the chunk's head, up to and including `"choices":[`
 	suffix       string // closes a chunk and its event
 	buf          []byte
-	model        []byte
 	choices      int
 	words        int
 	finish       string
@@ -38,11 +36,9 @@ type eventWriter interface {
 func (s *Server) startStream(ctx *fasthttp.RequestCtx, ep endpoint, r *request, set *settings, n int, finish string) {
 	st := s.streams.Get().(*stream)
 	*st = stream{
-		s:            s,
 		chat:         ep == epChat,
 		prefix:       st.prefix[:0],
 		buf:          st.buf[:0],
-		model:        append(st.model[:0], r.model...),
 		choices:      r.n * r.prompts,
 		words:        n,
 		finish:       finish,
@@ -57,7 +53,7 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, ep endpoint, r *request, 
 		object = "chat.completion.chunk"
 	}
 	st.prefix = append(st.prefix, "data: "...)
-	st.prefix = s.appendHead(st.prefix, ep, object, st.model)
+	st.prefix = s.appendHead(st.prefix, ep, object, r.model)
 	st.prefix = append(st.prefix, `"system_fingerprint":"`+systemFingerprint+`",`...)
 	st.prefix = append(st.prefix, `"choices":[`...)
 	st.suffix = "]}\n\n"
@@ -88,7 +84,6 @@ func (s *Server) putStream(st *stream) {
 	if cap(st.buf) > maxPooledBuffer {
 		return
 	}
-	st.s = nil
 	s.streams.Put(st)
 }
 

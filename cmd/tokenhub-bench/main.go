@@ -1,0 +1,206 @@
+// Command tokenhub-bench measures the gateway's overhead. It sends the same
+// requests, on loopback and in one run, to the mock upstream directly, through
+// tokenhub, and through nginx as a keep-alive reverse proxy when nginx is on
+// PATH, then prints throughput and latency percentiles side by side with each
+// target's throughput as a fraction of the direct one.
+//
+//	tokenhub-bench [-tokenhub bin/tokenhub] [-duration 10s] [-conns 64] [-scenario chat] [-json out.json]
+//
+// It starts everything it measures (the mock in its own process, tokenhub and
+// nginx as children with configs in a temporary directory) and stops them
+// when done, failed or interrupted.
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"runtime"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/bench/load"
+	"github.com/tokenhub/tokenhub/bench/mock"
+)
+
+func main() {
+	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
+}
+
+// options are the command line's settings.
+type options struct {
+	tokenhub  string
+	nginx     string
+	scenario  string
+	conns     int
+	warmup    time.Duration
+	duration  time.Duration
+	timeout   time.Duration
+	maxTokens int
+	jsonOut   string
+}
+
+func run(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tokenhub-bench", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	var o options
+	fs.StringVar(&o.tokenhub, "tokenhub", "bin/tokenhub", "tokenhub `binary` to measure; empty to measure only the mock and nginx")
+	fs.StringVar(&o.nginx, "nginx", "nginx", "nginx `binary` for the reverse-proxy baseline, looked up in PATH; skipped if missing; empty to skip")
+	fs.StringVar(&o.scenario, "scenario", "chat", "requests to send: "+strings.Join(load.ScenarioNames(), ", "))
+	fs.IntVar(&o.conns, "conns", 64, "concurrent connections, each a closed loop")
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "unrecorded warmup per target")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, "recorded time per target")
+	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of one request")
+	fs.IntVar(&o.maxTokens, "max-tokens", 16, "max_tokens of each request: words per answer")
+	fs.StringVar(&o.jsonOut, "json", "", "also write the results to this `file` as JSON")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "tokenhub-bench: unexpected arguments %q\n", fs.Args())
+		return 2
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	rep, err := bench(ctx, &o, stderr)
+	if err != nil {
+		fmt.Fprintln(stderr, "tokenhub-bench:", err)
+		return 1
+	}
+	if err := rep.writeMarkdown(stdout); err != nil {
+		fmt.Fprintln(stderr, "tokenhub-bench:", err)
+		return 1
+	}
+	if o.jsonOut != "" {
+		if err := rep.writeJSON(o.jsonOut); err != nil {
+			fmt.Fprintln(stderr, "tokenhub-bench:", err)
+			return 1
+		}
+	}
+	return 0
+}
+
+// target is one thing the load is driven at.
+type target struct {
+	name string
+	addr string
+}
+
+// bench starts the mock, tokenhub and nginx, measures each in turn and
+// stops what it started. Progress goes to logw.
+func bench(ctx context.Context, o *options, logw io.Writer) (*report, error) {
+	// Everything that can be wrong with the command line fails here, before
+	// anything is started.
+	if o.duration <= 0 || o.duration > load.MaxDuration {
+		return nil, fmt.Errorf("-duration %v: want more than 0 and at most %v", o.duration, load.MaxDuration)
+	}
+	if o.maxTokens < 1 {
+		return nil, fmt.Errorf("-max-tokens %d: want at least 1", o.maxTokens)
+	}
+	sc, err := load.NewScenario(o.scenario, benchModel, o.maxTokens)
+	if err != nil {
+		return nil, err
+	}
+	var tokenhubBin string
+	if o.tokenhub != "" {
+		if tokenhubBin, err = exec.LookPath(o.tokenhub); err != nil {
+			return nil, fmt.Errorf("tokenhub binary %q: %w; build it with `make tokenhub`, point -tokenhub at it, or pass -tokenhub= to measure only the mock and nginx", o.tokenhub, err)
+		}
+	}
+	rep := &report{Scenario: sc.Name, Conns: o.conns, Warmup: o.warmup, Duration: o.duration, CPUs: runtime.NumCPU(), Started: time.Now()}
+	var nginxBin string
+	if o.nginx != "" {
+		if nginxBin, err = exec.LookPath(o.nginx); err != nil {
+			rep.Notes = append(rep.Notes, fmt.Sprintf("nginx: not measured (%q not found on PATH)", o.nginx))
+		}
+	}
+
+	dir, err := os.MkdirTemp("", "tokenhub-bench-")
+	if err != nil {
+		return nil, err
+	}
+	defer os.RemoveAll(dir)
+
+	mockAddr, stopMock, err := serveMock()
+	if err != nil {
+		return nil, err
+	}
+	defer stopMock()
+	fmt.Fprintf(logw, "mock serving on %s\n", mockAddr)
+	targets := []target{{"direct", mockAddr}}
+
+	// The mock ignores Authorization, but every target gets the same request,
+	// header included, so that they compare.
+	auth := "Bearer sk-bench-direct"
+	if tokenhubBin != "" {
+		th, err := startTokenhub(ctx, tokenhubBin, dir, mockAddr)
+		if err != nil {
+			return nil, err
+		}
+		defer th.proc.stop(10 * time.Second)
+		fmt.Fprintf(logw, "tokenhub serving on %s\n", th.addr)
+		auth = "Bearer " + th.key
+		targets = append(targets, target{"tokenhub", th.addr})
+	}
+	if nginxBin != "" {
+		proc, addr, err := startNginx(ctx, nginxBin, dir, mockAddr)
+		if err != nil {
+			return nil, err
+		}
+		defer proc.stop(10 * time.Second)
+		fmt.Fprintf(logw, "nginx serving on %s\n", addr)
+		targets = append(targets, target{"nginx", addr})
+	}
+	sc.Request.Headers = append(sc.Request.Headers, load.Header{Name: "Authorization", Value: auth})
+
+	for _, t := range targets {
+		fmt.Fprintf(logw, "%s: %v warmup, %v with %d connections...\n", t.name, o.warmup, o.duration, o.conns)
+		res, err := load.Run(ctx, load.Config{
+			Addr: t.addr, Request: sc.Request, Conns: o.conns,
+			Warmup: o.warmup, Duration: o.duration, Timeout: o.timeout,
+		})
+		if err == nil && ctx.Err() != nil {
+			err = context.Cause(ctx)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", t.name, err)
+		}
+		res.Target = t.name
+		rep.add(res)
+		fmt.Fprintf(logw, "%s: %.0f req/s, p50 %s, p99 %s, %d errors\n",
+			t.name, res.Throughput, ms(res.Latency.P50), ms(res.Latency.P99), res.Errors)
+	}
+	return rep, nil
+}
+
+// serveMock serves the mock upstream in this process on a free loopback port.
+func serveMock() (addr string, stop func(), err error) {
+	ln, err := net.Listen("tcp4", "127.0.0.1:0")
+	if err != nil {
+		return "", nil, fmt.Errorf("mock: listen: %w", err)
+	}
+	srv := &fasthttp.Server{
+		Handler:               mock.New(mock.Options{}).Handler,
+		NoDefaultServerHeader: true,
+		ReadBufferSize:        16 << 10,
+		IdleTimeout:           2 * time.Minute,
+	}
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	return ln.Addr().String(), func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		// Shutdown closes the listener first, so Serve returns at once; the
+		// deadline only bounds waiting for connections to go idle.
+		_ = srv.ShutdownWithContext(ctx)
+		<-served
+	}, nil
+}
