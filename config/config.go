@@ -62,8 +62,31 @@ type Server struct {
 
 // Store says where keys, plans and spend are kept.
 type Store struct {
-	// Path is the directory of the embedded store.
+	// Path is the directory of the embedded store (and of the generated
+	// admin key file).
 	Path string `yaml:"path"`
+	// Valkey, when set, replaces the embedded store: every node pointed at
+	// the same Valkey shares keys, plans and spend.
+	Valkey *Valkey `yaml:"valkey"`
+}
+
+// Valkey is the shared store of a multi-node deployment.
+type Valkey struct {
+	// Addrs are host:port addresses; several, or a cluster endpoint, select
+	// Valkey Cluster (detected automatically).
+	Addrs []string `yaml:"addrs"`
+	// Username and Password authenticate (ACL user, or just a password).
+	Username string `yaml:"username"`
+	Password string `yaml:"password"`
+	// DB is the database number (standalone servers only).
+	DB int `yaml:"db"`
+	// TLS connects with TLS 1.2 or later.
+	TLS bool `yaml:"tls"`
+	// Prefix namespaces every key and the invalidation channel, so several
+	// deployments can share one server.
+	Prefix string `yaml:"prefix"`
+	// Timeout bounds every call to Valkey.
+	Timeout time.Duration `yaml:"timeout"`
 }
 
 // Cache sizes the in-memory cache of key records in front of the store.
@@ -73,6 +96,12 @@ type Cache struct {
 	// NegativeTTL is how long an unknown key is remembered as unknown, so
 	// that a flood of bad keys does not reach the store.
 	NegativeTTL time.Duration `yaml:"negative_ttl"`
+	// StaleAfter is the age past which cached entries are re-read while
+	// invalidations from other nodes may be missed (Valkey only).
+	StaleAfter time.Duration `yaml:"stale_after"`
+	// StaleIfError is how long after its last successful read a cached key
+	// is still served while the store is unreachable.
+	StaleIfError time.Duration `yaml:"stale_if_error"`
 }
 
 // Log configures the process log.

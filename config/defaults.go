@@ -18,7 +18,7 @@ func defaultConfig() Config {
 			ShutdownTimeout: 30 * time.Second,
 		},
 		Store: Store{Path: "./data"},
-		Cache: Cache{MaxKeys: 1_000_000, NegativeTTL: 2 * time.Second},
+		Cache: Cache{MaxKeys: 1_000_000, NegativeTTL: 2 * time.Second, StaleAfter: time.Second, StaleIfError: 10 * time.Minute},
 		Log:   Log{Level: "info", Format: "json"},
 	}
 }
@@ -32,6 +32,19 @@ func defaultUpstream() Upstream {
 		MaxConns:            512,
 		MaxIdleConnDuration: 30 * time.Second,
 	}
+}
+
+func defaultValkey() Valkey { return Valkey{Prefix: "tokenhub", Timeout: 500 * time.Millisecond} }
+
+// UnmarshalYAML decodes the valkey block over its defaults; see Upstream.UnmarshalYAML.
+func (v *Valkey) UnmarshalYAML(unmarshal func(any) error) error {
+	type plain Valkey
+	p := plain(defaultValkey())
+	if err := unmarshal(&p); err != nil {
+		return err
+	}
+	*v = Valkey(p)
+	return nil
 }
 
 func defaultModel() Model { return Model{MaxOutputTokens: 4096} }

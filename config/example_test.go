@@ -100,15 +100,21 @@ func TestExampleShowsDefaults(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c, err := Parse(data, "example.yaml", env("OPENAI_API_KEY", "sk-test"))
+	c, err := Parse(data, "example.yaml", env("OPENAI_API_KEY", "sk-test", "TOKENHUB_ADMIN_KEY", "0123456789abcdef0123"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	def := defaultConfig()
 	got := *c
 	got.AdminKey, got.Upstreams, got.Models, got.Plans, got.DroppedUpstreams, got.DroppedModels = "", nil, nil, nil, nil, nil
+	v := *got.Store.Valkey
+	got.Store.Valkey = nil
 	if !reflect.DeepEqual(got, def) {
 		t.Fatalf("example.yaml's top-level values\n%+v\ndiffer from the defaults\n%+v", got, def)
+	}
+	v.Addrs, v.Password = nil, ""
+	if !reflect.DeepEqual(v, defaultValkey()) {
+		t.Fatalf("example.yaml's store.valkey values\n%+v\ndiffer from the defaults\n%+v", v, defaultValkey())
 	}
 	u := *c.Upstream("openai")
 	u.Name, u.BaseURL, u.APIKey, u.Optional, u.Headers = "", "", "", false, nil
@@ -143,10 +149,13 @@ func TestShippedConfigsLoad(t *testing.T) {
 	f("default.yaml", Default(), openai, "mock", "gpt-4o-mini", "gpt-4o", "text-embedding-3-small")
 	f("default.yaml", Default(), anthropic, "mock", "claude-sonnet-4-6")
 	f("default.yaml", Default(), both, "mock", "gpt-4o-mini", "gpt-4o", "text-embedding-3-small", "claude-sonnet-4-6")
-	f("example.yaml", example, env(), "mock")
-	f("example.yaml", example, openai, "gpt-4o-mini", "mock")
-	f("example.yaml", example, both, "gpt-4o-mini", "claude-sonnet-4-6", "mock")
-	f("example.yaml", example, env("TOKENHUB_ADMIN_KEY", "0123456789abcdef0123"), "mock")
+	// example.yaml uses store.valkey, which needs the admin key from the environment.
+	admin := func(kv ...string) func(string) string {
+		return env(append(kv, "TOKENHUB_ADMIN_KEY", "0123456789abcdef0123")...)
+	}
+	f("example.yaml", example, admin(), "mock")
+	f("example.yaml", example, admin("OPENAI_API_KEY", "sk-o"), "gpt-4o-mini", "mock")
+	f("example.yaml", example, admin("OPENAI_API_KEY", "sk-o", "ANTHROPIC_API_KEY", "sk-a"), "gpt-4o-mini", "claude-sonnet-4-6", "mock")
 }
 
 // TestDefaultContents pins what the built-in configuration promises.

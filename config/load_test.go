@@ -36,7 +36,7 @@ func TestDefaultsApplied(t *testing.T) {
 		MaxBodyBytes: 16777216,
 		Server:       Server{ReadTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 30 * time.Second},
 		Store:        Store{Path: "./data"},
-		Cache:        Cache{MaxKeys: 1000000, NegativeTTL: 2 * time.Second},
+		Cache:        Cache{MaxKeys: 1000000, NegativeTTL: 2 * time.Second, StaleAfter: time.Second, StaleIfError: 10 * time.Minute},
 		Log:          Log{Level: "info", Format: "json"},
 		Upstreams: []Upstream{{
 			Name:                "mock",

@@ -67,6 +67,16 @@ func (c *Config) validateServer(p *problems) {
 		p.add("cache.max_keys", "%d is too small to be useful; use at least 1000, or remove it for the default %d", c.Cache.MaxKeys, def.Cache.MaxKeys)
 	}
 	p.positive("cache.negative_ttl", c.Cache.NegativeTTL, def.Cache.NegativeTTL)
+	p.positive("cache.stale_if_error", c.Cache.StaleIfError, def.Cache.StaleIfError)
+	if c.Cache.StaleAfter <= 0 || c.Cache.StaleAfter > 3*time.Second {
+		p.add("cache.stale_after", "%s is out of range; use from 1ms to 3s so revocations reach every node within 5s, or remove it for the default %s", c.Cache.StaleAfter, def.Cache.StaleAfter)
+	}
+	if v := c.Store.Valkey; v != nil {
+		c.validateValkey(p, v)
+		if c.AdminKey == "" {
+			p.add("admin_key", "required with store.valkey, so every node accepts the same admin key; set it such as ${TOKENHUB_ADMIN_KEY}")
+		}
+	}
 	switch c.Log.Level {
 	case "debug", "info", "warn", "error":
 	default:
@@ -77,6 +87,25 @@ func (c *Config) validateServer(p *problems) {
 	default:
 		p.add("log.format", "%q is not a format; use json or text", c.Log.Format)
 	}
+}
+
+func (c *Config) validateValkey(p *problems, v *Valkey) {
+	def := defaultValkey()
+	if len(v.Addrs) == 0 {
+		p.add("store.valkey.addrs", "empty; list at least one host:port such as 127.0.0.1:6379")
+	}
+	for i, a := range v.Addrs {
+		if _, port, err := net.SplitHostPort(a); err != nil || port == "" {
+			p.add(fmt.Sprintf("store.valkey.addrs[%d]", i), "%q is not host:port; write it like 127.0.0.1:6379", a)
+		}
+	}
+	if v.DB < 0 {
+		p.add("store.valkey.db", "%d is negative; use 0 or a database number", v.DB)
+	}
+	if !keys.ValidName(v.Prefix) {
+		p.add("store.valkey.prefix", "%q is not a valid prefix; use 1-64 letters, digits, '-', '_' or '.'", v.Prefix)
+	}
+	p.positive("store.valkey.timeout", v.Timeout, def.Timeout)
 }
 
 func (c *Config) validateUpstreams(p *problems) {

@@ -219,3 +219,30 @@ func TestPricesInYAML(t *testing.T) {
 	f("rpm: 60", "monthly_usd: $5",
 		`config: test.yaml: line 15: plans[0].monthly_usd: amount "$5" is not a decimal number; write US dollars such as 2.50`)
 }
+
+func TestValidateValkey(t *testing.T) {
+	f := func(block, wantField string) {
+		t.Helper()
+		_, err := Parse([]byte("admin_key: 0123456789abcdef0123\nstore:\n  valkey: "+block+"\nupstreams: [{name: m, base_url: \"inproc://mock\"}]\nmodels: [{name: mock, routes: [{upstream: m}]}]\n"), "t.yaml", env())
+		if wantField == "" {
+			if err != nil {
+				t.Fatalf("valkey %s: %v", block, err)
+			}
+			return
+		}
+		if err == nil || !strings.Contains(err.Error(), wantField) {
+			t.Fatalf("valkey %s: error %v, want one naming %s", block, err, wantField)
+		}
+	}
+	f(`{addrs: ["127.0.0.1:6379"]}`, "")
+	f(`{addrs: ["a:1", "b:2"], prefix: prod-1, timeout: 1s, db: 2}`, "")
+	f(`{addrs: []}`, "store.valkey.addrs")
+	f(`{addrs: ["no-port"]}`, "store.valkey.addrs[0]")
+	f(`{addrs: ["a:1"], prefix: "has space"}`, "store.valkey.prefix")
+	f(`{addrs: ["a:1"], timeout: 0s}`, "store.valkey.timeout")
+	f(`{addrs: ["a:1"], db: -1}`, "store.valkey.db")
+	_, err := Parse([]byte("store: {valkey: {addrs: [\"a:1\"]}}\nupstreams: [{name: m, base_url: \"inproc://mock\"}]\nmodels: [{name: mock, routes: [{upstream: m}]}]\n"), "t.yaml", env())
+	if err == nil || !strings.Contains(err.Error(), "admin_key: required with store.valkey") {
+		t.Fatalf("valkey without admin_key: %v", err)
+	}
+}

@@ -20,6 +20,9 @@ var (
 	ErrPlanNotFound = errors.New("plan not found")
 	// ErrPlanInUse means a plan cannot be deleted because unrevoked keys use it.
 	ErrPlanInUse = errors.New("plan in use")
+	// ErrUnavailable means the store could not be reached recently and the
+	// answer was not in the cache; the caller should retry shortly.
+	ErrUnavailable = errors.New("key store unavailable")
 	// ErrInvalidKey is wrapped by validation errors of key fields (such as a
 	// name that is too long).
 	ErrInvalidKey = errors.New("invalid key")

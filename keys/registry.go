@@ -22,6 +22,14 @@ type RegistryOptions struct {
 	// unknown, so repeating it costs no store read; default 2s. The memory for
 	// this is bounded (MaxKeys/10 entries, at least 1024).
 	NegativeTTL time.Duration
+	// StaleIfError is how long after its last successful read a cached key or
+	// plan is still served while the store cannot be reached; default 10m.
+	// Unknown keys get ErrUnavailable meanwhile.
+	StaleIfError time.Duration
+	// StoreRetry is how long after a failed store read the store is left
+	// alone (cached entries served, misses refused at once), so an outage
+	// costs one timeout per StoreRetry rather than one per request; default 500ms.
+	StoreRetry time.Duration
 	// Now is the clock; default time.Now. Tests replace it.
 	Now func() time.Time
 }
@@ -31,9 +39,19 @@ type RegistryOptions struct {
 // store first and then evicts this node's cache, so the change holds from the
 // very next Authenticate on this node.
 type Registry struct {
-	store       Store
-	now         func() time.Time
-	negativeTTL time.Duration
+	store        Store
+	now          func() time.Time
+	negativeTTL  time.Duration
+	staleIfError time.Duration
+	storeRetry   time.Duration
+
+	// maxAge bounds, in nanoseconds, how old a cached entry may be before it
+	// is read again; 0 means no bound. It is set while invalidations from
+	// other nodes may be missed (see Invalidator).
+	maxAge atomic.Int64
+	// downUntil is when, in unix nanoseconds, the store may be tried again
+	// after a failure.
+	downUntil atomic.Int64
 
 	// keys caches known keys and unknown caches hashes the store does not
 	// have. They are separate so that a flood of random secrets cannot push
@@ -83,9 +101,11 @@ type planEntry struct {
 
 // Defaults of RegistryOptions.
 const (
-	defaultMaxKeys     = 1_000_000
-	defaultNegativeTTL = 2 * time.Second
-	minUnknownEntries  = 1024
+	defaultMaxKeys      = 1_000_000
+	defaultNegativeTTL  = 2 * time.Second
+	defaultStaleIfError = 10 * time.Minute
+	defaultStoreRetry   = 500 * time.Millisecond
+	minUnknownEntries   = 1024
 	// cacheBufferItems is ristretto's recommended access-batch size.
 	cacheBufferItems = 64
 )
@@ -102,6 +122,12 @@ func NewRegistry(store Store, opts RegistryOptions) (*Registry, error) {
 	if opts.NegativeTTL <= 0 {
 		opts.NegativeTTL = defaultNegativeTTL
 	}
+	if opts.StaleIfError <= 0 {
+		opts.StaleIfError = defaultStaleIfError
+	}
+	if opts.StoreRetry <= 0 {
+		opts.StoreRetry = defaultStoreRetry
+	}
 	if opts.Now == nil {
 		opts.Now = time.Now
 	}
@@ -115,11 +141,13 @@ func NewRegistry(store Store, opts RegistryOptions) (*Registry, error) {
 		return nil, fmt.Errorf("keys: new registry: unknown-key cache: %w", err)
 	}
 	r := &Registry{
-		store:       store,
-		now:         opts.Now,
-		negativeTTL: opts.NegativeTTL,
-		keys:        keys,
-		unknown:     unknown,
+		store:        store,
+		now:          opts.Now,
+		negativeTTL:  opts.NegativeTTL,
+		staleIfError: opts.StaleIfError,
+		storeRetry:   opts.StoreRetry,
+		keys:         keys,
+		unknown:      unknown,
 	}
 	r.plans.Store(&map[string]*planEntry{})
 	return r, nil
@@ -177,12 +205,24 @@ func (r *Registry) Authenticate(ctx context.Context, secret []byte) (*Key, *Plan
 func (r *Registry) keyByHash(ctx context.Context, hash *[32]byte, now time.Time) (*Key, error) {
 	ck := cacheKey(hash)
 	gen := r.gen.Load()
+	var stale *keyEntry
 	if e, ok := r.keys.Get(ck); ok && e.hash == *hash && e.gen == gen {
-		return e.key, nil
+		if r.fresh(e.filledAt, now) {
+			return e.key, nil
+		}
+		stale = e
 	}
 	if e, ok := r.unknown.Get(ck); ok && e.hash == *hash && e.gen == gen &&
 		now.UnixNano()-e.filledAt < int64(r.negativeTTL) {
 		return nil, ErrUnknownKey
+	}
+	if r.storeDown(now) {
+		// Do not make every request wait out the store's timeout while it is
+		// known to be down: serve what was cached, refuse what was not.
+		if stale != nil && r.servableStale(stale.filledAt, now) {
+			return stale.key, nil
+		}
+		return nil, fmt.Errorf("keys: authenticate: %w", ErrUnavailable)
 	}
 
 	// Load seq before gen: an EvictAll between the two changes seq, so the
@@ -200,6 +240,10 @@ func (r *Registry) keyByHash(ctx context.Context, hash *[32]byte, now time.Time)
 		r.fillKey(r.unknown, ck, e, seq, r.negativeTTL)
 		return nil, ErrUnknownKey
 	default:
+		r.markStoreDown(now)
+		if stale != nil && r.servableStale(stale.filledAt, now) {
+			return stale.key, nil
+		}
 		return nil, fmt.Errorf("keys: authenticate: %w", err)
 	}
 }
@@ -219,13 +263,20 @@ func (r *Registry) fillKey(c *ristretto.Cache[uint64, *keyEntry], ck uint64, e *
 // plan returns the named plan from the plan cache or the store, filling the
 // cache. A missing plan is remembered for NegativeTTL.
 func (r *Registry) plan(ctx context.Context, name string, now time.Time) (*Plan, error) {
-	if e := (*r.plans.Load())[name]; e != nil {
-		if e.plan != nil {
+	e := (*r.plans.Load())[name]
+	if e != nil {
+		if e.plan != nil && r.fresh(e.filledAt, now) {
 			return e.plan, nil
 		}
-		if now.UnixNano()-e.filledAt < int64(r.negativeTTL) {
+		if e.plan == nil && now.UnixNano()-e.filledAt < int64(r.negativeTTL) {
 			return nil, fmt.Errorf("keys: plan %s: %w", name, ErrPlanNotFound)
 		}
+	}
+	if r.storeDown(now) {
+		if e != nil && e.plan != nil && r.servableStale(e.filledAt, now) {
+			return e.plan, nil
+		}
+		return nil, fmt.Errorf("keys: plan %s: %w", name, ErrUnavailable)
 	}
 	seq := r.planSeq.Load()
 	p, err := r.store.Plan(ctx, name)
@@ -234,6 +285,10 @@ func (r *Registry) plan(ctx context.Context, name string, now time.Time) (*Plan,
 	case errors.Is(err, ErrNotFound):
 		p = nil
 	default:
+		r.markStoreDown(now)
+		if e != nil && e.plan != nil && r.servableStale(e.filledAt, now) {
+			return e.plan, nil
+		}
 		return nil, fmt.Errorf("keys: authenticate: %w", err)
 	}
 
@@ -249,6 +304,30 @@ func (r *Registry) plan(ctx context.Context, name string, now time.Time) (*Plan,
 		return nil, fmt.Errorf("keys: plan %s: %w", name, ErrPlanNotFound)
 	}
 	return p, nil
+}
+
+// SetMaxAge bounds how old a cached key or plan may be before it is read from
+// the store again; 0 removes the bound. The Invalidator sets it while this
+// node may be missing other nodes' invalidations.
+func (r *Registry) SetMaxAge(d time.Duration) { r.maxAge.Store(int64(d)) }
+
+// fresh reports whether an entry filled at filledAt may be used without
+// reading the store again.
+func (r *Registry) fresh(filledAt int64, now time.Time) bool {
+	ma := r.maxAge.Load()
+	return ma == 0 || now.UnixNano()-filledAt < ma
+}
+
+// servableStale reports whether an entry that is due for a re-read may still
+// be served because the store cannot be reached.
+func (r *Registry) servableStale(filledAt int64, now time.Time) bool {
+	return now.UnixNano()-filledAt < int64(r.staleIfError)
+}
+
+func (r *Registry) storeDown(now time.Time) bool { return now.UnixNano() < r.downUntil.Load() }
+
+func (r *Registry) markStoreDown(now time.Time) {
+	r.downUntil.Store(now.UnixNano() + int64(r.storeRetry))
 }
 
 // EvictKeyHash makes this node forget what it cached about the secret with

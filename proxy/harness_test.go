@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"os"
 	"strings"
 	"testing"
 	"time"
@@ -19,11 +20,10 @@ import (
 
 	"github.com/tokenhub/tokenhub/bench/mock"
 	"github.com/tokenhub/tokenhub/config"
-	"github.com/tokenhub/tokenhub/keys"
 )
 
 // startUpstream serves h on a free loopback port and returns its base URL (with /v1).
-func startUpstream(t *testing.T, h fasthttp.RequestHandler) string {
+func startUpstream(t testing.TB, h fasthttp.RequestHandler) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -36,14 +36,14 @@ func startUpstream(t *testing.T, h fasthttp.RequestHandler) string {
 }
 
 // startMock starts a bench mock upstream with o and returns it with its base URL.
-func startMock(t *testing.T, o mock.Options) (*mock.Server, string) {
+func startMock(t testing.TB, o mock.Options) (*mock.Server, string) {
 	t.Helper()
 	m := mock.New(o)
 	return m, startUpstream(t, m.Handler)
 }
 
 // deadURL is a loopback address where nothing listens.
-func deadURL(t *testing.T) string {
+func deadURL(t testing.TB) string {
 	t.Helper()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
@@ -56,43 +56,46 @@ func deadURL(t *testing.T) string {
 
 // gateway is a running tokenhub with its admin key, on a real socket.
 type gateway struct {
-	t        *testing.T
+	t        testing.TB
 	url      string // http://127.0.0.1:port
 	adminKey string
 	dir      string
+	node     *Node
 	srv      *Server
-	store    *keys.BoltStore
-	reg      *keys.Registry
-	ln       net.Listener
 }
 
 const testAdminKey = "test-admin-key-0123456789abcdefghijklmnopqrstuvwxyz"
 
-// startGateway runs tokenhub with the YAML config (store.path is filled in)
-// on 127.0.0.1:0; dir reuses a data directory when non-empty.
-func startGateway(t *testing.T, yaml, dir string) *gateway {
+// startGateway runs tokenhub on the embedded store in dir (a new temporary
+// directory when empty) with the YAML config's upstreams, models and plans.
+func startGateway(t testing.TB, yaml, dir string) *gateway {
 	t.Helper()
 	if dir == "" {
 		dir = t.TempDir()
 	}
-	yaml = "store: {path: " + dir + "}\nlog: {level: error}\n" + yaml
+	g := startNode(t, "store: {path: "+dir+"}\n"+yaml)
+	g.dir = dir
+	return g
+}
+
+// startNode runs tokenhub with the whole YAML config (plus the test admin key
+// and a quiet log) on 127.0.0.1:0, through the same OpenNode as cmd/tokenhub.
+func startNode(t testing.TB, yaml string) *gateway {
+	t.Helper()
+	yaml = "admin_key: " + testAdminKey + "\nlog: {level: error}\n" + yaml
+	if os.Getenv("TOKENHUB_TEST_LOG") != "" {
+		yaml = strings.Replace(yaml, "log: {level: error}", "log: {level: debug}", 1)
+	}
 	cfg, err := config.Parse([]byte(yaml), "test.yaml", func(string) string { return "" })
 	if err != nil {
 		t.Fatalf("config: %v\n%s", err, yaml)
 	}
-	store, err := keys.OpenBolt(dir)
-	if err != nil {
-		t.Fatal(err)
+	var logOut io.Writer = io.Discard
+	if os.Getenv("TOKENHUB_TEST_LOG") != "" {
+		logOut = os.Stderr
 	}
-	reg, err := keys.NewRegistry(store, keys.RegistryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := reg.SeedPlans(context.Background(), cfg.Plans); err != nil {
-		t.Fatal(err)
-	}
-	log := slog.New(slog.NewTextHandler(io.Discard, nil))
-	srv, err := New(Options{Config: cfg, Registry: reg, AdminKey: testAdminKey, Logger: log})
+	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	node, err := OpenNode(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -100,23 +103,30 @@ func startGateway(t *testing.T, yaml, dir string) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(ln) //nolint:errcheck
-	g := &gateway{t: t, url: "http://" + ln.Addr().String(), adminKey: testAdminKey, dir: dir, srv: srv, store: store, reg: reg, ln: ln}
+	go node.Serve(ln) //nolint:errcheck
+	if iv := node.Invalidator; iv != nil {
+		// A node's first subscription flushes its cache; wait for it so that
+		// tests warm caches that stay warm.
+		for deadline := time.Now().Add(5 * time.Second); !iv.Healthy(); time.Sleep(5 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("invalidation subscription not ready after 5s")
+			}
+		}
+	}
+	g := &gateway{t: t, url: "http://" + ln.Addr().String(), adminKey: testAdminKey, node: node, srv: node.Server}
 	t.Cleanup(g.stop)
 	return g
 }
 
 func (g *gateway) stop() {
-	if g.srv == nil {
+	if g.node == nil {
 		return
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	g.srv.Shutdown(ctx) //nolint:errcheck
-	g.srv.Close()
-	g.reg.Close()
-	g.store.Close()
-	g.srv = nil
+	g.node.Shutdown(ctx) //nolint:errcheck
+	g.node.Close()
+	g.node = nil
 }
 
 // client is the official SDK pointed at the gateway with key.

@@ -2,6 +2,7 @@
 //
 //	tokenhub [-config FILE]               serve (embedded defaults without -config)
 //	tokenhub check-config [-config FILE]  validate a config file and exit
+//	tokenhub migrate -config FILE [-from DIR]  copy an embedded store into the config's Valkey
 //	tokenhub version                      print the version
 package main
 
@@ -15,6 +16,7 @@ import (
 	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 
 	"github.com/tokenhub/tokenhub/config"
@@ -38,6 +40,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	configPath := fs.String("config", "", "config `file` (YAML); the embedded defaults when empty")
 	showVersion := fs.Bool("version", false, "print the version and exit")
+	from := fs.String("from", "", "migrate: the embedded store `dir` to copy from (default: the config's store.path)")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -55,6 +58,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		fmt.Fprintln(stdout, "config ok")
 		return 0
+	case "migrate":
+		if err := migrate(*configPath, *from, stdout); err != nil {
+			fmt.Fprintln(stderr, "tokenhub:", err)
+			return 1
+		}
+		return 0
 	case "serve":
 		if err := serve(*configPath, stderr); err != nil {
 			fmt.Fprintln(stderr, "tokenhub:", err)
@@ -62,7 +71,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		}
 		return 0
 	}
-	fmt.Fprintf(stderr, "tokenhub: unknown command %q (serve, check-config, version)\n", cmd)
+	fmt.Fprintf(stderr, "tokenhub: unknown command %q (serve, check-config, migrate, version)\n", cmd)
 	return 2
 }
 
@@ -72,46 +81,28 @@ func serve(configPath string, stderr io.Writer) error {
 		return err
 	}
 	log := newLogger(cfg.Log, stderr)
+	for _, name := range cfg.DroppedUpstreams {
+		log.Info("optional upstream left out: its api_key is empty", "upstream", name)
+	}
 
-	store, err := keys.OpenBolt(cfg.Store.Path)
+	node, err := proxy.OpenNode(context.Background(), cfg, log)
 	if err != nil {
 		return err
 	}
-	defer store.Close()
-	reg, err := keys.NewRegistry(store, keys.RegistryOptions{MaxKeys: cfg.Cache.MaxKeys, NegativeTTL: cfg.Cache.NegativeTTL})
-	if err != nil {
-		return err
-	}
-	defer reg.Close()
-	if err := reg.SeedPlans(context.Background(), cfg.Plans); err != nil {
-		return fmt.Errorf("seed plans from config: %w", err)
-	}
-
-	adminKey := cfg.AdminKey
-	if adminKey == "" {
-		secret, path, created, err := keys.LoadOrCreateAdminKey(cfg.Store.Path)
-		if err != nil {
-			return err
-		}
-		adminKey = secret
-		// The path, never the secret: logs are read by more people than keys should be.
-		log.Info("admin key", "file", path, "created", created)
-	}
-
-	srv, err := proxy.New(proxy.Options{Config: cfg, Registry: reg, AdminKey: adminKey, Logger: log})
-	if err != nil {
-		return err
-	}
-	defer srv.Close()
+	defer node.Close()
 
 	ln, err := net.Listen("tcp", cfg.Listen)
 	if err != nil {
 		return fmt.Errorf("listen on %s (config field listen): %w", cfg.Listen, err)
 	}
-	log.Info("tokenhub listening", "addr", ln.Addr().String(), "version", version, "store", cfg.Store.Path)
+	store := "embedded " + cfg.Store.Path
+	if cfg.Store.Valkey != nil {
+		store = "valkey " + strings.Join(cfg.Store.Valkey.Addrs, ",")
+	}
+	log.Info("tokenhub listening", "addr", ln.Addr().String(), "version", version, "store", store)
 
 	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
+	go func() { served <- node.Serve(ln) }()
 	sig := make(chan os.Signal, 1)
 	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
 	defer signal.Stop(sig)
@@ -123,9 +114,48 @@ func serve(configPath string, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
 	defer cancel()
-	if err := srv.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	if err := node.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	return nil
+}
+
+// migrate copies the embedded store at from into the Valkey store the
+// config names, so a one-node deployment can grow without re-issuing keys.
+func migrate(configPath, from string, stdout io.Writer) error {
+	cfg, err := config.Load(configPath)
+	if err != nil {
+		return err
+	}
+	v := cfg.Store.Valkey
+	if v == nil {
+		return errors.New("migrate: the config has no store.valkey block to copy into")
+	}
+	if from == "" {
+		from = cfg.Store.Path
+	}
+	ctx := context.Background()
+	src, err := keys.OpenBolt(from)
+	if err != nil {
+		return err
+	}
+	defer src.Close()
+	dst, err := keys.OpenValkey(ctx, keys.ValkeyOptions{
+		Addrs: v.Addrs, Username: v.Username, Password: v.Password, DB: v.DB, TLS: v.TLS, Prefix: v.Prefix, Timeout: v.Timeout,
+	})
+	if err != nil {
+		return err
+	}
+	defer dst.Close()
+	nKeys, nPlans, err := keys.CopyStore(ctx, dst, src)
+	if err != nil {
+		return err
+	}
+	// Running nodes may have cached "unknown" for keys that now exist.
+	if err := keys.NewValkeyPubSub(dst.Client(), v.Prefix).Publish(ctx, keys.AllInvalidation); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "copied %d keys and %d plans from %s into valkey %s (prefix %s)\n", nKeys, nPlans, from, strings.Join(v.Addrs, ","), v.Prefix)
 	return nil
 }
 

@@ -2,10 +2,17 @@ package main
 
 import (
 	"bytes"
+	"context"
+	"errors"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
+
+	"github.com/tokenhub/tokenhub/internal/valkeytest"
+	"github.com/tokenhub/tokenhub/keys"
 )
 
 func TestRun(t *testing.T) {
@@ -30,4 +37,66 @@ func TestRun(t *testing.T) {
 	f("check-config -config "+bad, 1, `no upstream named "nowhere"`)
 	f("check-config -config "+filepath.Join(dir, "missing.yaml"), 1, "missing.yaml")
 	f("frobnicate", 2, "unknown command")
+	f("migrate -config "+good, 1, "no store.valkey block")
+}
+
+// TestMigrate copies an embedded store into a real Valkey: keys resolve there
+// with their plans, and revocations come along.
+func TestMigrate(t *testing.T) {
+	v := valkeytest.Start(t)
+	dir := t.TempDir()
+	ctx := context.Background()
+	bolt, err := keys.OpenBolt(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	reg, err := keys.NewRegistry(bolt, keys.RegistryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := reg.PutPlan(ctx, &keys.Plan{Name: "team", Models: []string{"mock"}}); err != nil {
+		t.Fatal(err)
+	}
+	_, live, err := reg.CreateKey(ctx, "live", "team", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone, goneSecret, err := reg.CreateKey(ctx, "gone", "team", time.Time{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := reg.RevokeKey(ctx, gone.ID); err != nil {
+		t.Fatal(err)
+	}
+	reg.Close()
+	bolt.Close()
+
+	cfg := filepath.Join(dir, "valkey.yaml")
+	os.WriteFile(cfg, []byte(fmt.Sprintf("admin_key: 0123456789abcdef0123\nstore: {path: %s, valkey: {addrs: [%q], prefix: migrated}}\n"+
+		"upstreams: [{name: m, base_url: \"inproc://mock\"}]\nmodels: [{name: mock, routes: [{upstream: m}]}]\n", dir, v.Addr())), 0o600)
+	var out, errOut bytes.Buffer
+	if code := run([]string{"migrate", "-config", cfg}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "copied 2 keys and 1 plans") {
+		t.Fatalf("migrate: exit %d: %s%s", code, out.String(), errOut.String())
+	}
+
+	dst, err := keys.OpenValkey(ctx, keys.ValkeyOptions{Addrs: []string{v.Addr()}, Prefix: "migrated"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer dst.Close()
+	vreg, err := keys.NewRegistry(dst, keys.RegistryOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer vreg.Close()
+	if _, p, err := vreg.Authenticate(ctx, []byte(live)); err != nil || p.Name != "team" {
+		t.Fatalf("migrated key: plan %v, err %v", p, err)
+	}
+	if _, _, err := vreg.Authenticate(ctx, []byte(goneSecret)); !errors.Is(err, keys.ErrRevoked) {
+		t.Fatalf("migrated revoked key: %v, want ErrRevoked", err)
+	}
+	// Running it again changes nothing.
+	if code := run([]string{"migrate", "-config", cfg}, &out, &errOut); code != 0 {
+		t.Fatalf("second migrate: exit %d: %s", code, errOut.String())
+	}
 }

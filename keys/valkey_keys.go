@@ -1,0 +1,177 @@
+package keys
+
+import (
+	"context"
+	"encoding/hex"
+	"fmt"
+
+	"github.com/valkey-io/valkey-go"
+)
+
+// The key methods of ValkeyStore; the layout is described in valkey.go.
+
+// hashKey returns the name of the index entry of hash.
+func (s *ValkeyStore) hashKey(hash [32]byte) string {
+	return s.hashPrefix + hex.EncodeToString(hash[:])
+}
+
+// putKeyScript is PutKey in one atomic step. It reads the old record's hash
+// to drop its index entry on rotation; that name is not in KEYS because the
+// caller cannot know it, which Valkey allows since it carries the same hash
+// tag, and so the same slot, as the declared names. It publishes the
+// invalidation of every hash it touched from inside the script, so no node
+// can read the change before the message is on its way.
+//
+//	KEYS: record, new hash index entry, set of ids
+//	ARGV: id, record, prefix of hash index names, invalidation channel,
+//	      prefix of key invalidation messages, new hash in hex
+//	returns {1} when written, {0, owner} when another key owns the hash
+//
+// Running it twice has the effect of running it once (but for a second,
+// harmless round of messages), so valkey-go may retry it when a connection
+// breaks, as it does after a server restart.
+var putKeyScript = valkey.NewLuaScriptRetryable(`
+local owner = redis.call('GET', KEYS[2])
+if owner and owner ~= ARGV[1] then
+  return {0, owner}
+end
+local old = redis.call('GET', KEYS[1])
+if old then
+  local oldHex = cjson.decode(old).hash
+  if oldHex ~= ARGV[6] then
+    local oldIndex = ARGV[3] .. oldHex
+    if redis.call('GET', oldIndex) == ARGV[1] then
+      redis.call('DEL', oldIndex)
+    end
+    redis.call('PUBLISH', ARGV[4], ARGV[5] .. oldHex)
+  end
+end
+redis.call('SET', KEYS[1], ARGV[2])
+redis.call('SET', KEYS[2], ARGV[1])
+redis.call('SADD', KEYS[3], ARGV[1])
+redis.call('PUBLISH', ARGV[4], ARGV[5] .. ARGV[6])
+return {1}
+`)
+
+// PutKey implements Store.
+func (s *ValkeyStore) PutKey(ctx context.Context, k *Key) error {
+	if k.ID == "" {
+		return fmt.Errorf("keys: valkey: put key: %w: empty id", ErrInvalidKey)
+	}
+	rec, err := encodeKey(k)
+	if err != nil {
+		return err
+	}
+	ctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return fmt.Errorf("keys: valkey: put key %s: %w", k.ID, err)
+	}
+	defer cancel()
+	hashHex := hex.EncodeToString(k.Hash[:])
+	res, err := putKeyScript.Exec(ctx, s.c,
+		[]string{s.keyPrefix + k.ID, s.hashPrefix + hashHex, s.keysSet},
+		[]string{k.ID, string(rec), s.hashPrefix, s.channel, msgKey, hashHex},
+	).ToArray()
+	if err != nil {
+		return fmt.Errorf("keys: valkey: put key %s: %w", k.ID, err)
+	}
+	if len(res) == 0 {
+		return fmt.Errorf("keys: valkey: put key %s: script returned nothing", k.ID)
+	}
+	if ok, err := res[0].AsInt64(); err != nil || ok != 1 {
+		owner := "?"
+		if len(res) > 1 {
+			owner, _ = res[1].ToString()
+		}
+		return fmt.Errorf("keys: valkey: put key %s: %w: hash already belongs to key %s", k.ID, ErrInvalidKey, owner)
+	}
+	return nil
+}
+
+// KeyByID implements Store.
+func (s *ValkeyStore) KeyByID(ctx context.Context, id string) (*Key, error) {
+	ctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return nil, fmt.Errorf("keys: valkey: key %s: %w", id, err)
+	}
+	defer cancel()
+	rec, err := s.c.Do(ctx, s.c.B().Get().Key(s.keyPrefix+id).Build()).AsBytes()
+	if valkey.IsValkeyNil(err) {
+		err = ErrNotFound
+	}
+	if err != nil {
+		return nil, fmt.Errorf("keys: valkey: key %s: %w", id, err)
+	}
+	return decodeKey(rec)
+}
+
+// keyByHashScript reads the index entry and the record it names in one
+// atomic step, so a concurrent rotation cannot pair a retired hash with the
+// rotated record. The record's name is built inside, like in putKeyScript.
+//
+//	KEYS: hash index entry
+//	ARGV: prefix of record names
+//	returns nil when no key has the hash, else {id, record or nil}
+var keyByHashScript = valkey.NewLuaScriptReadOnly(`
+local id = redis.call('GET', KEYS[1])
+if not id then
+  return false
+end
+return {id, redis.call('GET', ARGV[1] .. id)}
+`)
+
+// KeyByHash implements Store.
+func (s *ValkeyStore) KeyByHash(ctx context.Context, hash [32]byte) (*Key, error) {
+	k, err := s.keyByHash(ctx, hash)
+	if err != nil {
+		// The hash is as good as the secret for tokenhub itself, so the error
+		// names only a prefix of it.
+		return nil, fmt.Errorf("keys: valkey: key by hash %x…: %w", hash[:4], err)
+	}
+	return k, nil
+}
+
+func (s *ValkeyStore) keyByHash(ctx context.Context, hash [32]byte) (*Key, error) {
+	ctx, cancel, err := s.begin(ctx)
+	if err != nil {
+		return nil, err
+	}
+	defer cancel()
+	res, err := keyByHashScript.Exec(ctx, s.c, []string{s.hashKey(hash)}, []string{s.keyPrefix}).ToArray()
+	if valkey.IsValkeyNil(err) {
+		return nil, ErrNotFound
+	}
+	if err != nil {
+		return nil, err
+	}
+	if len(res) != 2 {
+		return nil, fmt.Errorf("script returned %d values, want 2", len(res))
+	}
+	id, _ := res[0].ToString()
+	rec, err := res[1].AsBytes()
+	if valkey.IsValkeyNil(err) {
+		return nil, fmt.Errorf("hash index names key %s, which does not exist", id)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return decodeKey(rec)
+}
+
+// Keys implements Store.
+func (s *ValkeyStore) Keys(ctx context.Context) ([]*Key, error) {
+	recs, err := s.records(ctx, s.keysSet, s.keyPrefix)
+	if err != nil {
+		return nil, fmt.Errorf("keys: valkey: list keys: %w", err)
+	}
+	all := make([]*Key, 0, len(recs))
+	for _, rec := range recs {
+		k, err := decodeKey(rec)
+		if err != nil {
+			return nil, err
+		}
+		all = append(all, k)
+	}
+	SortKeys(all)
+	return all, nil
+}

@@ -1,0 +1,119 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+
+	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/keys"
+)
+
+// Node is one gateway process's worth of parts: the store (embedded, or the
+// shared Valkey), the key registry in front of it, the listener for other
+// nodes' invalidations, and the HTTP server. cmd/tokenhub and the multi-node
+// tests assemble gateways through it, so both run the same wiring.
+type Node struct {
+	Server   *Server
+	Registry *keys.Registry
+	// Invalidator is nil with the embedded store (one node, nothing to hear).
+	Invalidator *keys.Invalidator
+	// AdminKeyFile is where the generated admin key was found or written; empty
+	// when admin_key comes from the config.
+	AdminKeyFile string
+
+	store  keys.Store
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// OpenNode opens the store the config names, seeds the config's plans and
+// builds the server. Serve starts it; Close releases everything.
+func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Node, err error) {
+	if log == nil {
+		log = slog.Default()
+	}
+	n = &Node{done: make(chan struct{})}
+	defer func() {
+		if err != nil {
+			n.Close()
+		}
+	}()
+
+	var valkeyStore *keys.ValkeyStore
+	if v := cfg.Store.Valkey; v != nil {
+		valkeyStore, err = keys.OpenValkey(ctx, keys.ValkeyOptions{
+			Addrs: v.Addrs, Username: v.Username, Password: v.Password, DB: v.DB, TLS: v.TLS,
+			Prefix: v.Prefix, Timeout: v.Timeout,
+		})
+		if err != nil {
+			return n, err
+		}
+		n.store = valkeyStore
+	} else if n.store, err = keys.OpenBolt(cfg.Store.Path); err != nil {
+		return n, err
+	}
+
+	n.Registry, err = keys.NewRegistry(n.store, keys.RegistryOptions{
+		MaxKeys: cfg.Cache.MaxKeys, NegativeTTL: cfg.Cache.NegativeTTL, StaleIfError: cfg.Cache.StaleIfError,
+	})
+	if err != nil {
+		return n, err
+	}
+	if err = n.Registry.SeedPlans(ctx, cfg.Plans); err != nil {
+		return n, fmt.Errorf("proxy: seed plans from config: %w", err)
+	}
+
+	runCtx, cancel := context.WithCancel(context.Background())
+	n.cancel = cancel
+	if valkeyStore != nil {
+		n.Invalidator = keys.NewInvalidator(n.Registry, keys.NewValkeyPubSub(valkeyStore.Client(), cfg.Store.Valkey.Prefix),
+			keys.InvalidatorOptions{StaleAfter: cfg.Cache.StaleAfter, Logger: log})
+		go func() {
+			defer close(n.done)
+			n.Invalidator.Run(runCtx)
+		}()
+	} else {
+		close(n.done)
+	}
+
+	adminKey := cfg.AdminKey
+	if adminKey == "" {
+		var created bool
+		if adminKey, n.AdminKeyFile, created, err = keys.LoadOrCreateAdminKey(cfg.Store.Path); err != nil {
+			return n, err
+		}
+		// The path, never the secret: logs are read by more people than keys should be.
+		log.Info("admin key", "file", n.AdminKeyFile, "created", created)
+	}
+	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, AdminKey: adminKey, Logger: log})
+	return n, err
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (n *Node) Serve(ln net.Listener) error { return n.Server.Serve(ln) }
+
+// Shutdown stops accepting and waits for open requests until ctx ends.
+func (n *Node) Shutdown(ctx context.Context) error { return n.Server.Shutdown(ctx) }
+
+// Close stops the invalidation listener and releases the server, cache and
+// store. Call it after Shutdown.
+func (n *Node) Close() {
+	if n.cancel != nil {
+		n.cancel()
+		<-n.done
+	}
+	if n.Server != nil {
+		n.Server.Close()
+	}
+	if n.Registry != nil {
+		n.Registry.Close()
+	}
+	if n.store != nil {
+		if err := n.store.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
+			slog.Default().Warn("closing the store", "err", err)
+		}
+	}
+}
