@@ -38,8 +38,13 @@ fuzz:
 
 # Throughput and latency: the mock directly, through tokenhub, and through
 # nginx when installed, side by side on loopback.
+# Then, when valkey-server is installed, how fast a change on one node holds
+# on another (the multi-node promise is 5s).
 bench: build
 	$(BIN)/tokenhub-bench -tokenhub $(BIN)/tokenhub
+	@if command -v valkey-server >/dev/null; then \
+	  $(BIN)/tokenhub-bench -scenario propagation -tokenhub $(BIN)/tokenhub; \
+	else echo "valkey-server not installed (make deps): skipping the propagation scenario"; fi
 
 deps:
 	.ci/install-deps

@@ -6,9 +6,16 @@
 //
 //	tokenhub-bench [-tokenhub bin/tokenhub] [-duration 10s] [-conns 64] [-scenario chat] [-json out.json]
 //
-// It starts everything it measures (the mock in its own process, tokenhub and
-// nginx as children with configs in a temporary directory) and stops them
-// when done, failed or interrupted.
+// With -scenario propagation it measures instead how long a change made on
+// one of several tokenhub nodes sharing a Valkey (a revoke, a rotate, a model
+// taken out of a plan) takes to hold on the others, against the documented
+// promise of 5s; it exits 1 if a change took longer.
+//
+//	tokenhub-bench -scenario propagation [-nodes 2] [-trials 100] [-valkey valkey-server] [-json out.json]
+//
+// It starts everything it measures (the mock in its own process, tokenhub,
+// nginx and valkey-server as children with configs in a temporary directory)
+// and stops them when done, failed or interrupted.
 package main
 
 import (
@@ -46,6 +53,10 @@ type options struct {
 	timeout   time.Duration
 	maxTokens int
 	jsonOut   string
+	// For the propagation scenario.
+	valkey string
+	nodes  int
+	trials int
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
@@ -54,13 +65,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs.StringVar(&o.tokenhub, "tokenhub", "bin/tokenhub", "tokenhub `binary` to measure; empty to measure only the mock and nginx")
 	fs.StringVar(&o.nginx, "nginx", "nginx", "nginx `binary` for the reverse-proxy baseline, looked up in PATH; skipped if missing; empty to skip")
-	fs.StringVar(&o.scenario, "scenario", "chat", "requests to send: "+strings.Join(load.ScenarioNames(), ", "))
+	fs.StringVar(&o.scenario, "scenario", "chat", "requests to send: "+strings.Join(load.ScenarioNames(), ", ")+
+		"; or "+propagationScenario+" to time changes across nodes sharing a Valkey")
 	fs.IntVar(&o.conns, "conns", 64, "concurrent connections, each a closed loop")
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unrecorded warmup per target")
 	fs.DurationVar(&o.duration, "duration", 10*time.Second, "recorded time per target")
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of one request")
 	fs.IntVar(&o.maxTokens, "max-tokens", 16, "max_tokens of each request: words per answer")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the results to this `file` as JSON")
+	fs.StringVar(&o.valkey, "valkey", "valkey-server", "valkey-server `binary` for the "+propagationScenario+" scenario, looked up in PATH")
+	fs.IntVar(&o.nodes, "nodes", 2, fmt.Sprintf("tokenhub nodes in the %s scenario, 2 to %d", propagationScenario, maxNodes))
+	fs.IntVar(&o.trials, "trials", 100, "changes made in the "+propagationScenario+" scenario, alternately revokes and rotates, each with a plan change")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -70,7 +85,13 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	rep, err := bench(ctx, &o, stderr)
+	var rep output
+	var err error
+	if o.scenario == propagationScenario {
+		rep, err = propagation(ctx, &o, stderr)
+	} else {
+		rep, err = bench(ctx, &o, stderr)
+	}
 	if err != nil {
 		fmt.Fprintln(stderr, "tokenhub-bench:", err)
 		return 1
@@ -80,12 +101,24 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return 1
 	}
 	if o.jsonOut != "" {
-		if err := rep.writeJSON(o.jsonOut); err != nil {
+		if err := writeJSON(o.jsonOut, rep); err != nil {
 			fmt.Fprintln(stderr, "tokenhub-bench:", err)
 			return 1
 		}
 	}
+	if err := rep.verdict(); err != nil {
+		fmt.Fprintln(stderr, "tokenhub-bench:", err)
+		return 1
+	}
 	return 0
+}
+
+// output is what a scenario reports.
+type output interface {
+	// writeMarkdown prints the results for a reader.
+	writeMarkdown(w io.Writer) error
+	// verdict is an error when the results break a promise.
+	verdict() error
 }
 
 // target is one thing the load is driven at.

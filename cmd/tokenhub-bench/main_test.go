@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -33,6 +34,14 @@ func TestCommandLineErrors(t *testing.T) {
 	f("-max-tokens 0", "-tokenhub=", "-max-tokens", "0")
 	f("unexpected arguments", "-tokenhub=", "extra")
 	f("flag provided but not defined", "-bogus")
+	f("-nodes 1: want 2 to 5", "-scenario", "propagation", "-nodes", "1")
+	f("-nodes 6: want 2 to 5", "-scenario", "propagation", "-nodes", "6")
+	f("-trials 0: want 1 to 1000", "-scenario", "propagation", "-trials", "0")
+	f("`make deps` installs", "-scenario", "propagation", "-valkey", filepath.Join(t.TempDir(), "no-such-valkey-server"))
+	if _, err := exec.LookPath("valkey-server"); err == nil {
+		f("scenario measures tokenhub", "-scenario", "propagation", "-tokenhub=")
+		f("build it with `make tokenhub`", "-scenario", "propagation", "-tokenhub", filepath.Join(t.TempDir(), "no-such-tokenhub"))
+	}
 }
 
 // TestDirectAndNginx runs the whole benchmark without tokenhub: the mock
@@ -98,6 +107,113 @@ func TestWithTokenhub(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "| tokenhub | ") || strings.Contains(stdout.String(), "errors:") {
 		t.Fatalf("report:\n%s\nlog:\n%s", stdout.String(), stderr.String())
+	}
+}
+
+// TestPropagation runs the propagation scenario with a tokenhub binary named
+// by $TOKENHUB_BIN and valkey-server from PATH.
+func TestPropagation(t *testing.T) {
+	bin := os.Getenv("TOKENHUB_BIN")
+	if bin == "" {
+		t.Skip("set TOKENHUB_BIN to a tokenhub binary to run the propagation scenario")
+	}
+	if _, err := exec.LookPath("valkey-server"); err != nil {
+		t.Skip("valkey-server not installed (`make deps` installs it)")
+	}
+	out := filepath.Join(t.TempDir(), "propagation.json")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-scenario", "propagation", "-tokenhub", bin, "-trials", "10", "-json", out}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s\nreport:\n%s", code, stderr.String(), stdout.String())
+	}
+	for _, row := range []string{"| revoke | 5 | ", "| rotate | 5 | ", "| plan | 10 | "} {
+		if !strings.Contains(stdout.String(), row) {
+			t.Fatalf("no row starting %q in:\n%s", row, stdout.String())
+		}
+	}
+
+	var rep propagationReport
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("json report: %v\n%s", err, b)
+	}
+	if rep.Scenario != "propagation" || rep.Nodes != 2 || rep.Trials != 10 || rep.Promise != 5*time.Second || len(rep.Results) != 3 {
+		t.Fatalf("json report: %s", b)
+	}
+	for i, want := range []struct {
+		change  string
+		samples uint64
+	}{{"revoke", 5}, {"rotate", 5}, {"plan", 10}} {
+		c := rep.Results[i]
+		if c.Change != want.change || c.Samples != want.samples || !c.WithinPromise ||
+			c.Delay.Min <= 0 || c.Delay.P50 < c.Delay.Min || c.Delay.Max < c.Delay.P99 || c.Delay.Max > 5*time.Second ||
+			c.AtFirstRequest > c.Samples {
+			t.Fatalf("result %d: %+v", i, c)
+		}
+	}
+}
+
+func TestPropagationMarkdown(t *testing.T) {
+	rep := &propagationReport{Scenario: "propagation", Nodes: 3, Trials: 4, CPUs: 2, Promise: 5 * time.Second}
+	f := func(change string, atFirst uint64, samples ...time.Duration) {
+		t.Helper()
+		d := &delays{atFirst: atFirst}
+		for _, s := range samples {
+			d.Record(s)
+		}
+		rep.add(change, d)
+	}
+	f("revoke", 3, 100*time.Microsecond, 100*time.Microsecond, 300*time.Microsecond, 2*time.Second)
+	f("rotate", 4, 100*time.Microsecond, 100*time.Microsecond, 100*time.Microsecond, 100*time.Microsecond)
+	late := 5*time.Second + time.Millisecond
+	f("plan", 0, late, late, late, late)
+	var b bytes.Buffer
+	if err := rep.writeMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := "scenario propagation, 3 tokenhub nodes sharing one Valkey, 4 trials, 2 CPUs, loopback: " +
+		"time from the admin call's answer on node 1 to the first refusal on each other node\n\n" +
+		"| change | samples | p50 | p90 | p99 | max | promise | result |\n" +
+		"|---|---:|---:|---:|---:|---:|---:|---|\n" +
+		"| revoke | 4 | 0.100ms | 2000ms | 2000ms | 2000ms | 5s | pass |\n" +
+		"| rotate | 4 | 0.100ms | 0.100ms | 0.100ms | 0.100ms | 5s | pass |\n" +
+		"| plan | 4 | 5001ms | 5001ms | 5001ms | 5001ms | 5s | FAIL |\n" +
+		"\nrevoke: 3 of 4 samples held at the first request (one round trip, min 0.100ms)\n" +
+		"rotate: 4 of 4 samples held at the first request (one round trip, min 0.100ms)\n" +
+		"plan: 0 of 4 samples held at the first request (one round trip, min 5001ms)\n" +
+		"\nrevoke: DELETE /v1/keys/{id}, until GET /v1/models with the key answers 401\n" +
+		"rotate: POST /v1/keys/{id}/rotate, until GET /v1/models with the old secret answers 401\n" +
+		"plan: PUT /v1/plans/{name} without model other, until a chat completion for it answers 403\n"
+	if b.String() != want {
+		t.Fatalf("markdown:\n%s\nwant:\n%s", b.String(), want)
+	}
+	err := rep.verdict()
+	if err == nil || err.Error() != "changes took longer than the 5s promise to hold on every node: plan took up to 5001ms" {
+		t.Fatalf("verdict: %v", err)
+	}
+	rep.Results = rep.Results[:2]
+	if err := rep.verdict(); err != nil {
+		t.Fatalf("verdict of changes within the promise: %v", err)
+	}
+}
+
+func TestNodeConfigIsValid(t *testing.T) {
+	adminKey := strings.Repeat("ab", 32)
+	data := nodeConfig("127.0.0.1:8125", filepath.Join(t.TempDir(), "store"), "127.0.0.1:9125", "127.0.0.1:6390", adminKey)
+	c, err := config.Parse(data, "node.yaml", func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("config rejected: %v\n%s", err, data)
+	}
+	if c.Listen != "127.0.0.1:8125" || c.AdminKey != adminKey || c.Store.Valkey == nil ||
+		!slices.Equal(c.Store.Valkey.Addrs, []string{"127.0.0.1:6390"}) ||
+		len(c.Upstreams) != 1 || c.Upstreams[0].BaseURL != "http://127.0.0.1:9125/v1" ||
+		len(c.Models) != 2 || c.Models[0].Name != benchModel || c.Models[1].Name != otherModel ||
+		len(c.Plans) != 2 || c.Plans[0].Name != "bench" || c.Plans[1].Name != narrowingPlan ||
+		!slices.Equal(c.Plans[1].Models, []string{benchModel}) {
+		t.Fatalf("config read back as %+v", c)
 	}
 }
 

@@ -37,19 +37,11 @@ func startTokenhub(ctx context.Context, bin, dir, mockAddr string) (*tokenhub, e
 		return nil, err
 	}
 	store := filepath.Join(dir, "store")
-	cfgPath := filepath.Join(dir, "tokenhub.yaml")
-	if err := os.WriteFile(cfgPath, tokenhubConfig(addr, store, mockAddr), 0o600); err != nil {
-		return nil, fmt.Errorf("tokenhub: write config: %w", err)
-	}
-	proc, err := startProcess("tokenhub", filepath.Join(dir, "tokenhub.log"), bin, "-config", cfgPath)
+	proc, err := launchTokenhub(ctx, "tokenhub", bin, dir, addr, tokenhubConfig(addr, store, mockAddr))
 	if err != nil {
 		return nil, err
 	}
 	th := &tokenhub{proc: proc, addr: addr}
-	if err := waitReady(ctx, proc, "http://"+addr+"/healthz"); err != nil {
-		proc.stop(5 * time.Second)
-		return nil, err
-	}
 	// Without admin_key in the config, tokenhub generated one on its first
 	// start and keeps it in the store directory.
 	adminKey, err := os.ReadFile(filepath.Join(store, "admin.key"))
@@ -57,21 +49,37 @@ func startTokenhub(ctx context.Context, bin, dir, mockAddr string) (*tokenhub, e
 		proc.stop(5 * time.Second)
 		return nil, fmt.Errorf("tokenhub: admin key: %w", err)
 	}
-	if th.key, err = createKey(addr, strings.TrimSpace(string(adminKey))); err != nil {
+	k, err := createKey(addr, strings.TrimSpace(string(adminKey)), "bench")
+	if err != nil {
 		proc.stop(5 * time.Second)
 		return nil, err
 	}
+	th.key = k.Key
 	return th, nil
 }
 
-// tokenhubConfig is the gateway's config for the benchmark: one upstream, the
-// mock; one model routed to it; one plan allowing everything. Strings are
-// written as JSON strings, which YAML reads alike.
-func tokenhubConfig(addr, store, mockAddr string) []byte {
-	q := func(s string) string {
-		b, _ := json.Marshal(s)
-		return string(b)
+// launchTokenhub writes cfg to dir/name.yaml, starts bin with it, its output
+// in dir/name.log, and waits until it serves /healthz on addr.
+func launchTokenhub(ctx context.Context, name, bin, dir, addr string, cfg []byte) (*process, error) {
+	cfgPath := filepath.Join(dir, name+".yaml")
+	if err := os.WriteFile(cfgPath, cfg, 0o600); err != nil {
+		return nil, fmt.Errorf("%s: write config: %w", name, err)
 	}
+	proc, err := startProcess(name, filepath.Join(dir, name+".log"), bin, "-config", cfgPath)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitReady(ctx, proc, "http://"+addr+"/healthz"); err != nil {
+		proc.stop(5 * time.Second)
+		return nil, err
+	}
+	return proc, nil
+}
+
+// tokenhubConfig is the gateway's config for the benchmark: one upstream, the
+// mock; one model routed to it; one plan allowing everything.
+func tokenhubConfig(addr, store, mockAddr string) []byte {
+	q := yamlString
 	return []byte(`# Written by tokenhub-bench.
 listen: ` + q(addr) + `
 store: {path: ` + q(store) + `}
@@ -87,30 +95,59 @@ plans:
 `)
 }
 
-// createKey creates a client key on the bench plan and returns its secret.
-func createKey(addr, adminKey string) (string, error) {
+// yamlString quotes s for a config file: as a JSON string, which YAML reads
+// alike.
+func yamlString(s string) string {
+	b, _ := json.Marshal(s)
+	return string(b)
+}
+
+// createdKey is the Keys API's answer to a create or a rotate: the only time
+// it shows the secret.
+type createdKey struct {
+	ID  string `json:"id"`
+	Key string `json:"key"`
+}
+
+// createKey creates a client key on plan and returns it with its secret.
+func createKey(addr, adminKey, plan string) (createdKey, error) {
+	var k createdKey
+	body, _ := json.Marshal(map[string]string{"name": "bench", "plan": plan})
+	if err := adminCall(addr, adminKey, fasthttp.MethodPost, "/v1/keys", body, fasthttp.StatusCreated, &k); err != nil {
+		return k, err
+	}
+	if k.ID == "" || k.Key == "" {
+		return k, fmt.Errorf("tokenhub: POST /v1/keys: no id or key in the answer")
+	}
+	return k, nil
+}
+
+// adminCall sends one Keys or Plans API request to addr and decodes the
+// answer into out, if not nil. Any status but want is an error.
+func adminCall(addr, adminKey, method, path string, body []byte, want int, out any) error {
 	req := fasthttp.AcquireRequest()
 	defer fasthttp.ReleaseRequest(req)
 	resp := fasthttp.AcquireResponse()
 	defer fasthttp.ReleaseResponse(resp)
-	req.SetRequestURI("http://" + addr + "/v1/keys")
-	req.Header.SetMethod(fasthttp.MethodPost)
+	req.SetRequestURI("http://" + addr + path)
+	req.Header.SetMethod(method)
 	req.Header.Set("Authorization", "Bearer "+adminKey)
-	req.Header.SetContentType("application/json")
-	req.SetBodyString(`{"name":"bench","plan":"bench"}`)
+	if body != nil {
+		req.Header.SetContentType("application/json")
+		req.SetBody(body)
+	}
 	if err := fasthttp.DoTimeout(req, resp, 10*time.Second); err != nil {
-		return "", fmt.Errorf("tokenhub: create key: %w", err)
+		return fmt.Errorf("tokenhub: %s %s: %w", method, path, err)
 	}
-	if resp.StatusCode() != fasthttp.StatusCreated {
-		return "", fmt.Errorf("tokenhub: create key: status %d: %s", resp.StatusCode(), resp.Body())
+	if resp.StatusCode() != want {
+		return fmt.Errorf("tokenhub: %s %s: status %d, want %d: %s", method, path, resp.StatusCode(), want, resp.Body())
 	}
-	var created struct {
-		Key string `json:"key"`
+	if out != nil {
+		if err := json.Unmarshal(resp.Body(), out); err != nil {
+			return fmt.Errorf("tokenhub: %s %s: answer %s: %w", method, path, resp.Body(), err)
+		}
 	}
-	if err := json.Unmarshal(resp.Body(), &created); err != nil || created.Key == "" {
-		return "", fmt.Errorf("tokenhub: create key: no key in the answer %s (%v)", resp.Body(), err)
-	}
-	return created.Key, nil
+	return nil
 }
 
 // waitReady polls url until it answers 200, the process exits, ctx ends or
