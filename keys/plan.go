@@ -26,6 +26,9 @@ type Plan struct {
 	compiled bool
 }
 
+// maxPerMinute bounds rpm and tpm so a token's refill time stays above 60ns.
+const maxPerMinute = 1_000_000_000
+
 // ErrInvalidPlan is wrapped by every validation error of Plan.Compile.
 var ErrInvalidPlan = errors.New("invalid plan")
 
@@ -37,6 +40,9 @@ func (p *Plan) Compile() error {
 	}
 	if p.RPM < 0 || p.TPM < 0 || p.MaxRequestUSD < 0 || p.MonthlyUSD < 0 {
 		return fmt.Errorf("%w: plan %q: rpm, tpm, max_request_usd and monthly_usd must not be negative", ErrInvalidPlan, p.Name)
+	}
+	if p.RPM > maxPerMinute || p.TPM > maxPerMinute {
+		return fmt.Errorf("%w: plan %q: rpm and tpm must be at most %d (0 means no limit)", ErrInvalidPlan, p.Name, maxPerMinute)
 	}
 	p.exact = make(map[string]struct{}, len(p.Models))
 	p.globs = p.globs[:0]

@@ -47,3 +47,27 @@ func TestMicroUSDString(t *testing.T) {
 	f(12_340_000, "12.34")
 	f(-1_500_000, "-1.5")
 }
+
+func TestCost(t *testing.T) {
+	f := func(p Price, prompt, completion int64, want string) {
+		t.Helper()
+		if got := p.Cost(prompt, completion).String(); got != want {
+			t.Fatalf("%+v.Cost(%d, %d) = %s, want %s", p, prompt, completion, got, want)
+		}
+	}
+	gpt4oMini := Price{InputPerMTok: 150_000, OutputPerMTok: 600_000}
+	f(gpt4oMini, 1, 0, "0.00000015")
+	f(gpt4oMini, 1_000_000, 1_000_000, "0.75")
+	f(gpt4oMini, 123, 45, "0.00004545")
+	f(Price{InputPerMTok: 1}, 1, 0, "0.000000000001")
+	f(Price{}, 1000, 1000, "0")
+}
+
+func TestAppendUSDRoundsUp(t *testing.T) {
+	if got := string(PicoUSD(1).AppendUSD(nil)); got != "0.000001" {
+		t.Fatalf("1 pico-dollar shows as %s", got)
+	}
+	if got := string(MicroUSD(500_000).Pico().AppendUSD(nil)); got != "0.5" {
+		t.Fatalf("half a dollar shows as %s", got)
+	}
+}

@@ -1,0 +1,46 @@
+package limits
+
+import "strconv"
+
+// PicoUSD is an amount of money in 10^-12 dollars. A token count times a price
+// in micro-dollars per million tokens is exactly this unit, so costs are
+// computed without rounding; int64 holds up to about 9.2 million dollars.
+type PicoUSD int64
+
+// Pico converts m to pico-dollars.
+func (m MicroUSD) Pico() PicoUSD { return PicoUSD(m) * 1_000_000 }
+
+// AppendUSD appends p in dollars, rounded up to the micro-dollar (a cap is
+// never shown lower than it is).
+func (p PicoUSD) AppendUSD(b []byte) []byte {
+	micro := (p + 999_999) / 1_000_000
+	return MicroUSD(micro).AppendText(b)
+}
+
+// String formats p in dollars, exactly.
+func (p PicoUSD) String() string {
+	b := strconv.AppendInt(nil, int64(p/1_000_000_000_000), 10)
+	frac := int64(p % 1_000_000_000_000)
+	if frac < 0 {
+		frac = -frac
+	}
+	if frac == 0 {
+		return string(b)
+	}
+	digits := []byte(strconv.FormatInt(frac+1_000_000_000_000, 10)[1:])
+	for digits[len(digits)-1] == '0' {
+		digits = digits[:len(digits)-1]
+	}
+	return string(append(append(b, '.'), digits...))
+}
+
+// Price is what a model costs per million tokens.
+type Price struct {
+	InputPerMTok  MicroUSD
+	OutputPerMTok MicroUSD
+}
+
+// Cost is the exact price of prompt input and completion output tokens.
+func (p Price) Cost(prompt, completion int64) PicoUSD {
+	return PicoUSD(prompt)*PicoUSD(p.InputPerMTok) + PicoUSD(completion)*PicoUSD(p.OutputPerMTok)
+}

@@ -1,0 +1,313 @@
+package limits
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+)
+
+// Limits is what one key may use; zero fields mean "no limit".
+type Limits struct {
+	RPM        int64
+	TPM        int64
+	MaxRequest MicroUSD
+	Monthly    MicroUSD
+}
+
+// Refusal says why a request was not admitted.
+type Refusal uint8
+
+// Refusals, each answered differently: 429 for rates, 402 for money, 503 when
+// the month's spend cannot be read.
+const (
+	Admitted Refusal = iota
+	RefusedRequests
+	RefusedTokens
+	RefusedRequestCap
+	RefusedMonthlyCap
+	RefusedUnavailable
+)
+
+// Admission describes a request about to be forwarded.
+type Admission struct {
+	KeyID  string
+	Model  string
+	Limits Limits
+	// Tokens is the estimate charged to the tokens-per-minute bucket now:
+	// the prompt estimate plus the most output the request allows.
+	Tokens int64
+	// Worst is the most the request can cost; it is checked against the
+	// per-request cap and reserved against the monthly one.
+	Worst PicoUSD
+}
+
+// Ticket is the outcome of Admit, and for an admitted request its claim, to be
+// settled exactly once. It is a plain value so it can live on the stack.
+type Ticket struct {
+	Refusal    Refusal
+	RetryAfter time.Duration
+	// Requests and Tokens describe the buckets after admission, for the
+	// x-ratelimit-* headers; Limit is 0 for a bucket without a limit.
+	Requests RateState
+	Tokens   RateState
+	// Spent and Cap are the month's spend and cap, set when the monthly cap
+	// refused, for the message; Month is the month admitted in.
+	Spent, Cap PicoUSD
+	Month      Month
+
+	state    *keyState
+	limits   Limits
+	model    string
+	tokens   int64
+	reserved PicoUSD
+}
+
+// keyState is everything one node knows about one key.
+type keyState struct {
+	mu       sync.Mutex
+	req, tok Rate
+	month    Month
+	// spent is the month's spend as far as this node knows: the ledger's
+	// when loaded, plus what this node settled since. loaded says whether
+	// the ledger was read for month.
+	spent    PicoUSD
+	loaded   bool
+	reserved PicoUSD
+	// pending is settled here and not yet added to the ledger.
+	pending MonthUsage
+}
+
+// Gate admits requests against their key's rate limits and budgets and
+// records what they used. One Gate serves a node; its state is per key and
+// locked per key, so keys never contend with each other.
+type Gate struct {
+	ledger Ledger
+	log    *slog.Logger
+	keys   sync.Map // key id → *keyState
+
+	mu     sync.Mutex
+	outbox []*MonthUsage // pending records of months that have ended
+}
+
+// NewGate returns a Gate recording into ledger.
+func NewGate(ledger Ledger, log *slog.Logger) *Gate {
+	if log == nil {
+		log = slog.Default()
+	}
+	return &Gate{ledger: ledger, log: log}
+}
+
+func (g *Gate) state(keyID string) *keyState {
+	if s, ok := g.keys.Load(keyID); ok {
+		return s.(*keyState)
+	}
+	s, _ := g.keys.LoadOrStore(keyID, &keyState{pending: MonthUsage{KeyID: keyID}})
+	return s.(*keyState)
+}
+
+// Admit decides on a request and fills t. Budgets are checked before rates
+// are spent, so a request refused for money uses none of the key's rate.
+// With the key's state cached it does not allocate.
+func (g *Gate) Admit(ctx context.Context, a *Admission, now time.Time, t *Ticket) {
+	*t = Ticket{limits: a.Limits, model: a.Model, tokens: a.Tokens, Month: MonthOf(now)}
+	l := &a.Limits
+	if l.MaxRequest > 0 && a.Worst > l.MaxRequest.Pico() {
+		t.Refusal, t.Spent, t.Cap = RefusedRequestCap, a.Worst, l.MaxRequest.Pico()
+		return
+	}
+	s := g.state(a.KeyID)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	g.rollover(s, t.Month)
+	if l.Monthly > 0 {
+		if !s.loaded {
+			u, err := g.ledger.Load(ctx, a.KeyID, t.Month)
+			if err != nil {
+				g.log.Error("limits: month-to-date spend unavailable", "key_id", a.KeyID, "err", err)
+				t.Refusal = RefusedUnavailable
+				return
+			}
+			s.spent += u.Spent
+			s.loaded = true
+		}
+		if s.spent+s.reserved+a.Worst > l.Monthly.Pico() {
+			t.Refusal, t.Spent, t.Cap = RefusedMonthlyCap, s.spent+s.reserved, l.Monthly.Pico()
+			return
+		}
+	}
+	ns := now.UnixNano()
+	if l.RPM > 0 {
+		if ok, wait := s.req.Take(l.RPM, 1, ns); !ok {
+			t.Refusal, t.RetryAfter = RefusedRequests, wait
+			g.rateStates(s, t, ns)
+			return
+		}
+	}
+	if l.TPM > 0 {
+		if ok, wait := s.tok.Take(l.TPM, a.Tokens, ns); !ok {
+			if l.RPM > 0 {
+				s.req.Adjust(l.RPM, -1, ns)
+			}
+			t.Refusal, t.RetryAfter = RefusedTokens, wait
+			g.rateStates(s, t, ns)
+			return
+		}
+	}
+	s.reserved += a.Worst
+	t.state, t.reserved = s, a.Worst
+	g.rateStates(s, t, ns)
+}
+
+func (g *Gate) rateStates(s *keyState, t *Ticket, now int64) {
+	if t.limits.RPM > 0 {
+		t.Requests = s.req.State(t.limits.RPM, now)
+	}
+	if t.limits.TPM > 0 {
+		t.Tokens = s.tok.State(t.limits.TPM, now)
+	}
+}
+
+// Settle records what an admitted request used, at the model's price, and
+// releases its reservation: the tokens bucket is corrected from the estimate
+// to the real count. Settling a refused or already settled ticket does nothing.
+func (g *Gate) Settle(t *Ticket, prompt, completion int64, price Price, now time.Time) {
+	s := t.state
+	if s == nil {
+		return
+	}
+	t.state = nil
+	cost := price.Cost(prompt, completion)
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	month := MonthOf(now)
+	g.rollover(s, month)
+	if t.Month == s.month {
+		s.reserved -= t.reserved
+	}
+	if t.limits.TPM > 0 {
+		s.tok.Adjust(t.limits.TPM, prompt+completion-t.tokens, now.UnixNano())
+	}
+	s.spent += cost
+	c := Counts{Requests: 1, PromptTokens: prompt, CompletionTokens: completion, Spent: cost}
+	s.pending.Counts.add(&c)
+	m := s.pending.Models[t.model]
+	if m == nil {
+		if s.pending.Models == nil {
+			s.pending.Models = make(map[string]*Counts)
+		}
+		m = &Counts{}
+		s.pending.Models[t.model] = m
+	}
+	m.add(&c)
+}
+
+// rollover starts a new month in s: its pending usage goes to the outbox and
+// its spend starts again. Called with s.mu held.
+func (g *Gate) rollover(s *keyState, month Month) {
+	if s.month == month {
+		return
+	}
+	if s.month != 0 && !s.pending.Counts.zero() {
+		g.mu.Lock()
+		g.outbox = append(g.outbox, s.pending.clone())
+		g.mu.Unlock()
+	}
+	s.month, s.spent, s.loaded, s.reserved = month, 0, false, 0
+	s.pending = MonthUsage{KeyID: s.pending.KeyID, Month: month, Models: s.pending.Models}
+	for _, c := range s.pending.Models {
+		*c = Counts{}
+	}
+}
+
+// Flush adds everything settled on this node since the last flush to the
+// ledger. What the ledger refuses stays pending for the next flush, so spend
+// is never lost and never counted twice.
+func (g *Gate) Flush(ctx context.Context) error {
+	g.mu.Lock()
+	batch := g.outbox
+	g.outbox = nil
+	g.mu.Unlock()
+	g.keys.Range(func(_, v any) bool {
+		s := v.(*keyState)
+		s.mu.Lock()
+		if !s.pending.Counts.zero() {
+			batch = append(batch, s.pending.clone())
+			s.pending.Counts = Counts{}
+			for _, c := range s.pending.Models {
+				*c = Counts{} // keep the entries: no allocation on the next Settle
+			}
+		}
+		s.mu.Unlock()
+		return true
+	})
+	if len(batch) == 0 {
+		return nil
+	}
+	if err := g.ledger.Add(ctx, batch); err != nil {
+		g.mu.Lock()
+		g.outbox = append(batch, g.outbox...)
+		g.mu.Unlock()
+		return fmt.Errorf("limits: flush %d usage records: %w", len(batch), err)
+	}
+	return nil
+}
+
+// Run flushes every interval until ctx ends, then once more with a short
+// deadline of its own, so a clean shutdown loses nothing.
+func (g *Gate) Run(ctx context.Context, interval time.Duration) {
+	t := time.NewTicker(interval)
+	defer t.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			if err := g.Flush(fctx); err != nil {
+				g.log.Error("limits: final flush failed; usage since the last flush is lost", "err", err)
+			}
+			cancel()
+			return
+		case <-t.C:
+			if err := g.Flush(ctx); err != nil {
+				g.log.Warn("limits: flush failed; will retry", "err", err)
+			}
+		}
+	}
+}
+
+// Report is a key's month to date.
+type Report struct {
+	Month    Month
+	Usage    *MonthUsage
+	Reserved PicoUSD
+}
+
+// Usage reports a key's month to date: the ledger's records plus what this
+// node has not flushed yet, and what is reserved by requests in flight here.
+func (g *Gate) Usage(ctx context.Context, keyID string, now time.Time) (*Report, error) {
+	month := MonthOf(now)
+	u, err := g.ledger.Load(ctx, keyID, month)
+	if err != nil {
+		return nil, fmt.Errorf("limits: usage of %s: %w", keyID, err)
+	}
+	r := &Report{Month: month, Usage: u.clone()}
+	r.Usage.KeyID, r.Usage.Month = keyID, month
+	if v, ok := g.keys.Load(keyID); ok {
+		s := v.(*keyState)
+		s.mu.Lock()
+		if s.month == month {
+			r.Usage.add(&s.pending)
+			r.Reserved = s.reserved
+		}
+		s.mu.Unlock()
+	}
+	g.mu.Lock()
+	for _, o := range g.outbox {
+		if o.KeyID == keyID && o.Month == month {
+			r.Usage.add(o)
+		}
+	}
+	g.mu.Unlock()
+	return r, nil
+}

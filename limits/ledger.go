@@ -1,0 +1,84 @@
+package limits
+
+import (
+	"context"
+	"time"
+)
+
+// Ledger keeps month-to-date usage per key: the embedded store on one node,
+// Valkey for many. Nodes only ever add to it, so several can share one.
+type Ledger interface {
+	// Load returns a key's usage for a month (zero when there is none).
+	Load(ctx context.Context, keyID string, month Month) (*MonthUsage, error)
+	// Add adds each record's counts to the stored ones, atomically per record.
+	Add(ctx context.Context, deltas []*MonthUsage) error
+	Close() error
+}
+
+// Month is a UTC calendar month as yyyymm, such as 202611.
+type Month int32
+
+// MonthOf returns t's UTC month.
+func MonthOf(t time.Time) Month {
+	t = t.UTC()
+	return Month(t.Year()*100 + int(t.Month()))
+}
+
+// Start returns the first instant of the month.
+func (m Month) Start() time.Time {
+	return time.Date(int(m/100), time.Month(m%100), 1, 0, 0, 0, 0, time.UTC)
+}
+
+// End returns the first instant of the next month, when budgets reset.
+func (m Month) End() time.Time { return m.Start().AddDate(0, 1, 0) }
+
+// Counts are what requests used.
+type Counts struct {
+	Requests         int64   `json:"requests"`
+	PromptTokens     int64   `json:"prompt_tokens"`
+	CompletionTokens int64   `json:"completion_tokens"`
+	Spent            PicoUSD `json:"-"`
+}
+
+func (c *Counts) add(o *Counts) {
+	c.Requests += o.Requests
+	c.PromptTokens += o.PromptTokens
+	c.CompletionTokens += o.CompletionTokens
+	c.Spent += o.Spent
+}
+
+func (c *Counts) zero() bool { return *c == Counts{} }
+
+// MonthUsage is one key's usage in one month, in total and by model.
+type MonthUsage struct {
+	KeyID string
+	Month Month
+	Counts
+	Models map[string]*Counts
+}
+
+// add adds o's counts (for any key and month) to u.
+func (u *MonthUsage) add(o *MonthUsage) {
+	u.Counts.add(&o.Counts)
+	for name, c := range o.Models {
+		if c.zero() {
+			continue
+		}
+		if u.Models == nil {
+			u.Models = make(map[string]*Counts)
+		}
+		mine := u.Models[name]
+		if mine == nil {
+			mine = &Counts{}
+			u.Models[name] = mine
+		}
+		mine.add(c)
+	}
+}
+
+// clone copies u without its zero model entries.
+func (u *MonthUsage) clone() *MonthUsage {
+	c := &MonthUsage{KeyID: u.KeyID, Month: u.Month}
+	c.add(u)
+	return c
+}
