@@ -17,14 +17,20 @@ type requestFields struct {
 	// included) in the body, so it can be replaced without re-encoding.
 	modelStart, modelEnd int
 	stream               bool
-	seenModel            bool
-	seenStream           bool
+	// maxTokens is max_completion_tokens, else max_tokens; -1 when neither is
+	// given. n is how many choices are asked for (default 1).
+	maxTokens  int64
+	n          int64
+	seenModel  bool
+	seenStream bool
+	seenMax    uint8 // 1: max_tokens, 2: max_completion_tokens
+	seenN      bool
 }
 
 // parse reads f from body. On failure it returns the error to answer and, for
 // a duplicate key, the key's name as detail.
 func (f *requestFields) parse(body []byte) (*apiError, []byte) {
-	*f = requestFields{}
+	*f = requestFields{maxTokens: -1, n: 1}
 	// Validation first, with sonic's SIMD validator (about 135 ns for a typical
 	// chat body, 4x faster than encoding/json): the scan below may then assume
 	// well-formed JSON. The check is structural: raw control characters, invalid
@@ -74,9 +80,15 @@ func (f *requestFields) parse(body []byte) (*apiError, []byte) {
 }
 
 var (
-	keyModel  = []byte("model")
-	keyStream = []byte("stream")
+	keyModel               = []byte("model")
+	keyStream              = []byte("stream")
+	keyMaxTokens           = []byte("max_tokens")
+	keyMaxCompletionTokens = []byte("max_completion_tokens")
+	keyN                   = []byte("n")
 )
+
+// maxChoices bounds n, as OpenAI does.
+const maxChoices = 128
 
 func (f *requestFields) field(key, body []byte, start, end int) *apiError {
 	switch {
@@ -114,8 +126,64 @@ func (f *requestFields) field(key, body []byte, start, end int) *apiError {
 		default:
 			return errStreamNotBool
 		}
+	case bytes.Equal(key, keyMaxTokens), bytes.Equal(key, keyMaxCompletionTokens):
+		bit := uint8(1)
+		if len(key) == len(keyMaxCompletionTokens) {
+			bit = 2
+		}
+		if f.seenMax&bit != 0 {
+			return errDuplicateField
+		}
+		f.seenMax |= bit
+		if body[start] == 'n' { // null: as if absent
+			return nil
+		}
+		v, ok := parseCount(body[start:end])
+		if !ok || v < 1 {
+			return errMaxTokens
+		}
+		// max_completion_tokens supersedes the older max_tokens.
+		if bit == 2 || f.seenMax&2 == 0 {
+			f.maxTokens = v
+		}
+	case bytes.Equal(key, keyN):
+		if f.seenN {
+			return errDuplicateField
+		}
+		f.seenN = true
+		if body[start] == 'n' {
+			return nil
+		}
+		v, ok := parseCount(body[start:end])
+		if !ok || v < 1 || v > maxChoices {
+			return errChoices
+		}
+		f.n = v
 	}
 	return nil
+}
+
+// parseCount reads a JSON integer token (no fraction or exponent, at most 15
+// digits so products with prices cannot overflow).
+func parseCount(tok []byte) (int64, bool) {
+	if len(tok) == 0 || len(tok) > 15 {
+		return 0, false
+	}
+	neg := tok[0] == '-'
+	if neg {
+		tok = tok[1:]
+	}
+	var v int64
+	for _, c := range tok {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	if neg {
+		v = -v
+	}
+	return v, len(tok) > 0
 }
 
 // appendRewritten appends body to dst with the model token replaced by

@@ -133,3 +133,38 @@ func BenchmarkRequestFields(b *testing.B) {
 		}
 	}
 }
+
+func TestRequestFieldsCounts(t *testing.T) {
+	f := func(body string, wantMax, wantN int64) {
+		t.Helper()
+		var rf requestFields
+		if e, d := rf.parse([]byte(body)); e != nil {
+			t.Fatalf("parse(%s): %s %s", body, e.message, d)
+		}
+		if rf.maxTokens != wantMax || rf.n != wantN {
+			t.Fatalf("parse(%s) = max %d n %d, want %d %d", body, rf.maxTokens, rf.n, wantMax, wantN)
+		}
+	}
+	f(`{"model":"m"}`, -1, 1)
+	f(`{"model":"m","max_tokens":256,"n":3}`, 256, 3)
+	f(`{"model":"m","max_completion_tokens":100,"max_tokens":5}`, 100, 1)
+	f(`{"model":"m","max_tokens":5,"max_completion_tokens":100}`, 100, 1)
+	f(`{"model":"m","max_tokens":null,"n":null}`, -1, 1)
+
+	g := func(body string, want *apiError) {
+		t.Helper()
+		var rf requestFields
+		if e, _ := rf.parse([]byte(body)); e != want {
+			t.Fatalf("parse(%s) = %v, want %s", body, e, want.message)
+		}
+	}
+	g(`{"model":"m","max_tokens":0}`, errMaxTokens)
+	g(`{"model":"m","max_tokens":-5}`, errMaxTokens)
+	g(`{"model":"m","max_tokens":1.5}`, errMaxTokens)
+	g(`{"model":"m","max_tokens":"10"}`, errMaxTokens)
+	g(`{"model":"m","max_tokens":1e3}`, errMaxTokens)
+	g(`{"model":"m","max_tokens":99999999999999999999}`, errMaxTokens)
+	g(`{"model":"m","n":0}`, errChoices)
+	g(`{"model":"m","n":129}`, errChoices)
+	g(`{"model":"m","max_tokens":1,"max_tokens":2}`, errDuplicateField)
+}

@@ -57,6 +57,12 @@ var (
 		message: "The model parameter must be a non-empty string."}
 	errStreamNotBool = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "stream", code: "invalid_type",
 		message: "The stream parameter must be a boolean."}
+	errMaxTokens = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "max_tokens", code: "invalid_value",
+		message: "max_tokens (or max_completion_tokens) must be a positive integer."}
+	errMaxTokensTooLarge = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "max_tokens", code: "invalid_value",
+		message: "max_tokens is larger than the model allows; the most it takes is "}
+	errChoices = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "n", code: "invalid_value",
+		message: "n must be an integer from 1 to 128."}
 	errDuplicateField = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "duplicate_key",
 		message: "The request body repeats a top-level key: "}
 	errModelNotFound = &apiError{status: fasthttp.StatusNotFound, typ: typeInvalidRequest, param: "model", code: "model_not_found",

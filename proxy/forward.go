@@ -9,6 +9,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/keys"
+	"github.com/tokenhub/tokenhub/limits"
 )
 
 func (s *Server) chatCompletions(ctx *fasthttp.RequestCtx) { s.inference(ctx, epChat) }
@@ -19,7 +20,7 @@ func (s *Server) embeddings(ctx *fasthttp.RequestCtx)      { s.inference(ctx, ep
 // the body, check the plan, forward. It allocates nothing in steady state for
 // buffered answers (see TestAllocsServeChat).
 func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
-	_, plan, ok := s.authenticate(ctx)
+	key, plan, ok := s.authenticate(ctx)
 	if !ok {
 		return
 	}
@@ -37,7 +38,39 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 		writeError(ctx, errModelNotAllowed, f.model)
 		return
 	}
-	s.forward(ctx, ep, m, &f)
+	var a limits.Admission
+	prompt, out, ok := admission(ctx, ep, key, plan, m, &f, &a)
+	if !ok {
+		return
+	}
+	var t limits.Ticket
+	s.gate.Admit(ctx, &a, time.Now(), &t)
+	setRateHeaders(ctx, &t)
+	if t.Refusal != limits.Admitted {
+		refuse(ctx, &t)
+		return
+	}
+	c := claim{ticket: t, model: m, prompt: prompt, maxOutput: out}
+	s.forward(ctx, ep, m, &f, &c)
+}
+
+// claim is an admitted request's ticket with what settling it needs.
+type claim struct {
+	ticket    limits.Ticket
+	model     *model
+	prompt    int64 // the prompt estimate charged at admission
+	maxOutput int64 // the most output admitted, all choices together
+}
+
+// settle records what the request used; with no usage from the upstream, the
+// estimate stands in and the log says so.
+func (s *Server) settle(c *claim, prompt, completion int64, known bool, requestID []byte) {
+	if !known {
+		prompt = c.prompt
+		s.log.Warn("upstream sent no usage; billed an estimate", "usage_estimated", true,
+			"model", c.model.name, "prompt_tokens", prompt, "completion_tokens", completion, "request_id", string(requestID))
+	}
+	s.gate.Settle(&c.ticket, prompt, completion, c.model.price, time.Now())
 }
 
 var bearerPrefix = []byte("bearer ")
@@ -92,7 +125,7 @@ var (
 // forward sends the request to the model's routes, starting from a weighted
 // choice and failing over to the next route on a connection failure, a 429 or
 // a 5xx, as long as nothing has been sent to the client yet.
-func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *requestFields) {
+func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *requestFields, c *claim) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	handedOff := false
@@ -100,6 +133,9 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 		if !handedOff {
 			fasthttp.ReleaseRequest(req)
 			fasthttp.ReleaseResponse(resp)
+			// A request that failed before an answer used nothing; this
+			// releases its reservation. Settling twice is a no-op.
+			s.gate.Settle(&c.ticket, 0, 0, m.price, time.Now())
 		}
 	}()
 
@@ -140,10 +176,16 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 		}
 		if f.stream && status == fasthttp.StatusOK && isEventStream(resp.Header.ContentType()) {
 			handedOff = true
-			s.stream(ctx, req, resp, f)
+			s.stream(ctx, req, resp, f, c)
 			return
 		}
-		s.answer(ctx, resp, f)
+		if s.answer(ctx, resp, f) {
+			prompt, completion, known := readUsage(ctx.Response.Body())
+			if !known {
+				completion = min(c.maxOutput, int64(len(ctx.Response.Body())/4))
+			}
+			s.settle(c, prompt, completion, known, ctx.Response.Header.Peek(headerRequestID))
+		}
 		return
 	}
 }
@@ -183,35 +225,56 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep en
 
 // answer relays a buffered upstream answer: success and OpenAI-shaped client
 // errors pass through untouched; anything else becomes a gateway error.
-func (s *Server) answer(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, f *requestFields) {
+// It reports whether the answer was a success, which is billed.
+func (s *Server) answer(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, f *requestFields) bool {
 	status := resp.StatusCode()
 	body := resp.Body()
 	switch {
 	case status >= 200 && status < 300:
 		if !sonic.Valid(body) {
 			writeError(ctx, errUpstreamUnreadable, f.model)
-			return
+			return false
 		}
 	case status >= 400 && status < 500:
 		if !isOpenAIError(body) {
 			var detail [64]byte
 			writeError(ctx, &apiError{status: status, typ: typeInvalidRequest, code: "upstream_error",
 				message: "The upstream refused the request for the model: "}, appendStatus(append(detail[:0], f.model...), status))
-			return
+			return false
 		}
 	case status >= 500:
 		var detail [64]byte
 		writeError(ctx, errUpstreamFailed, appendStatus(append(detail[:0], f.model...), status))
-		return
+		return false
 	default:
 		writeError(ctx, errUpstreamUnreadable, f.model)
-		return
+		return false
 	}
 	ctx.SetStatusCode(status)
 	ctx.SetContentTypeBytes(contentTypeJSON)
 	// Swap buffers rather than copy: the client's response takes the upstream
 	// body and the pooled upstream response keeps the old buffer for reuse.
 	ctx.Response.SwapBody(resp.SwapBody(ctx.Response.SwapBody(nil)))
+	return status < 300
+}
+
+// readUsage reads usage.prompt_tokens and usage.completion_tokens (absent for
+// embeddings) with targeted lookups, no decode of the body.
+func readUsage(body []byte) (prompt, completion int64, ok bool) {
+	js := b2s(body)
+	n, err := sonic.GetFromString(js, "usage", "prompt_tokens")
+	if err != nil {
+		return 0, 0, false
+	}
+	if prompt, err = n.Int64(); err != nil || prompt < 0 {
+		return 0, 0, false
+	}
+	if n, err = sonic.GetFromString(js, "usage", "completion_tokens"); err == nil {
+		if completion, err = n.Int64(); err != nil || completion < 0 {
+			completion = 0
+		}
+	}
+	return prompt, completion, true
 }
 
 // isOpenAIError reports whether body is an OpenAI error object, which clients'

@@ -6,9 +6,11 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"time"
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/keys"
+	"github.com/tokenhub/tokenhub/limits"
 )
 
 // Node is one gateway process's worth of parts: the store (embedded, or the
@@ -18,15 +20,18 @@ import (
 type Node struct {
 	Server   *Server
 	Registry *keys.Registry
+	Gate     *limits.Gate
 	// Invalidator is nil with the embedded store (one node, nothing to hear).
 	Invalidator *keys.Invalidator
 	// AdminKeyFile is where the generated admin key was found or written; empty
 	// when admin_key comes from the config.
 	AdminKeyFile string
 
-	store  keys.Store
-	cancel context.CancelFunc
-	done   chan struct{}
+	store   keys.Store
+	ledger  limits.Ledger
+	cancel  context.CancelFunc
+	done    chan struct{}
+	flushed chan struct{}
 }
 
 // OpenNode opens the store the config names, seeds the config's plans and
@@ -35,7 +40,7 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 	if log == nil {
 		log = slog.Default()
 	}
-	n = &Node{done: make(chan struct{})}
+	n = &Node{done: make(chan struct{}), flushed: make(chan struct{})}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -66,8 +71,17 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 		return n, fmt.Errorf("proxy: seed plans from config: %w", err)
 	}
 
+	if n.ledger, err = limits.OpenBoltLedger(cfg.Store.Path); err != nil {
+		return n, err
+	}
+	n.Gate = limits.NewGate(n.ledger, log)
+
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
+	go func() {
+		defer close(n.flushed)
+		n.Gate.Run(runCtx, time.Second)
+	}()
 	if valkeyStore != nil {
 		n.Invalidator = keys.NewInvalidator(n.Registry, keys.NewValkeyPubSub(valkeyStore.Client(), cfg.Store.Valkey.Prefix),
 			keys.InvalidatorOptions{StaleAfter: cfg.Cache.StaleAfter, Logger: log})
@@ -88,7 +102,7 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 		// The path, never the secret: logs are read by more people than keys should be.
 		log.Info("admin key", "file", n.AdminKeyFile, "created", created)
 	}
-	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, AdminKey: adminKey, Logger: log})
+	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: adminKey, Logger: log})
 	return n, err
 }
 
@@ -104,6 +118,12 @@ func (n *Node) Close() {
 	if n.cancel != nil {
 		n.cancel()
 		<-n.done
+		<-n.flushed // the final flush of usage
+	}
+	if n.ledger != nil {
+		if err := n.ledger.Close(); err != nil {
+			slog.Default().Warn("closing the usage ledger", "err", err)
+		}
 	}
 	if n.Server != nil {
 		n.Server.Close()

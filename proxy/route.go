@@ -6,6 +6,7 @@ import (
 	"sort"
 
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/limits"
 )
 
 // model is a model the gateway serves, with the routes that can answer it.
@@ -15,7 +16,8 @@ type model struct {
 	created     int64
 	routes      []route
 	totalWeight int
-	cfg         config.Model
+	price       limits.Price
+	maxOutput   int64 // most completion tokens one request may produce
 }
 
 // route is one way to answer a model: an upstream and its name for the model.
@@ -37,7 +39,8 @@ func newModelTable(models []config.Model, upstreams map[string]*Upstream, create
 	t := &modelTable{byName: make(map[string]*model, len(models))}
 	for i := range models {
 		mc := &models[i]
-		m := &model{name: mc.Name, ownedBy: mc.OwnedBy, created: created, cfg: *mc}
+		m := &model{name: mc.Name, ownedBy: mc.OwnedBy, created: created, maxOutput: mc.MaxOutputTokens,
+			price: limits.Price{InputPerMTok: mc.Price.InputPerMTok, OutputPerMTok: mc.Price.OutputPerMTok}}
 		for _, rc := range mc.Routes {
 			up := upstreams[rc.Upstream]
 			if up == nil {

@@ -16,12 +16,15 @@ import (
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/keys"
+	"github.com/tokenhub/tokenhub/limits"
 )
 
 // Options is what a Server is built from.
 type Options struct {
 	Config   *config.Config
 	Registry *keys.Registry
+	// Gate enforces rate limits and budgets and records usage.
+	Gate *limits.Gate
 	// AdminKey is the secret that authenticates the Keys and Plans APIs.
 	AdminKey string
 	Logger   *slog.Logger
@@ -30,6 +33,7 @@ type Options struct {
 // Server is the gateway: it authenticates, checks plans and forwards.
 type Server struct {
 	registry  *keys.Registry
+	gate      *limits.Gate
 	models    *modelTable
 	upstreams []*Upstream
 	adminHash [32]byte
@@ -41,8 +45,8 @@ type Server struct {
 
 // New builds a Server; it starts nothing until Serve.
 func New(o Options) (*Server, error) {
-	if o.Config == nil || o.Registry == nil || o.AdminKey == "" {
-		return nil, errors.New("proxy: Config, Registry and AdminKey are required")
+	if o.Config == nil || o.Registry == nil || o.Gate == nil || o.AdminKey == "" {
+		return nil, errors.New("proxy: Config, Registry, Gate and AdminKey are required")
 	}
 	log := o.Logger
 	if log == nil {
@@ -54,6 +58,7 @@ func New(o Options) (*Server, error) {
 	}
 	s := &Server{
 		registry:  o.Registry,
+		gate:      o.Gate,
 		adminHash: sha256.Sum256([]byte(o.AdminKey)),
 		ids:       ids,
 		log:       log,
@@ -112,6 +117,7 @@ func (s *Server) routes() *router.Router {
 	r.PATCH("/v1/keys/{id}", s.admin(s.updateKey))
 	r.DELETE("/v1/keys/{id}", s.admin(s.revokeKey))
 	r.POST("/v1/keys/{id}/rotate", s.admin(s.rotateKey))
+	r.GET("/v1/keys/{id}/usage", s.keyUsage)
 	r.GET("/v1/plans", s.admin(s.listPlans))
 	r.GET("/v1/plans/{name}", s.admin(s.getPlan))
 	r.PUT("/v1/plans/{name}", s.admin(s.putPlan))

@@ -1,0 +1,136 @@
+package proxy
+
+import (
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/keys"
+	"github.com/tokenhub/tokenhub/limits"
+)
+
+// legacyCompletionsMaxTokens is what /v1/completions produces when max_tokens
+// is absent, per OpenAI's API.
+const legacyCompletionsMaxTokens = 16
+
+// estimatePrompt bounds a request's prompt tokens from its body size: about
+// four bytes a token, plus a margin for the template tokens chat formats add.
+// It is charged at admission and replaced by the upstream's count at settlement.
+func estimatePrompt(bodyLen int) int64 { return int64(bodyLen+3)/4 + 8 }
+
+// admission fills a for the request: the most output it may produce (its
+// max_tokens, else the model's), times n, and the cost of that with the prompt
+// estimate, which it returns with that output. It answers 400 itself for a
+// max_tokens over the model's limit.
+func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.Plan, m *model, f *requestFields, a *limits.Admission) (prompt, out int64, ok bool) {
+	out = f.maxTokens
+	switch {
+	case ep == epEmbeddings:
+		out = 0
+	case out > m.maxOutput:
+		var b [20]byte
+		writeError(ctx, errMaxTokensTooLarge, strconv.AppendInt(b[:0], m.maxOutput, 10))
+		return 0, 0, false
+	case out < 0 && ep == epCompletions:
+		out = min(legacyCompletionsMaxTokens, m.maxOutput)
+	case out < 0:
+		out = m.maxOutput
+	}
+	out *= f.n
+	prompt = estimatePrompt(len(ctx.PostBody()))
+	*a = limits.Admission{
+		KeyID: key.ID,
+		Model: m.name,
+		Limits: limits.Limits{
+			RPM: plan.RPM, TPM: plan.TPM, MaxRequest: plan.MaxRequestUSD, Monthly: plan.MonthlyUSD,
+		},
+		Tokens: prompt + out,
+		Worst:  m.price.Cost(prompt, out),
+	}
+	return prompt, out, true
+}
+
+var (
+	headerLimitRequests     = []byte("x-ratelimit-limit-requests")
+	headerRemainingRequests = []byte("x-ratelimit-remaining-requests")
+	headerResetRequests     = []byte("x-ratelimit-reset-requests")
+	headerLimitTokens       = []byte("x-ratelimit-limit-tokens")
+	headerRemainingTokens   = []byte("x-ratelimit-remaining-tokens")
+	headerResetTokens       = []byte("x-ratelimit-reset-tokens")
+	headerRetryAfter        = []byte("retry-after")
+	headerRetryAfterMs      = []byte("retry-after-ms")
+)
+
+// setRateHeaders writes the x-ratelimit-* headers of the buckets the key has.
+func setRateHeaders(ctx *fasthttp.RequestCtx, t *limits.Ticket) {
+	setRateState(ctx, &t.Requests, headerLimitRequests, headerRemainingRequests, headerResetRequests)
+	setRateState(ctx, &t.Tokens, headerLimitTokens, headerRemainingTokens, headerResetTokens)
+}
+
+func setRateState(ctx *fasthttp.RequestCtx, s *limits.RateState, limit, remaining, reset []byte) {
+	if s.Limit == 0 {
+		return
+	}
+	var b [24]byte
+	h := &ctx.Response.Header
+	h.SetCanonical(limit, strconv.AppendInt(b[:0], s.Limit, 10))
+	h.SetCanonical(remaining, strconv.AppendInt(b[:0], s.Remaining, 10))
+	h.SetCanonical(reset, limits.AppendDuration(b[:0], s.Reset))
+}
+
+var (
+	errRateRequests = &apiError{status: fasthttp.StatusTooManyRequests, typ: "requests", code: "rate_limit_exceeded",
+		message: "Rate limit reached for requests per minute"}
+	errRateTokens = &apiError{status: fasthttp.StatusTooManyRequests, typ: "tokens", code: "rate_limit_exceeded",
+		message: "Rate limit reached for tokens per minute"}
+	errRequestCap = &apiError{status: fasthttp.StatusPaymentRequired, typ: "insufficient_quota", code: "budget_exceeded",
+		message: "This request could cost more than the plan's per-request cap"}
+	errMonthlyCap = &apiError{status: fasthttp.StatusPaymentRequired, typ: "insufficient_quota", code: "budget_exceeded",
+		message: "The monthly budget is used up"}
+)
+
+// refuse answers a request the gate did not admit: 429 with the wait in
+// retry-after (whole seconds, at least 1) and retry-after-ms, which the
+// official SDKs honour; 402 with no retry headers (they do not retry it) and
+// a message naming the cap and when it resets.
+func refuse(ctx *fasthttp.RequestCtx, t *limits.Ticket) {
+	var b [160]byte
+	d := b[:0]
+	switch t.Refusal {
+	case limits.RefusedRequests, limits.RefusedTokens:
+		e, limit := errRateRequests, t.Requests.Limit
+		if t.Refusal == limits.RefusedTokens {
+			e, limit = errRateTokens, t.Tokens.Limit
+		}
+		d = append(d, " (limit "...)
+		d = strconv.AppendInt(d, limit, 10)
+		d = append(d, "). Please try again in "...)
+		d = limits.AppendDuration(d, t.RetryAfter)
+		d = append(d, '.')
+		writeError(ctx, e, d)
+		ms := (t.RetryAfter + time.Millisecond - 1) / time.Millisecond
+		secs := max((t.RetryAfter+time.Second-1)/time.Second, 1)
+		var n [20]byte
+		ctx.Response.Header.SetCanonical(headerRetryAfter, strconv.AppendInt(n[:0], int64(secs), 10))
+		ctx.Response.Header.SetCanonical(headerRetryAfterMs, strconv.AppendInt(n[:0], int64(ms), 10))
+	case limits.RefusedRequestCap:
+		d = append(d, " of $"...)
+		d = t.Cap.AppendUSD(d)
+		d = append(d, ": at worst it costs $"...)
+		d = t.Spent.AppendUSD(d)
+		d = append(d, ". Lower max_tokens or shorten the prompt."...)
+		writeError(ctx, errRequestCap, d)
+	case limits.RefusedMonthlyCap:
+		d = append(d, ": $"...)
+		d = t.Spent.AppendUSD(d)
+		d = append(d, " of $"...)
+		d = t.Cap.AppendUSD(d)
+		d = append(d, " is spent or reserved this month. It resets at "...)
+		d = t.Month.End().AppendFormat(d, time.RFC3339)
+		d = append(d, '.')
+		writeError(ctx, errMonthlyCap, d)
+	default:
+		writeError(ctx, errStoreDown, nil)
+	}
+}

@@ -1,0 +1,100 @@
+package proxy
+
+import (
+	"crypto/sha256"
+	"crypto/subtle"
+	"encoding/json"
+	"slices"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/limits"
+)
+
+// usageJSON is a key's month to date as GET /v1/keys/{id}/usage shows it.
+// Money is in dollars, exact (pico-dollar precision).
+type usageJSON struct {
+	Object       string           `json:"object"`
+	KeyID        string           `json:"key_id"`
+	Month        string           `json:"month"`
+	PeriodStart  int64            `json:"period_start"`
+	PeriodEnd    int64            `json:"period_end"`
+	Requests     int64            `json:"requests"`
+	Prompt       int64            `json:"prompt_tokens"`
+	Completion   int64            `json:"completion_tokens"`
+	SpendUSD     json.Number      `json:"spend_usd"`
+	ReservedUSD  json.Number      `json:"reserved_usd"`
+	MonthlyUSD   *json.Number     `json:"monthly_usd"`
+	RemainingUSD *json.Number     `json:"remaining_usd"`
+	Models       []modelUsageJSON `json:"models"`
+}
+
+type modelUsageJSON struct {
+	Model      string      `json:"model"`
+	Requests   int64       `json:"requests"`
+	Prompt     int64       `json:"prompt_tokens"`
+	Completion int64       `json:"completion_tokens"`
+	SpendUSD   json.Number `json:"spend_usd"`
+}
+
+func usd(p limits.PicoUSD) json.Number { return json.Number(p.String()) }
+
+// keyUsage answers GET /v1/keys/{id}/usage for the admin, or for the key
+// itself (so an application can watch its own budget).
+func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
+	id := pathValue(ctx, "id")
+	token := bearerToken(ctx)
+	if token == nil {
+		writeError(ctx, errMissingKey, nil)
+		return
+	}
+	sum := sha256.Sum256(token)
+	if subtle.ConstantTimeCompare(sum[:], s.adminHash[:]) != 1 {
+		k, _, err := s.registry.Authenticate(ctx, token)
+		if err != nil {
+			writeError(ctx, authError(err), nil)
+			return
+		}
+		if k.ID != id {
+			writeError(ctx, errAdminOnly, nil)
+			return
+		}
+	}
+	k, err := s.registry.Key(ctx, id)
+	if err != nil {
+		s.adminFailed(ctx, err)
+		return
+	}
+	r, err := s.gate.Usage(ctx, id, time.Now())
+	if err != nil {
+		s.log.Error("usage report", "key_id", id, "err", err)
+		writeError(ctx, errStoreDown, nil)
+		return
+	}
+	u := r.Usage
+	out := usageJSON{
+		Object: "key.usage", KeyID: id, Month: r.Month.Start().Format("2006-01"),
+		PeriodStart: r.Month.Start().Unix(), PeriodEnd: r.Month.End().Unix(),
+		Requests: u.Requests, Prompt: u.PromptTokens, Completion: u.CompletionTokens,
+		SpendUSD: usd(u.Spent), ReservedUSD: usd(r.Reserved), Models: []modelUsageJSON{},
+	}
+	if p, err := s.registry.Plan(ctx, k.Plan); err == nil && p.MonthlyUSD > 0 {
+		cap, left := usd(p.MonthlyUSD.Pico()), usd(max(p.MonthlyUSD.Pico()-u.Spent-r.Reserved, 0))
+		out.MonthlyUSD, out.RemainingUSD = &cap, &left
+	}
+	for name, c := range u.Models {
+		out.Models = append(out.Models, modelUsageJSON{Model: name, Requests: c.Requests,
+			Prompt: c.PromptTokens, Completion: c.CompletionTokens, SpendUSD: usd(c.Spent)})
+	}
+	slices.SortFunc(out.Models, func(a, b modelUsageJSON) int {
+		switch {
+		case a.Model < b.Model:
+			return -1
+		case a.Model > b.Model:
+			return 1
+		}
+		return 0
+	})
+	writeJSON(ctx, fasthttp.StatusOK, out)
+}
