@@ -26,6 +26,22 @@ type Key struct {
 	ExpiresAt time.Time
 	// RevokedAt is when the key was revoked; zero means it is active.
 	RevokedAt time.Time
+	// RPM and TPM, when not zero, lower the plan's requests and tokens per
+	// minute for this key (the lower of the two applies).
+	RPM int64
+	TPM int64
+}
+
+// Limit returns the effective per-minute limit of a plan's limit and a key's
+// override, where 0 means "none": the lower of those set.
+func Limit(plan, key int64) int64 {
+	switch {
+	case key == 0:
+		return plan
+	case plan == 0:
+		return key
+	}
+	return min(plan, key)
 }
 
 // maxKeyNameLen bounds Key.Name so that names stay printable in tables and logs.

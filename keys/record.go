@@ -28,6 +28,8 @@ type keyRecord struct {
 	CreatedAt time.Time `json:"created_at"`
 	ExpiresAt time.Time `json:"expires_at,omitzero"`
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
+	RPM       int64     `json:"rpm,omitempty"`
+	TPM       int64     `json:"tpm,omitempty"`
 }
 
 type planRecord struct {
@@ -52,6 +54,8 @@ func encodeKey(k *Key) ([]byte, error) {
 		CreatedAt: k.CreatedAt.UTC(),
 		ExpiresAt: k.ExpiresAt.UTC(),
 		RevokedAt: k.RevokedAt.UTC(),
+		RPM:       k.RPM,
+		TPM:       k.TPM,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("keys: encode key %s: %w", k.ID, err)
@@ -76,6 +80,8 @@ func decodeKey(b []byte) (*Key, error) {
 		CreatedAt: r.CreatedAt,
 		ExpiresAt: r.ExpiresAt,
 		RevokedAt: r.RevokedAt,
+		RPM:       r.RPM,
+		TPM:       r.TPM,
 	}
 	if len(r.Hash) != hex.EncodedLen(len(k.Hash)) {
 		return nil, fmt.Errorf("keys: decode key %s: hash must be %d hex digits", r.ID, hex.EncodedLen(len(k.Hash)))

@@ -473,6 +473,34 @@ func (r *Registry) Keys(ctx context.Context) ([]*Key, error) {
 	return r.store.Keys(ctx)
 }
 
+// SetKeyLimits sets or clears (with 0) a key's own requests and tokens per
+// minute; nil leaves one as it is. Like every write it holds on this node at
+// once and on others through invalidation.
+func (r *Registry) SetKeyLimits(ctx context.Context, id string, rpm, tpm *int64) (*Key, error) {
+	for _, v := range []*int64{rpm, tpm} {
+		if v != nil && (*v < 0 || *v > maxPerMinute) {
+			return nil, fmt.Errorf("keys: set limits of %s: %w: rpm and tpm must be from 0 (the plan's) to %d", id, ErrInvalidKey, maxPerMinute)
+		}
+	}
+	r.adminMu.Lock()
+	defer r.adminMu.Unlock()
+	k, err := r.store.KeyByID(ctx, id)
+	if err != nil {
+		return nil, err
+	}
+	if rpm != nil {
+		k.RPM = *rpm
+	}
+	if tpm != nil {
+		k.TPM = *tpm
+	}
+	if err := r.store.PutKey(ctx, k); err != nil {
+		return nil, err
+	}
+	r.EvictKeyHash(k.Hash)
+	return k, nil
+}
+
 // UpdateKey changes the name and/or plan of a key; nil leaves a field as it
 // is. The plan must exist.
 func (r *Registry) UpdateKey(ctx context.Context, id string, name, plan *string) (*Key, error) {

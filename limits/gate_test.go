@@ -31,7 +31,7 @@ func newGate(t *testing.T) (*Gate, *BoltLedger, string) {
 // they interleave, and every admitted one is recorded.
 func TestBudgetHoldsUnderConcurrency(t *testing.T) {
 	g, _, _ := newGate(t)
-	worst := price.Cost(1000, 1000) // $0.003
+	worst := price.Cost(1000, 1000)                                                           // $0.003
 	a := Admission{KeyID: "key_a", Model: "m", Limits: Limits{Monthly: 30_000}, Worst: worst} // $0.03: 10 worst cases
 	var wg sync.WaitGroup
 	var mu sync.Mutex

@@ -11,7 +11,20 @@ import (
 // floating point and no allocation. The zero Rate is an empty history (full
 // bucket). It is not safe for concurrent use; callers hold a lock.
 type Rate struct {
-	tat int64 // unix nanoseconds when the bucket will be full again
+	tat   int64 // unix nanoseconds when the bucket will be full again
+	limit int64 // the limit tat was computed for
+}
+
+// rescale keeps the tokens in use when the limit changes (a plan or key
+// edit): tat is in time units of the old limit's refill interval.
+func (r *Rate) rescale(limit, now int64) {
+	if r.limit != limit {
+		if r.limit != 0 && r.tat > now {
+			used := (r.tat - now) / interval(r.limit)
+			r.tat = now + used*interval(limit)
+		}
+		r.limit = limit
+	}
 }
 
 const minute = int64(time.Minute)
@@ -32,6 +45,7 @@ type RateState struct {
 // minute. When the bucket lacks them it spends nothing and says how long to
 // wait until it would have them. n may exceed limit only to be refused.
 func (r *Rate) Take(limit, n, now int64) (ok bool, retryAfter time.Duration) {
+	r.rescale(limit, now)
 	iv := interval(limit)
 	tat := max(r.tat, now)
 	next := tat + n*iv
@@ -49,6 +63,7 @@ func (r *Rate) Take(limit, n, now int64) (ok bool, retryAfter time.Duration) {
 // (a charge that turned out too high), positive charges more (possibly past
 // empty, which then delays later Takes).
 func (r *Rate) Adjust(limit, delta, now int64) {
+	r.rescale(limit, now)
 	iv := interval(limit)
 	r.tat = max(r.tat, now) + delta*iv
 	if r.tat < now {
@@ -58,6 +73,7 @@ func (r *Rate) Adjust(limit, delta, now int64) {
 
 // State reports the bucket at now.
 func (r *Rate) State(limit, now int64) RateState {
+	r.rescale(limit, now)
 	iv := interval(limit)
 	used := max(r.tat-now, 0)
 	return RateState{

@@ -83,3 +83,15 @@ func TestAppendDuration(t *testing.T) {
 	f(time.Hour+2*time.Minute+3*time.Second, "1h2m3s")
 	f(999*time.Microsecond, "1ms")
 }
+
+func TestRateRescalesWhenTheLimitChanges(t *testing.T) {
+	var r Rate
+	now := int64(minute)
+	r.Take(1, 1, now) // the whole bucket of a 1-per-minute limit
+	if s := r.State(3, now); s.Remaining != 2 {
+		t.Fatalf("one of 3 used after raising the limit: %+v", s)
+	}
+	if ok, _ := r.Take(3, 2, now); !ok {
+		t.Fatal("the raised limit's room was refused")
+	}
+}

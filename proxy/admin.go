@@ -50,15 +50,25 @@ type keyJSON struct {
 	CreatedAt int64  `json:"created_at"`
 	ExpiresAt *int64 `json:"expires_at"`
 	RevokedAt *int64 `json:"revoked_at"`
-	Key       string `json:"key,omitempty"`
+	// RPM and TPM are the key's own lower limits; null when the plan's apply.
+	RPM *int64 `json:"rpm"`
+	TPM *int64 `json:"tpm"`
+	Key string `json:"key,omitempty"`
 }
 
 func renderKey(k *keys.Key, secret string) keyJSON {
 	return keyJSON{
 		ID: k.ID, Object: "api_key", Name: k.Name, Plan: k.Plan, Last4: k.Last4,
 		CreatedAt: k.CreatedAt.Unix(), ExpiresAt: unixOrNil(k.ExpiresAt), RevokedAt: unixOrNil(k.RevokedAt),
-		Key: secret,
+		RPM: positiveOrNil(k.RPM), TPM: positiveOrNil(k.TPM), Key: secret,
 	}
+}
+
+func positiveOrNil(v int64) *int64 {
+	if v <= 0 {
+		return nil
+	}
+	return &v
 }
 
 func unixOrNil(t time.Time) *int64 {
@@ -79,6 +89,8 @@ type createKeyJSON struct {
 	Plan      string `json:"plan"`
 	ExpiresAt *int64 `json:"expires_at"` // unix seconds
 	ExpiresIn *int64 `json:"expires_in"` // seconds from now
+	RPM       *int64 `json:"rpm"`        // lower than the plan's, or null
+	TPM       *int64 `json:"tpm"`
 }
 
 func (s *Server) createKey(ctx *fasthttp.RequestCtx) {
@@ -113,6 +125,13 @@ func (s *Server) createKey(ctx *fasthttp.RequestCtx) {
 		s.adminFailed(ctx, err)
 		return
 	}
+	if in.RPM != nil || in.TPM != nil {
+		// The secret is not out yet, so no request can run before the limits are set.
+		if k, err = s.registry.SetKeyLimits(ctx, k.ID, in.RPM, in.TPM); err != nil {
+			s.adminFailed(ctx, err)
+			return
+		}
+	}
 	s.log.Info("key created", "key_id", k.ID, "plan", k.Plan)
 	writeJSON(ctx, fasthttp.StatusCreated, renderKey(k, secret))
 }
@@ -142,6 +161,8 @@ func (s *Server) getKey(ctx *fasthttp.RequestCtx) {
 type updateKeyJSON struct {
 	Name *string `json:"name"`
 	Plan *string `json:"plan"`
+	RPM  *int64  `json:"rpm"` // 0 returns to the plan's
+	TPM  *int64  `json:"tpm"`
 }
 
 func (s *Server) updateKey(ctx *fasthttp.RequestCtx) {
@@ -153,6 +174,9 @@ func (s *Server) updateKey(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	k, err := s.registry.UpdateKey(ctx, pathValue(ctx, "id"), in.Name, in.Plan)
+	if err == nil && (in.RPM != nil || in.TPM != nil) {
+		k, err = s.registry.SetKeyLimits(ctx, k.ID, in.RPM, in.TPM)
+	}
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -265,6 +289,8 @@ func (s *Server) adminFailed(ctx *fasthttp.RequestCtx, err error) {
 		writeAdminError(ctx, fasthttp.StatusConflict, "key_revoked", "", "The key is revoked; a revoked key cannot be rotated. Create a new key.")
 	case errors.Is(err, keys.ErrPlanInUse):
 		writeAdminError(ctx, fasthttp.StatusConflict, "plan_in_use", "", "Active keys use this plan; move them to another plan or revoke them first.")
+	case errors.Is(err, keys.ErrInvalidKey):
+		writeAdminError(ctx, fasthttp.StatusBadRequest, "invalid_value", "", err.Error())
 	case errors.Is(err, keys.ErrInvalidPlan):
 		writeAdminError(ctx, fasthttp.StatusBadRequest, "invalid_plan", "", err.Error())
 	default:

@@ -43,7 +43,8 @@ func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.
 		KeyID: key.ID,
 		Model: m.name,
 		Limits: limits.Limits{
-			RPM: plan.RPM, TPM: plan.TPM, MaxRequest: plan.MaxRequestUSD, Monthly: plan.MonthlyUSD,
+			RPM: keys.Limit(plan.RPM, key.RPM), TPM: keys.Limit(plan.TPM, key.TPM),
+			MaxRequest: plan.MaxRequestUSD, Monthly: plan.MonthlyUSD,
 		},
 		Tokens: prompt + out,
 		Worst:  m.price.Cost(prompt, out),

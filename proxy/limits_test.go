@@ -251,3 +251,31 @@ func TestMissingUpstreamUsageIsEstimated(t *testing.T) {
 		t.Fatalf("estimated usage %+v", u)
 	}
 }
+
+// TestKeyOverridesLowerThePlan: a key's own rpm applies when lower than its
+// plan's, and is shown by the Keys API; 0 returns to the plan's.
+func TestKeyOverridesLowerThePlan(t *testing.T) {
+	_, up := startMock(t, mock.Options{})
+	g := startGateway(t, limitsConfig(up), "")
+	var k apiKey
+	var raw map[string]any
+	g.admin("POST", "/v1/keys", map[string]any{"name": "slow", "plan": "rpm3", "rpm": 1}, http.StatusCreated, &k)
+	g.admin("GET", "/v1/keys/"+k.ID, nil, http.StatusOK, &raw)
+	if raw["rpm"] != float64(1) || raw["tpm"] != nil {
+		t.Fatalf("key shows rpm %v tpm %v", raw["rpm"], raw["tpm"])
+	}
+	if st, hdr, _ := g.do("POST", "/v1/chat/completions", k.Key, []byte(smallChat)); st != 200 || hdr.Get("X-Ratelimit-Limit-Requests") != "1" {
+		t.Fatalf("first: %d, limit %q", st, hdr.Get("X-Ratelimit-Limit-Requests"))
+	}
+	if st, _, _ := g.do("POST", "/v1/chat/completions", k.Key, []byte(smallChat)); st != 429 {
+		t.Fatalf("second at rpm 1: %d", st)
+	}
+	g.admin("PATCH", "/v1/keys/"+k.ID, map[string]any{"rpm": 0}, http.StatusOK, &raw)
+	if raw["rpm"] != nil {
+		t.Fatalf("after clearing: rpm %v", raw["rpm"])
+	}
+	if st, hdr, _ := g.do("POST", "/v1/chat/completions", k.Key, []byte(smallChat)); st != 200 || hdr.Get("X-Ratelimit-Limit-Requests") != "3" {
+		t.Fatalf("back on the plan's 3 rpm: %d, limit %q", st, hdr.Get("X-Ratelimit-Limit-Requests"))
+	}
+	g.admin("PATCH", "/v1/keys/"+k.ID, map[string]any{"rpm": -1}, http.StatusBadRequest, nil)
+}
