@@ -53,6 +53,7 @@ type options struct {
 	timeout   time.Duration
 	maxTokens int
 	jsonOut   string
+	limits    bool
 	// For the propagation scenario.
 	valkey string
 	nodes  int
@@ -73,6 +74,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of one request")
 	fs.IntVar(&o.maxTokens, "max-tokens", 16, "max_tokens of each request: words per answer")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the results to this `file` as JSON")
+	fs.BoolVar(&o.limits, "limits", false, "give the key's plan every rate limit and budget (too high to refuse), to measure what enforcing them costs")
 	fs.StringVar(&o.valkey, "valkey", "valkey-server", "valkey-server `binary` for the "+propagationScenario+" scenario, looked up in PATH")
 	fs.IntVar(&o.nodes, "nodes", 2, fmt.Sprintf("tokenhub nodes in the %s scenario, 2 to %d", propagationScenario, maxNodes))
 	fs.IntVar(&o.trials, "trials", 100, "changes made in the "+propagationScenario+" scenario, alternately revokes and rotates, each with a plan change")
@@ -174,7 +176,7 @@ func bench(ctx context.Context, o *options, logw io.Writer) (*report, error) {
 	// header included, so that they compare.
 	auth := "Bearer sk-bench-direct"
 	if tokenhubBin != "" {
-		th, err := startTokenhub(ctx, tokenhubBin, dir, mockAddr)
+		th, err := startTokenhub(ctx, tokenhubBin, dir, mockAddr, o.limits)
 		if err != nil {
 			return nil, err
 		}

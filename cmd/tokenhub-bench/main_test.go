@@ -218,7 +218,7 @@ func TestNodeConfigIsValid(t *testing.T) {
 }
 
 func TestTokenhubConfigIsValid(t *testing.T) {
-	data := tokenhubConfig("127.0.0.1:8123", filepath.Join(t.TempDir(), "store"), "127.0.0.1:9123")
+	data := tokenhubConfig("127.0.0.1:8123", filepath.Join(t.TempDir(), "store"), "127.0.0.1:9123", true)
 	c, err := config.Parse(data, "bench.yaml", func(string) string { return "" })
 	if err != nil {
 		t.Fatalf("config rejected: %v\n%s", err, data)

@@ -31,13 +31,13 @@ type tokenhub struct {
 
 // startTokenhub writes a config into dir, starts bin with it, waits for it to
 // be healthy and creates a client key through the Keys API.
-func startTokenhub(ctx context.Context, bin, dir, mockAddr string) (*tokenhub, error) {
+func startTokenhub(ctx context.Context, bin, dir, mockAddr string, limited bool) (*tokenhub, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	store := filepath.Join(dir, "store")
-	proc, err := launchTokenhub(ctx, "tokenhub", bin, dir, addr, tokenhubConfig(addr, store, mockAddr))
+	proc, err := launchTokenhub(ctx, "tokenhub", bin, dir, addr, tokenhubConfig(addr, store, mockAddr, limited))
 	if err != nil {
 		return nil, err
 	}
@@ -77,9 +77,15 @@ func launchTokenhub(ctx context.Context, name, bin, dir, addr string, cfg []byte
 }
 
 // tokenhubConfig is the gateway's config for the benchmark: one upstream, the
-// mock; one model routed to it; one plan allowing everything.
-func tokenhubConfig(addr, store, mockAddr string) []byte {
+// mock; one model routed to it; one plan allowing everything. With limited,
+// the plan has every limit and budget, set too high to refuse anything, so
+// the run measures what enforcing them costs.
+func tokenhubConfig(addr, store, mockAddr string, limited bool) []byte {
 	q := yamlString
+	plan := `{name: bench, models: ["*"]}`
+	if limited {
+		plan = `{name: bench, models: ["*"], rpm: 1000000000, tpm: 1000000000, max_request_usd: 1000, monthly_usd: 1000000000}`
+	}
 	return []byte(`# Written by tokenhub-bench.
 listen: ` + q(addr) + `
 store: {path: ` + q(store) + `}
@@ -91,7 +97,7 @@ models:
     routes: [{upstream: bench, model: ` + benchModel + `}]
     price: {input_per_mtok: 0.1, output_per_mtok: 0.4}
 plans:
-  - {name: bench, models: ["*"]}
+  - ` + plan + `
 `)
 }
 
