@@ -20,7 +20,9 @@ type Limits struct {
 type Refusal uint8
 
 // Refusals, each answered differently: 429 for rates, 402 for money, 503 when
-// the month's spend cannot be read.
+// the month's spend cannot be read (on a Gate made by NewValkeyGate: when
+// Valkey is unreachable and the budget this node leased does not cover the
+// request).
 const (
 	Admitted Refusal = iota
 	RefusedRequests
@@ -52,7 +54,8 @@ type Ticket struct {
 	// x-ratelimit-* headers; Limit is 0 for a bucket without a limit.
 	Requests RateState
 	Tokens   RateState
-	// Spent and Cap are the month's spend and cap, set when the monthly cap
+	// Spent and Cap are the month's spend (with what is reserved, or on a
+	// shared Gate leased, against it) and cap, set when the monthly cap
 	// refused, for the message; Month is the month admitted in.
 	Spent, Cap PicoUSD
 	Month      Month
@@ -62,6 +65,10 @@ type Ticket struct {
 	model    string
 	tokens   int64
 	reserved PicoUSD
+	// The tokens were charged to the node's slice of the global bucket
+	// (tokSlice), or else to the local bucket of tokLimit per minute.
+	tokSlice bool
+	tokLimit int64
 }
 
 // keyState is everything one node knows about one key.
@@ -77,11 +84,16 @@ type keyState struct {
 	reserved PicoUSD
 	// pending is settled here and not yet added to the ledger.
 	pending MonthUsage
+	// sh is the key's shared state, in a Gate made by NewValkeyGate; req
+	// and tok are then the buckets of this node's share, for outages.
+	sh *sharedKey
 }
 
 // Gate admits requests against their key's rate limits and budgets and
 // records what they used. One Gate serves a node; its state is per key and
-// locked per key, so keys never contend with each other.
+// locked per key, so keys never contend with each other. NewGate makes one
+// whose limits are this node's alone; NewValkeyGate one whose limits hold
+// across every node sharing a Valkey.
 type Gate struct {
 	ledger Ledger
 	log    *slog.Logger
@@ -89,6 +101,8 @@ type Gate struct {
 
 	mu     sync.Mutex
 	outbox []*MonthUsage // pending records of months that have ended
+
+	sh *shared // nil on one node
 }
 
 // NewGate returns a Gate recording into ledger.
@@ -103,8 +117,12 @@ func (g *Gate) state(keyID string) *keyState {
 	if s, ok := g.keys.Load(keyID); ok {
 		return s.(*keyState)
 	}
-	s, _ := g.keys.LoadOrStore(keyID, &keyState{pending: MonthUsage{KeyID: keyID}})
-	return s.(*keyState)
+	s := &keyState{pending: MonthUsage{KeyID: keyID}}
+	if g.sh != nil {
+		s.sh = &sharedKey{acct: &account{}}
+	}
+	v, _ := g.keys.LoadOrStore(keyID, s)
+	return v.(*keyState)
 }
 
 // Admit decides on a request and fills t. Budgets are checked before rates
@@ -119,8 +137,12 @@ func (g *Gate) Admit(ctx context.Context, a *Admission, now time.Time, t *Ticket
 	}
 	s := g.state(a.KeyID)
 	s.mu.Lock()
-	defer s.mu.Unlock()
 	g.rollover(s, t.Month)
+	if g.sh != nil {
+		g.admitShared(ctx, s, a, now.UnixNano(), t)
+		return
+	}
+	defer s.mu.Unlock()
 	if l.Monthly > 0 {
 		if !s.loaded {
 			u, err := g.ledger.Load(ctx, a.KeyID, t.Month)
@@ -154,6 +176,7 @@ func (g *Gate) Admit(ctx context.Context, a *Admission, now time.Time, t *Ticket
 			g.rateStates(s, t, ns)
 			return
 		}
+		t.tokLimit = l.TPM
 	}
 	s.reserved += a.Worst
 	t.state, t.reserved = s, a.Worst
@@ -186,8 +209,11 @@ func (g *Gate) Settle(t *Ticket, prompt, completion int64, price Price, now time
 	if t.Month == s.month {
 		s.reserved -= t.reserved
 	}
-	if t.limits.TPM > 0 {
-		s.tok.Adjust(t.limits.TPM, prompt+completion-t.tokens, now.UnixNano())
+	switch {
+	case t.tokSlice:
+		s.sh.tok.n += t.tokens - prompt - completion
+	case t.tokLimit > 0:
+		s.tok.Adjust(t.tokLimit, prompt+completion-t.tokens, now.UnixNano())
 	}
 	s.spent += cost
 	c := Counts{Requests: 1, PromptTokens: prompt, CompletionTokens: completion, Spent: cost}
@@ -209,7 +235,12 @@ func (g *Gate) rollover(s *keyState, month Month) {
 	if s.month == month {
 		return
 	}
-	if s.month != 0 && !s.pending.Counts.zero() {
+	if s.sh != nil {
+		if s.month != 0 {
+			g.sh.endMonth(s)
+		}
+		s.sh.acct = &account{month: month}
+	} else if s.month != 0 && !s.pending.Counts.zero() {
 		g.mu.Lock()
 		g.outbox = append(g.outbox, s.pending.clone())
 		g.mu.Unlock()
@@ -223,8 +254,14 @@ func (g *Gate) rollover(s *keyState, month Month) {
 
 // Flush adds everything settled on this node since the last flush to the
 // ledger. What the ledger refuses stays pending for the next flush, so spend
-// is never lost and never counted twice.
+// is never lost and never counted twice. On a Gate made by NewValkeyGate it
+// also gives back the slices and leases idle for IdleReturn and renews the
+// leases in use; a record Valkey may not have applied is sent again with
+// its sequence number, which Valkey applies once.
 func (g *Gate) Flush(ctx context.Context) error {
+	if g.sh != nil {
+		return g.syncShared(ctx, true, false)
+	}
 	g.mu.Lock()
 	batch := g.outbox
 	g.outbox = nil
@@ -255,8 +292,16 @@ func (g *Gate) Flush(ctx context.Context) error {
 }
 
 // Run flushes every interval until ctx ends, then once more with a short
-// deadline of its own, so a clean shutdown loses nothing.
+// deadline of its own, so a clean shutdown loses nothing. On a Gate made by
+// NewValkeyGate it also gives back idle slices and leases every IdleReturn/2
+// (when shorter than interval), heartbeats into the node registry every
+// second, and when ctx ends gives back every slice and lease and leaves the
+// registry.
 func (g *Gate) Run(ctx context.Context, interval time.Duration) {
+	if g.sh != nil {
+		g.runShared(ctx, interval)
+		return
+	}
 	t := time.NewTicker(interval)
 	defer t.Stop()
 	for {
@@ -285,8 +330,13 @@ type Report struct {
 
 // Usage reports a key's month to date: the ledger's records plus what this
 // node has not flushed yet, and what is reserved by requests in flight here.
+// On a Gate made by NewValkeyGate the ledger is Valkey, which holds every
+// node's flushed usage.
 func (g *Gate) Usage(ctx context.Context, keyID string, now time.Time) (*Report, error) {
 	month := MonthOf(now)
+	if g.sh != nil {
+		return g.usageShared(ctx, keyID, month)
+	}
 	u, err := g.ledger.Load(ctx, keyID, month)
 	if err != nil {
 		return nil, fmt.Errorf("limits: usage of %s: %w", keyID, err)

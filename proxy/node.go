@@ -71,10 +71,23 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 		return n, fmt.Errorf("proxy: seed plans from config: %w", err)
 	}
 
-	if n.ledger, err = limits.OpenBoltLedger(cfg.Store.Path); err != nil {
-		return n, err
+	if valkeyStore != nil {
+		// Rate limits and budgets are global: nodes lease slices of each key's
+		// buckets and budget from Valkey (see limits.NewValkeyGate).
+		n.Gate, err = limits.NewValkeyGate(limits.ValkeyOptions{
+			Client: valkeyStore.Client(), Prefix: cfg.Store.Valkey.Prefix, Timeout: cfg.Store.Valkey.Timeout,
+			// A unique id per process (host-pid-random): two nodes sharing an id
+			// would share one budget lease and could both spend it.
+		}, log)
+		if err != nil {
+			return n, err
+		}
+	} else {
+		if n.ledger, err = limits.OpenBoltLedger(cfg.Store.Path); err != nil {
+			return n, err
+		}
+		n.Gate = limits.NewGate(n.ledger, log)
 	}
-	n.Gate = limits.NewGate(n.ledger, log)
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
