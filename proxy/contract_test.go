@@ -90,6 +90,9 @@ func TestErrorsRaw(t *testing.T) {
 	f("unknown path", "POST", "/v1/nope", key, `{}`, 404, "unknown_url")
 	f("method not allowed", "GET", "/v1/chat/completions", key, ``, 405, "method_not_allowed")
 	f("body too large", "POST", "/v1/chat/completions", key, `{"model":"mock","x":"`+strings.Repeat("a", 70000)+`"}`, 413, "request_too_large")
+	// Far over: the client is still sending when the gateway answers, and must
+	// still read the 413 rather than a reset (lingering close).
+	f("body far too large", "POST", "/v1/chat/completions", key, `{"model":"mock","x":"`+strings.Repeat("a", 8<<20)+`"}`, 413, "request_too_large")
 	f("user key on admin API", "GET", "/v1/keys", key, ``, 403, "admin_key_required")
 	f("bad key on admin API", "GET", "/v1/keys", "wrong", ``, 401, "invalid_api_key")
 }

@@ -4,6 +4,7 @@ import (
 	"errors"
 	"net"
 	"strconv"
+	"time"
 
 	"github.com/valyala/fasthttp"
 
@@ -186,6 +187,7 @@ func serverError(ctx *fasthttp.RequestCtx, err error) {
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		e = errBodyTooLarge
+		lingerDrain(ctx.Conn())
 	case errors.As(err, &small):
 		e = errHeaderTooLarge
 	case errors.As(err, &netErr) && netErr.Timeout():
@@ -197,6 +199,39 @@ func serverError(ctx *fasthttp.RequestCtx, err error) {
 }
 
 var contentTypeJSON = []byte("application/json")
+
+// Lingering close, as nginx does it: a client still sending a body the
+// gateway refused would, when the connection closes with its bytes unread,
+// get a TCP reset that can destroy the 413 before it is read. So what it is
+// still sending is read and dropped first, for as long as it keeps coming
+// (up to lingerIdle apart), bounded by lingerTotal and lingerMax.
+const (
+	lingerIdle  = 100 * time.Millisecond
+	lingerTotal = 2 * time.Second
+	lingerMax   = 256 << 20
+)
+
+func lingerDrain(c net.Conn) {
+	if c == nil {
+		return
+	}
+	buf := make([]byte, 32<<10)
+	end := time.Now().Add(lingerTotal)
+	for n := 0; n < lingerMax; {
+		d := time.Now().Add(lingerIdle)
+		if d.After(end) {
+			d = end
+		}
+		if c.SetReadDeadline(d) != nil {
+			return
+		}
+		k, err := c.Read(buf)
+		n += k
+		if err != nil {
+			return
+		}
+	}
+}
 
 // appendStatus appends " (status N)" for upstream failure messages.
 func appendStatus(b []byte, status int) []byte {
