@@ -1,0 +1,117 @@
+package sse
+
+import (
+	"bytes"
+	"os"
+	"slices"
+	"testing"
+)
+
+// BenchmarkScanner scans a usage-carrying n=2 chat stream (25 events of about
+// 300 bytes). Upstreams flush once per token, so a read usually holds one
+// event; a slow client lets reads fill the relay's 16 KiB buffer.
+func BenchmarkScanner(b *testing.B) {
+	in, err := os.ReadFile("testdata/chat_n2_usage.sse")
+	if err != nil {
+		b.Fatal(err)
+	}
+	var perEvent [][]byte
+	for ev := range bytes.SplitAfterSeq(in, []byte("\n\n")) {
+		if len(ev) > 0 {
+			perEvent = append(perEvent, ev)
+		}
+	}
+	f := func(name string, reads [][]byte) {
+		b.Run(name, func(b *testing.B) {
+			s := NewScanner(64 << 10)
+			b.SetBytes(int64(len(in)))
+			b.ReportAllocs()
+			events := 0
+			for b.Loop() {
+				s.Reset()
+				for _, r := range reads {
+					s.Feed(r)
+					for {
+						_, ok, _ := s.Next()
+						if !ok {
+							break
+						}
+						events++
+					}
+				}
+			}
+			b.ReportMetric(float64(b.Elapsed().Nanoseconds())/float64(events), "ns/event")
+		})
+	}
+	f("read=event", perEvent)
+	f("read=16KiB", slices.Collect(slices.Chunk(in, 16<<10)))
+	f("read=CRLF-event", crlf(perEvent))
+}
+
+func crlf(reads [][]byte) [][]byte {
+	var out [][]byte
+	for _, r := range reads {
+		out = append(out, bytes.ReplaceAll(r, []byte("\n"), []byte("\r\n")))
+	}
+	return out
+}
+
+func BenchmarkChunkUsage(b *testing.B) {
+	f := func(name, chunk string) {
+		data := []byte(chunk)
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ChunkUsage(data)
+			}
+		})
+	}
+	f("content-chunk", contentChunk)
+	f("usage-chunk", usageChunk)
+	f("done", "[DONE]")
+}
+
+func BenchmarkIsUsageOnlyChunk(b *testing.B) {
+	f := func(name, chunk string) {
+		data := []byte(chunk)
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				IsUsageOnlyChunk(data)
+			}
+		})
+	}
+	f("content-chunk", contentChunk)
+	f("usage-chunk", usageChunk)
+}
+
+func BenchmarkContentBytes(b *testing.B) {
+	f := func(name, chunk string) {
+		data := []byte(chunk)
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				ContentBytes(data)
+			}
+		})
+	}
+	f("chat", contentChunk)
+	f("chat-escaped", escapedChunk)
+	f("chat-n=2", twoChoices)
+	f("legacy", legacyChunk)
+	f("usage-chunk", usageChunk)
+}
+
+func BenchmarkHasError(b *testing.B) {
+	f := func(name, chunk string) {
+		data := []byte(chunk)
+		b.Run(name, func(b *testing.B) {
+			b.ReportAllocs()
+			for b.Loop() {
+				HasError(data)
+			}
+		})
+	}
+	f("content-chunk", contentChunk)
+	f("error", errorChunk)
+}
