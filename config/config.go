@@ -58,6 +58,12 @@ type Server struct {
 	// ShutdownTimeout is how long in-flight requests and streams may run on
 	// after a shutdown signal.
 	ShutdownTimeout time.Duration `yaml:"shutdown_timeout"`
+	// StreamDrainTimeout is how long a stream is read on after its client
+	// left, to bill the upstream's real usage.
+	StreamDrainTimeout time.Duration `yaml:"stream_drain_timeout"`
+	// MaxStreamDrains caps the streams drained at once; past it, a stream
+	// whose client left is cut and billed an estimate.
+	MaxStreamDrains int `yaml:"max_stream_drains"`
 }
 
 // Store says where keys, plans and spend are kept.

@@ -60,6 +60,10 @@ func (c *Config) validateServer(p *problems) {
 	p.positive("server.read_timeout", c.Server.ReadTimeout, def.Server.ReadTimeout)
 	p.positive("server.idle_timeout", c.Server.IdleTimeout, def.Server.IdleTimeout)
 	p.positive("server.shutdown_timeout", c.Server.ShutdownTimeout, def.Server.ShutdownTimeout)
+	p.positive("server.stream_drain_timeout", c.Server.StreamDrainTimeout, def.Server.StreamDrainTimeout)
+	if c.Server.MaxStreamDrains < 0 {
+		p.add("server.max_stream_drains", "%d is negative; use 0 to never drain, or remove it for the default %d", c.Server.MaxStreamDrains, def.Server.MaxStreamDrains)
+	}
 	if c.Store.Path == "" {
 		p.add("store.path", "empty; name a directory, or remove it for the default %s", def.Store.Path)
 	}

@@ -25,6 +25,10 @@ type requestFields struct {
 	seenStream bool
 	seenMax    uint8 // 1: max_tokens, 2: max_completion_tokens
 	seenN      bool
+	// streamOptions delimits the stream_options value token (0, 0 when
+	// absent); objEnd is the index of the body's closing '}'.
+	soStart, soEnd int
+	objEnd         int
 }
 
 // parse reads f from body. On failure it returns the error to answer and, for
@@ -69,6 +73,7 @@ func (f *requestFields) parse(body []byte) (*apiError, []byte) {
 		}
 		i = skipSpace(body, valEnd)
 		if body[i] == '}' {
+			f.objEnd = i
 			break
 		}
 		i = skipSpace(body, i+1) // the ','
@@ -85,6 +90,8 @@ var (
 	keyMaxTokens           = []byte("max_tokens")
 	keyMaxCompletionTokens = []byte("max_completion_tokens")
 	keyN                   = []byte("n")
+	keyStreamOptions       = []byte("stream_options")
+	keyIncludeUsage        = []byte("include_usage")
 )
 
 // maxChoices bounds n, as OpenAI does.
@@ -146,6 +153,11 @@ func (f *requestFields) field(key, body []byte, start, end int) *apiError {
 		if bit == 2 || f.seenMax&2 == 0 {
 			f.maxTokens = v
 		}
+	case bytes.Equal(key, keyStreamOptions):
+		if f.soEnd != 0 {
+			return errDuplicateField
+		}
+		f.soStart, f.soEnd = start, end
 	case bytes.Equal(key, keyN):
 		if f.seenN {
 			return errDuplicateField
@@ -192,6 +204,72 @@ func appendRewritten(dst, body []byte, f *requestFields, quotedModel []byte) []b
 	dst = append(dst, body[:f.modelStart]...)
 	dst = append(dst, quotedModel...)
 	return append(dst, body[f.modelEnd:]...)
+}
+
+// edit replaces body[at:end] with with (an insertion when at == end).
+type edit struct {
+	at, end int
+	with    []byte
+}
+
+var (
+	addStreamOptions = []byte(`,"stream_options":{"include_usage":true}`)
+	setStreamOptions = []byte(`{"include_usage":true}`)
+	addIncludeUsage  = []byte(`"include_usage":true,`)
+	addOnlyUsage     = []byte(`"include_usage":true`)
+	valueTrue        = []byte("true")
+)
+
+// usageEdit returns the edit that makes a streaming request ask the upstream
+// for its final usage chunk (stream_options.include_usage), and whether one
+// is needed: false when the client asked for usage itself, or when
+// stream_options is not an object the gateway can amend.
+func (f *requestFields) usageEdit(body []byte) (edit, bool) {
+	if f.soEnd == 0 {
+		return edit{at: f.objEnd, end: f.objEnd, with: addStreamOptions}, true
+	}
+	switch body[f.soStart] {
+	case 'n': // null
+		return edit{at: f.soStart, end: f.soEnd, with: setStreamOptions}, true
+	case '{':
+	default:
+		return edit{}, false // not an object: the upstream will say so
+	}
+	at := skipSpace(body, f.soStart+1)
+	if body[at] == '}' {
+		return edit{at: at, end: at, with: addOnlyUsage}, true
+	}
+	for i := at; ; {
+		keyEnd := skipString(body, i)
+		key := body[i+1 : keyEnd-1]
+		i = skipSpace(body, skipSpace(body, keyEnd)+1)
+		valEnd := skipValue(body, i)
+		if bytes.Equal(key, keyIncludeUsage) {
+			if body[i] == 't' {
+				return edit{}, false // asked for by the client: it gets the chunk
+			}
+			return edit{at: i, end: valEnd, with: valueTrue}, true
+		}
+		i = skipSpace(body, valEnd)
+		if body[i] == '}' {
+			return edit{at: at, end: at, with: addIncludeUsage}, true
+		}
+		i = skipSpace(body, i+1)
+	}
+}
+
+// appendEdits appends body to dst with edits applied; they must not overlap.
+func appendEdits(dst, body []byte, edits ...edit) []byte {
+	if len(edits) == 2 && edits[1].at < edits[0].at {
+		edits[0], edits[1] = edits[1], edits[0]
+	}
+	last := 0
+	for _, e := range edits {
+		dst = append(dst, body[last:e.at]...)
+		dst = append(dst, e.with...)
+		last = e.end
+	}
+	return append(dst, body[last:]...)
 }
 
 // unescapeString decodes a JSON string literal that contains escapes, strictly

@@ -109,6 +109,17 @@ func FuzzRequestFields(f *testing.F) {
 		if want := stream != nil && *stream; rf.stream != want {
 			t.Fatalf("stream of %q: got %v, want %v", body, rf.stream, want)
 		}
+		if e, ok := rf.usageEdit(body); ok {
+			edited := appendEdits(nil, body, e)
+			var v struct {
+				StreamOptions struct {
+					IncludeUsage bool `json:"include_usage"`
+				} `json:"stream_options"`
+			}
+			if err := json.Unmarshal(edited, &v); err != nil || !v.StreamOptions.IncludeUsage {
+				t.Fatalf("usage edit of %q gave %q: %v", body, edited, err)
+			}
+		}
 		var back map[string]json.RawMessage
 		if err := json.Unmarshal(out, &back); err != nil {
 			t.Fatalf("rewrite of %q gave invalid JSON %q: %v", body, out, err)
@@ -167,4 +178,53 @@ func TestRequestFieldsCounts(t *testing.T) {
 	g(`{"model":"m","n":0}`, errChoices)
 	g(`{"model":"m","n":129}`, errChoices)
 	g(`{"model":"m","max_tokens":1,"max_tokens":2}`, errDuplicateField)
+}
+
+func TestUsageEdit(t *testing.T) {
+	f := func(body, want string, needed bool) {
+		t.Helper()
+		var rf requestFields
+		if e, _ := rf.parse([]byte(body)); e != nil {
+			t.Fatalf("parse(%s): %s", body, e.message)
+		}
+		e, ok := rf.usageEdit([]byte(body))
+		if ok != needed {
+			t.Fatalf("usageEdit(%s) needed %v, want %v", body, ok, needed)
+		}
+		if !ok {
+			return
+		}
+		got := string(appendEdits(nil, []byte(body), e))
+		if got != want {
+			t.Fatalf("usageEdit(%s):\n got %s\nwant %s", body, got, want)
+		}
+		var v struct {
+			StreamOptions struct {
+				IncludeUsage bool `json:"include_usage"`
+			} `json:"stream_options"`
+		}
+		if err := json.Unmarshal([]byte(got), &v); err != nil || !v.StreamOptions.IncludeUsage {
+			t.Fatalf("edited body %s: %v %+v", got, err, v)
+		}
+	}
+	f(`{"model":"m","stream":true}`, `{"model":"m","stream":true,"stream_options":{"include_usage":true}}`, true)
+	f(`{"model":"m" , "stream":true }`, `{"model":"m" , "stream":true ,"stream_options":{"include_usage":true}}`, true)
+	f(`{"model":"m","stream_options":null}`, `{"model":"m","stream_options":{"include_usage":true}}`, true)
+	f(`{"model":"m","stream_options":{}}`, `{"model":"m","stream_options":{"include_usage":true}}`, true)
+	f(`{"model":"m","stream_options":{ }}`, `{"model":"m","stream_options":{ "include_usage":true}}`, true)
+	f(`{"model":"m","stream_options":{"x":1}}`, `{"model":"m","stream_options":{"include_usage":true,"x":1}}`, true)
+	f(`{"model":"m","stream_options":{"x":[{"include_usage":1}],"include_usage":false}}`, `{"model":"m","stream_options":{"x":[{"include_usage":1}],"include_usage":true}}`, true)
+	f(`{"model":"m","stream_options":{"include_usage":true}}`, ``, false)
+	f(`{"model":"m","stream_options":"bogus"}`, ``, false)
+}
+
+func TestAppendEditsWithRename(t *testing.T) {
+	body := []byte(`{"stream":true,"model":"alias"}`)
+	var rf requestFields
+	rf.parse(body)
+	ue, _ := rf.usageEdit(body)
+	got := appendEdits(nil, body, ue, edit{at: rf.modelStart, end: rf.modelEnd, with: []byte(`"real"`)})
+	if want := `{"stream":true,"model":"real","stream_options":{"include_usage":true}}`; string(got) != want {
+		t.Fatalf("got %s want %s", got, want)
+	}
 }

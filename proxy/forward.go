@@ -143,7 +143,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 	for n := range len(m.routes) {
 		r := &m.routes[(start+n)%len(m.routes)]
 		u := r.upstream
-		buildUpstreamRequest(req, ctx, ep, r, f)
+		injected := buildUpstreamRequest(req, ctx, ep, r, f)
 		client := u.client
 		if f.stream {
 			client = u.streamClient
@@ -176,7 +176,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 		}
 		if f.stream && status == fasthttp.StatusOK && isEventStream(resp.Header.ContentType()) {
 			handedOff = true
-			s.stream(ctx, req, resp, f, c)
+			s.stream(ctx, req, resp, f, c, injected)
 			return
 		}
 		if s.answer(ctx, resp, f) {
@@ -192,8 +192,10 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 
 // buildUpstreamRequest writes the upstream request for route r: the gateway's
 // own credentials (never the client's), and the body with the model renamed
-// when the route calls it something else.
-func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep endpoint, r *route, f *requestFields) {
+// when the route calls it something else. A stream always asks for the
+// upstream's usage (stream_options.include_usage), so it can be billed
+// exactly; it reports whether the gateway added that on the client's behalf.
+func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep endpoint, r *route, f *requestFields) (injected bool) {
 	u := r.upstream
 	req.Reset()
 	req.Header.SetMethodBytes(methodPost)
@@ -212,15 +214,36 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep en
 		req.Header.SetBytesKV(h[0], h[1])
 	}
 	body := ctx.PostBody()
-	if r.quotedModel == nil {
+	var edits [2]edit
+	n := 0
+	if r.quotedModel != nil {
+		edits[n] = edit{at: f.modelStart, end: f.modelEnd, with: r.quotedModel}
+		n++
+	}
+	if f.stream && ep != epEmbeddings {
+		if e, ok := f.usageEdit(body); ok {
+			edits[n] = edit{at: e.at, end: e.end, with: e.with}
+			n++
+			injected = true
+		}
+	}
+	if n == 0 {
 		// The client's body lives until the handler returns, and the upstream
 		// call (even a stream's start) happens before that: no copy needed.
 		req.SetBodyRaw(body)
-		return
+		return false
 	}
-	req.AppendBody(body[:f.modelStart])
-	req.AppendBody(r.quotedModel)
-	req.AppendBody(body[f.modelEnd:])
+	if n == 2 && edits[1].at < edits[0].at {
+		edits[0], edits[1] = edits[1], edits[0]
+	}
+	last := 0
+	for _, e := range edits[:n] {
+		req.AppendBody(body[last:e.at])
+		req.AppendBody(e.with)
+		last = e.end
+	}
+	req.AppendBody(body[last:])
+	return injected
 }
 
 // answer relays a buffered upstream answer: success and OpenAI-shaped client

@@ -9,6 +9,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync/atomic"
 	"time"
 
 	"github.com/fasthttp/router"
@@ -41,6 +42,13 @@ type Server struct {
 	router    *router.Router
 	http      *fasthttp.Server
 	log       *slog.Logger
+
+	// drains counts streams read on after their client left, to bill the
+	// upstream's real usage; at most maxDrains at once, each for at most
+	// drainTimeout.
+	drains       atomic.Int64
+	maxDrains    int64
+	drainTimeout time.Duration
 }
 
 // New builds a Server; it starts nothing until Serve.
@@ -57,11 +65,13 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s := &Server{
-		registry:  o.Registry,
-		gate:      o.Gate,
-		adminHash: sha256.Sum256([]byte(o.AdminKey)),
-		ids:       ids,
-		log:       log,
+		registry:     o.Registry,
+		gate:         o.Gate,
+		adminHash:    sha256.Sum256([]byte(o.AdminKey)),
+		ids:          ids,
+		log:          log,
+		maxDrains:    int64(o.Config.Server.MaxStreamDrains),
+		drainTimeout: o.Config.Server.StreamDrainTimeout,
 	}
 	byName := make(map[string]*Upstream, len(o.Config.Upstreams))
 	for i := range o.Config.Upstreams {

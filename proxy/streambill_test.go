@@ -1,0 +1,165 @@
+package proxy
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"net/http"
+	"regexp"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/openai/openai-go/v3"
+
+	"github.com/tokenhub/tokenhub/bench/mock"
+)
+
+// usageOf reads a key's month-to-date usage from the admin API.
+func (g *gateway) usageOf(id string) (requests, prompt, completion int64) {
+	var u struct {
+		Requests   int64 `json:"requests"`
+		Prompt     int64 `json:"prompt_tokens"`
+		Completion int64 `json:"completion_tokens"`
+	}
+	g.admin("GET", "/v1/keys/"+id+"/usage", nil, http.StatusOK, &u)
+	return u.Requests, u.Prompt, u.Completion
+}
+
+// rawStream posts body and returns the whole stream as the client got it.
+func rawStream(t *testing.T, url, key, body string) string {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url+"/v1/chat/completions", strings.NewReader(body))
+	req.Header.Set("Authorization", "Bearer "+key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	if resp.StatusCode != 200 {
+		t.Fatalf("%d %s", resp.StatusCode, b)
+	}
+	return string(b)
+}
+
+var volatile = regexp.MustCompile(`"id":"[^"]*"|"created":\d+`)
+
+// TestStreamGetsExactlyWhatItAskedFor: without include_usage the client's
+// stream equals the upstream's without usage (no usage chunk, no
+// "usage":null), yet the gateway bills the upstream's exact usage; with it,
+// the client gets the usage chunk as the upstream sent it.
+func TestStreamGetsExactlyWhatItAskedFor(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 9})
+	g := startGateway(t, yamlModels(up), "")
+	k := g.newKey("all")
+	const body = `{"model":"mock","stream":true,"messages":[{"role":"user","content":"count to nine"}]}`
+	via := volatile.ReplaceAllString(rawStream(t, g.url, k.Key, body), "")
+	direct := volatile.ReplaceAllString(rawStream(t, strings.TrimSuffix(up, "/v1"), "x", body), "")
+	if via != direct {
+		t.Fatalf("client stream differs from the upstream's:\nvia    %q\ndirect %q", via, direct)
+	}
+	if strings.Contains(via, "usage") {
+		t.Fatalf("client got usage it did not ask for: %q", via)
+	}
+	_, prompt, completion := g.usageOf(k.ID)
+	if completion != 9 || prompt == 0 {
+		t.Fatalf("billed prompt %d completion %d, want the upstream's (completion 9)", prompt, completion)
+	}
+
+	withUsage := `{"model":"mock","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"count to nine"}]}`
+	via = volatile.ReplaceAllString(rawStream(t, g.url, k.Key, withUsage), "")
+	direct = volatile.ReplaceAllString(rawStream(t, strings.TrimSuffix(up, "/v1"), "x", withUsage), "")
+	if via != direct || !strings.Contains(via, `"completion_tokens":9`) {
+		t.Fatalf("with include_usage the streams differ:\nvia    %q\ndirect %q", via, direct)
+	}
+	if n, _, completion := g.usageOf(k.ID); n != 2 || completion != 18 {
+		t.Fatalf("after two streams: %d requests, %d completion tokens", n, completion)
+	}
+}
+
+// TestStreamAccumulatorAndLegacyCompletions: the SDK's accumulator sees the
+// same text as a buffered answer, and legacy completions streams are billed
+// from the upstream's usage too.
+func TestStreamAccumulatorAndLegacyCompletions(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 6})
+	g := startGateway(t, yamlModels(up), "")
+	k := g.newKey("all")
+	c := g.client(k.Key)
+	s := c.Completions.NewStreaming(context.Background(), openai.CompletionNewParams{
+		Model:  openai.CompletionNewParamsModel("mock"),
+		Prompt: openai.CompletionNewParamsPromptUnion{OfString: openai.String("Say it")},
+	})
+	text := ""
+	for s.Next() {
+		ch := s.Current()
+		if len(ch.Choices) > 0 {
+			text += ch.Choices[0].Text
+		}
+		if ch.JSON.Usage.Valid() && ch.Usage.TotalTokens != 0 {
+			t.Fatalf("legacy stream delivered usage the client did not ask for: %+v", ch.Usage)
+		}
+	}
+	if s.Err() != nil || text == "" {
+		t.Fatalf("legacy stream: %q %v", text, s.Err())
+	}
+	// Legacy completions default to 16 tokens; the mock answers min(16, 6).
+	if _, _, completion := g.usageOf(k.ID); completion != 6 {
+		t.Fatalf("billed %d completion tokens, want 6", completion)
+	}
+}
+
+// TestClientDisconnectStillBillsTheUpstreamUsage: a client that leaves after
+// three chunks is billed what the upstream finally reports, because the
+// gateway reads the stream to its end.
+func TestClientDisconnectStillBillsTheUpstreamUsage(t *testing.T) {
+	m, up := startMock(t, mock.Options{Chunks: 40, ChunkInterval: 5 * time.Millisecond})
+	g := startGateway(t, yamlModels(up), "")
+	k := g.newKey("all")
+	req, _ := http.NewRequest("POST", g.url+"/v1/chat/completions",
+		strings.NewReader(`{"model":"mock","stream":true,"messages":[{"role":"user","content":"go"}]}`))
+	req.Header.Set("Authorization", "Bearer "+k.Key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(resp.Body)
+	for events := 0; events < 3; {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			t.Fatal(err)
+		}
+		if strings.HasPrefix(line, "data: ") {
+			events++
+		}
+	}
+	resp.Body.Close() // the client leaves mid-stream
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		if n, _, completion := g.usageOf(k.ID); n == 1 && completion == 40 {
+			break
+		} else if time.Now().After(deadline) {
+			t.Fatalf("after the client left: %d requests, %d completion tokens billed; want the upstream's 40", n, completion)
+		}
+	}
+	if m.Requests() != 1 {
+		t.Fatalf("upstream served %d requests", m.Requests())
+	}
+}
+
+// TestUpstreamCutBillsWhatWasProduced: an upstream killed after 5 chunks
+// ends the client's stream with an error event, and the 5 chunks are billed.
+func TestUpstreamCutBillsWhatWasProduced(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 30, FailAfterChunks: 5})
+	g := startGateway(t, yamlModels(up), "")
+	k := g.newKey("all")
+	got := rawStream(t, g.url, k.Key, `{"model":"mock","stream":true,"messages":[{"role":"user","content":"go"}]}`)
+	if !strings.HasSuffix(got, `"type":"server_error","param":null,"code":"upstream_error"}}`+"\n\n") {
+		t.Fatalf("stream does not end with the error event: %q", got)
+	}
+	n, _, completion := g.usageOf(k.ID)
+	// No usage came, so the content relayed is billed at ~4 bytes a token:
+	// five words of 4-6 bytes each.
+	if n != 1 || completion < 5 || completion > 9 {
+		t.Fatalf("billed %d requests, %d completion tokens; want an estimate of the 5 words produced", n, completion)
+	}
+}
