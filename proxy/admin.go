@@ -113,8 +113,9 @@ func (s *Server) createKey(ctx *fasthttp.RequestCtx) {
 	case in.ExpiresAt != nil:
 		expires = time.Unix(*in.ExpiresAt, 0)
 	case in.ExpiresIn != nil:
-		// Whole seconds, so the expires_at the API shows is the exact expiry.
-		expires = time.Now().Add(time.Duration(*in.ExpiresIn) * time.Second).Truncate(time.Second)
+		// Whole seconds, so the expires_at the API shows is the exact expiry;
+		// rounded up, so a key lives at least as long as asked.
+		expires = time.Now().Add(time.Duration(*in.ExpiresIn)*time.Second + time.Second - 1).Truncate(time.Second)
 	}
 	if !expires.IsZero() && !expires.After(time.Now()) {
 		writeAdminError(ctx, fasthttp.StatusBadRequest, "invalid_value", "expires_at", "The expiry must be in the future.")

@@ -50,12 +50,16 @@ func TestMonthlyCapAcrossNodes(t *testing.T) {
 		}()
 	}
 	wg.Wait()
-	time.Sleep(1500 * time.Millisecond) // both nodes flush their usage every second
 	var u struct {
 		Requests int64   `json:"requests"`
 		SpendUSD float64 `json:"spend_usd"`
 	}
-	nodes[1].admin("GET", "/v1/keys/"+k.ID+"/usage", nil, http.StatusOK, &u)
+	// Both nodes flush their usage every second.
+	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+		if nodes[1].admin("GET", "/v1/keys/"+k.ID+"/usage", nil, http.StatusOK, &u); u.Requests == served.Load() {
+			break
+		}
+	}
 	t.Logf("%d served, %d refused, $%v spent of $0.02", served.Load(), refused.Load(), u.SpendUSD)
 	if u.Requests != served.Load() || u.SpendUSD > 0.02 || u.SpendUSD < 0.016 {
 		t.Fatalf("%d served, %d recorded, $%v spent: want every one recorded, at most the cap and close to it",

@@ -33,9 +33,9 @@ func TestStreamTimeouts(t *testing.T) {
 			for i := range 6 {
 				fmt.Fprintf(w, "data: {\"i\":%d}\n\n", i)
 				w.Flush()
-				gap := 100 * time.Millisecond // 6 x 100ms: longer than event_timeout in total
+				gap := 200 * time.Millisecond // 6 x 200ms: longer than event_timeout in total
 				if mode == "stall" && i == 1 {
-					gap = 2 * time.Second
+					gap = 3 * time.Second
 				}
 				select {
 				case <-stop:
@@ -48,7 +48,7 @@ func TestStreamTimeouts(t *testing.T) {
 	})
 	g := startGateway(t, fmt.Sprintf(`
 upstreams:
-  - {name: up, base_url: %q, event_timeout: 400ms, first_byte_timeout: 400ms}
+  - {name: up, base_url: %q, event_timeout: 800ms, first_byte_timeout: 800ms}
 models:
   - {name: m, routes: [{upstream: up}]}
 plans:
