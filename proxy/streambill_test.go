@@ -163,3 +163,42 @@ func TestUpstreamCutBillsWhatWasProduced(t *testing.T) {
 		t.Fatalf("billed %d requests, %d completion tokens; want an estimate of the 5 words produced", n, completion)
 	}
 }
+
+// TestNoDrainSlotBillsAnEstimate: with no drain slot free (here none at all)
+// a client that leaves gets its upstream cut at once, and what was relayed
+// is billed as an estimate rather than nothing.
+func TestNoDrainSlotBillsAnEstimate(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 400, ChunkInterval: 5 * time.Millisecond})
+	g := startGateway(t, "server: {max_stream_drains: 0}\n"+yamlModels(up), "")
+	k := g.newKey("all")
+	req, _ := http.NewRequest("POST", g.url+"/v1/chat/completions",
+		strings.NewReader(`{"model":"mock","stream":true,"messages":[{"role":"user","content":"go"}]}`))
+	req.Header.Set("Authorization", "Bearer "+k.Key)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := bufio.NewReader(resp.Body)
+	for events := 0; events < 3; {
+		if line, err := r.ReadString('\n'); err != nil {
+			t.Fatal(err)
+		} else if strings.HasPrefix(line, "data: ") {
+			events++
+		}
+	}
+	resp.Body.Close()
+	t0 := time.Now()
+	for deadline := t0.Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+		n, _, completion := g.usageOf(k.ID)
+		if n == 1 {
+			// Cut long before the 400 chunks (2s) the upstream would send.
+			if completion == 0 || completion >= 400 || time.Since(t0) > 1500*time.Millisecond {
+				t.Fatalf("billed %d completion tokens after %s; want a small estimate, soon", completion, time.Since(t0))
+			}
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatal("the abandoned stream was never billed")
+		}
+	}
+}
