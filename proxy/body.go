@@ -5,6 +5,8 @@ import (
 	"encoding/json"
 	"unicode/utf8"
 
+	"github.com/tokenhub/tokenhub/internal/jsonscan"
+
 	"github.com/bytedance/sonic"
 )
 
@@ -54,7 +56,7 @@ func (f *requestFields) parse(body []byte) (*apiError, []byte) {
 	}
 	for {
 		keyStart := i
-		keyEnd := skipString(body, i)
+		keyEnd := jsonscan.SkipString(body, i)
 		key := body[keyStart+1 : keyEnd-1]
 		if bytes.IndexByte(key, '\\') >= 0 {
 			// An escaped key ("mod\u0065l") means "model" to the upstream, so it
@@ -67,7 +69,7 @@ func (f *requestFields) parse(body []byte) (*apiError, []byte) {
 		i = skipSpace(body, keyEnd)
 		i = skipSpace(body, i+1) // the ':'
 		valStart := i
-		valEnd := skipValue(body, i)
+		valEnd := jsonscan.SkipValue(body, i)
 		if e := f.field(key, body, valStart, valEnd); e != nil {
 			return e, key
 		}
@@ -240,10 +242,10 @@ func (f *requestFields) usageEdit(body []byte) (edit, bool) {
 		return edit{at: at, end: at, with: addOnlyUsage}, true
 	}
 	for i := at; ; {
-		keyEnd := skipString(body, i)
+		keyEnd := jsonscan.SkipString(body, i)
 		key := body[i+1 : keyEnd-1]
 		i = skipSpace(body, skipSpace(body, keyEnd)+1)
-		valEnd := skipValue(body, i)
+		valEnd := jsonscan.SkipValue(body, i)
 		if bytes.Equal(key, keyIncludeUsage) {
 			if body[i] == 't' {
 				return edit{}, false // asked for by the client: it gets the chunk
@@ -283,70 +285,6 @@ func unescapeString(lit []byte) ([]byte, bool) {
 	return []byte(s), true
 }
 
-// The scanners below assume b is valid JSON (checked by sonic.Valid); they
-// only find where tokens end.
-
-func skipSpace(b []byte, i int) int {
-	for i < len(b) && (b[i] == ' ' || b[i] == '\n' || b[i] == '\r' || b[i] == '\t') {
-		i++
-	}
-	if i == len(b) {
-		// Valid JSON never ends where a token is expected; clamp for safety.
-		return len(b) - 1
-	}
-	return i
-}
-
-// skipString returns the index just past the string literal starting at b[i].
-func skipString(b []byte, i int) int {
-	j := i + 1
-	for {
-		k := bytes.IndexByte(b[j:], '"')
-		if k < 0 {
-			return len(b)
-		}
-		q := j + k
-		backslashes := 0
-		for p := q - 1; p > i && b[p] == '\\'; p-- {
-			backslashes++
-		}
-		if backslashes%2 == 0 {
-			return q + 1
-		}
-		j = q + 1
-	}
-}
-
-// skipValue returns the index just past the value starting at b[i].
-func skipValue(b []byte, i int) int {
-	switch b[i] {
-	case '"':
-		return skipString(b, i)
-	case '{', '[':
-		depth := 0
-		for i < len(b) {
-			switch b[i] {
-			case '"':
-				i = skipString(b, i)
-				continue
-			case '{', '[':
-				depth++
-			case '}', ']':
-				depth--
-				if depth == 0 {
-					return i + 1
-				}
-			}
-			i++
-		}
-		return len(b)
-	}
-	for i < len(b) {
-		switch b[i] {
-		case ',', '}', ']', ' ', '\n', '\r', '\t':
-			return i
-		}
-		i++
-	}
-	return i
-}
+// skipSpace is jsonscan.SkipSpace kept in bounds: valid JSON never ends where
+// a token is expected, and the clamp keeps that true of anything else.
+func skipSpace(b []byte, i int) int { return min(jsonscan.SkipSpace(b, i), len(b)-1) }

@@ -1,8 +1,6 @@
 package proxy
 
 import (
-	"crypto/sha256"
-	"crypto/subtle"
 	"encoding/json"
 	"slices"
 	"time"
@@ -49,8 +47,7 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, errMissingKey, nil)
 		return
 	}
-	sum := sha256.Sum256(token)
-	if subtle.ConstantTimeCompare(sum[:], s.adminHash[:]) != 1 {
+	if !s.isAdmin(token) {
 		k, _, err := s.registry.Authenticate(ctx, token)
 		if err != nil {
 			writeError(ctx, authError(err), nil)

@@ -2,6 +2,8 @@ package mock
 
 import (
 	"github.com/bytedance/sonic"
+
+	"github.com/tokenhub/tokenhub/internal/jsonscan"
 )
 
 // request holds what the mock reads from a request body. Byte slices point
@@ -27,7 +29,7 @@ func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 	if !sonic.Valid(body) {
 		return errMalformedJSON
 	}
-	i := skipSpace(body, 0)
+	i := jsonscan.SkipSpace(body, 0)
 	if body[i] != '{' {
 		return errNotObject
 	}
@@ -90,7 +92,7 @@ func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 			end, e := r.parseMessages(body, m.val)
 			if e != nil {
 				// Reported after the model, as OpenAI checks that first.
-				messagesErr, end = e, skipValue(body, m.val)
+				messagesErr, end = e, jsonscan.SkipValue(body, m.val)
 			}
 			m.consumed(end)
 		case "prompt":
@@ -201,11 +203,11 @@ func (r *request) parseMessages(body []byte, i int) (int, *apiError) {
 func contentLen(body []byte, i int) (n, end int) {
 	switch body[i] {
 	case '"':
-		end = skipString(body, i)
+		end = jsonscan.SkipString(body, i)
 		return end - i - 2, end
 	case '[':
 	default:
-		return 0, skipValue(body, i)
+		return 0, jsonscan.SkipValue(body, i)
 	}
 	parts := newElements(body, i)
 	for {
