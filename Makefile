@@ -37,11 +37,13 @@ fuzz:
 	$(GO) test -run='^$$' -fuzz=FuzzRequestFields -fuzztime=$(FUZZTIME) ./proxy
 
 # Throughput and latency: the mock directly, through tokenhub, and through
-# nginx when installed, side by side on loopback.
+# nginx when installed, side by side on loopback; then streams (time to first
+# byte, per-event overhead, memory per open stream).
 # Then, when valkey-server is installed, how fast a change on one node holds
 # on another (the multi-node promise is 5s).
 bench: build
 	$(BIN)/tokenhub-bench -tokenhub $(BIN)/tokenhub
+	$(BIN)/tokenhub-bench -scenario streaming -tokenhub $(BIN)/tokenhub
 	@if command -v valkey-server >/dev/null; then \
 	  $(BIN)/tokenhub-bench -scenario propagation -tokenhub $(BIN)/tokenhub; \
 	else echo "valkey-server not installed (make deps): skipping the propagation scenario"; fi

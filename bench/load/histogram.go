@@ -101,6 +101,16 @@ func (h *Histogram) Mean() time.Duration {
 	return time.Duration(h.sum / float64(h.total))
 }
 
+// Summary returns the percentiles reports show, with the minimum, mean and
+// maximum.
+func (h *Histogram) Summary() Latency {
+	return Latency{
+		Min: h.Min(), Mean: h.Mean(),
+		P50: h.Quantile(0.50), P90: h.Quantile(0.90), P99: h.Quantile(0.99), P999: h.Quantile(0.999),
+		Max: h.Max(),
+	}
+}
+
 // Quantile returns the latency below or at which a fraction q (0 to 1) of the
 // records fall: the upper end of the bucket holding the record of that rank,
 // so it overstates by at most 1/128 and never understates. Quantile(1) is the

@@ -7,6 +7,10 @@
 // Closed loop means a worker sends its next request only when the previous
 // one is answered, so throughput is what the target sustains at that
 // concurrency and latency is never inflated by a queue in the generator.
+//
+// RunStreams does the same with streamed answers, timing each stream's first
+// event and its end; Hold opens many streams at once and keeps them open, so
+// that what a target spends on each can be read off it.
 package load
 
 import (
@@ -122,10 +126,6 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	if timeout <= 0 {
 		timeout = DefaultTimeout
 	}
-	duration := c.Duration
-	if duration <= 0 || duration > MaxDuration {
-		duration = MaxDuration
-	}
 	hc := &fasthttp.HostClient{
 		Addr:                      c.Addr,
 		MaxConns:                  c.Conns,
@@ -141,36 +141,19 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	defer hc.CloseIdleConnections()
 
 	r := &run{cfg: &c, client: hc, timeout: timeout}
-	if c.Warmup <= 0 {
-		r.phase.Store(phaseRecord)
-	}
-	start := time.Now()
 	workers := make([]*worker, c.Conns)
-	var wg sync.WaitGroup
 	for i := range workers {
-		w := newWorker(r)
-		workers[i] = w
-		wg.Go(w.loop)
+		workers[i] = newWorker(r)
 	}
-	finished := make(chan struct{})
-	go func() { wg.Wait(); close(finished) }()
-
-	if c.Warmup > 0 {
-		if !r.waitPhase(ctx, finished, c.Warmup) {
-			r.phase.Store(phaseStop)
-			<-finished
-			for _, w := range workers {
-				w.release()
-			}
-			return nil, fmt.Errorf("load: %s: stopped during the warmup: %w", c.Addr, context.Cause(ctx))
+	defer func() {
+		for _, w := range workers {
+			w.release()
 		}
-		start = time.Now()
-		r.phase.Store(phaseRecord)
+	}()
+	elapsed, err := r.drive(ctx, func(i int) { workers[i].loop() })
+	if err != nil {
+		return nil, err
 	}
-	r.waitPhase(ctx, finished, duration)
-	r.phase.Store(phaseStop)
-	<-finished
-	elapsed := time.Since(start)
 
 	res := &Result{Conns: c.Conns, Elapsed: elapsed}
 	var h Histogram
@@ -178,7 +161,6 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	for _, w := range workers {
 		h.Merge(&w.hist)
 		kinds.add(&w.errs)
-		w.release()
 	}
 	res.OK = h.Count()
 	res.ErrorsByKind = kinds.byKind()
@@ -189,12 +171,44 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	if elapsed > 0 {
 		res.Throughput = float64(res.OK) / elapsed.Seconds()
 	}
-	res.Latency = Latency{
-		Min: h.Min(), Mean: h.Mean(),
-		P50: h.Quantile(0.50), P90: h.Quantile(0.90), P99: h.Quantile(0.99), P999: h.Quantile(0.999),
-		Max: h.Max(),
-	}
+	res.Latency = h.Summary()
 	return res, nil
+}
+
+// drive runs loop(i) for each of the run's Conns workers through the warmup
+// and the recorded phase, and returns how long the recorded phase lasted, to
+// the end of the last worker's last request. A loop returns when the phase
+// is phaseStop or, in the recorded phase, when claimRecorded says so.
+func (r *run) drive(ctx context.Context, loop func(i int)) (time.Duration, error) {
+	c := r.cfg
+	duration := c.Duration
+	if duration <= 0 || duration > MaxDuration {
+		duration = MaxDuration
+	}
+	if c.Warmup <= 0 {
+		r.phase.Store(phaseRecord)
+	}
+	start := time.Now()
+	var wg sync.WaitGroup
+	for i := range c.Conns {
+		wg.Go(func() { loop(i) })
+	}
+	finished := make(chan struct{})
+	go func() { wg.Wait(); close(finished) }()
+
+	if c.Warmup > 0 {
+		if !r.waitPhase(ctx, finished, c.Warmup) {
+			r.phase.Store(phaseStop)
+			<-finished
+			return 0, fmt.Errorf("load: %s: stopped during the warmup: %w", c.Addr, context.Cause(ctx))
+		}
+		start = time.Now()
+		r.phase.Store(phaseRecord)
+	}
+	r.waitPhase(ctx, finished, duration)
+	r.phase.Store(phaseStop)
+	<-finished
+	return time.Since(start), nil
 }
 
 func (c *Config) check() error {
@@ -224,6 +238,13 @@ type run struct {
 	timeout time.Duration
 	phase   atomic.Int32
 	issued  atomic.Uint64 // recorded requests started, against Config.Requests
+}
+
+// claimRecorded counts one more recorded request, and reports whether
+// Config.Requests allows it.
+func (r *run) claimRecorded() bool {
+	limit := r.cfg.Requests
+	return limit == 0 || r.issued.Add(1) <= limit
 }
 
 // waitPhase waits d, or less if ctx is cancelled or the workers are all done.
@@ -280,14 +301,13 @@ func (w *worker) release() {
 
 func (w *worker) loop() {
 	r := w.r
-	limit := r.cfg.Requests
 	expect := r.cfg.Request.Expect
 	for {
 		phase := r.phase.Load()
 		if phase == phaseStop {
 			return
 		}
-		if phase == phaseRecord && limit > 0 && r.issued.Add(1) > limit {
+		if phase == phaseRecord && !r.claimRecorded() {
 			return
 		}
 		start := time.Now()

@@ -6,6 +6,15 @@
 //
 //	tokenhub-bench [-tokenhub bin/tokenhub] [-duration 10s] [-conns 64] [-scenario chat] [-json out.json]
 //
+// With -scenario streaming it measures what the gateway adds to a streamed
+// chat completion: to its time to first byte and to each of its events, at
+// -conns streams at a time, for the mock directly, tokenhub and nginx; and
+// what tokenhub spends on each open stream, from its resident memory with
+// -streams slow streams open at once. (-scenario stream, by contrast, sends
+// streams like any other request and reports whole-stream throughput.)
+//
+//	tokenhub-bench -scenario streaming [-streams 10000] [-max-tokens 16] [-chunk-interval 1ms] [-duration 3s] [-json out.json]
+//
 // With -scenario propagation it measures instead how long a change made on
 // one of several tokenhub nodes sharing a Valkey (a revoke, a rotate, a model
 // taken out of a plan) takes to hold on the others, against the documented
@@ -54,6 +63,12 @@ type options struct {
 	maxTokens int
 	jsonOut   string
 	limits    bool
+	// For the streaming scenario.
+	streams       int
+	chunkInterval time.Duration
+	// given holds the flags set on the command line: the streaming
+	// scenario has defaults of its own for the others.
+	given map[string]bool
 	// For the propagation scenario.
 	valkey string
 	nodes  int
@@ -67,14 +82,17 @@ func run(args []string, stdout, stderr io.Writer) int {
 	fs.StringVar(&o.tokenhub, "tokenhub", "bin/tokenhub", "tokenhub `binary` to measure; empty to measure only the mock and nginx")
 	fs.StringVar(&o.nginx, "nginx", "nginx", "nginx `binary` for the reverse-proxy baseline, looked up in PATH; skipped if missing; empty to skip")
 	fs.StringVar(&o.scenario, "scenario", "chat", "requests to send: "+strings.Join(load.ScenarioNames(), ", ")+
+		"; or "+streamingScenario+" for streams' time to first byte, cost per event and memory per open stream"+
 		"; or "+propagationScenario+" to time changes across nodes sharing a Valkey")
-	fs.IntVar(&o.conns, "conns", 64, "concurrent connections, each a closed loop")
+	fs.IntVar(&o.conns, "conns", 64, fmt.Sprintf("concurrent connections, each a closed loop (%d in the %s scenario unless given)", streamingConns, streamingScenario))
 	fs.DurationVar(&o.warmup, "warmup", time.Second, "unrecorded warmup per target")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, "recorded time per target")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, fmt.Sprintf("recorded time per target (%v in the %s scenario unless given)", streamingDuration, streamingScenario))
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of one request")
-	fs.IntVar(&o.maxTokens, "max-tokens", 16, "max_tokens of each request: words per answer")
+	fs.IntVar(&o.maxTokens, "max-tokens", 16, "max_tokens of each request: words per answer, one event each when streamed")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the results to this `file` as JSON")
 	fs.BoolVar(&o.limits, "limits", false, "give the key's plan every rate limit and budget (too high to refuse), to measure what enforcing them costs")
+	fs.IntVar(&o.streams, "streams", 10000, fmt.Sprintf("streams held open at once through tokenhub in the %s scenario, to weigh each; 0 to skip; at most %d", streamingScenario, maxStreams))
+	fs.DurationVar(&o.chunkInterval, "chunk-interval", time.Millisecond, "gap between the mock's events in the "+streamingScenario+" scenario")
 	fs.StringVar(&o.valkey, "valkey", "valkey-server", "valkey-server `binary` for the "+propagationScenario+" scenario, looked up in PATH")
 	fs.IntVar(&o.nodes, "nodes", 2, fmt.Sprintf("tokenhub nodes in the %s scenario, 2 to %d", propagationScenario, maxNodes))
 	fs.IntVar(&o.trials, "trials", 100, "changes made in the "+propagationScenario+" scenario, alternately revokes and rotates, each with a plan change")
@@ -85,13 +103,18 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "tokenhub-bench: unexpected arguments %q\n", fs.Args())
 		return 2
 	}
+	o.given = make(map[string]bool)
+	fs.Visit(func(f *flag.Flag) { o.given[f.Name] = true })
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	var rep output
 	var err error
-	if o.scenario == propagationScenario {
+	switch o.scenario {
+	case propagationScenario:
 		rep, err = propagation(ctx, &o, stderr)
-	} else {
+	case streamingScenario:
+		rep, err = streaming(ctx, &o, stderr)
+	default:
 		rep, err = bench(ctx, &o, stderr)
 	}
 	if err != nil {
@@ -144,19 +167,11 @@ func bench(ctx context.Context, o *options, logw io.Writer) (*report, error) {
 	if err != nil {
 		return nil, err
 	}
-	var tokenhubBin string
-	if o.tokenhub != "" {
-		if tokenhubBin, err = exec.LookPath(o.tokenhub); err != nil {
-			return nil, fmt.Errorf("tokenhub binary %q: %w; build it with `make tokenhub`, point -tokenhub at it, or pass -tokenhub= to measure only the mock and nginx", o.tokenhub, err)
-		}
+	tokenhubBin, nginxBin, notes, err := findBinaries(o)
+	if err != nil {
+		return nil, err
 	}
-	rep := &report{Scenario: sc.Name, Conns: o.conns, Warmup: o.warmup, Duration: o.duration, CPUs: runtime.NumCPU(), Started: time.Now()}
-	var nginxBin string
-	if o.nginx != "" {
-		if nginxBin, err = exec.LookPath(o.nginx); err != nil {
-			rep.Notes = append(rep.Notes, fmt.Sprintf("nginx: not measured (%q not found on PATH)", o.nginx))
-		}
-	}
+	rep := &report{Scenario: sc.Name, Conns: o.conns, Warmup: o.warmup, Duration: o.duration, CPUs: runtime.NumCPU(), Started: time.Now(), Notes: notes}
 
 	dir, err := os.MkdirTemp("", "tokenhub-bench-")
 	if err != nil {
@@ -164,7 +179,7 @@ func bench(ctx context.Context, o *options, logw io.Writer) (*report, error) {
 	}
 	defer os.RemoveAll(dir)
 
-	mockAddr, stopMock, err := serveMock()
+	mockAddr, stopMock, err := serveMock(mock.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -176,7 +191,9 @@ func bench(ctx context.Context, o *options, logw io.Writer) (*report, error) {
 	// header included, so that they compare.
 	auth := "Bearer sk-bench-direct"
 	if tokenhubBin != "" {
-		th, err := startTokenhub(ctx, tokenhubBin, dir, mockAddr, o.limits)
+		th, err := startTokenhub(ctx, tokenhubBin, dir, func(addr, store string) []byte {
+			return tokenhubConfig(addr, store, mockAddr, o.limits)
+		})
 		if err != nil {
 			return nil, err
 		}
@@ -216,14 +233,33 @@ func bench(ctx context.Context, o *options, logw io.Writer) (*report, error) {
 	return rep, nil
 }
 
-// serveMock serves the mock upstream in this process on a free loopback port.
-func serveMock() (addr string, stop func(), err error) {
+// findBinaries looks up the tokenhub and nginx binaries o names, "" for one
+// not to be measured. A missing tokenhub is an error; a missing nginx is a
+// note for the report.
+func findBinaries(o *options) (tokenhubBin, nginxBin string, notes []string, err error) {
+	if o.tokenhub != "" {
+		if tokenhubBin, err = exec.LookPath(o.tokenhub); err != nil {
+			return "", "", nil, fmt.Errorf("tokenhub binary %q: %w; build it with `make tokenhub`, point -tokenhub at it, or pass -tokenhub= to measure only the mock and nginx", o.tokenhub, err)
+		}
+	}
+	if o.nginx != "" {
+		var lookErr error
+		if nginxBin, lookErr = exec.LookPath(o.nginx); lookErr != nil {
+			notes = append(notes, fmt.Sprintf("nginx: not measured (%q not found on PATH)", o.nginx))
+		}
+	}
+	return tokenhubBin, nginxBin, notes, nil
+}
+
+// serveMock serves the mock upstream, answering as o says, in this process on
+// a free loopback port.
+func serveMock(o mock.Options) (addr string, stop func(), err error) {
 	ln, err := net.Listen("tcp4", "127.0.0.1:0")
 	if err != nil {
 		return "", nil, fmt.Errorf("mock: listen: %w", err)
 	}
 	srv := &fasthttp.Server{
-		Handler:               mock.New(mock.Options{}).Handler,
+		Handler:               mock.New(o).Handler,
 		NoDefaultServerHeader: true,
 		ReadBufferSize:        16 << 10,
 		IdleTimeout:           2 * time.Minute,

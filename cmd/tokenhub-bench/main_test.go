@@ -6,6 +6,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
 	"slices"
 	"strings"
 	"testing"
@@ -38,6 +39,13 @@ func TestCommandLineErrors(t *testing.T) {
 	f("-nodes 6: want 2 to 5", "-scenario", "propagation", "-nodes", "6")
 	f("-trials 0: want 1 to 1000", "-scenario", "propagation", "-trials", "0")
 	f("`make deps` installs", "-scenario", "propagation", "-valkey", filepath.Join(t.TempDir(), "no-such-valkey-server"))
+	f("-streams -1: want 0 to 20000", "-scenario", "streaming", "-streams", "-1")
+	f("-streams 20001: want 0 to 20000", "-scenario", "streaming", "-streams", "20001")
+	f("-chunk-interval 2s: want 0 to 1s", "-scenario", "streaming", "-chunk-interval", "2s")
+	f("-conns 0: want 1 to 4096", "-scenario", "streaming", "-conns", "0")
+	f("-duration 0s", "-scenario", "streaming", "-duration", "0")
+	f("-max-tokens 0", "-scenario", "streaming", "-max-tokens", "0")
+	f("build it with `make tokenhub`", "-scenario", "streaming", "-tokenhub", filepath.Join(t.TempDir(), "no-such-tokenhub"))
 	if _, err := exec.LookPath("valkey-server"); err == nil {
 		f("scenario measures tokenhub", "-scenario", "propagation", "-tokenhub=")
 		f("build it with `make tokenhub`", "-scenario", "propagation", "-tokenhub", filepath.Join(t.TempDir(), "no-such-tokenhub"))
@@ -275,5 +283,162 @@ func TestMarkdown(t *testing.T) {
 		"\ntokenhub errors: 502: 2, timeout: 1\nnginx: not measured\n"
 	if b.String() != want {
 		t.Fatalf("markdown:\n%s\nwant:\n%s", b.String(), want)
+	}
+}
+
+// TestStreamingWithoutTokenhub runs the streaming scenario against the mock
+// directly, and nginx when it is installed: no memory is measured.
+func TestStreamingWithoutTokenhub(t *testing.T) {
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-scenario", "streaming", "-tokenhub=", "-duration", "300ms", "-warmup", "50ms", "-conns", "2"}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s", code, stderr.String())
+	}
+	out := stdout.String()
+	if !strings.Contains(out, "| direct | ") || strings.Contains(out, "errors:") || strings.Contains(out, "Memory per open stream") ||
+		!strings.Contains(out, "memory: not measured (it is tokenhub's, and -tokenhub is empty)") {
+		t.Fatalf("report:\n%s\nlog:\n%s", out, stderr.String())
+	}
+	if _, err := exec.LookPath("nginx"); err == nil && strings.Count(out, "| nginx | ") != 2 {
+		t.Fatalf("no nginx rows in:\n%s", out)
+	}
+}
+
+// TestStreaming runs the streaming scenario end to end with a tokenhub
+// binary named by $TOKENHUB_BIN, holding 200 streams open; it takes about
+// 15s, the held streams' length.
+func TestStreaming(t *testing.T) {
+	bin := os.Getenv("TOKENHUB_BIN")
+	if bin == "" {
+		t.Skip("set TOKENHUB_BIN to a tokenhub binary to run the streaming scenario through it")
+	}
+	out := filepath.Join(t.TempDir(), "streaming.json")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-scenario", "streaming", "-tokenhub", bin, "-streams", "200",
+		"-duration", "300ms", "-warmup", "50ms", "-conns", "4", "-json", out}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s\nreport:\n%s", code, stderr.String(), stdout.String())
+	}
+	if strings.Count(stdout.String(), "| tokenhub | ") != 3 || strings.Contains(stdout.String(), "errors:") {
+		t.Fatalf("report:\n%s\nlog:\n%s", stdout.String(), stderr.String())
+	}
+
+	var rep streamingReport
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("json report: %v\n%s", err, b)
+	}
+	if rep.Scenario != "streaming" || rep.Conns != 4 || rep.Chunks != 16 || rep.ChunkInterval != time.Millisecond ||
+		len(rep.Results) < 2 || rep.Results[0].Target != "direct" || rep.Results[1].Target != "tokenhub" {
+		t.Fatalf("json report: %s", b)
+	}
+	for i, r := range rep.Results {
+		// The role, 16 words, the finish, the usage and [DONE], each one
+		// event, through every target.
+		if r.OK == 0 || r.Errors != 0 || r.Events != 20 || r.FirstEvent.P50 <= 0 || r.FirstEvent.P50 > r.Stream.P50 ||
+			r.Stream.Min < 17*time.Millisecond || r.PerEvent != time.Duration(float64(r.Stream.Mean)/20) {
+			t.Fatalf("result %d: %+v", i, r)
+		}
+		if want := r.FirstEvent.P50 - rep.Results[0].FirstEvent.P50; r.AddedFirstEventP50 != want {
+			t.Fatalf("result %d: added first event p50 %v, want %v", i, r.AddedFirstEventP50, want)
+		}
+	}
+	m := rep.Memory
+	if m == nil || m.Target != "tokenhub" || m.Asked != 200 || m.Streams != 200 || m.Opened != 200 || m.Open != 200 ||
+		m.OK != 200 || m.Errors != 0 || m.HoldChunks != 10 || m.HoldInterval != time.Second ||
+		m.IdleRSS <= 0 || m.RSS <= m.IdleRSS || m.PerStream != (m.RSS-m.IdleRSS)/200 || m.OpenFilesLimit < 400 {
+		t.Fatalf("memory: %+v", m)
+	}
+}
+
+func TestStreamingMarkdown(t *testing.T) {
+	rep := &streamingReport{Scenario: "streaming", Conns: 16, Warmup: time.Second, Duration: 3 * time.Second, CPUs: 2,
+		Chunks: 16, ChunkInterval: time.Millisecond, Notes: []string{"nginx: not measured"}}
+	f := func(target string, p50, p99, mean time.Duration, errs map[string]uint64) {
+		t.Helper()
+		res := &load.StreamResult{Target: target, OK: 2000, Throughput: 666.7, Events: 20, ErrorsByKind: errs,
+			FirstEvent: load.Latency{P50: p50, P90: p50 * 2, P99: p99, P999: p99 * 2, Max: p99 * 4},
+			Stream:     load.Latency{P50: mean, P99: mean + time.Millisecond, Mean: mean},
+			PerEvent:   mean / 20}
+		for _, n := range errs {
+			res.Errors += n
+		}
+		rep.add(res)
+	}
+	f("direct", 50*time.Microsecond, 200*time.Microsecond, 20*time.Millisecond, nil)
+	f("tokenhub", 300*time.Microsecond, 100*time.Microsecond, 24*time.Millisecond, map[string]uint64{"502": 2, "bad_body": 1})
+	rep.Memory = &memoryResult{
+		HoldResult: &load.HoldResult{Target: "tokenhub", Streams: 9920, Opened: 9920, Open: 9900, OK: 9920,
+			OpenTime: 1900 * time.Millisecond, FirstEvent: load.Latency{P50: 8 * time.Millisecond, P99: 44 * time.Millisecond}},
+		Asked: 10000, OpenFilesLimit: 20000, HoldChunks: 10, HoldInterval: time.Second,
+		IdleRSS: 16 << 20, RSSBefore: 28 << 20, RSS: 16<<20 + 9900*60<<10, PerStream: 60 << 10,
+	}
+	var b bytes.Buffer
+	if err := rep.writeMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := "scenario streaming, 16 streams at a time, 3s per target after a 1s warmup, 2 CPUs, loopback: " +
+		"chat completions streamed by the mock as 16 words 1ms apart, 20 events with the role, the finish, the usage and [DONE]\n\n" +
+		"Time to first byte: from sending the request to the read that completed the first event.\n\n" +
+		"| target | streams | p50 | p90 | p99 | p99.9 | max | errors | added p50 | added p99 |\n" +
+		"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" +
+		"| direct | 2000 | 0.050ms | 0.100ms | 0.200ms | 0.400ms | 0.800ms | 0 | - | - |\n" +
+		"| tokenhub | 2000 | 0.300ms | 0.600ms | 0.100ms | 0.200ms | 0.400ms | 3 | +0.250ms | -0.100ms |\n" +
+		"\nPer event: the mean stream's time, from sending the request to the read that completed the answer, divided by its events.\n\n" +
+		"| target | streams/s | events | stream p50 | stream p99 | stream mean | per event | added per event |\n" +
+		"|---|---:|---:|---:|---:|---:|---:|---:|\n" +
+		"| direct | 667 | 20.0 | 20.0ms | 21.0ms | 20.0ms | 1.000ms | - |\n" +
+		"| tokenhub | 667 | 20.0 | 24.0ms | 25.0ms | 24.0ms | 1.200ms | +0.200ms |\n" +
+		"\nMemory per open stream: tokenhub's resident set (VmRSS) with 9920 streams opened at once, 64 at a time, " +
+		"each sent by the mock as 10 words 1s apart, read when every one had received its first event; " +
+		"idle is tokenhub's once started, before any request.\n\n" +
+		"| target | streams open | idle RSS | RSS | per stream | opened in | errors |\n" +
+		"|---|---:|---:|---:|---:|---:|---:|\n" +
+		"| tokenhub | 9900 | 16.0 MiB | 596.1 MiB | 60.0 KiB | 1900ms | 0 |\n" +
+		"\nmemory: 28.0 MiB just before the streams opened; opening them, first event p50 8.000ms, p99 44.0ms; open-file limit 20000\n" +
+		"\ntokenhub errors: 502: 2, bad_body: 1\n" +
+		"\nnginx: not measured\n"
+	if b.String() != want {
+		t.Fatalf("markdown:\n%s\nwant:\n%s", b.String(), want)
+	}
+	if err := rep.verdict(); err != nil {
+		t.Fatalf("verdict: %v", err)
+	}
+}
+
+func TestStreamingConfigIsValid(t *testing.T) {
+	data := gatewayConfig("127.0.0.1:8126", filepath.Join(t.TempDir(), "store"), false,
+		mockRoute{upstream: "bench", model: benchModel, mockAddr: "127.0.0.1:9126", maxConns: 1024},
+		mockRoute{upstream: "hold", model: holdModel, mockAddr: "127.0.0.1:9127", maxConns: 10064})
+	c, err := config.Parse(data, "streaming.yaml", func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("config rejected: %v\n%s", err, data)
+	}
+	if c.Listen != "127.0.0.1:8126" || len(c.Upstreams) != 2 ||
+		c.Upstreams[0].BaseURL != "http://127.0.0.1:9126/v1" || c.Upstreams[0].MaxConns != 1024 ||
+		c.Upstreams[1].BaseURL != "http://127.0.0.1:9127/v1" || c.Upstreams[1].MaxConns != 10064 ||
+		len(c.Models) != 2 || c.Models[0].Name != benchModel || c.Models[1].Name != holdModel ||
+		c.Models[1].Routes[0].Upstream != "hold" || len(c.Plans) != 1 || c.Plans[0].Name != "bench" {
+		t.Fatalf("config read back as %+v", c)
+	}
+}
+
+func TestRSSAndOpenFiles(t *testing.T) {
+	if runtime.GOOS != "linux" {
+		t.Skip("memory is read from /proc")
+	}
+	n, err := rss(os.Getpid())
+	if err != nil || n < 1<<20 || n > 1<<34 {
+		t.Fatalf("rss of this test: %d, %v", n, err)
+	}
+	if _, err := rss(-1); err == nil {
+		t.Fatal("rss of no process: no error")
+	}
+	limit, err := raiseOpenFiles(256)
+	if err != nil || limit < 256 {
+		t.Fatalf("open-file limit: %d, %v", limit, err)
 	}
 }

@@ -18,6 +18,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/bench/load"
+	"github.com/tokenhub/tokenhub/bench/mock"
 )
 
 // The propagation scenario: nodes sharing one Valkey, changes made through
@@ -98,7 +99,7 @@ func propagation(ctx context.Context, o *options, logw io.Writer) (*propagationR
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	mockAddr, stopMock, err := serveMock()
+	mockAddr, stopMock, err := serveMock(mock.Options{})
 	if err != nil {
 		return nil, err
 	}
@@ -374,12 +375,8 @@ func (r *propagationReport) add(change string, d *delays) {
 		Change:         change,
 		Samples:        h.Count(),
 		AtFirstRequest: d.atFirst,
-		Delay: load.Latency{
-			Min: h.Min(), Mean: h.Mean(),
-			P50: h.Quantile(0.50), P90: h.Quantile(0.90), P99: h.Quantile(0.99), P999: h.Quantile(0.999),
-			Max: h.Max(),
-		},
-		WithinPromise: h.Max() <= r.Promise,
+		Delay:          h.Summary(),
+		WithinPromise:  h.Max() <= r.Promise,
 	})
 }
 

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"slices"
 	"strings"
 	"time"
 
@@ -61,12 +60,7 @@ func (r *report) writeMarkdown(w io.Writer) error {
 		if len(res.ErrorsByKind) == 0 {
 			continue
 		}
-		kinds := make([]string, 0, len(res.ErrorsByKind))
-		for k, n := range res.ErrorsByKind {
-			kinds = append(kinds, fmt.Sprintf("%s: %d", k, n))
-		}
-		slices.Sort(kinds)
-		fmt.Fprintf(&b, "\n%s errors: %s", res.Target, strings.Join(kinds, ", "))
+		fmt.Fprintf(&b, "\n%s errors: %s", res.Target, errorKinds(res.ErrorsByKind))
 	}
 	for _, n := range r.Notes {
 		b.WriteString("\n" + n)

@@ -29,15 +29,16 @@ type tokenhub struct {
 	key  string // a client key on the bench plan
 }
 
-// startTokenhub writes a config into dir, starts bin with it, waits for it to
-// be healthy and creates a client key through the Keys API.
-func startTokenhub(ctx context.Context, bin, dir, mockAddr string, limited bool) (*tokenhub, error) {
+// startTokenhub writes the config that config returns for a listen address
+// and a store directory into dir, starts bin with it, waits for it to be
+// healthy and creates a client key on the bench plan through the Keys API.
+func startTokenhub(ctx context.Context, bin, dir string, config func(addr, store string) []byte) (*tokenhub, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
 	store := filepath.Join(dir, "store")
-	proc, err := launchTokenhub(ctx, "tokenhub", bin, dir, addr, tokenhubConfig(addr, store, mockAddr, limited))
+	proc, err := launchTokenhub(ctx, "tokenhub", bin, dir, addr, config(addr, store))
 	if err != nil {
 		return nil, err
 	}
@@ -81,22 +82,37 @@ func launchTokenhub(ctx context.Context, name, bin, dir, addr string, cfg []byte
 // the plan has every limit and budget, set too high to refuse anything, so
 // the run measures what enforcing them costs.
 func tokenhubConfig(addr, store, mockAddr string, limited bool) []byte {
+	return gatewayConfig(addr, store, limited, mockRoute{upstream: "bench", model: benchModel, mockAddr: mockAddr, maxConns: 1024})
+}
+
+// mockRoute is a model tokenhub forwards to a mock upstream of its own.
+type mockRoute struct {
+	upstream, model, mockAddr string
+	maxConns                  int
+}
+
+// gatewayConfig is a gateway config with one upstream and one model per
+// route, and the bench plan allowing everything (with limited, as for
+// tokenhubConfig).
+func gatewayConfig(addr, store string, limited bool, routes ...mockRoute) []byte {
 	q := yamlString
 	plan := `{name: bench, models: ["*"]}`
 	if limited {
 		plan = `{name: bench, models: ["*"], rpm: 1000000000, tpm: 1000000000, max_request_usd: 1000, monthly_usd: 1000000000}`
+	}
+	var ups, models strings.Builder
+	for _, r := range routes {
+		fmt.Fprintf(&ups, "  - {name: %s, base_url: %s, max_conns: %d}\n", q(r.upstream), q("http://"+r.mockAddr+"/v1"), r.maxConns)
+		fmt.Fprintf(&models, "  - name: %s\n    routes: [{upstream: %s, model: %s}]\n    price: {input_per_mtok: 0.1, output_per_mtok: 0.4}\n",
+			q(r.model), q(r.upstream), q(r.model))
 	}
 	return []byte(`# Written by tokenhub-bench.
 listen: ` + q(addr) + `
 store: {path: ` + q(store) + `}
 log: {level: warn}
 upstreams:
-  - {name: bench, base_url: ` + q("http://"+mockAddr+"/v1") + `, max_conns: 1024}
-models:
-  - name: ` + benchModel + `
-    routes: [{upstream: bench, model: ` + benchModel + `}]
-    price: {input_per_mtok: 0.1, output_per_mtok: 0.4}
-plans:
+` + ups.String() + `models:
+` + models.String() + `plans:
   - ` + plan + `
 `)
 }
