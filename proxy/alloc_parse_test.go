@@ -16,8 +16,8 @@ func TestAllocsRequestFields(t *testing.T) {
 	}
 	quoted := appendQuoted(nil, "upstream-model")
 	buf := make([]byte, 0, 1024)
-	n = testing.AllocsPerRun(1000, func() { buf = appendRewritten(buf[:0], benchBody, &rf, quoted) })
+	n = testing.AllocsPerRun(1000, func() { buf = appendEdits(buf[:0], benchBody, rf.modelEdit(quoted)) })
 	if n != 0 {
-		t.Fatalf("appendRewritten allocates %v times per call, want 0", n)
+		t.Fatalf("appendEdits allocates %v times per call, want 0", n)
 	}
 }

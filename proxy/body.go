@@ -200,18 +200,16 @@ func parseCount(tok []byte) (int64, bool) {
 	return v, len(tok) > 0
 }
 
-// appendRewritten appends body to dst with the model token replaced by
-// quotedModel (a JSON string literal, quotes included).
-func appendRewritten(dst, body []byte, f *requestFields, quotedModel []byte) []byte {
-	dst = append(dst, body[:f.modelStart]...)
-	dst = append(dst, quotedModel...)
-	return append(dst, body[f.modelEnd:]...)
-}
-
 // edit replaces body[at:end] with with (an insertion when at == end).
 type edit struct {
 	at, end int
 	with    []byte
+}
+
+// modelEdit is the edit that renames the model: quoted is the new name as a
+// JSON string literal, quotes included.
+func (f *requestFields) modelEdit(quoted []byte) edit {
+	return edit{at: f.modelStart, end: f.modelEnd, with: quoted}
 }
 
 var (

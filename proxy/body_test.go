@@ -56,13 +56,13 @@ func TestRequestFieldsRejects(t *testing.T) {
 	f(`{"model":"m","stream":true,"stream":false}`, errDuplicateField)
 }
 
-func TestAppendRewritten(t *testing.T) {
+func TestModelEdit(t *testing.T) {
 	body := []byte(`{"messages":[{"role":"user","content":"hi"}], "model" : "alias" ,"stream":true}`)
 	var rf requestFields
 	if e, _ := rf.parse(body); e != nil {
 		t.Fatal(e.message)
 	}
-	got := appendRewritten(nil, body, &rf, appendQuoted(nil, `up/"model"`))
+	got := appendEdits(nil, body, rf.modelEdit(appendQuoted(nil, `up/"model"`)))
 	want := `{"messages":[{"role":"user","content":"hi"}], "model" : "up/\"model\"" ,"stream":true}`
 	if string(got) != want {
 		t.Fatalf("rewritten:\n got %s\nwant %s", got, want)
@@ -85,7 +85,7 @@ func FuzzRequestFields(f *testing.F) {
 		if e, _ := rf.parse(body); e != nil {
 			return
 		}
-		out := appendRewritten(nil, body, &rf, appendQuoted(nil, "renamed"))
+		out := appendEdits(nil, body, rf.modelEdit(appendQuoted(nil, "renamed")))
 		var again requestFields
 		if e, _ := again.parse(out); e != nil || string(again.model) != "renamed" || again.stream != rf.stream {
 			t.Fatalf("rewrite of %q gave %q, which reads back as %q (%v)", body, out, again.model, e)
@@ -223,7 +223,7 @@ func TestAppendEditsWithRename(t *testing.T) {
 	var rf requestFields
 	rf.parse(body)
 	ue, _ := rf.usageEdit(body)
-	got := appendEdits(nil, body, ue, edit{at: rf.modelStart, end: rf.modelEnd, with: []byte(`"real"`)})
+	got := appendEdits(nil, body, ue, rf.modelEdit([]byte(`"real"`)))
 	if want := `{"stream":true,"model":"real","stream_options":{"include_usage":true}}`; string(got) != want {
 		t.Fatalf("got %s want %s", got, want)
 	}

@@ -217,12 +217,12 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep en
 	var edits [2]edit
 	n := 0
 	if r.quotedModel != nil {
-		edits[n] = edit{at: f.modelStart, end: f.modelEnd, with: r.quotedModel}
+		edits[n] = f.modelEdit(r.quotedModel)
 		n++
 	}
 	if f.stream && ep != epEmbeddings {
 		if e, ok := f.usageEdit(body); ok {
-			edits[n] = edit{at: e.at, end: e.end, with: e.with}
+			edits[n] = e
 			n++
 			injected = true
 		}
@@ -233,16 +233,8 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep en
 		req.SetBodyRaw(body)
 		return false
 	}
-	if n == 2 && edits[1].at < edits[0].at {
-		edits[0], edits[1] = edits[1], edits[0]
-	}
-	last := 0
-	for _, e := range edits[:n] {
-		req.AppendBody(body[last:e.at])
-		req.AppendBody(e.with)
-		last = e.end
-	}
-	req.AppendBody(body[last:])
+	// Build into the request's own pooled buffer: no allocation once warm.
+	req.SwapBody(appendEdits(req.SwapBody(nil)[:0], body, edits[:n]...))
 	return injected
 }
 
