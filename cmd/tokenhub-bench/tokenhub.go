@@ -175,27 +175,35 @@ func adminCall(addr, adminKey, method, path string, body []byte, want int, out a
 // waitReady polls url until it answers 200, the process exits, ctx ends or
 // startupTimeout passes.
 func waitReady(ctx context.Context, p *process, url string) error {
+	return waitUntil(ctx, p, p.name, "GET "+url, 50*time.Millisecond, func() error {
+		status, _, err := fasthttp.GetTimeout(nil, url, time.Second)
+		if err == nil && status != fasthttp.StatusOK {
+			err = fmt.Errorf("status %d", status)
+		}
+		return err
+	})
+}
+
+// waitUntil runs probe every interval until it succeeds, the process exits
+// (its log then says why), ctx ends or startupTimeout passes. name says
+// which process, probe what is tried.
+func waitUntil(ctx context.Context, p *process, name, probe string, interval time.Duration, try func() error) error {
 	deadline := time.Now().Add(startupTimeout)
 	var last error
 	for time.Now().Before(deadline) {
 		if done, err := p.exited(); done {
-			return fmt.Errorf("%s exited before it was ready (%v); its log:\n%s", p.name, err, p.logTail())
+			return fmt.Errorf("%s exited before it was ready (%v); its log:\n%s", name, err, p.logTail())
 		}
-		status, _, err := fasthttp.GetTimeout(nil, url, time.Second)
-		if err == nil && status == fasthttp.StatusOK {
+		if last = try(); last == nil {
 			return nil
 		}
-		if err == nil {
-			err = fmt.Errorf("status %d", status)
-		}
-		last = err
 		select {
 		case <-ctx.Done():
 			return fmt.Errorf("%s: %w", p.name, context.Cause(ctx))
-		case <-time.After(50 * time.Millisecond):
+		case <-time.After(interval):
 		}
 	}
-	return fmt.Errorf("%s not ready after %v (GET %s: %v); its log:\n%s", p.name, startupTimeout, url, last, p.logTail())
+	return fmt.Errorf("%s not ready after %v (%s: %v); its log:\n%s", name, startupTimeout, probe, last, p.logTail())
 }
 
 // freeAddr returns a loopback address with a port free at the time of the call.

@@ -51,27 +51,13 @@ func startValkey(ctx context.Context, bin, dir string) (proc *process, addr stri
 // waitPing polls addr with PING until the server answers PONG, the process
 // exits, ctx ends or startupTimeout passes.
 func waitPing(ctx context.Context, p *process, addr string) error {
-	deadline := time.Now().Add(startupTimeout)
-	var last error
-	for time.Now().Before(deadline) {
-		if done, err := p.exited(); done {
-			return fmt.Errorf("%s on %s exited before it was ready (%v); its log:\n%s", p.name, addr, err, p.logTail())
-		}
+	return waitUntil(ctx, p, p.name+" on "+addr, "PING", 20*time.Millisecond, func() error {
 		reply, err := ping(addr)
-		if err == nil && reply == "+PONG" {
-			return nil
-		}
-		if err == nil {
+		if err == nil && reply != "+PONG" {
 			err = fmt.Errorf("reply %q", reply)
 		}
-		last = err
-		select {
-		case <-ctx.Done():
-			return fmt.Errorf("%s: %w", p.name, context.Cause(ctx))
-		case <-time.After(20 * time.Millisecond):
-		}
-	}
-	return fmt.Errorf("%s on %s not ready after %v (PING: %v); its log:\n%s", p.name, addr, startupTimeout, last, p.logTail())
+		return err
+	})
 }
 
 // ping sends an inline PING over a fresh connection and returns the reply's
