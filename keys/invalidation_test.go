@@ -69,7 +69,7 @@ func TestInvalidatorBoundsStalenessWhenMessagesAreLost(t *testing.T) {
 	if err := reg.PutPlan(ctx, &Plan{Name: "p", Models: []string{"*"}}); err != nil {
 		t.Fatal(err)
 	}
-	k, secret, err := reg.CreateKey(ctx, "k", "p", time.Time{})
+	k, secret, err := reg.CreateKey(ctx, KeySpec{Name: "k", Plan: "p"})
 	if err != nil {
 		t.Fatal(err)
 	}

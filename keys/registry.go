@@ -393,7 +393,11 @@ func (r *Registry) Close() {
 // CreateKey creates a key on an existing plan and returns it with its secret,
 // which is not stored anywhere and cannot be recovered. A zero expiresAt means
 // the key never expires.
-func (r *Registry) CreateKey(ctx context.Context, name, plan string, expiresAt time.Time) (*Key, string, error) {
+func (r *Registry) CreateKey(ctx context.Context, spec KeySpec) (*Key, string, error) {
+	name, plan := spec.Name, spec.Plan
+	if err := checkKeyLimits(spec.RPM, spec.TPM); err != nil {
+		return nil, "", fmt.Errorf("keys: create key: %w", err)
+	}
 	if !validKeyName(name) {
 		return nil, "", fmt.Errorf("keys: create key: %w: name must be valid UTF-8 of at most %d bytes", ErrInvalidKey, maxKeyNameLen)
 	}
@@ -417,7 +421,9 @@ func (r *Registry) CreateKey(ctx context.Context, name, plan string, expiresAt t
 		Hash:      HashSecret(secret),
 		Last4:     last4(secret),
 		CreatedAt: r.now().UTC(),
-		ExpiresAt: expiresAt.UTC(),
+		ExpiresAt: spec.ExpiresAt.UTC(),
+		RPM:       spec.RPM,
+		TPM:       spec.TPM,
 	}
 	if err := r.store.PutKey(ctx, k); err != nil {
 		return nil, "", fmt.Errorf("keys: create key: %w", err)
@@ -473,38 +479,36 @@ func (r *Registry) Keys(ctx context.Context) ([]*Key, error) {
 	return r.store.Keys(ctx)
 }
 
-// SetKeyLimits sets or clears (with 0) a key's own requests and tokens per
-// minute; nil leaves one as it is. Like every write it holds on this node at
-// once and on others through invalidation.
-func (r *Registry) SetKeyLimits(ctx context.Context, id string, rpm, tpm *int64) (*Key, error) {
-	for _, v := range []*int64{rpm, tpm} {
-		if v != nil && (*v < 0 || *v > maxPerMinute) {
-			return nil, fmt.Errorf("keys: set limits of %s: %w: rpm and tpm must be from 0 (the plan's) to %d", id, ErrInvalidKey, maxPerMinute)
-		}
-	}
-	r.adminMu.Lock()
-	defer r.adminMu.Unlock()
-	k, err := r.store.KeyByID(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if rpm != nil {
-		k.RPM = *rpm
-	}
-	if tpm != nil {
-		k.TPM = *tpm
-	}
-	if err := r.store.PutKey(ctx, k); err != nil {
-		return nil, err
-	}
-	r.EvictKeyHash(k.Hash)
-	return k, nil
+// KeySpec is what CreateKey makes a key from.
+type KeySpec struct {
+	Name string
+	Plan string // must exist
+	// ExpiresAt is when the key stops working; zero means never.
+	ExpiresAt time.Time
+	// RPM and TPM lower the plan's limits for this key; 0 keeps the plan's.
+	RPM, TPM int64
 }
 
-// UpdateKey changes the name and/or plan of a key; nil leaves a field as it
-// is. The plan must exist.
-func (r *Registry) UpdateKey(ctx context.Context, id string, name, plan *string) (*Key, error) {
-	if name != nil && !validKeyName(*name) {
+// KeyChanges says what UpdateKey changes; nil fields stay as they are.
+type KeyChanges struct {
+	Name *string
+	Plan *string // must exist
+	// RPM and TPM set the key's own limits; 0 returns to the plan's.
+	RPM, TPM *int64
+}
+
+// checkKeyLimits validates a key's own rpm and tpm.
+func checkKeyLimits(rpm, tpm int64) error {
+	if rpm < 0 || rpm > maxPerMinute || tpm < 0 || tpm > maxPerMinute {
+		return fmt.Errorf("%w: rpm and tpm must be from 0 (the plan's) to %d", ErrInvalidKey, maxPerMinute)
+	}
+	return nil
+}
+
+// UpdateKey applies ch to a key in one write, so a change holds whole or not
+// at all.
+func (r *Registry) UpdateKey(ctx context.Context, id string, ch KeyChanges) (*Key, error) {
+	if ch.Name != nil && !validKeyName(*ch.Name) {
 		return nil, fmt.Errorf("keys: update key %s: %w: name must be valid UTF-8 of at most %d bytes", id, ErrInvalidKey, maxKeyNameLen)
 	}
 	r.adminMu.Lock()
@@ -513,14 +517,23 @@ func (r *Registry) UpdateKey(ctx context.Context, id string, name, plan *string)
 	if err != nil {
 		return nil, err
 	}
-	if name != nil {
-		k.Name = *name
+	if ch.Name != nil {
+		k.Name = *ch.Name
 	}
-	if plan != nil {
-		if err := r.requirePlan(ctx, *plan); err != nil {
+	if ch.Plan != nil {
+		if err := r.requirePlan(ctx, *ch.Plan); err != nil {
 			return nil, fmt.Errorf("keys: update key %s: %w", id, err)
 		}
-		k.Plan = *plan
+		k.Plan = *ch.Plan
+	}
+	if ch.RPM != nil {
+		k.RPM = *ch.RPM
+	}
+	if ch.TPM != nil {
+		k.TPM = *ch.TPM
+	}
+	if err := checkKeyLimits(k.RPM, k.TPM); err != nil {
+		return nil, fmt.Errorf("keys: update key %s: %w", id, err)
 	}
 	if err := r.store.PutKey(ctx, k); err != nil {
 		return nil, err

@@ -74,7 +74,7 @@ func newFixture(t *testing.T) *fixture {
 // create makes a key on plan and returns it with its secret.
 func (fx *fixture) create(plan string) (*Key, string) {
 	fx.t.Helper()
-	k, secret, err := fx.r.CreateKey(fx.ctx, "test", plan, time.Time{})
+	k, secret, err := fx.r.CreateKey(fx.ctx, KeySpec{Name: "test", Plan: plan})
 	if err != nil {
 		fx.t.Fatalf("CreateKey: %v", err)
 	}
@@ -120,7 +120,7 @@ func TestAuthenticate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expiring, expiringSecret, err := fx.r.CreateKey(fx.ctx, "exp", "pro", fx.clock.Now().Add(time.Hour))
+	expiring, expiringSecret, err := fx.r.CreateKey(fx.ctx, KeySpec{Name: "exp", Plan: "pro", ExpiresAt: fx.clock.Now().Add(time.Hour)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -270,7 +270,7 @@ func TestCacheKeyCollision(t *testing.T) {
 func TestCreateKey(t *testing.T) {
 	fx := newFixture(t)
 	exp := fx.clock.Now().Add(24 * time.Hour)
-	k, secret, err := fx.r.CreateKey(fx.ctx, "ci", "pro", exp)
+	k, secret, err := fx.r.CreateKey(fx.ctx, KeySpec{Name: "ci", Plan: "pro", ExpiresAt: exp})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -290,7 +290,7 @@ func TestCreateKey(t *testing.T) {
 
 	f := func(name, plan string, want error) {
 		t.Helper()
-		if k, s, err := fx.r.CreateKey(fx.ctx, name, plan, time.Time{}); !errors.Is(err, want) || k != nil || s != "" {
+		if k, s, err := fx.r.CreateKey(fx.ctx, KeySpec{Name: name, Plan: plan}); !errors.Is(err, want) || k != nil || s != "" {
 			t.Fatalf("CreateKey(%q, %q) = %v, %q, %v; want %v", name, plan, k, s, err, want)
 		}
 	}
@@ -332,7 +332,7 @@ func TestUpdateKey(t *testing.T) {
 	fx.settle()
 
 	pro, renamed := "pro", "renamed"
-	got, err := fx.r.UpdateKey(fx.ctx, k.ID, &renamed, &pro)
+	got, err := fx.r.UpdateKey(fx.ctx, k.ID, KeyChanges{Name: &renamed, Plan: &pro})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -343,13 +343,13 @@ func TestUpdateKey(t *testing.T) {
 		t.Fatalf("Authenticate after UpdateKey returned name %q, want renamed", k.Name)
 	}
 	// nil fields stay as they are.
-	if got, err = fx.r.UpdateKey(fx.ctx, k.ID, nil, nil); err != nil || got.Name != "renamed" || got.Plan != "pro" {
+	if got, err = fx.r.UpdateKey(fx.ctx, k.ID, KeyChanges{}); err != nil || got.Name != "renamed" || got.Plan != "pro" {
 		t.Fatalf("UpdateKey(nil, nil) = %+v, %v", got, err)
 	}
 
 	f := func(id string, name, plan *string, want error) {
 		t.Helper()
-		if _, err := fx.r.UpdateKey(fx.ctx, id, name, plan); !errors.Is(err, want) {
+		if _, err := fx.r.UpdateKey(fx.ctx, id, KeyChanges{Name: name, Plan: plan}); !errors.Is(err, want) {
 			t.Fatalf("UpdateKey(%s) = %v, want %v", id, err, want)
 		}
 	}
@@ -727,7 +727,7 @@ func newBenchRegistry(b *testing.B) (*Registry, []byte) {
 	if err := r.PutPlan(ctx, &Plan{Name: "free", Models: []string{"*"}}); err != nil {
 		b.Fatal(err)
 	}
-	_, s, err := r.CreateKey(ctx, "bench", "free", time.Time{})
+	_, s, err := r.CreateKey(ctx, KeySpec{Name: "bench", Plan: "free"})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -127,17 +127,17 @@ func (s *Server) createKey(ctx *fasthttp.RequestCtx) {
 		writeAdminError(ctx, fasthttp.StatusBadRequest, "invalid_value", "expires_at", "The expiry must be in the future.")
 		return
 	}
-	k, secret, err := s.registry.CreateKey(ctx, in.Name, in.Plan, expires)
+	spec := keys.KeySpec{Name: in.Name, Plan: in.Plan, ExpiresAt: expires}
+	if in.RPM != nil {
+		spec.RPM = *in.RPM
+	}
+	if in.TPM != nil {
+		spec.TPM = *in.TPM
+	}
+	k, secret, err := s.registry.CreateKey(ctx, spec)
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
-	}
-	if in.RPM != nil || in.TPM != nil {
-		// The secret is not out yet, so no request can run before the limits are set.
-		if k, err = s.registry.SetKeyLimits(ctx, k.ID, in.RPM, in.TPM); err != nil {
-			s.adminFailed(ctx, err)
-			return
-		}
 	}
 	s.log.Info("key created", "key_id", k.ID, "plan", k.Plan)
 	writeJSON(ctx, fasthttp.StatusCreated, renderKey(k, secret))
@@ -180,10 +180,7 @@ func (s *Server) updateKey(ctx *fasthttp.RequestCtx) {
 	if in.Name != nil && !validKeyName(ctx, *in.Name) {
 		return
 	}
-	k, err := s.registry.UpdateKey(ctx, pathValue(ctx, "id"), in.Name, in.Plan)
-	if err == nil && (in.RPM != nil || in.TPM != nil) {
-		k, err = s.registry.SetKeyLimits(ctx, k.ID, in.RPM, in.TPM)
-	}
+	k, err := s.registry.UpdateKey(ctx, pathValue(ctx, "id"), keys.KeyChanges{Name: in.Name, Plan: in.Plan, RPM: in.RPM, TPM: in.TPM})
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return

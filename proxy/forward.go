@@ -43,14 +43,13 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 	if !ok {
 		return
 	}
-	var t limits.Ticket
-	s.gate.Admit(ctx, &a, time.Now(), &t)
-	setRateHeaders(ctx, &t)
-	if t.Refusal != limits.Admitted {
-		refuse(ctx, &t)
+	c := claim{model: m, prompt: prompt, maxOutput: out}
+	s.gate.Admit(ctx, &a, time.Now(), &c.ticket)
+	setRateHeaders(ctx, &c.ticket)
+	if c.ticket.Refusal != limits.Admitted {
+		refuse(ctx, &c.ticket)
 		return
 	}
-	c := claim{ticket: t, model: m, prompt: prompt, maxOutput: out}
 	s.forward(ctx, ep, m, &f, &c)
 }
 

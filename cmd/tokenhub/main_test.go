@@ -9,7 +9,6 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/tokenhub/tokenhub/keys"
@@ -57,11 +56,11 @@ func TestMigrate(t *testing.T) {
 	if err := reg.PutPlan(ctx, &keys.Plan{Name: "team", Models: []string{"mock"}}); err != nil {
 		t.Fatal(err)
 	}
-	_, live, err := reg.CreateKey(ctx, "live", "team", time.Time{})
+	_, live, err := reg.CreateKey(ctx, keys.KeySpec{Name: "live", Plan: "team"})
 	if err != nil {
 		t.Fatal(err)
 	}
-	gone, goneSecret, err := reg.CreateKey(ctx, "gone", "team", time.Time{})
+	gone, goneSecret, err := reg.CreateKey(ctx, keys.KeySpec{Name: "gone", Plan: "team"})
 	if err != nil {
 		t.Fatal(err)
 	}
