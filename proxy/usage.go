@@ -3,6 +3,7 @@ package proxy
 import (
 	"encoding/json"
 	"slices"
+	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -84,14 +85,6 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 		out.Models = append(out.Models, modelUsageJSON{Model: name, Requests: c.Requests,
 			Prompt: c.PromptTokens, Completion: c.CompletionTokens, SpendUSD: usd(c.Spent)})
 	}
-	slices.SortFunc(out.Models, func(a, b modelUsageJSON) int {
-		switch {
-		case a.Model < b.Model:
-			return -1
-		case a.Model > b.Model:
-			return 1
-		}
-		return 0
-	})
+	slices.SortFunc(out.Models, func(a, b modelUsageJSON) int { return strings.Compare(a.Model, b.Model) })
 	writeJSON(ctx, fasthttp.StatusOK, out)
 }
