@@ -41,8 +41,22 @@ type Admission struct {
 	// the prompt estimate plus the most output the request allows.
 	Tokens int64
 	// Worst is the most the request can cost; it is checked against the
-	// per-request cap and reserved against the monthly one.
+	// per-request cap and, unless Reserve is set, reserved against the
+	// monthly one.
 	Worst PicoUSD
+	// Reserve, when set, is reserved against the monthly cap instead of
+	// Worst: a part of it, for a request that will Extend its reservation as
+	// it goes (a stream), so an open-ended stream does not hold the model's
+	// whole output of the budget.
+	Reserve PicoUSD
+}
+
+// reserve is what admission reserves against the monthly cap.
+func (a *Admission) reserve() PicoUSD {
+	if a.Reserve > 0 {
+		return a.Reserve
+	}
+	return a.Worst
 }
 
 // Ticket is the outcome of Admit, and for an admitted request its claim, to be
@@ -154,7 +168,7 @@ func (g *Gate) Admit(ctx context.Context, a *Admission, now time.Time, t *Ticket
 			s.spent += u.Spent
 			s.loaded = true
 		}
-		if s.spent+s.reserved+a.Worst > l.Monthly.Pico() {
+		if s.spent+s.reserved+a.reserve() > l.Monthly.Pico() {
 			t.Refusal, t.Spent, t.Cap = RefusedMonthlyCap, s.spent+s.reserved, l.Monthly.Pico()
 			return
 		}
@@ -178,8 +192,8 @@ func (g *Gate) Admit(ctx context.Context, a *Admission, now time.Time, t *Ticket
 		}
 		t.tokLimit = l.TPM
 	}
-	s.reserved += a.Worst
-	t.state, t.reserved = s, a.Worst
+	s.reserved += a.reserve()
+	t.state, t.reserved = s, a.reserve()
 	g.rateStates(s, t, ns)
 }
 
@@ -190,6 +204,42 @@ func (g *Gate) rateStates(s *keyState, t *Ticket, now int64) {
 	if t.limits.TPM > 0 {
 		t.Tokens = s.tok.State(t.limits.TPM, now)
 	}
+}
+
+// Reserved is what an admitted request holds of the monthly budget: what
+// Admit reserved, plus what Extend added.
+func (t *Ticket) Reserved() PicoUSD { return t.reserved }
+
+// Extend reserves more of the monthly budget for an admitted request whose
+// running cost outgrew its reservation, as a stream does while it produces.
+// It reports false when the cap has no room for more (on a Gate made by
+// NewValkeyGate: nor does any lease this node can get, or Valkey is
+// unreachable and the held lease falls short); the request should then stop
+// producing and settle what it used. Rates are not charged again. Without a
+// monthly cap it always succeeds.
+func (g *Gate) Extend(ctx context.Context, t *Ticket, more PicoUSD, now time.Time) bool {
+	s := t.state
+	if s == nil || more <= 0 {
+		return s != nil
+	}
+	s.mu.Lock()
+	g.rollover(s, MonthOf(now))
+	if s.month != t.Month || t.limits.Monthly <= 0 {
+		// A new month began, which owes nothing to the old reservation; or
+		// there is no cap to hold against.
+		s.mu.Unlock()
+		return true
+	}
+	if g.sh != nil {
+		return g.extendShared(ctx, s, t, more, now.UnixNano())
+	}
+	defer s.mu.Unlock()
+	if s.spent+s.reserved+more > t.limits.Monthly.Pico() {
+		return false
+	}
+	s.reserved += more
+	t.reserved += more
+	return true
 }
 
 // Settle records what an admitted request used, at the model's price, and

@@ -325,7 +325,7 @@ func (n needs) none() bool { return !n.budget && n.req == 0 && n.tok == 0 }
 func (sh *shared) needs(s *keyState, a *Admission, clk int64) needs {
 	var n needs
 	k, l := s.sh, &a.Limits
-	if l.Monthly > 0 && (s.free() < a.Worst || a.Worst > 0 && !k.acct.valid(clk)) {
+	if l.Monthly > 0 && (s.free() < a.reserve() || a.reserve() > 0 && !k.acct.valid(clk)) {
 		n.budget = true
 	}
 	if l.RPM > 0 && k.req.n < 1 {
@@ -396,6 +396,51 @@ func (g *Gate) admitShared(ctx context.Context, s *keyState, a *Admission, ns in
 	t.Refusal = RefusedUnavailable
 }
 
+// extendShared is Extend on a shared Gate, called with s.mu held; it
+// releases it. More is reserved from this node's budget lease, leasing more
+// from Valkey when the lease falls short, exactly as an admission's budget
+// is, but no rate is charged. With Valkey unreachable only the lease held
+// can cover it.
+func (g *Gate) extendShared(ctx context.Context, s *keyState, t *Ticket, more PicoUSD, ns int64) bool {
+	sh, k := g.sh, s.sh
+	a := Admission{KeyID: s.pending.KeyID, Model: t.model, Limits: Limits{Monthly: t.limits.Monthly}, Worst: more}
+	n := needs{budget: true}
+	var refused Ticket // lease fills it in; the request itself stays admitted
+	fits := func(clk int64) bool { return s.free() >= more && k.acct.valid(clk) }
+	take := func() bool {
+		s.reserved += more
+		t.reserved += more
+		return true
+	}
+	if clk := sh.clock(); fits(clk) {
+		defer s.mu.Unlock()
+		return take()
+	} else if refuseLocally(s, &a, n, ns, clk, &refused) || sh.isDown(clk) {
+		s.mu.Unlock()
+		return false
+	}
+	s.mu.Unlock()
+	k.net.Lock()
+	defer k.net.Unlock()
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	for range 3 {
+		if s.month != t.Month {
+			return true // the month ended meanwhile; its reservation is gone
+		}
+		clk := sh.clock()
+		switch {
+		case fits(clk):
+			return take()
+		case refuseLocally(s, &a, n, ns, clk, &refused), sh.isDown(clk):
+			return false
+		case g.lease(ctx, s, &a, n, ns, clk, &refused):
+			return false
+		}
+	}
+	return false
+}
+
 // refuseLocally refuses a request without a round trip when Valkey refused
 // the budget it lacks less than IdleReturn ago (other nodes give back what
 // they do not use within that time), or when a global bucket, as last seen
@@ -405,7 +450,7 @@ func (g *Gate) admitShared(ctx context.Context, s *keyState, a *Admission, ns in
 func refuseLocally(s *keyState, a *Admission, n needs, ns, clk int64, t *Ticket) bool {
 	k, l := s.sh, &a.Limits
 	if n.budget {
-		if r := &k.acct.refused; clk < r.until && r.cap == l.Monthly.Pico() && a.Worst-max(s.free(), 0) > r.room {
+		if r := &k.acct.refused; clk < r.until && r.cap == l.Monthly.Pico() && a.reserve()-max(s.free(), 0) > r.room {
 			t.Refusal, t.Spent, t.Cap = RefusedMonthlyCap, r.cap-r.room, r.cap
 			return true
 		}
@@ -436,7 +481,7 @@ func (g *Gate) lease(ctx context.Context, s *keyState, a *Admission, n needs, ns
 	if n.budget {
 		free := s.free()
 		bop = sh.budgetOp(s, a.KeyID, k.acct, clk)
-		bop.need = a.Worst - free
+		bop.need = a.reserve() - free
 		bop.extra = l.Monthly.Pico() / 50
 		bop.cap = l.Monthly.Pico()
 		bop.spare = max(free, 0)
@@ -514,8 +559,8 @@ func takeShared(s *keyState, a *Admission, ns int64, t *Ticket) {
 		k.tok.n -= a.Tokens
 		t.tokSlice = true
 	}
-	s.reserved += a.Worst
-	t.state, t.reserved = s, a.Worst
+	s.reserved += a.reserve()
+	t.state, t.reserved = s, a.reserve()
 	sharedStates(s, t, ns)
 }
 
@@ -533,7 +578,7 @@ func sharedStates(s *keyState, t *Ticket, ns int64) {
 // this node's share of each limit.
 func (g *Gate) admitFallback(s *keyState, a *Admission, ns int64, t *Ticket) {
 	sh, k, l := g.sh, s.sh, &a.Limits
-	if l.Monthly > 0 && (s.free() < a.Worst || a.Worst > 0 && !k.acct.valid(sh.clock())) {
+	if l.Monthly > 0 && (s.free() < a.reserve() || a.reserve() > 0 && !k.acct.valid(sh.clock())) {
 		t.Refusal = RefusedUnavailable
 		return
 	}
@@ -582,8 +627,8 @@ func (g *Gate) admitFallback(s *keyState, a *Admission, ns int64, t *Ticket) {
 			return
 		}
 	}
-	s.reserved += a.Worst
-	t.state, t.reserved = s, a.Worst
+	s.reserved += a.reserve()
+	t.state, t.reserved = s, a.reserve()
 	states()
 }
 

@@ -49,8 +49,19 @@ func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.
 		Tokens: prompt + out,
 		Worst:  m.price.Cost(prompt, out),
 	}
+	if f.stream && f.maxTokens < 0 && ep != epEmbeddings {
+		// An open-ended stream reserves a step of output and extends its
+		// reservation as it produces (streamRelay.covered), so it holds no
+		// more of the monthly budget than it is using. The per-request cap
+		// still weighs its worst case.
+		a.Reserve = m.price.Cost(prompt, min(out, streamReserveTokens*f.n))
+	}
 	return prompt, out, true
 }
+
+// streamReserveTokens is the output a stream reserves against the monthly
+// budget at a time, per choice, when it did not set max_tokens.
+const streamReserveTokens = 1024
 
 var (
 	headerLimitRequests     = []byte("x-ratelimit-limit-requests")

@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"errors"
 	"io"
 	"sync"
@@ -11,6 +12,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/tokenhub/tokenhub/limits"
 	"github.com/tokenhub/tokenhub/sse"
 )
 
@@ -24,6 +26,8 @@ var (
 	errStreamCut          = &apiError{typ: typeServer, code: "upstream_error", message: "The upstream stream ended abnormally for the model: "}
 	errStreamEventTimed   = &apiError{typ: typeServer, code: "upstream_timeout", message: "The upstream stream stalled for the model: "}
 	errStreamEventTooLong = &apiError{typ: typeServer, code: "upstream_error", message: "The upstream sent an event too long to relay for the model: "}
+	errStreamBudget       = &apiError{typ: "insufficient_quota", code: "budget_exceeded",
+		message: "The monthly budget ran out during the stream, which was cut at the cap; what was produced is billed. Model: "}
 )
 
 // streamRelay carries one stream from the upstream to the client. It outlives
@@ -44,9 +48,14 @@ type streamRelay struct {
 
 	usageKnown         bool
 	prompt, completion int64
-	contentBytes       int64 // of content and text, for an estimate without usage
-	clientGone         bool
-	drainStart         time.Time
+	// contentEvents and contentBytes count the events with generated text and
+	// that text's bytes: the running estimate of the output until (and
+	// unless) the upstream reports its usage.
+	contentEvents, contentBytes int64
+	// step is what a stream extends its budget reservation by at a time.
+	step       limits.PicoUSD
+	clientGone bool
+	drainStart time.Time
 }
 
 // maxStreamEvent bounds one event; a longer one ends the stream with an error.
@@ -65,7 +74,7 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *f
 	// handler returns; keep a copy for the error event.
 	r := &streamRelay{s: s, req: req, resp: resp, model: append([]byte(nil), f.model...), claim: *c,
 		reqID: append([]byte(nil), ctx.Response.Header.Peek(headerRequestID)...), injected: injected,
-		sc: sse.NewScanner(maxStreamEvent)}
+		sc: sse.NewScanner(maxStreamEvent), step: c.model.price.Cost(0, streamReserveTokens*f.n)}
 	ctx.SetBodyStreamWriter(r.relay)
 }
 
@@ -93,8 +102,8 @@ func (r *streamRelay) relay(w *bufio.Writer) {
 		n, err := body.Read(buf)
 		if n > 0 {
 			r.sc.Feed(buf[:n])
-			if !r.pass(w) {
-				r.fail(w, errStreamEventTooLong)
+			if e := r.pass(w); e != nil {
+				r.fail(w, e)
 				return
 			}
 			if !r.clientGone && w.Flush() != nil {
@@ -109,7 +118,10 @@ func (r *streamRelay) relay(w *bufio.Writer) {
 		}
 		if errors.Is(err, io.EOF) {
 			r.sc.End()
-			r.pass(w)
+			if e := r.pass(w); e != nil {
+				r.fail(w, e)
+				return
+			}
 			if !r.clientGone {
 				w.Write(r.sc.Pending()) //nolint:errcheck // the stream is over either way
 				w.Flush()               //nolint:errcheck
@@ -137,15 +149,16 @@ func (r *streamRelay) lost() {
 }
 
 // pass writes every complete event, noting usage and content as they go.
-// It reports false when an event is too long to be an event.
-func (r *streamRelay) pass(w *bufio.Writer) bool {
+// It stops with the error to end the stream with when an event is too long
+// to be an event, or when the monthly budget cannot cover the next one.
+func (r *streamRelay) pass(w *bufio.Writer) *apiError {
 	for {
 		ev, ok, err := r.sc.Next()
 		if err != nil {
-			return false
+			return errStreamEventTooLong
 		}
 		if !ok {
-			return true
+			return nil
 		}
 		raw := ev.Raw
 		if ev.HasData && !ev.IsDone() {
@@ -155,7 +168,16 @@ func (r *streamRelay) pass(w *bufio.Writer) bool {
 					continue // the client did not ask for it
 				}
 			}
-			r.contentBytes += int64(sse.ContentBytes(ev.Data))
+			if n := sse.ContentBytes(ev.Data); n > 0 {
+				r.contentEvents++
+				r.contentBytes += int64(n)
+				if !r.covered() {
+					// Not relayed, so not billed.
+					r.contentEvents--
+					r.contentBytes -= int64(n)
+					return errStreamBudget
+				}
+			}
 			if r.injected {
 				raw = r.stripUsageNull(raw)
 			}
@@ -166,6 +188,32 @@ func (r *streamRelay) pass(w *bufio.Writer) bool {
 			}
 		}
 	}
+}
+
+// produced is the output so far: the upstream's count once it reported one,
+// else an estimate from what was relayed, a token per event with text or a
+// token per four bytes of it, whichever is more, within what was admitted.
+func (r *streamRelay) produced() int64 {
+	if r.usageKnown {
+		return r.completion
+	}
+	return min(max(r.contentEvents, (r.contentBytes+3)/4), r.claim.maxOutput)
+}
+
+// covered reports whether the stream's budget reservation covers the cost of
+// what it has produced, extending the reservation a step when it falls short
+// (or, at the end of the budget, by just what is short). False means the
+// monthly cap has no room for it: the stream must end.
+func (r *streamRelay) covered() bool {
+	c := &r.claim
+	cost := c.model.price.Cost(c.prompt, r.produced())
+	held := c.ticket.Reserved()
+	if cost <= held {
+		return true
+	}
+	g, now := r.s.gate, time.Now()
+	return g.Extend(context.Background(), &c.ticket, max(cost-held, r.step), now) ||
+		g.Extend(context.Background(), &c.ticket, cost-held, now)
 }
 
 var (
@@ -190,6 +238,10 @@ func (r *streamRelay) stripUsageNull(raw []byte) []byte {
 // fail ends the client's stream with an OpenAI-shaped error event, at an
 // event boundary: an incomplete event from the upstream is dropped.
 func (r *streamRelay) fail(w *bufio.Writer, e *apiError) {
+	if e == errStreamBudget {
+		r.s.log.Info("stream cut at the monthly budget", "model", string(r.model), "request_id", string(r.reqID),
+			"client_gone", r.clientGone)
+	}
 	if r.clientGone {
 		return
 	}
@@ -208,8 +260,7 @@ func (r *streamRelay) settle() {
 		r.s.settle(&r.claim, r.prompt, r.completion, true, r.reqID)
 		return
 	}
-	completion := min((r.contentBytes+3)/4, r.claim.maxOutput)
-	r.s.settle(&r.claim, 0, completion, false, r.reqID)
+	r.s.settle(&r.claim, 0, r.produced(), false, r.reqID)
 }
 
 // b2s views b as a string without copying; b must not change while it is used.

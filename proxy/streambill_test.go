@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"fmt"
 	"io"
 	"net/http"
 	"regexp"
@@ -200,5 +201,62 @@ func TestNoDrainSlotBillsAnEstimate(t *testing.T) {
 		if time.Now().After(deadline) {
 			t.Fatal("the abandoned stream was never billed")
 		}
+	}
+}
+
+// TestBudgetCutsTheStreamAtTheCap: an open-ended stream (no max_tokens, the
+// model allows 100k tokens, the month's budget about 5k) is admitted with a
+// step of its output reserved, extends as it goes, and is cut with a
+// budget_exceeded error event when the next chunk would pass the cap. What
+// was relayed is billed, within a chunk of the cap and never over it, and the
+// next stream is refused with 402.
+func TestBudgetCutsTheStreamAtTheCap(t *testing.T) {
+	m, up := startMock(t, mock.Options{Chunks: 20000})
+	g := startGateway(t, fmt.Sprintf(`
+upstreams: [{name: up, base_url: %q}]
+models:
+  - {name: mock, routes: [{upstream: up}], price: {input_per_mtok: 1, output_per_mtok: 2}, max_output_tokens: 100000}
+plans:
+  - {name: month, models: ["*"], monthly_usd: 0.01}
+`, up), "")
+	k := g.newKey("month")
+	s := g.client(k.Key).Chat.Completions.NewStreaming(context.Background(), chatParams("mock", "go on forever"))
+	var acc openai.ChatCompletionAccumulator
+	chunks := 0
+	for s.Next() {
+		acc.AddChunk(s.Current())
+		chunks++
+	}
+	if err := s.Err(); err == nil || !strings.Contains(err.Error(), "budget_exceeded") {
+		t.Fatalf("after %d chunks: err %v, want the budget_exceeded error event", chunks, err)
+	}
+	// A $0.01 budget buys about 4990 tokens; with no usage from the cut
+	// upstream they are estimated at four bytes a token (the mock's words
+	// are 5-6 bytes), so fewer chunks than that fit.
+	if chunks < 2500 || chunks >= 5000 || len(acc.Choices) != 1 || len(strings.Fields(acc.Choices[0].Message.Content)) != chunks-1 {
+		t.Fatalf("got %d chunks (content %d words); want the ~3000 a $0.01 budget buys", chunks, len(strings.Fields(acc.Choices[0].Message.Content)))
+	}
+	var u struct {
+		SpendUSD    float64 `json:"spend_usd"`
+		ReservedUSD float64 `json:"reserved_usd"`
+		Completion  int64   `json:"completion_tokens"`
+	}
+	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		g.admin("GET", "/v1/keys/"+k.ID+"/usage", nil, http.StatusOK, &u)
+		if u.Completion > 0 || time.Now().After(deadline) {
+			break
+		}
+	}
+	t.Logf("%d chunks relayed; billed %d completion tokens, $%v", chunks, u.Completion, u.SpendUSD)
+	if u.SpendUSD > 0.01 || u.SpendUSD < 0.01-0.00001 || u.ReservedUSD != 0 || u.Completion < int64(chunks-1) {
+		t.Fatalf("billed $%v (%d tokens) with $%v reserved; want the %d chunks relayed, within one of the $0.01 cap",
+			u.SpendUSD, u.Completion, u.ReservedUSD, chunks-1)
+	}
+	st, _, body := g.do("POST", "/v1/chat/completions", k.Key, []byte(`{"model":"mock","stream":true,"messages":[{"role":"user","content":"more"}]}`))
+	if st != http.StatusPaymentRequired || !strings.Contains(string(body), "budget_exceeded") {
+		t.Fatalf("after the cap: %d %s", st, body)
+	}
+	if m.Requests() != 1 {
+		t.Fatalf("upstream saw %d requests, want only the first", m.Requests())
 	}
 }

@@ -68,9 +68,10 @@ func IsUsageOnlyChunk(data []byte) bool {
 }
 
 // ContentBytes returns the length, in bytes of UTF-8 text, of the generated
-// text a chunk carries: every choice's delta.content (chat completions) or
-// text (legacy completions). At roughly four bytes a token it gives a running
-// estimate of completion tokens for streams without a usage chunk.
+// text a chunk carries: every choice's delta (chat completions: content,
+// refusal, reasoning and the arguments of tool calls) or text (legacy
+// completions). At roughly four bytes a token it gives a running estimate of
+// completion tokens for streams without a usage chunk.
 func ContentBytes(data []byte) int {
 	if !isObject(data) {
 		return 0
@@ -82,39 +83,66 @@ func ContentBytes(data []byte) int {
 		return 0
 	}
 	total := 0
-	// Walk the array one element after the other (finding element i by
-	// index would skip the i before it each time): rest is what follows
-	// '[' or ',', and its first value is the next choice.
-	rest := choices[1:]
-	for range maxChoices {
-		if rest = trimSpace(rest); rest == "" || rest[0] == ']' {
-			break
-		}
-		choice, t := find(n, rest)
-		if t == ast.V_NONE {
-			break
-		}
-		if t == ast.V_OBJECT {
-			total += choiceBytes(n, choice)
-		}
-		if rest = trimSpace(after(rest, choice)); rest == "" || rest[0] != ',' {
-			break
-		}
-		rest = rest[1:]
-	}
+	forEach(n, choices, maxChoices, func(choice string) { total += choiceBytes(n, choice) })
 	return total
 }
 
+// forEach calls f with the raw JSON of each object in arr, a JSON array, up
+// to limit of them. It walks the array one element after the other (finding
+// element i by index would skip the i before it each time).
+func forEach(n *ast.Node, arr string, limit int, f func(obj string)) {
+	rest := arr[1:] // what follows '[' or ',': its first value is the next element
+	for range limit {
+		if rest = trimSpace(rest); rest == "" || rest[0] == ']' {
+			return
+		}
+		v, t := find(n, rest)
+		if t == ast.V_NONE {
+			return
+		}
+		if t == ast.V_OBJECT {
+			f(v)
+		}
+		if rest = trimSpace(after(rest, v)); rest == "" || rest[0] != ',' {
+			return
+		}
+		rest = rest[1:]
+	}
+}
+
+// deltaTexts are the fields of a chat delta that carry generated text, as
+// their quoted names, which a cheap substring test looks for before a search.
+var deltaTexts = [...]string{`"content"`, `"refusal"`, `"reasoning_content"`, `"reasoning"`}
+
 // choiceBytes returns the length of the text in one choice.
 func choiceBytes(n *ast.Node, choice string) int {
-	if delta, t := find(n, choice, "delta"); t == ast.V_OBJECT {
-		if s, t := find(n, delta, "content"); t == ast.V_STRING {
+	delta, t := find(n, choice, "delta")
+	if t != ast.V_OBJECT {
+		if s, t := find(n, choice, "text"); t == ast.V_STRING {
 			return unquotedLen(s)
 		}
-	} else if s, t := find(n, choice, "text"); t == ast.V_STRING {
-		return unquotedLen(s)
+		return 0
 	}
-	return 0
+	total := 0
+	for _, q := range deltaTexts {
+		if !strings.Contains(delta, q) {
+			continue // most deltas have content only
+		}
+		if s, t := find(n, delta, q[1:len(q)-1]); t == ast.V_STRING {
+			total += unquotedLen(s)
+		}
+	}
+	if !strings.Contains(delta, `"tool_calls"`) {
+		return total
+	}
+	if calls, t := find(n, delta, "tool_calls"); t == ast.V_ARRAY {
+		forEach(n, calls, maxChoices, func(call string) {
+			if s, t := find(n, call, "function", "arguments"); t == ast.V_STRING {
+				total += unquotedLen(s)
+			}
+		})
+	}
+	return total
 }
 
 // HasError reports whether a chunk is an OpenAI error object, {"error":{...}},

@@ -83,7 +83,10 @@ func TestContentBytes(t *testing.T) {
 	f(`{"choices":[{"delta":{"content":"\udc00\ud83d"}}]}`, 2*len("\uFFFD"))
 	f(`{"choices":[{"delta":{"content":"a\\b\/c\t"}}]}`, len("a\\b/c\t"))
 	f(`{"choices":[{"delta":{"role":"assistant","content":"","refusal":null}}]}`, 0)
-	f(`{"choices":[{"delta":{"content":null,"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}`, 0)
+	f(`{"choices":[{"delta":{"content":null,"tool_calls":[{"index":0,"function":{"arguments":"{}"}}]}}]}`, 2)
+	f(`{"choices":[{"delta":{"tool_calls":[{"index":0,"id":"c1","function":{"name":"f","arguments":"{\"a\""}},{"index":1,"function":{"arguments":":1}"}}]}}]}`, len(`{"a"`)+len(`:1}`))
+	f(`{"choices":[{"delta":{"refusal":"no"}},{"delta":{"reasoning_content":"think"}},{"delta":{"reasoning":"hm","content":"ok"}}]}`, 2+5+2+2)
+	f(`{"choices":[{"delta":{"tool_calls":null}}]}`, 0)
 	f(`{"choices":[{"index":0,"delta":{},"finish_reason":"stop"}]}`, 0)
 	f(`{"choices":[1,null,{"delta":{"content":"ab"}}]}`, 2)
 	f(`{"choices":[{"delta":null,"text":"ab"}]}`, 2)
@@ -200,10 +203,16 @@ func decodedContent(t *testing.T, data []byte) int {
 	if bytes.Equal(data, done) {
 		return 0
 	}
+	type call struct {
+		Function *struct{ Arguments *string }
+	}
 	var c struct {
 		Choices []struct {
-			Delta *struct{ Content *string }
-			Text  *string
+			Delta *struct {
+				Content, Refusal, ReasoningContent, Reasoning *string
+				ToolCalls                                     []call `json:"tool_calls"`
+			}
+			Text *string
 		}
 	}
 	if err := json.Unmarshal(data, &c); err != nil {
@@ -211,10 +220,18 @@ func decodedContent(t *testing.T, data []byte) int {
 	}
 	n := 0
 	for _, ch := range c.Choices {
-		switch {
-		case ch.Delta != nil && ch.Delta.Content != nil:
-			n += len(*ch.Delta.Content)
-		case ch.Delta == nil && ch.Text != nil:
+		if d := ch.Delta; d != nil {
+			for _, s := range []*string{d.Content, d.Refusal, d.ReasoningContent, d.Reasoning} {
+				if s != nil {
+					n += len(*s)
+				}
+			}
+			for _, tc := range d.ToolCalls {
+				if tc.Function != nil && tc.Function.Arguments != nil {
+					n += len(*tc.Function.Arguments)
+				}
+			}
+		} else if ch.Text != nil {
 			n += len(*ch.Text)
 		}
 	}
