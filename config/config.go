@@ -33,12 +33,21 @@ type Config struct {
 	Cache Cache `yaml:"cache"`
 	// Log configures the process log.
 	Log Log `yaml:"log"`
+	// Admin configures the operators' endpoints: where the admin API is
+	// served, and profiling.
+	Admin Admin `yaml:"admin"`
+	// TLS, when both files are set, serves HTTPS instead of HTTP.
+	TLS TLS `yaml:"tls"`
 	// Upstreams are the providers requests are forwarded to.
 	Upstreams []Upstream `yaml:"upstreams"`
 	// Models are the names clients may ask for, each routed to upstreams.
 	Models []Model `yaml:"models"`
 	// Plans are the plans declared in the file; keys reference them by name.
 	Plans []*keys.Plan `yaml:"plans"`
+
+	// File is the path Load read this configuration from, which a reload
+	// reads again; empty for the built-in default and for Parse.
+	File string `yaml:"-"`
 
 	// DroppedUpstreams names the optional upstreams Parse left out because
 	// their api_key was empty, so that startup can log why models are missing.
@@ -65,6 +74,31 @@ type Server struct {
 	// whose client left is cut and billed an estimate.
 	MaxStreamDrains int `yaml:"max_stream_drains"`
 }
+
+// Admin configures the operators' endpoints.
+type Admin struct {
+	// Listen, when set, is the host:port that alone serves the Keys and
+	// Plans APIs, POST /admin/reload, the dashboard, /metrics and
+	// /debug/pprof/; Listen then serves only inference, models, usage and
+	// health. Empty serves everything on Listen.
+	Listen string `yaml:"listen"`
+	// Pprof serves Go's profiler at /debug/pprof/ (on Listen when it is
+	// set). It has no authentication: it is protected by being off unless
+	// asked for, and by binding the admin listener to a private address.
+	Pprof bool `yaml:"pprof"`
+}
+
+// TLS is the certificate the gateway serves HTTPS with. Both files are read
+// again on every reload, so a renewed certificate needs no restart.
+type TLS struct {
+	// CertFile is the PEM certificate chain, leaf first.
+	CertFile string `yaml:"cert_file"`
+	// KeyFile is the PEM private key of the certificate.
+	KeyFile string `yaml:"key_file"`
+}
+
+// Enabled reports whether TLS is configured.
+func (t TLS) Enabled() bool { return t.CertFile != "" || t.KeyFile != "" }
 
 // Store says where keys, plans and spend are kept.
 type Store struct {
@@ -116,6 +150,20 @@ type Log struct {
 	Level string `yaml:"level"`
 	// Format is json or text.
 	Format string `yaml:"format"`
+	// Access is the access log: a line per request.
+	Access AccessLog `yaml:"access"`
+}
+
+// AccessLog is the one line per request tokenhub writes, off the request
+// path, into the same log.
+type AccessLog struct {
+	// Enabled turns the access log on.
+	Enabled bool `yaml:"enabled"`
+	// Level is the level the lines are written at: debug, info, warn or error.
+	Level string `yaml:"level"`
+	// Sample is the fraction of successful requests logged, from 0 to 1;
+	// errors (status 400 and up) are always logged.
+	Sample float64 `yaml:"sample"`
 }
 
 // Upstream is one OpenAI-compatible provider.

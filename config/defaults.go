@@ -21,7 +21,7 @@ func defaultConfig() Config {
 		},
 		Store: Store{Path: "./data"},
 		Cache: Cache{MaxKeys: 1_000_000, NegativeTTL: 2 * time.Second, StaleAfter: time.Second, StaleIfError: 10 * time.Minute},
-		Log:   Log{Level: "info", Format: "json"},
+		Log:   Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
 	}
 }
 

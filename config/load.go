@@ -32,7 +32,12 @@ func Load(path string) (*Config, error) {
 	if err != nil {
 		return nil, fmt.Errorf("config: %w", err)
 	}
-	return Parse(data, path, os.Getenv)
+	c, err := Parse(data, path, os.Getenv)
+	if err != nil {
+		return nil, err
+	}
+	c.File = path
+	return c, nil
 }
 
 // Parse turns one YAML document into a validated Config. source names the

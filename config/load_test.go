@@ -38,7 +38,7 @@ func TestDefaultsApplied(t *testing.T) {
 			StreamDrainTimeout: 30 * time.Second, MaxStreamDrains: 256},
 		Store: Store{Path: "./data"},
 		Cache: Cache{MaxKeys: 1000000, NegativeTTL: 2 * time.Second, StaleAfter: time.Second, StaleIfError: 10 * time.Minute},
-		Log:   Log{Level: "info", Format: "json"},
+		Log:   Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
 		Upstreams: []Upstream{{
 			Name:                "mock",
 			BaseURL:             "inproc://mock",
@@ -157,7 +157,7 @@ func TestUnknownKeyRejected(t *testing.T) {
 		}
 	}
 	f(minimal+"lisen: :80\n",
-		"config: test.yaml: line 3: lisen: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, upstreams, models, plans")
+		"config: test.yaml: line 3: lisen: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, upstreams, models, plans")
 	f(minimal+"server:\n  read_timout: 1s\n",
 		"config: test.yaml: line 4: server.read_timout: unknown key; the keys allowed here are read_timeout, idle_timeout, shutdown_timeout, stream_drain_timeout, max_stream_drains")
 	f(`upstreams:
@@ -171,9 +171,9 @@ line 4: models[0].routes[0].wieght: unknown key; the keys allowed here are upstr
 		"config: test.yaml: line 3: plans[0].monthly: unknown key; the keys allowed here are name, models, rpm, tpm, max_request_usd, monthly_usd")
 	f(minimal+"models_: []\ndropped_upstreams: [x]\nDroppedUpstreams: [x]\n",
 		"config: test.yaml: 3 problems:\n"+
-			"line 3: models_: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, upstreams, models, plans\n"+
-			"line 4: dropped_upstreams: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, upstreams, models, plans\n"+
-			"line 5: DroppedUpstreams: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, upstreams, models, plans")
+			"line 3: models_: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, upstreams, models, plans\n"+
+			"line 4: dropped_upstreams: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, upstreams, models, plans\n"+
+			"line 5: DroppedUpstreams: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, upstreams, models, plans")
 }
 
 func TestMergeKeysAreChecked(t *testing.T) {
@@ -296,8 +296,8 @@ func TestLoad(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if c.Listen != "127.0.0.1:0" {
-		t.Fatalf("listen = %q", c.Listen)
+	if c.Listen != "127.0.0.1:0" || c.File != path {
+		t.Fatalf("listen = %q, file = %q; want the file's listen and its path (reloads read it again)", c.Listen, c.File)
 	}
 
 	if err := os.WriteFile(path, []byte("lisen: x\n"), 0o600); err != nil {

@@ -1,12 +1,14 @@
 package config
 
 import (
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"maps"
 	"net"
 	"net/http"
 	"net/url"
+	"os"
 	"slices"
 	"strconv"
 	"strings"
@@ -22,6 +24,7 @@ import (
 func (c *Config) Validate() error {
 	var p problems
 	c.validateServer(&p)
+	c.validateOperations(&p)
 	c.validateUpstreams(&p)
 	c.validateModels(&p)
 	c.validatePlans(&p)
@@ -86,10 +89,58 @@ func (c *Config) validateServer(p *problems) {
 	default:
 		p.add("log.level", "%q is not a level; use debug, info, warn or error", c.Log.Level)
 	}
+	switch c.Log.Access.Level {
+	case "debug", "info", "warn", "error":
+	default:
+		p.add("log.access.level", "%q is not a level; use debug, info, warn or error", c.Log.Access.Level)
+	}
+	if s := c.Log.Access.Sample; !(s >= 0 && s <= 1) {
+		p.add("log.access.sample", "%v is not a fraction; use a number from 0 (no successes) to 1 (every request)", s)
+	}
 	switch c.Log.Format {
 	case "json", "text":
 	default:
 		p.add("log.format", "%q is not a format; use json or text", c.Log.Format)
+	}
+}
+
+// validateOperations checks the admin listener and the TLS pair. The pair is
+// loaded, so that check-config catches a wrong path or a key that is not the
+// certificate's before a start or a reload does.
+func (c *Config) validateOperations(p *problems) {
+	if a := c.Admin.Listen; a != "" {
+		if _, port, err := net.SplitHostPort(a); err != nil {
+			p.add("admin.listen", "%q is not host:port; write e.g. 127.0.0.1:9090, or remove it to serve the admin API on listen", a)
+		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
+			p.add("admin.listen", "port %q is not a number from 0 to 65535", port)
+		} else if a == c.Listen && n != 0 {
+			p.add("admin.listen", "%q is also listen; give the admin API its own port, or remove it to serve the admin API on listen", a)
+		}
+	}
+	t := c.TLS
+	switch {
+	case t.CertFile == "" && t.KeyFile == "":
+		return
+	case t.CertFile == "":
+		p.add("tls.cert_file", "missing while tls.key_file is set; set both to PEM files, or neither to serve plain HTTP")
+		return
+	case t.KeyFile == "":
+		p.add("tls.key_file", "missing while tls.cert_file is set; set both to PEM files, or neither to serve plain HTTP")
+		return
+	}
+	certPEM, err := os.ReadFile(t.CertFile)
+	if err != nil {
+		p.add("tls.cert_file", "%v; name a readable PEM certificate file", err)
+	}
+	keyPEM, kerr := os.ReadFile(t.KeyFile)
+	if kerr != nil {
+		p.add("tls.key_file", "%v; name a readable PEM private key file", kerr)
+	}
+	if err != nil || kerr != nil {
+		return
+	}
+	if _, err := tls.X509KeyPair(certPEM, keyPEM); err != nil {
+		p.add("tls", "cert_file and key_file are not a certificate and its key: %v; check that both are PEM and that the key is the certificate's", err)
 	}
 }
 

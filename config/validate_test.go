@@ -1,6 +1,15 @@
 package config
 
 import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"os"
+	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -245,4 +254,80 @@ func TestValidateValkey(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "admin_key: required with store.valkey") {
 		t.Fatalf("valkey without admin_key: %v", err)
 	}
+}
+
+// TestValidateOperations covers the admin listener and the TLS pair, which
+// is loaded so that a wrong path or a mismatched key is caught at load time.
+func TestValidateOperations(t *testing.T) {
+	dir := t.TempDir()
+	cert, key := writePair(t, dir, "a")
+	otherCert, _ := writePair(t, dir, "b")
+	f := func(mutate func(c *Config), want string) {
+		t.Helper()
+		c, err := Parse([]byte(validDoc), "test.yaml", env())
+		if err != nil {
+			t.Fatal(err)
+		}
+		mutate(c)
+		err = c.Validate()
+		switch {
+		case want == "" && err != nil:
+			t.Fatalf("Validate: %v", err)
+		case want == "":
+		case err == nil:
+			t.Fatalf("Validate accepted, want %q", want)
+		case !strings.HasPrefix(err.Error(), want):
+			t.Fatalf("Validate error\n%s\nwant it to start with\n%s", err, want)
+		}
+	}
+	f(func(c *Config) { c.Admin.Listen = "127.0.0.1:9090" }, "")
+	f(func(c *Config) { c.Admin.Listen, c.Listen = "127.0.0.1:0", "127.0.0.1:0" }, "") // two free ports
+	f(func(c *Config) { c.Admin.Listen = "localhost" },
+		`admin.listen: "localhost" is not host:port; write e.g. 127.0.0.1:9090, or remove it to serve the admin API on listen`)
+	f(func(c *Config) { c.Admin.Listen = ":99999" },
+		`admin.listen: port "99999" is not a number from 0 to 65535`)
+	f(func(c *Config) { c.Admin.Listen = c.Listen },
+		`admin.listen: "127.0.0.1:8080" is also listen; give the admin API its own port, or remove it to serve the admin API on listen`)
+
+	f(func(c *Config) { c.TLS = TLS{CertFile: cert, KeyFile: key} }, "")
+	f(func(c *Config) { c.TLS = TLS{CertFile: cert} },
+		"tls.key_file: missing while tls.cert_file is set; set both to PEM files, or neither to serve plain HTTP")
+	f(func(c *Config) { c.TLS = TLS{KeyFile: key} },
+		"tls.cert_file: missing while tls.key_file is set; set both to PEM files, or neither to serve plain HTTP")
+	f(func(c *Config) { c.TLS = TLS{CertFile: dir + "/missing.pem", KeyFile: key} },
+		"tls.cert_file: open "+dir+"/missing.pem: no such file or directory; name a readable PEM certificate file")
+	f(func(c *Config) { c.TLS = TLS{CertFile: cert, KeyFile: dir + "/missing.pem"} },
+		"tls.key_file: open "+dir+"/missing.pem: no such file or directory; name a readable PEM private key file")
+	f(func(c *Config) { c.TLS = TLS{CertFile: otherCert, KeyFile: key} },
+		"tls: cert_file and key_file are not a certificate and its key: tls: private key does not match public key; check that both are PEM and that the key is the certificate's")
+	f(func(c *Config) { c.TLS = TLS{CertFile: key, KeyFile: key} },
+		"tls: cert_file and key_file are not a certificate and its key:")
+}
+
+// writePair writes a self-signed ECDSA certificate and its key as PEM files
+// named after name into dir and returns their paths.
+func writePair(t *testing.T, dir, name string) (certFile, keyFile string) {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour)}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	certFile, keyFile = filepath.Join(dir, name+".crt"), filepath.Join(dir, name+".key")
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return certFile, keyFile
 }
