@@ -79,6 +79,11 @@ type Registry struct {
 	// UpdateKey that read the key before a RevokeKey cannot write the key back
 	// unrevoked.
 	adminMu sync.Mutex
+
+	// stats is written by every lookup; the padding keeps it off the cache
+	// line of the read-mostly fields above.
+	_     [64]byte
+	stats cacheStats
 }
 
 // keyEntry is a cached answer for one secret hash: the key, or nil for
@@ -200,6 +205,34 @@ func (r *Registry) Authenticate(ctx context.Context, secret []byte) (*Key, *Plan
 	return k, p, nil
 }
 
+// CacheStats counts how key lookups were answered since the Registry
+// opened.
+type CacheStats struct {
+	// Hits were answered from the cache, fresh.
+	Hits uint64
+	// NegativeHits were answered "unknown key" from the cache.
+	NegativeHits uint64
+	// Misses read the store.
+	Misses uint64
+	// StaleHits were answered from an entry past its freshness because the
+	// store is down (cache.stale_if_error).
+	StaleHits uint64
+	// Unavailable were refused because the store is down and the key was not
+	// cached.
+	Unavailable uint64
+}
+
+type cacheStats struct {
+	hits, negativeHits, misses, staleHits, unavailable atomic.Uint64
+}
+
+// Stats returns the key cache's counts so far.
+func (r *Registry) Stats() CacheStats {
+	s := &r.stats
+	return CacheStats{Hits: s.hits.Load(), NegativeHits: s.negativeHits.Load(), Misses: s.misses.Load(),
+		StaleHits: s.staleHits.Load(), Unavailable: s.unavailable.Load()}
+}
+
 // keyByHash returns the key for hash from the cache, or from the store,
 // filling the cache.
 func (r *Registry) keyByHash(ctx context.Context, hash *[32]byte, now time.Time) (*Key, error) {
@@ -208,22 +241,27 @@ func (r *Registry) keyByHash(ctx context.Context, hash *[32]byte, now time.Time)
 	var stale *keyEntry
 	if e, ok := r.keys.Get(ck); ok && e.hash == *hash && e.gen == gen {
 		if r.fresh(e.filledAt, now) {
+			r.stats.hits.Add(1)
 			return e.key, nil
 		}
 		stale = e
 	}
 	if e, ok := r.unknown.Get(ck); ok && e.hash == *hash && e.gen == gen &&
 		now.UnixNano()-e.filledAt < int64(r.negativeTTL) {
+		r.stats.negativeHits.Add(1)
 		return nil, ErrUnknownKey
 	}
 	if r.storeDown(now) {
 		// Do not make every request wait out the store's timeout while it is
 		// known to be down: serve what was cached, refuse what was not.
 		if stale != nil && r.servableStale(stale.filledAt, now) {
+			r.stats.staleHits.Add(1)
 			return stale.key, nil
 		}
+		r.stats.unavailable.Add(1)
 		return nil, fmt.Errorf("keys: authenticate: %w", ErrUnavailable)
 	}
+	r.stats.misses.Add(1)
 
 	// Load seq before gen: an EvictAll between the two changes seq, so the
 	// fill is dropped rather than stored under the new generation.
@@ -323,6 +361,11 @@ func (r *Registry) fresh(filledAt int64, now time.Time) bool {
 func (r *Registry) servableStale(filledAt int64, now time.Time) bool {
 	return now.UnixNano()-filledAt < int64(r.staleIfError)
 }
+
+// StoreDown reports whether a store read failed within the last StoreRetry:
+// meanwhile cached keys are served for up to StaleIfError after their last
+// successful read, and keys not cached are refused with ErrUnavailable.
+func (r *Registry) StoreDown() bool { return r.storeDown(r.now()) }
 
 func (r *Registry) storeDown(now time.Time) bool { return now.UnixNano() < r.downUntil.Load() }
 

@@ -59,6 +59,10 @@ type ValkeyOptions struct {
 	// Timeout bounds every call of the store, so a dead server fails
 	// requests fast instead of hanging them. Zero means DefaultValkeyTimeout.
 	Timeout time.Duration
+	// Observe, when set, is called after every command the client sends (a
+	// pipeline counts as one), with its duration and error; a nil reply is
+	// not an error. It is how metrics see Valkey.
+	Observe func(d time.Duration, err error)
 }
 
 // ValkeyStore is the shared Store of a multi-node deployment: every node
@@ -127,6 +131,9 @@ func OpenValkey(ctx context.Context, o ValkeyOptions) (*ValkeyStore, error) {
 	c, err := valkey.NewClient(opt)
 	if err != nil {
 		return nil, fmt.Errorf("keys: valkey: connect to %s: %w", addrs, err)
+	}
+	if o.Observe != nil {
+		c = observedClient{Client: c, observe: o.Observe}
 	}
 	s := newValkeyStore(c, o.Prefix, o.Timeout, true)
 	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
