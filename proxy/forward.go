@@ -29,7 +29,7 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 		writeError(ctx, e, detail)
 		return
 	}
-	m := s.models.lookup(f.model)
+	m := s.routing.Load().models.lookup(f.model)
 	if m == nil {
 		writeError(ctx, errModelNotFound, f.model)
 		return

@@ -16,7 +16,7 @@ func (s *Server) listModels(ctx *fasthttp.RequestCtx) {
 	}
 	b := append(make([]byte, 0, 256), `{"object":"list","data":[`...)
 	first := true
-	for _, m := range s.models.sorted {
+	for _, m := range s.routing.Load().models.sorted {
 		if !allows(plan, m.name) {
 			continue
 		}
@@ -39,7 +39,7 @@ func (s *Server) getModel(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	name, _ := ctx.UserValue("model").(string)
-	m := s.models.byName[name]
+	m := s.routing.Load().models.byName[name]
 	if m == nil || !allows(plan, name) {
 		writeError(ctx, errModelNotFound, []byte(name))
 		return

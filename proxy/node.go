@@ -116,13 +116,33 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 		log.Info("admin key", "file", n.AdminKeyFile, "created", created)
 	}
 	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: adminKey, Logger: log})
-	return n, err
+	if err != nil {
+		return n, err
+	}
+	go n.Server.watchStore(runCtx, n.storeReachable, storeWatchInterval)
+	return n, nil
+}
+
+// storeReachable reports whether keys can be read from the store: no read
+// failed just now and, with Valkey, invalidation heartbeats make their
+// round trip through it.
+func (n *Node) storeReachable() bool {
+	return !n.Registry.StoreDown() && (n.Invalidator == nil || n.Invalidator.Healthy())
 }
 
 // Serve accepts connections on ln until Shutdown.
 func (n *Node) Serve(ln net.Listener) error { return n.Server.Serve(ln) }
 
-// Shutdown stops accepting and waits for open requests until ctx ends.
+// ServeAdmin accepts connections for the admin routes on ln until Shutdown;
+// only when admin.listen is set.
+func (n *Node) ServeAdmin(ln net.Listener) error { return n.Server.ServeAdmin(ln) }
+
+// Reload reads the configuration file again and applies its upstreams,
+// models, plans and TLS certificate; see Server.Reload.
+func (n *Node) Reload(ctx context.Context) (*ReloadSummary, error) { return n.Server.Reload(ctx) }
+
+// Shutdown stops accepting, lets open requests run until ctx ends, then cuts
+// them and waits for their spend to settle; see Server.Shutdown.
 func (n *Node) Shutdown(ctx context.Context) error { return n.Server.Shutdown(ctx) }
 
 // Close stops the invalidation listener and releases the server, cache and

@@ -3,11 +3,82 @@ package proxy
 import (
 	"fmt"
 	"math/rand/v2"
+	"reflect"
 	"sort"
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/limits"
 )
+
+// routing is what a reload replaces in one step: the served models and the
+// upstreams their routes point into. It is immutable once published; a
+// request loads it once (Server.routing) and keeps using that snapshot, so it
+// never sees a model of one configuration routed to an upstream of another.
+type routing struct {
+	models    *modelTable
+	upstreams []*Upstream
+}
+
+// newRouting builds the upstreams and models of cfg. An upstream of prev
+// (nil at start) whose config is unchanged is reused, warm connections and
+// all, and a model that prev served keeps its created time. On error, the
+// upstreams it made are closed and prev is untouched.
+func newRouting(cfg *config.Config, prev *routing, now int64) (_ *routing, err error) {
+	old := make(map[string]*Upstream)
+	if prev != nil {
+		for _, u := range prev.upstreams {
+			old[u.name] = u
+		}
+	}
+	r := &routing{}
+	var made []*Upstream
+	defer func() {
+		if err != nil {
+			for _, u := range made {
+				u.release()
+			}
+		}
+	}()
+	byName := make(map[string]*Upstream, len(cfg.Upstreams))
+	for i := range cfg.Upstreams {
+		c := &cfg.Upstreams[i]
+		u := old[c.Name]
+		if u == nil || !reflect.DeepEqual(u.config, *c) {
+			if u, err = newUpstream(c); err != nil {
+				return nil, err
+			}
+			made = append(made, u)
+		}
+		byName[u.name] = u
+		r.upstreams = append(r.upstreams, u)
+	}
+	if r.models, err = newModelTable(cfg.Models, byName, now); err != nil {
+		return nil, err
+	}
+	if prev != nil {
+		for _, m := range r.models.sorted {
+			if pm := prev.models.byName[m.name]; pm != nil {
+				m.created = pm.created
+			}
+		}
+	}
+	return r, nil
+}
+
+// retired returns the upstreams of r that next no longer uses.
+func (r *routing) retired(next *routing) []*Upstream {
+	var out []*Upstream
+	for _, u := range r.upstreams {
+		kept := false
+		for _, n := range next.upstreams {
+			kept = kept || n == u
+		}
+		if !kept {
+			out = append(out, u)
+		}
+	}
+	return out
+}
 
 // model is a model the gateway serves, with the routes that can answer it.
 type model struct {

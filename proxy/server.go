@@ -3,7 +3,6 @@
 package proxy
 
 import (
-	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -14,8 +13,10 @@ import (
 
 	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
+	"github.com/valyala/fasthttp/pprofhandler"
 
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/dashboard"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
 )
@@ -33,15 +34,32 @@ type Options struct {
 
 // Server is the gateway: it authenticates, checks plans and forwards.
 type Server struct {
-	registry  *keys.Registry
-	gate      *limits.Gate
-	models    *modelTable
-	upstreams []*Upstream
+	registry *keys.Registry
+	gate     *limits.Gate
+	// routing holds the models and upstreams in force; a reload swaps it
+	// whole, and each request loads it once.
+	routing   atomic.Pointer[routing]
 	adminHash [32]byte
 	ids       *requestIDs
 	router    *router.Router
 	http      *fasthttp.Server
-	log       *slog.Logger
+	// adminRouter and adminHTTP serve the admin routes on admin.listen;
+	// both are nil when those routes share the main listener.
+	adminRouter *router.Router
+	adminHTTP   *fasthttp.Server
+	// tls is the certificate both listeners serve; nil without TLS.
+	tls *certificate
+	log *slog.Logger
+
+	// conns are the client connections of both listeners, for shutdown.
+	conns    connSet
+	draining atomic.Bool
+	// storeLostAt is when the store was found unreachable, in unix
+	// nanoseconds; 0 while it is reachable. See readyz.
+	storeLostAt  atomic.Int64
+	staleIfError time.Duration
+
+	reload reloader
 
 	// drains counts streams read on after their client left, to bill the
 	// upstream's real usage; at most maxDrains at once, each for at most
@@ -64,48 +82,116 @@ func New(o Options) (*Server, error) {
 	if err != nil {
 		return nil, err
 	}
+	cfg := o.Config
 	s := &Server{
 		registry:     o.Registry,
 		gate:         o.Gate,
 		adminHash:    sha256.Sum256([]byte(o.AdminKey)),
 		ids:          ids,
 		log:          log,
-		maxDrains:    int64(o.Config.Server.MaxStreamDrains),
-		drainTimeout: o.Config.Server.StreamDrainTimeout,
+		staleIfError: cfg.Cache.StaleIfError,
+		maxDrains:    int64(cfg.Server.MaxStreamDrains),
+		drainTimeout: cfg.Server.StreamDrainTimeout,
 	}
-	byName := make(map[string]*Upstream, len(o.Config.Upstreams))
-	for i := range o.Config.Upstreams {
-		u, err := newUpstream(&o.Config.Upstreams[i])
-		if err != nil {
+	s.reload.init(cfg)
+	r, err := newRouting(cfg, nil, time.Now().Unix())
+	if err != nil {
+		return nil, err
+	}
+	s.routing.Store(r)
+	if cfg.TLS.Enabled() {
+		if s.tls, err = newCertificate(cfg.TLS); err != nil {
 			s.Close()
 			return nil, err
 		}
-		byName[u.name] = u
-		s.upstreams = append(s.upstreams, u)
 	}
-	if s.models, err = newModelTable(o.Config.Models, byName, time.Now().Unix()); err != nil {
-		s.Close()
-		return nil, err
-	}
-	s.router = s.routes()
-	s.http = &fasthttp.Server{
-		Handler:                      s.Handler,
-		ErrorHandler:                 s.serverError,
-		NoDefaultServerHeader:        true,
-		NoDefaultContentType:         true,
-		MaxRequestBodySize:           int(o.Config.MaxBodyBytes),
-		ReadTimeout:                  o.Config.Server.ReadTimeout,
-		IdleTimeout:                  o.Config.Server.IdleTimeout,
-		ReadBufferSize:               16 << 10,
-		DisablePreParseMultipartForm: true,
-		CloseOnShutdown:              true,
-		TCPKeepalive:                 true,
-		Logger:                       fasthttpLogger{log},
+	s.router, s.adminRouter = s.routes(cfg)
+	s.http = s.newHTTPServer(cfg, s.Handler)
+	if s.adminRouter != nil {
+		s.adminHTTP = s.newHTTPServer(cfg, s.adminHandler)
 	}
 	return s, nil
 }
 
-func (s *Server) routes() *router.Router {
+func (s *Server) newHTTPServer(cfg *config.Config, h fasthttp.RequestHandler) *fasthttp.Server {
+	return &fasthttp.Server{
+		Handler:                      h,
+		ErrorHandler:                 s.serverError,
+		ConnState:                    s.conns.track,
+		NoDefaultServerHeader:        true,
+		NoDefaultContentType:         true,
+		MaxRequestBodySize:           int(cfg.MaxBodyBytes),
+		ReadTimeout:                  cfg.Server.ReadTimeout,
+		IdleTimeout:                  cfg.Server.IdleTimeout,
+		ReadBufferSize:               16 << 10,
+		DisablePreParseMultipartForm: true,
+		CloseOnShutdown:              true,
+		TCPKeepalive:                 true,
+		Logger:                       fasthttpLogger{s.log},
+	}
+}
+
+// routes builds the two groups of routes: the public ones (inference,
+// models, a key's own usage, health) and the admin ones (Keys and Plans
+// APIs, reload, dashboard, metrics, profiler). With admin.listen empty both
+// groups share one router and admin is nil; with it set, the admin group
+// gets a router of its own, served only on that listener.
+func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
+	public = s.newRouter()
+	public.POST("/v1/chat/completions", s.chatCompletions)
+	public.POST("/v1/completions", s.completions)
+	public.POST("/v1/embeddings", s.embeddings)
+	public.GET("/v1/models", s.listModels)
+	public.GET("/v1/models/{model}", s.getModel)
+	public.GET("/v1/keys/{id}/usage", s.keyUsage)
+	public.GET("/healthz", healthz)
+	public.GET("/readyz", s.readyz)
+
+	r := public
+	if cfg.Admin.Listen != "" {
+		admin = s.newRouter()
+		admin.GET("/healthz", healthz)
+		admin.GET("/readyz", s.readyz)
+		// The dashboard, served here, shows each key's usage.
+		admin.GET("/v1/keys/{id}/usage", s.keyUsage)
+		r = admin
+	}
+	r.POST("/v1/keys", s.admin(s.createKey))
+	r.GET("/v1/keys", s.admin(s.listKeys))
+	r.GET("/v1/keys/{id}", s.admin(s.getKey))
+	r.PATCH("/v1/keys/{id}", s.admin(s.updateKey))
+	r.DELETE("/v1/keys/{id}", s.admin(s.revokeKey))
+	r.POST("/v1/keys/{id}/rotate", s.admin(s.rotateKey))
+	r.GET("/v1/plans", s.admin(s.listPlans))
+	r.GET("/v1/plans/{name}", s.admin(s.getPlan))
+	r.PUT("/v1/plans/{name}", s.admin(s.putPlan))
+	r.DELETE("/v1/plans/{name}", s.admin(s.deletePlan))
+	r.POST("/admin/reload", s.admin(s.reloadHandler))
+
+	// The operators' page: static files that call the admin API above from the browser.
+	r.GET(dashboard.PathRoot, dashboard.Handler)
+	r.GET(dashboard.PathRoot+"/{path:*}", dashboard.Handler)
+	// The router takes "/dashboard/" for a trailing-slash variant of
+	// "/dashboard" and would answer 404; the dashboard redirects it.
+	r.NotFound = func(ctx *fasthttp.RequestCtx) {
+		if string(ctx.Path()) == dashboard.PathRoot+"/" {
+			dashboard.Handler(ctx)
+			return
+		}
+		unknownURL(ctx)
+	}
+
+	// GET /metrics (Prometheus text format) belongs here, with the admin routes.
+
+	if cfg.Admin.Pprof {
+		// No admin key: pprof is off unless asked for, and belongs on a
+		// private admin.listen (see config/example.yaml).
+		r.GET("/debug/pprof/{path:*}", pprofhandler.PprofHandler)
+	}
+	return public, admin
+}
+
+func (s *Server) newRouter() *router.Router {
 	r := router.New()
 	r.RedirectTrailingSlash = false
 	r.RedirectFixedPath = false
@@ -114,26 +200,6 @@ func (s *Server) routes() *router.Router {
 	r.NotFound = unknownURL
 	r.MethodNotAllowed = methodNotAllowed
 	r.PanicHandler = s.panicked
-
-	r.POST("/v1/chat/completions", s.chatCompletions)
-	r.POST("/v1/completions", s.completions)
-	r.POST("/v1/embeddings", s.embeddings)
-	r.GET("/v1/models", s.listModels)
-	r.GET("/v1/models/{model}", s.getModel)
-
-	r.POST("/v1/keys", s.admin(s.createKey))
-	r.GET("/v1/keys", s.admin(s.listKeys))
-	r.GET("/v1/keys/{id}", s.admin(s.getKey))
-	r.PATCH("/v1/keys/{id}", s.admin(s.updateKey))
-	r.DELETE("/v1/keys/{id}", s.admin(s.revokeKey))
-	r.POST("/v1/keys/{id}/rotate", s.admin(s.rotateKey))
-	r.GET("/v1/keys/{id}/usage", s.keyUsage)
-	r.GET("/v1/plans", s.admin(s.listPlans))
-	r.GET("/v1/plans/{name}", s.admin(s.getPlan))
-	r.PUT("/v1/plans/{name}", s.admin(s.putPlan))
-	r.DELETE("/v1/plans/{name}", s.admin(s.deletePlan))
-
-	r.GET("/healthz", healthz)
 	return r
 }
 
@@ -144,23 +210,25 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	s.router.Handler(ctx)
 }
 
-// Serve accepts connections on ln until Shutdown.
+// Serve accepts connections on ln until Shutdown, with TLS when the config
+// has a certificate.
 func (s *Server) Serve(ln net.Listener) error {
-	if err := s.http.Serve(ln); err != nil {
+	if err := s.http.Serve(s.tlsListener(ln)); err != nil {
 		return fmt.Errorf("proxy: serve %s: %w", ln.Addr(), err)
 	}
 	return nil
 }
 
-// Shutdown stops accepting and waits for open requests until ctx ends.
-func (s *Server) Shutdown(ctx context.Context) error {
-	return s.http.ShutdownWithContext(ctx)
-}
-
-// Close releases the upstreams' resources (the in-process mock's listener).
+// Close releases the upstreams' resources (the in-process mock's listener),
+// those retired by reloads included. Call it after Shutdown.
 func (s *Server) Close() {
-	for _, u := range s.upstreams {
-		u.close() //nolint:errcheck // nothing to do about a close error at exit
+	for _, u := range s.reload.closeRetired() {
+		u.release()
+	}
+	if r := s.routing.Load(); r != nil {
+		for _, u := range r.upstreams {
+			u.release()
+		}
 	}
 }
 

@@ -8,6 +8,7 @@ import (
 	"net"
 	"net/url"
 	"strings"
+	"sync"
 	"syscall"
 	"time"
 
@@ -44,6 +45,16 @@ type Upstream struct {
 	timeout      time.Duration        // whole request
 	firstByte    time.Duration        // streams: until the response headers
 	close        func() error
+	// config is what the upstream was built from: a reload keeps an
+	// upstream whose config is unchanged, with its warm connections.
+	config config.Upstream
+
+	// conns are the open connections of both pools, so that shutdown can
+	// cut the requests still running at its deadline; once cut is set, no
+	// new connection is made.
+	mu    sync.Mutex
+	conns map[*upstreamConn]struct{}
+	cut   bool
 }
 
 // newUpstream builds an Upstream's clients from its config.
@@ -53,6 +64,8 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 		timeout:   c.Timeout,
 		firstByte: c.FirstByteTimeout,
 		close:     func() error { return nil },
+		config:    *c,
+		conns:     make(map[*upstreamConn]struct{}),
 	}
 	if c.APIKey != "" {
 		u.auth = []byte("Bearer " + c.APIKey)
@@ -62,7 +75,7 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 	}
 
 	var base *url.URL
-	var dial fasthttp.DialFunc
+	var connect fasthttp.DialFunc
 	if c.BaseURL == config.InprocMock {
 		// The built-in mock provider runs in-process behind an in-memory
 		// listener, so it goes through exactly the same client path as a real one.
@@ -70,7 +83,7 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 		srv := &fasthttp.Server{Handler: mock.New(mock.Options{}).Handler, NoDefaultServerHeader: true}
 		go srv.Serve(ln) //nolint:errcheck // ends when ln closes
 		u.close = ln.Close
-		dial = func(string) (net.Conn, error) { return ln.Dial() }
+		connect = func(string) (net.Conn, error) { return ln.Dial() }
 		base = &url.URL{Scheme: "http", Host: "mock.inproc", Path: "/v1"}
 	} else {
 		var err error
@@ -78,14 +91,21 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 			return nil, fmt.Errorf("proxy: upstream %s: base_url: %w", c.Name, err)
 		}
 		dialer := &fasthttp.TCPDialer{DNSCacheDuration: time.Minute}
-		connect := c.ConnectTimeout
-		dial = func(addr string) (net.Conn, error) {
-			conn, err := dialer.DialTimeout(addr, connect)
+		timeout := c.ConnectTimeout
+		connect = func(addr string) (net.Conn, error) {
+			conn, err := dialer.DialTimeout(addr, timeout)
 			if err != nil {
 				return nil, &dialError{err: err}
 			}
 			return conn, nil
 		}
+	}
+	dial := func(addr string) (net.Conn, error) {
+		conn, err := connect(addr)
+		if err != nil {
+			return nil, err
+		}
+		return u.track(conn)
 	}
 	prefix := strings.TrimSuffix(base.String(), "/")
 	for ep := range numEndpoints {
@@ -128,6 +148,64 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 		return &eventDeadlineConn{Conn: conn, firstByte: firstByte, event: event}, nil
 	})
 	return u, nil
+}
+
+// upstreamConn is one connection of an Upstream's pools, known to it until
+// closed.
+type upstreamConn struct {
+	net.Conn
+	u *Upstream
+}
+
+// errUpstreamCut is what dialing answers once shutdown has cut an upstream.
+var errUpstreamCut = errors.New("the gateway is shutting down")
+
+// track records conn among u's open connections, or closes it when u has
+// been cut meanwhile.
+func (u *Upstream) track(conn net.Conn) (net.Conn, error) {
+	c := &upstreamConn{Conn: conn, u: u}
+	u.mu.Lock()
+	defer u.mu.Unlock()
+	if u.cut {
+		conn.Close() //nolint:errcheck // never used
+		return nil, &dialError{err: errUpstreamCut}
+	}
+	u.conns[c] = struct{}{}
+	return c, nil
+}
+
+func (c *upstreamConn) Close() error {
+	c.u.mu.Lock()
+	delete(c.u.conns, c)
+	c.u.mu.Unlock()
+	return c.Conn.Close()
+}
+
+// cutAll closes every connection u has open, failing the requests and
+// streams still using them, and refuses new ones. It returns how many it
+// closed.
+func (u *Upstream) cutAll() int {
+	u.mu.Lock()
+	u.cut = true
+	conns := make([]*upstreamConn, 0, len(u.conns))
+	for c := range u.conns {
+		conns = append(conns, c)
+	}
+	u.mu.Unlock()
+	for _, c := range conns {
+		c.Close() //nolint:errcheck // the point is that it stops
+	}
+	return len(conns)
+}
+
+// release closes u's idle connections and, for the in-process mock, its
+// listener. Requests still running on u finish on the connections they
+// hold; a request that would need a new connection to the in-process mock
+// after release fails over like any unreachable upstream.
+func (u *Upstream) release() {
+	u.client.CloseIdleConnections()
+	u.streamClient.CloseIdleConnections()
+	u.close() //nolint:errcheck // nothing to do about it
 }
 
 // retryStaleConn lets fasthttp resend a POST once when a pooled keep-alive

@@ -1,6 +1,7 @@
 // Command tokenhub runs the gateway.
 //
-//	tokenhub [-config FILE]               serve (embedded defaults without -config)
+//	tokenhub [-config FILE]               serve (embedded defaults without -config);
+//	                                      SIGHUP reloads the file, SIGTERM or SIGINT drains and exits
 //	tokenhub check-config [-config FILE]  validate a config file and exit
 //	tokenhub migrate -config FILE [-from DIR]  copy an embedded store into the config's Valkey
 //	tokenhub version                      print the version
@@ -18,6 +19,7 @@ import (
 	"os/signal"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/keys"
@@ -95,28 +97,73 @@ func serve(configPath string, stderr io.Writer) error {
 	if err != nil {
 		return fmt.Errorf("listen on %s (config field listen): %w", cfg.Listen, err)
 	}
+	var adminLn net.Listener
+	if cfg.Admin.Listen != "" {
+		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
+			ln.Close()
+			return fmt.Errorf("listen on %s (config field admin.listen): %w", cfg.Admin.Listen, err)
+		}
+	}
 	store := "embedded " + cfg.Store.Path
 	if cfg.Store.Valkey != nil {
 		store = "valkey " + strings.Join(cfg.Store.Valkey.Addrs, ",")
 	}
-	log.Info("tokenhub listening", "addr", ln.Addr().String(), "version", version, "store", store)
-
-	served := make(chan error, 1)
-	go func() { served <- node.Serve(ln) }()
-	sig := make(chan os.Signal, 1)
-	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM)
-	defer signal.Stop(sig)
-	select {
-	case err := <-served:
-		return err
-	case s := <-sig:
-		log.Info("shutting down", "signal", s.String(), "deadline", cfg.Server.ShutdownTimeout.String())
+	attrs := []any{"addr", ln.Addr().String(), "version", version, "store", store, "tls", cfg.TLS.Enabled()}
+	if adminLn != nil {
+		attrs = append(attrs, "admin_addr", adminLn.Addr().String())
 	}
-	ctx, cancel := context.WithTimeout(context.Background(), cfg.Server.ShutdownTimeout)
+	log.Info("tokenhub listening", attrs...)
+
+	// Signals are caught before serving, so none arriving at start is lost.
+	sig := make(chan os.Signal, 1)
+	signal.Notify(sig, syscall.SIGINT, syscall.SIGTERM, syscall.SIGHUP)
+	defer signal.Stop(sig)
+	served := make(chan error, 2)
+	go func() { served <- node.Serve(ln) }()
+	if adminLn != nil {
+		go func() { served <- node.ServeAdmin(adminLn) }()
+	}
+	for {
+		select {
+		case err := <-served:
+			return err
+		case s := <-sig:
+			if s == syscall.SIGHUP {
+				// Reload logs its outcome; a refused file leaves the old config serving.
+				node.Reload(context.Background()) //nolint:errcheck
+				continue
+			}
+			return shutdown(node, cfg.Server.ShutdownTimeout, s, sig, log)
+		}
+	}
+}
+
+// shutdown drains the node: in-flight requests and streams run on for up to
+// timeout (or until a second SIGINT or SIGTERM), then what remains is cut;
+// every request's spend is settled before the deferred Node.Close flushes it.
+func shutdown(node *proxy.Node, timeout time.Duration, s os.Signal, sig <-chan os.Signal, log *slog.Logger) error {
+	log.Info("shutting down: no new connections; in-flight requests may finish", "signal", s.String(), "deadline", timeout.String())
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	if err := node.Shutdown(ctx); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+	go func() {
+		for {
+			select {
+			case s := <-sig:
+				if s != syscall.SIGHUP {
+					log.Warn("second signal: cutting in-flight requests now", "signal", s.String())
+					cancel()
+					return
+				}
+			case <-ctx.Done():
+				return
+			}
+		}
+	}()
+	start := time.Now()
+	if err := node.Shutdown(ctx); err != nil {
 		return fmt.Errorf("shutdown: %w", err)
 	}
+	log.Info("shut down; flushing usage", "took", time.Since(start).Round(time.Millisecond).String())
 	return nil
 }
 

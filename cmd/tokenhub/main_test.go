@@ -20,6 +20,11 @@ func TestRun(t *testing.T) {
 	bad := filepath.Join(dir, "bad.yaml")
 	os.WriteFile(good, []byte("upstreams: [{name: m, base_url: \"inproc://mock\"}]\nmodels: [{name: mock, routes: [{upstream: m}]}]\n"), 0o600)
 	os.WriteFile(bad, []byte("models: [{name: x, routes: [{upstream: nowhere}]}]\n"), 0o600)
+	ops := func(name, extra string) string {
+		p := filepath.Join(dir, name)
+		os.WriteFile(p, []byte("upstreams: [{name: m, base_url: \"inproc://mock\"}]\nmodels: [{name: mock, routes: [{upstream: m}]}]\n"+extra), 0o600)
+		return p
+	}
 
 	f := func(args string, wantCode int, wantOut string) {
 		t.Helper()
@@ -35,6 +40,13 @@ func TestRun(t *testing.T) {
 	f("check-config -config "+good, 0, "config ok")
 	f("check-config -config "+bad, 1, `no upstream named "nowhere"`)
 	f("check-config -config "+filepath.Join(dir, "missing.yaml"), 1, "missing.yaml")
+	f("check-config -config "+ops("tls.yaml", "tls: {cert_file: /etc/hostname}\n"), 1,
+		"tls.key_file: missing while tls.cert_file is set; set both to PEM files, or neither to serve plain HTTP")
+	f("check-config -config "+ops("tlsfile.yaml", "tls: {cert_file: "+dir+"/no.pem, key_file: "+dir+"/no.key}\n"), 1,
+		"tls.cert_file: open "+dir+"/no.pem: no such file or directory; name a readable PEM certificate file")
+	f("check-config -config "+ops("admin.yaml", "admin: {listen: nowhere}\n"), 1,
+		`admin.listen: "nowhere" is not host:port; write e.g. 127.0.0.1:9090, or remove it to serve the admin API on listen`)
+	f("check-config -config "+ops("adminok.yaml", "admin: {listen: \"127.0.0.1:9090\", pprof: true}\n"), 0, "config ok")
 	f("frobnicate", 2, "unknown command")
 	f("migrate -config "+good, 1, "no store.valkey block")
 }

@@ -1,0 +1,126 @@
+package proxy
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net"
+	"sync"
+	"time"
+
+	"github.com/valyala/fasthttp"
+)
+
+// After the shutdown deadline, cut requests get cutSettle to write their
+// final error event and settle before the client connections still open
+// are closed too (a cut stream's connection lingers as an idle keep-alive
+// one: fasthttp stops closing connections after its shutdown returns), and
+// cutWait more for their handlers to return.
+const (
+	cutSettle = time.Second
+	cutWait   = 5 * time.Second
+)
+
+// Shutdown stops accepting on every listener, closes idle keep-alive
+// connections at once, and lets in-flight requests and streams run until ctx
+// ends. Whatever is still running then is cut: first its upstream
+// connections, so each stream ends with an error event and is billed what
+// it relayed, then its client connection. Shutdown returns once every
+// handler has returned, so every request's spend is settled before
+// Node.Close flushes it; it gives up cutSettle+cutWait after the cut.
+func (s *Server) Shutdown(ctx context.Context) error {
+	s.draining.Store(true)
+	servers := []*fasthttp.Server{s.http}
+	if s.adminHTTP != nil {
+		servers = append(servers, s.adminHTTP)
+	}
+	errs := make(chan error, len(servers))
+	for _, srv := range servers {
+		go func() { errs <- srv.ShutdownWithContext(ctx) }()
+	}
+	var err error
+	for range servers {
+		err = errors.Join(err, <-errs)
+	}
+	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
+		// Everything finished in time; err can only be a listener's close error.
+		return err
+	}
+
+	cut := 0
+	for _, u := range s.upstreams() {
+		cut += u.cutAll()
+	}
+	s.log.Warn("shutdown deadline reached; cutting the requests still running",
+		"client_connections", s.conns.count(), "upstream_connections", cut)
+	open := s.conns.wait(cutSettle)
+	if open > 0 {
+		s.conns.closeAll()
+		open = s.conns.wait(cutWait)
+	}
+	if open > 0 {
+		return fmt.Errorf("proxy: shutdown: %d connections still open %s after the cut; their spend may be unsettled", open, cutSettle+cutWait)
+	}
+	return nil
+}
+
+// upstreams returns every upstream that requests may still be using: the
+// current ones and those retired by a reload less than a grace period ago.
+func (s *Server) upstreams() []*Upstream {
+	all := s.reload.retiredUpstreams()
+	if r := s.routing.Load(); r != nil {
+		all = append(all, r.upstreams...)
+	}
+	return all
+}
+
+// connSet is the open client connections of the servers whose ConnState hook
+// is its track method, so shutdown can close those still open at its deadline
+// and wait for them.
+type connSet struct {
+	mu sync.Mutex
+	m  map[net.Conn]struct{}
+}
+
+// track follows one connection's state. It runs twice per request (active,
+// idle) and does nothing then: only opening and closing cost a lock.
+func (cs *connSet) track(c net.Conn, state fasthttp.ConnState) {
+	switch state {
+	case fasthttp.StateNew:
+		cs.mu.Lock()
+		if cs.m == nil {
+			cs.m = make(map[net.Conn]struct{})
+		}
+		cs.m[c] = struct{}{}
+		cs.mu.Unlock()
+	case fasthttp.StateClosed, fasthttp.StateHijacked:
+		cs.mu.Lock()
+		delete(cs.m, c)
+		cs.mu.Unlock()
+	}
+}
+
+// closeAll closes every open connection; their handlers see write errors.
+func (cs *connSet) closeAll() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for c := range cs.m {
+		c.Close() //nolint:errcheck // the point is that it stops
+	}
+}
+
+func (cs *connSet) count() int {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	return len(cs.m)
+}
+
+// wait waits up to d for every connection to be closed, and returns how many
+// are still open.
+func (cs *connSet) wait(d time.Duration) int {
+	for deadline := time.Now().Add(d); ; time.Sleep(10 * time.Millisecond) {
+		if n := cs.count(); n == 0 || time.Now().After(deadline) {
+			return n
+		}
+	}
+}

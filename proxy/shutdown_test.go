@@ -1,0 +1,93 @@
+package proxy
+
+import (
+	"context"
+	"io"
+	"net"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/tokenhub/tokenhub/bench/mock"
+)
+
+// TestShutdownWaitsForStreams: Shutdown refuses new connections and closes
+// idle keep-alive ones at once, but lets a stream finish.
+func TestShutdownWaitsForStreams(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 10, ChunkInterval: 100 * time.Millisecond})
+	g := startGateway(t, yamlModels(up), "")
+	k := g.newKey("all")
+	idle := dialRaw(t, g.url)
+	if status, _ := idle.do(t, "GET", "/healthz", "", ""); status != 200 {
+		t.Fatalf("healthz: %d", status)
+	}
+	resp := startStream(t, g.url, k.Key)
+	defer resp.Body.Close()
+
+	start := time.Now()
+	shut := make(chan error, 1)
+	go func() {
+		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+		defer cancel()
+		shut <- g.node.Shutdown(ctx)
+	}()
+	idle.c.SetReadDeadline(time.Now().Add(time.Second)) //nolint:errcheck
+	if _, err := idle.br.ReadByte(); err != io.EOF {
+		t.Fatalf("idle keep-alive connection: %v, want it closed (EOF) at once", err)
+	}
+	refused := false
+	for deadline := time.Now().Add(time.Second); !refused && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		c, err := net.Dial("tcp", strings.TrimPrefix(g.url, "http://"))
+		if err != nil {
+			refused = true
+		} else {
+			c.Close()
+		}
+	}
+	if !refused {
+		t.Fatal("new connections still accepted 1s into the shutdown")
+	}
+	b, err := io.ReadAll(resp.Body)
+	if err != nil || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
+		t.Fatalf("the stream did not finish: %v\n%s", err, b)
+	}
+	if err := <-shut; err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 3*time.Second {
+		t.Fatalf("Shutdown took %s for a 1s stream", d)
+	}
+}
+
+// TestShutdownCutsStreamsAndSettlesThem: a stream still running at the
+// deadline ends with an error event, and what it relayed is billed before
+// the node's final flush, as a restart on the same store shows.
+func TestShutdownCutsStreamsAndSettlesThem(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 100, ChunkInterval: 50 * time.Millisecond})
+	dir := t.TempDir()
+	g := startGateway(t, yamlModels(up), dir)
+	k := g.newKey("all")
+	resp := startStream(t, g.url, k.Key)
+	defer resp.Body.Close()
+
+	ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	if err := g.node.Shutdown(ctx); err != nil {
+		t.Fatalf("Shutdown: %v", err)
+	}
+	if d := time.Since(start); d > 2*time.Second {
+		t.Fatalf("Shutdown took %s with a 300ms deadline", d)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	if !strings.Contains(string(b), `"code":"upstream_error"`) || strings.Contains(string(b), "[DONE]") {
+		t.Fatalf("the cut stream did not end with an error event:\n%s", b)
+	}
+	g.stop()
+
+	again := startGateway(t, yamlModels(up), dir)
+	n, prompt, completion := again.usageOf(k.ID)
+	if n != 1 || completion < 3 || completion > 20 || prompt == 0 {
+		t.Fatalf("after the cut: %d requests, %d prompt and %d completion tokens billed; want the one stream's relayed part", n, prompt, completion)
+	}
+}

@@ -1,0 +1,124 @@
+package proxy
+
+import (
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+)
+
+// writeCert writes a self-signed ECDSA certificate for 127.0.0.1 named cn,
+// and its key, as PEM to certFile and keyFile, and returns the certificate.
+func writeCert(t *testing.T, certFile, keyFile, cn string) *x509.Certificate {
+	t.Helper()
+	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	serial, err := rand.Int(rand.Reader, big.NewInt(1<<62))
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
+		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &priv.PublicKey, priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyDER, err := x509.MarshalECPrivateKey(priv)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cert
+}
+
+// TestTLS serves HTTPS on both listeners from the configured pair, then
+// renews the pair in place and reloads: new connections get the new
+// certificate, and a client trusting only it connects.
+func TestTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := filepath.Join(dir, "tls.crt"), filepath.Join(dir, "tls.key")
+	first := writeCert(t, certFile, keyFile, "first")
+	n := startFileNode(t, "admin: {listen: 127.0.0.1:0}\ntls: {cert_file: "+certFile+", key_file: "+keyFile+"}\n"+reloadModels)
+
+	// trusting returns a client that trusts only cert and opens a new
+	// connection for every request.
+	trusting := func(cert *x509.Certificate) *http.Client {
+		pool := x509.NewCertPool()
+		pool.AddCert(cert)
+		return &http.Client{Transport: &http.Transport{DisableKeepAlives: true,
+			TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}}}
+	}
+	served := func(c *http.Client, url string) string {
+		t.Helper()
+		resp, err := c.Get(url + "/healthz")
+		if err != nil {
+			t.Fatalf("GET %s/healthz: %v", url, err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 200 || resp.TLS == nil {
+			t.Fatalf("GET %s/healthz: %d, tls %v", url, resp.StatusCode, resp.TLS != nil)
+		}
+		return resp.TLS.PeerCertificates[0].Subject.CommonName
+	}
+	n.client = trusting(first)
+	if got := served(n.client, n.url); got != "first" {
+		t.Fatalf("main listener served %q, want first", got)
+	}
+	if got := served(n.client, n.adminURL); got != "first" {
+		t.Fatalf("admin listener served %q, want first", got)
+	}
+	if _, err := http.Get("http://" + strings.TrimPrefix(n.url, "https://") + "/healthz"); err == nil {
+		t.Fatal("plain HTTP answered on a TLS listener")
+	}
+
+	second := writeCert(t, certFile, keyFile, "second")
+	status, b := n.call(t, "POST", n.adminURL+"/admin/reload", testAdminKey, "")
+	if status != 200 || !strings.Contains(string(b), `"tls_reloaded":true`) {
+		t.Fatalf("reload: %d %s", status, b)
+	}
+	n.client = trusting(second)
+	if got := served(n.client, n.url); got != "second" {
+		t.Fatalf("after the reload the main listener served %q, want second", got)
+	}
+	if got := served(n.client, n.adminURL); got != "second" {
+		t.Fatalf("after the reload the admin listener served %q, want second", got)
+	}
+
+	// A broken pair is refused and the current one stays.
+	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	status, b = n.call(t, "POST", n.adminURL+"/admin/reload", testAdminKey, "")
+	if status != 400 || !strings.Contains(string(b), "tls: cert_file and key_file are not a certificate and its key") {
+		t.Fatalf("reload with a broken key: %d %s", status, b)
+	}
+	if got := served(n.client, n.url); got != "second" {
+		t.Fatalf("after a refused reload the main listener served %q, want second", got)
+	}
+}
