@@ -25,4 +25,5 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 func (s *Server) adminHandler(ctx *fasthttp.RequestCtx) {
 	s.ids.set(ctx)
 	s.adminRouter.Handler(ctx)
+	s.countOther(ctx)
 }

@@ -20,10 +20,14 @@ func (s *Server) embeddings(ctx *fasthttp.RequestCtx)      { s.inference(ctx, ep
 // the body, check the plan, forward. It allocates nothing in steady state for
 // buffered answers (see TestAllocsServeChat).
 func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
+	var c claim
+	c.rec = requestRecord{start: ctx.Time(), ep: ep}
+	defer s.finishHandler(ctx, &c)
 	key, plan, ok := s.authenticate(ctx)
 	if !ok {
 		return
 	}
+	c.rec.keyID, c.rec.plan = key.ID, plan.Name
 	var f requestFields
 	if e, detail := f.parse(ctx.PostBody()); e != nil {
 		writeError(ctx, e, detail)
@@ -34,6 +38,7 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 		writeError(ctx, errModelNotFound, f.model)
 		return
 	}
+	c.rec.model = m.name
 	if !plan.Allows(f.model) {
 		writeError(ctx, errModelNotAllowed, f.model)
 		return
@@ -43,7 +48,7 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 	if !ok {
 		return
 	}
-	c := claim{model: m, prompt: prompt, maxOutput: out}
+	c.model, c.prompt, c.maxOutput = m, prompt, out
 	s.gate.Admit(ctx, &a, time.Now(), &c.ticket)
 	setRateHeaders(ctx, &c.ticket)
 	if c.ticket.Refusal != limits.Admitted {
@@ -53,12 +58,15 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 	s.forward(ctx, ep, m, &f, &c)
 }
 
-// claim is an admitted request's ticket with what settling it needs.
+// claim is an admitted request's ticket with what settling it needs, and
+// the record its metrics and access log line are made from.
 type claim struct {
 	ticket    limits.Ticket
 	model     *model
 	prompt    int64 // the prompt estimate charged at admission
 	maxOutput int64 // the most output admitted, all choices together
+	rec       requestRecord
+	handedOff bool // a stream relay took the request over
 }
 
 // settle records what the request used; with no usage from the upstream, the
@@ -70,6 +78,9 @@ func (s *Server) settle(c *claim, prompt, completion int64, known bool, requestI
 			"model", c.model.name, "prompt_tokens", prompt, "completion_tokens", completion, "request_id", string(requestID))
 	}
 	s.gate.Settle(&c.ticket, prompt, completion, c.model.price, time.Now())
+	r := &c.rec
+	r.prompt, r.completion, r.cost, r.estimated = prompt, completion, c.model.price.Cost(prompt, completion), !known
+	s.metrics.used(r.model, r.plan, prompt, completion, r.cost, !known)
 }
 
 var bearerPrefix = []byte("bearer ")
@@ -127,9 +138,8 @@ var (
 func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *requestFields, c *claim) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
-	handedOff := false
 	defer func() {
-		if !handedOff {
+		if !c.handedOff {
 			fasthttp.ReleaseRequest(req)
 			fasthttp.ReleaseResponse(resp)
 			// A request that failed before an answer used nothing; this
@@ -148,33 +158,47 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 			client = u.streamClient
 			resp.StreamBody = true
 		}
-		err := client.DoDeadline(req, resp, time.Now().Add(u.timeout))
+		sent := time.Now()
+		err := client.DoDeadline(req, resp, sent.Add(u.timeout))
+		c.rec.upstream = u.name
+		c.rec.upstreamDur += time.Since(sent)
 		last := n == len(m.routes)-1
 		if err != nil {
 			if isTimeout(err) {
+				s.metrics.upstreamEvent(u.name, upstreamTimeout)
 				writeError(ctx, errUpstreamTimeout, f.model)
 				return
 			}
 			if !isConnFailure(err) {
+				s.metrics.upstreamEvent(u.name, upstreamBadAnswer)
 				s.log.Warn("upstream answer unreadable", "upstream", u.name, "err", err)
 				writeError(ctx, errUpstreamUnreadable, f.model)
 				return
 			}
+			s.metrics.upstreamEvent(u.name, upstreamUnreachable)
 			s.log.Warn("upstream unreachable", "upstream", u.name, "err", err, "failover", !last)
 			if last {
 				writeError(ctx, errUpstreamUnreachable, f.model)
 				return
 			}
+			s.metrics.upstreamEvent(u.name, upstreamFailover)
 			continue
 		}
 		status := resp.StatusCode()
+		switch {
+		case status == fasthttp.StatusTooManyRequests:
+			s.metrics.upstreamEvent(u.name, upstreamStatus429)
+		case status >= 500:
+			s.metrics.upstreamEvent(u.name, upstreamStatus5xx)
+		}
 		if (status == fasthttp.StatusTooManyRequests || status >= 500) && !last {
+			s.metrics.upstreamEvent(u.name, upstreamFailover)
 			s.log.Warn("upstream failed", "upstream", u.name, "status", status, "failover", true)
 			resp.CloseBodyStream() //nolint:errcheck // the connection is discarded on error
 			continue
 		}
 		if f.stream && status == fasthttp.StatusOK && isEventStream(resp.Header.ContentType()) {
-			handedOff = true
+			c.handedOff = true
 			s.stream(ctx, req, resp, f, c, injected)
 			return
 		}

@@ -82,7 +82,17 @@ func startGateway(t testing.TB, yaml, dir string) *gateway {
 // and a quiet log) on 127.0.0.1:0, through the same OpenNode as cmd/tokenhub.
 func startNode(t testing.TB, yaml string) *gateway {
 	t.Helper()
-	yaml = "admin_key: " + testAdminKey + "\nlog: {level: error}\n" + yaml
+	return startNodeLogging(t, yaml, nil)
+}
+
+// startNodeLogging is startNode with the log written as JSON into logTo,
+// when not nil.
+func startNodeLogging(t testing.TB, yaml string, logTo io.Writer) *gateway {
+	t.Helper()
+	if !strings.HasPrefix(yaml, "log:") && !strings.Contains(yaml, "\nlog:") {
+		yaml = "log: {level: error}\n" + yaml
+	}
+	yaml = "admin_key: " + testAdminKey + "\n" + yaml
 	if os.Getenv("TOKENHUB_TEST_LOG") != "" {
 		yaml = strings.Replace(yaml, "log: {level: error}", "log: {level: debug}", 1)
 	}
@@ -95,6 +105,9 @@ func startNode(t testing.TB, yaml string) *gateway {
 		logOut = os.Stderr
 	}
 	log := slog.New(slog.NewTextHandler(logOut, &slog.HandlerOptions{Level: slog.LevelDebug}))
+	if logTo != nil {
+		log = slog.New(slog.NewJSONHandler(logTo, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
 	node, err := OpenNode(context.Background(), cfg, log)
 	if err != nil {
 		t.Fatal(err)

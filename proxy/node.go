@@ -47,11 +47,13 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 		}
 	}()
 
+	// Made before the store, so that they see every Valkey call.
+	metrics := newGatewayMetrics()
 	var valkeyStore *keys.ValkeyStore
 	if v := cfg.Store.Valkey; v != nil {
 		valkeyStore, err = keys.OpenValkey(ctx, keys.ValkeyOptions{
 			Addrs: v.Addrs, Username: v.Username, Password: v.Password, DB: v.DB, TLS: v.TLS,
-			Prefix: v.Prefix, Timeout: v.Timeout,
+			Prefix: v.Prefix, Timeout: v.Timeout, Observe: metrics.observeValkey,
 		})
 		if err != nil {
 			return n, err
@@ -115,7 +117,7 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 		// The path, never the secret: logs are read by more people than keys should be.
 		log.Info("admin key", "file", n.AdminKeyFile, "created", created)
 	}
-	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: adminKey, Logger: log})
+	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: adminKey, Logger: log, metrics: metrics})
 	if err != nil {
 		return n, err
 	}

@@ -30,6 +30,9 @@ type Options struct {
 	// AdminKey is the secret that authenticates the Keys and Plans APIs.
 	AdminKey string
 	Logger   *slog.Logger
+
+	// metrics, when OpenNode made them before the store (to see Valkey).
+	metrics *gatewayMetrics
 }
 
 // Server is the gateway: it authenticates, checks plans and forwards.
@@ -50,6 +53,10 @@ type Server struct {
 	// tls is the certificate both listeners serve; nil without TLS.
 	tls *certificate
 	log *slog.Logger
+	// metrics are served on GET /metrics; access writes the access log (nil
+	// when it is off).
+	metrics *gatewayMetrics
+	access  *accessLog
 
 	// conns are the client connections of both listeners, for shutdown.
 	conns    connSet
@@ -92,7 +99,13 @@ func New(o Options) (*Server, error) {
 		staleIfError: cfg.Cache.StaleIfError,
 		maxDrains:    int64(cfg.Server.MaxStreamDrains),
 		drainTimeout: cfg.Server.StreamDrainTimeout,
+		metrics:      o.metrics,
 	}
+	if s.metrics == nil {
+		s.metrics = newGatewayMetrics()
+	}
+	s.metrics.watchRegistry(o.Registry)
+	s.access = newAccessLog(cfg.Log.Access, log, s.metrics.accessDropped.Inc)
 	s.reload.init(cfg)
 	r, err := newRouting(cfg, nil, time.Now().Unix())
 	if err != nil {
@@ -181,7 +194,7 @@ func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
 		unknownURL(ctx)
 	}
 
-	// GET /metrics (Prometheus text format) belongs here, with the admin routes.
+	r.GET("/metrics", s.serveMetrics)
 
 	if cfg.Admin.Pprof {
 		// No admin key: pprof is off unless asked for, and belongs on a
@@ -208,6 +221,7 @@ func (s *Server) newRouter() *router.Router {
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	s.ids.set(ctx)
 	s.router.Handler(ctx)
+	s.countOther(ctx)
 }
 
 // Serve accepts connections on ln until Shutdown, with TLS when the config
@@ -222,6 +236,7 @@ func (s *Server) Serve(ln net.Listener) error {
 // Close releases the upstreams' resources (the in-process mock's listener),
 // those retired by reloads included. Call it after Shutdown.
 func (s *Server) Close() {
+	s.access.close()
 	for _, u := range s.reload.closeRetired() {
 		u.release()
 	}

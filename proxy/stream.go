@@ -70,6 +70,9 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *f
 	ctx.SetContentTypeBytes(contentTypeSSE)
 	ctx.Response.Header.SetCanonical(headerCacheControl, valueNoCache)
 	ctx.Response.Header.SetCanonical(headerAccelBuffer, valueNo)
+	c.rec.stream = true
+	c.rec.gatewayDur = time.Since(c.rec.start) - c.rec.upstreamDur
+	s.metrics.openStreams.Add(1)
 	// The model name lives in the client's body, which is recycled when the
 	// handler returns; keep a copy for the error event.
 	r := &streamRelay{s: s, req: req, resp: resp, model: append([]byte(nil), f.model...), claim: *c,
@@ -93,6 +96,8 @@ func (r *streamRelay) relay(w *bufio.Writer) {
 		if !r.drainStart.IsZero() {
 			r.s.drains.Add(-1)
 		}
+		r.s.metrics.openStreams.Add(-1)
+		r.s.finish(&r.claim.rec, fasthttp.StatusOK, r.reqID, time.Since(r.claim.rec.start))
 	}()
 	bp := streamBufs.Get().(*[]byte)
 	defer streamBufs.Put(bp)
@@ -106,8 +111,12 @@ func (r *streamRelay) relay(w *bufio.Writer) {
 				r.fail(w, e)
 				return
 			}
-			if !r.clientGone && w.Flush() != nil {
-				r.lost()
+			if !r.clientGone {
+				if w.Flush() != nil {
+					r.lost()
+				} else if r.claim.rec.ttfb == 0 {
+					r.claim.rec.ttfb = time.Since(r.claim.rec.start)
+				}
 			}
 		}
 		if r.clientGone && (r.drainStart.IsZero() || time.Since(r.drainStart) > r.s.drainTimeout) {
@@ -132,6 +141,7 @@ func (r *streamRelay) relay(w *bufio.Writer) {
 		if isTimeout(err) {
 			e = errStreamEventTimed
 		}
+		r.s.metrics.upstreamEvent(r.claim.rec.upstream, upstreamStreamCut)
 		r.fail(w, e)
 		return
 	}
@@ -141,6 +151,7 @@ func (r *streamRelay) relay(w *bufio.Writer) {
 // usage if a drain slot is free (max_stream_drains), else abandoned.
 func (r *streamRelay) lost() {
 	r.clientGone = true
+	r.claim.rec.streamError = "client_disconnected"
 	if r.s.drains.Add(1) <= r.s.maxDrains {
 		r.drainStart = time.Now()
 		return
@@ -238,6 +249,9 @@ func (r *streamRelay) stripUsageNull(raw []byte) []byte {
 // fail ends the client's stream with an OpenAI-shaped error event, at an
 // event boundary: an incomplete event from the upstream is dropped.
 func (r *streamRelay) fail(w *bufio.Writer, e *apiError) {
+	if !r.clientGone {
+		r.claim.rec.streamError = e.code
+	}
 	if e == errStreamBudget {
 		r.s.log.Info("stream cut at the monthly budget", "model", string(r.model), "request_id", string(r.reqID),
 			"client_gone", r.clientGone)

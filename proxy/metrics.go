@@ -1,0 +1,227 @@
+package proxy
+
+import (
+	"io"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	vm "github.com/VictoriaMetrics/metrics"
+	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/keys"
+	"github.com/tokenhub/tokenhub/limits"
+)
+
+// gatewayMetrics is what /metrics shows. Every series a request touches is
+// resolved once, on its first use, and kept in a map keyed by its labels, so
+// counting a request costs a read-locked map lookup and atomic adds: no
+// allocation, no string building on the request path. Label values come
+// from the config (model and plan names, upstreams) or fixed sets, never
+// from what a client sent, so the series stay few.
+type gatewayMetrics struct {
+	set *vm.Set
+
+	mu        sync.RWMutex
+	requests  map[requestLabels]*vm.Counter
+	usage     map[usageLabels]*usageSeries
+	upstreams map[upstreamLabels]*vm.Counter
+
+	// gateway is the time tokenhub itself added to a request (all of it but
+	// the upstream's), upstream the upstream's until its answer (a stream's:
+	// until its headers), by endpoint.
+	gateway, upstream [numEndpoints]*vm.PrometheusHistogram
+	ttfb              *vm.PrometheusHistogram
+	valkey            *vm.PrometheusHistogram
+	valkeyErrors      *vm.Counter
+	openStreams       atomic.Int64
+	accessDropped     *vm.Counter
+}
+
+type requestLabels struct {
+	endpoint, model, plan string
+	status                int
+}
+
+type usageLabels struct{ model, plan string }
+
+type usageSeries struct {
+	prompt, completion *vm.Counter
+	spend              *vm.FloatCounter
+	estimated          *vm.Counter
+}
+
+type upstreamLabels struct{ upstream, event string }
+
+// Upstream events counted by tokenhub_upstream_events_total.
+const (
+	upstreamFailover    = "failover"     // a route failed and the next was tried
+	upstreamUnreachable = "unreachable"  // connection refused, reset or closed
+	upstreamTimeout     = "timeout"      // no answer within the deadlines
+	upstreamStatus5xx   = "status_5xx"   // answered 5xx
+	upstreamStatus429   = "status_429"   // answered 429
+	upstreamStreamCut   = "stream_cut"   // a stream broke off or stalled
+	upstreamBadAnswer   = "bad_response" // an answer that could not be read
+)
+
+var endpointNames = [numEndpoints]string{"chat", "completions", "embeddings"}
+
+// Bucket bounds, in seconds: the gateway's own time is microseconds, an
+// upstream's is up to minutes.
+var (
+	gatewayBuckets  = vm.ExponentialBuckets(10e-6, 2, 18)  // 10µs … 1.3s
+	upstreamBuckets = vm.ExponentialBuckets(1e-3, 2, 20)   // 1ms … 524s
+	valkeyBuckets   = vm.ExponentialBuckets(50e-6, 2, 16)  // 50µs … 1.6s
+	ttfbBuckets     = vm.ExponentialBuckets(100e-6, 2, 20) // 100µs … 52s
+)
+
+func newGatewayMetrics() *gatewayMetrics {
+	m := &gatewayMetrics{
+		set:       vm.NewSet(),
+		requests:  make(map[requestLabels]*vm.Counter),
+		usage:     make(map[usageLabels]*usageSeries),
+		upstreams: make(map[upstreamLabels]*vm.Counter),
+	}
+	for ep, name := range endpointNames {
+		m.gateway[ep] = m.set.NewPrometheusHistogramExt(`tokenhub_gateway_duration_seconds{endpoint="`+name+`"}`, gatewayBuckets)
+		m.upstream[ep] = m.set.NewPrometheusHistogramExt(`tokenhub_upstream_duration_seconds{endpoint="`+name+`"}`, upstreamBuckets)
+	}
+	m.ttfb = m.set.NewPrometheusHistogramExt("tokenhub_stream_ttfb_seconds", ttfbBuckets)
+	m.valkey = m.set.NewPrometheusHistogramExt("tokenhub_valkey_duration_seconds", valkeyBuckets)
+	m.valkeyErrors = m.set.NewCounter("tokenhub_valkey_errors_total")
+	m.accessDropped = m.set.NewCounter("tokenhub_access_log_dropped_total")
+	m.set.NewGauge("tokenhub_open_streams", func() float64 { return float64(m.openStreams.Load()) })
+	return m
+}
+
+// watchRegistry adds the key cache's counts.
+func (m *gatewayMetrics) watchRegistry(reg *keys.Registry) {
+	m.set.RegisterMetricsWriter(func(w io.Writer) {
+		s := reg.Stats()
+		vm.WriteCounterUint64(w, `tokenhub_key_cache_lookups_total{result="hit"}`, s.Hits)
+		vm.WriteCounterUint64(w, `tokenhub_key_cache_lookups_total{result="negative_hit"}`, s.NegativeHits)
+		vm.WriteCounterUint64(w, `tokenhub_key_cache_lookups_total{result="miss"}`, s.Misses)
+		vm.WriteCounterUint64(w, `tokenhub_key_cache_lookups_total{result="stale_hit"}`, s.StaleHits)
+		vm.WriteCounterUint64(w, `tokenhub_key_cache_lookups_total{result="unavailable"}`, s.Unavailable)
+	})
+}
+
+// write renders every series, then the process's and the Go runtime's
+// (go_memstats_*, process_cpu_seconds_total, process_resident_memory_bytes…).
+func (m *gatewayMetrics) write(w io.Writer) {
+	m.set.WritePrometheus(w)
+	vm.WriteProcessMetrics(w)
+}
+
+// request counts one answered request.
+func (m *gatewayMetrics) request(endpoint, model, plan string, status int) {
+	l := requestLabels{endpoint, model, plan, status}
+	m.mu.RLock()
+	c := m.requests[l]
+	m.mu.RUnlock()
+	if c == nil {
+		c = m.newRequestSeries(l)
+	}
+	c.Inc()
+}
+
+func (m *gatewayMetrics) newRequestSeries(l requestLabels) *vm.Counter {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if c := m.requests[l]; c != nil {
+		return c
+	}
+	c := m.set.GetOrCreateCounter(series("tokenhub_requests_total",
+		"endpoint", l.endpoint, "model", l.model, "plan", l.plan, "status", strconv.Itoa(l.status)))
+	m.requests[l] = c
+	return c
+}
+
+// used counts a settled request's tokens and spend.
+func (m *gatewayMetrics) used(model, plan string, prompt, completion int64, cost limits.PicoUSD, estimated bool) {
+	l := usageLabels{model, plan}
+	m.mu.RLock()
+	u := m.usage[l]
+	m.mu.RUnlock()
+	if u == nil {
+		u = m.newUsageSeries(l)
+	}
+	u.prompt.Add(int(prompt))
+	u.completion.Add(int(completion))
+	u.spend.Add(float64(cost) / 1e12)
+	if estimated {
+		u.estimated.Inc()
+	}
+}
+
+func (m *gatewayMetrics) newUsageSeries(l usageLabels) *usageSeries {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	if u := m.usage[l]; u != nil {
+		return u
+	}
+	u := &usageSeries{
+		prompt:     m.set.GetOrCreateCounter(series("tokenhub_tokens_total", "model", l.model, "plan", l.plan, "type", "prompt")),
+		completion: m.set.GetOrCreateCounter(series("tokenhub_tokens_total", "model", l.model, "plan", l.plan, "type", "completion")),
+		spend:      m.set.GetOrCreateFloatCounter(series("tokenhub_spend_usd_total", "model", l.model, "plan", l.plan)),
+		estimated:  m.set.GetOrCreateCounter(series("tokenhub_usage_estimated_total", "model", l.model, "plan", l.plan)),
+	}
+	m.usage[l] = u
+	return u
+}
+
+// upstreamEvent counts a failover or a failure of an upstream.
+func (m *gatewayMetrics) upstreamEvent(upstream, event string) {
+	l := upstreamLabels{upstream, event}
+	m.mu.RLock()
+	c := m.upstreams[l]
+	m.mu.RUnlock()
+	if c == nil {
+		m.mu.Lock()
+		if c = m.upstreams[l]; c == nil {
+			c = m.set.GetOrCreateCounter(series("tokenhub_upstream_events_total", "upstream", upstream, "event", event))
+			m.upstreams[l] = c
+		}
+		m.mu.Unlock()
+	}
+	c.Inc()
+}
+
+// observeValkey is keys.ValkeyOptions.Observe.
+func (m *gatewayMetrics) observeValkey(d time.Duration, err error) {
+	m.valkey.Update(d.Seconds())
+	if err != nil {
+		m.valkeyErrors.Inc()
+	}
+}
+
+// series writes a series name with its labels, escaped as the text format
+// wants.
+func series(name string, labels ...string) string {
+	var b strings.Builder
+	b.WriteString(name)
+	b.WriteByte('{')
+	for i := 0; i+1 < len(labels); i += 2 {
+		if i > 0 {
+			b.WriteByte(',')
+		}
+		b.WriteString(labels[i])
+		b.WriteString(`="`)
+		b.WriteString(labelEscaper.Replace(labels[i+1]))
+		b.WriteByte('"')
+	}
+	b.WriteByte('}')
+	return b.String()
+}
+
+var labelEscaper = strings.NewReplacer(`\`, `\\`, `"`, `\"`, "\n", `\n`)
+
+var contentTypeMetrics = []byte("text/plain; version=0.0.4; charset=utf-8")
+
+// serveMetrics answers GET /metrics in the Prometheus text format.
+func (s *Server) serveMetrics(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentTypeBytes(contentTypeMetrics)
+	s.metrics.write(ctx)
+}
