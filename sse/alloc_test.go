@@ -3,6 +3,7 @@
 package sse
 
 import (
+	"bytes"
 	"fmt"
 	"os"
 	"slices"
@@ -56,6 +57,23 @@ func TestScannerDoesNotAllocate(t *testing.T) {
 			}
 			s.End()
 			drain()
+			if events != want {
+				t.Fatalf("%d events, want %d", events, want)
+			}
+		})
+		s.Reset()
+		r := new(bytes.Reader)
+		f(fmt.Sprintf("reads of %d bytes with Fill and Release", read), func() {
+			events = 0
+			r.Reset(in)
+			for {
+				_, err := s.Fill(r, read)
+				drain()
+				s.Release()
+				if err != nil {
+					break
+				}
+			}
 			if events != want {
 				t.Fatalf("%d events, want %d", events, want)
 			}

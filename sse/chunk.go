@@ -1,6 +1,7 @@
 package sse
 
 import (
+	"bytes"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -31,7 +32,7 @@ var nodes = sync.Pool{New: func() any { return new(ast.Node) }}
 // last when the client asked for stream_options.include_usage), or when
 // either count is not a non-negative integer.
 func ChunkUsage(data []byte) (prompt, completion int64, ok bool) {
-	if !isObject(data) {
+	if !isObject(data) || !mayHaveUsage(data) {
 		return 0, 0, false
 	}
 	n := nodes.Get().(*ast.Node)
@@ -53,7 +54,7 @@ func ChunkUsage(data []byte) (prompt, completion int64, ok bool) {
 // of a stream for stream_options.include_usage: no choices, and a usage
 // object. A gateway that asked for usage on the client's behalf strips it.
 func IsUsageOnlyChunk(data []byte) bool {
-	if !isObject(data) {
+	if !isObject(data) || !mayHaveUsage(data) {
 		return false
 	}
 	n := nodes.Get().(*ast.Node)
@@ -144,6 +145,30 @@ func choiceBytes(n *ast.Node, choice string) int {
 	}
 	return total
 }
+
+var usageName = []byte(`"usage"`)
+
+// mayHaveUsage reports whether data holds the text of a usage object,
+// "usage" then a colon and an opening brace, with JSON whitespace between:
+// a byte search that spares the searcher every chunk without one (all but
+// the last, which carry "usage":null or no usage at all). Usage written
+// with escapes in its name would be missed; no encoder writes it so.
+func mayHaveUsage(data []byte) bool {
+	for rest := data; ; {
+		i := bytes.Index(rest, usageName)
+		if i < 0 {
+			return false
+		}
+		rest = trimSpaceBytes(rest[i+len(usageName):])
+		if len(rest) > 0 && rest[0] == ':' {
+			if rest = trimSpaceBytes(rest[1:]); len(rest) > 0 && rest[0] == '{' {
+				return true
+			}
+		}
+	}
+}
+
+func trimSpaceBytes(b []byte) []byte { return bytes.TrimLeft(b, " \t\n\r") }
 
 // HasError reports whether a chunk is an OpenAI error object, {"error":{...}},
 // which upstreams send in place of a chunk when generation fails midway.

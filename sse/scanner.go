@@ -3,7 +3,10 @@ package sse
 import (
 	"bytes"
 	"errors"
+	"io"
 	"math"
+	"slices"
+	"sync"
 	"time"
 )
 
@@ -33,14 +36,16 @@ type Scanner struct {
 	// buf[start:] are the bytes not yet returned as events; buf[start:pos]
 	// are the current event's complete lines, parsed; buf[pos:scan] is known
 	// to hold no line end.
-	buf   []byte
-	start int
-	pos   int
-	scan  int
-	max   int
-	err   error
-	ended bool // End was called: no byte follows the buffer
-	bomOK bool // the stream's start was checked for a byte order mark
+	buf []byte
+	// pooled holds buf when it came from bufs (see Fill and Release).
+	pooled *[]byte
+	start  int
+	pos    int
+	scan   int
+	max    int
+	err    error
+	ended  bool // End was called: no byte follows the buffer
+	bomOK  bool // the stream's start was checked for a byte order mark
 
 	// The current event's fields, as offsets from start, which compaction
 	// keeps valid. data holds the joined data of events with several data
@@ -92,26 +97,93 @@ func (s *Scanner) Feed(p []byte) {
 	if s.err != nil || len(p) == 0 {
 		return
 	}
+	s.makeRoom(len(p))
+	s.buf = append(s.buf, p...)
+	s.fed()
+}
+
+// Fill reads once from r, at most size bytes, straight into s's buffer: Feed
+// without the caller's buffer and the copy. It returns what r.Read returned.
+// After Next has returned an error the bytes are read and discarded, so a
+// stream can still be drained.
+func (s *Scanner) Fill(r io.Reader, size int) (int, error) {
+	if s.buf == nil {
+		s.acquire(size)
+	}
+	if s.err != nil {
+		if cap(s.buf) < size {
+			s.buf = make([]byte, 0, size)
+		}
+		return r.Read(s.buf[:size:size])
+	}
+	s.makeRoom(size)
+	if cap(s.buf)-len(s.buf) < size {
+		s.buf = slices.Grow(s.buf, size)
+	}
+	n, err := r.Read(s.buf[len(s.buf) : len(s.buf)+size])
+	if n > 0 {
+		s.buf = s.buf[:len(s.buf)+n]
+		s.fed()
+	}
+	return n, err
+}
+
+// makeRoom readies buf for n more bytes: emptied when every byte in it was
+// returned, or its unfinished event moved to the front when n would not fit
+// otherwise. An event then moves once at most, as start stays 0 until it is
+// complete, so an event trickling in byte by byte costs linear time.
+func (s *Scanner) makeRoom(n int) {
 	switch {
 	case s.start == len(s.buf):
 		s.buf, s.start, s.pos, s.scan = s.buf[:0], 0, 0, 0
-	case s.start > 0 && len(s.buf)+len(p) > cap(s.buf):
-		// Move the unfinished event to the front only when p would not fit
-		// otherwise. It then moves once at most, as start stays 0 until it
-		// is complete, so an event trickling in byte by byte costs linear time.
-		n := copy(s.buf, s.buf[s.start:])
-		s.buf = s.buf[:n]
+	case s.start > 0 && len(s.buf)+n > cap(s.buf):
+		k := copy(s.buf, s.buf[s.start:])
+		s.buf = s.buf[:k]
 		s.pos -= s.start
 		s.scan -= s.start
 		s.start = 0
 	}
-	s.buf = append(s.buf, p...)
+}
+
+// fed keeps data, the joined lines of multi-line data, to the current event.
+func (s *Scanner) fed() {
 	if s.nData < 2 {
 		s.data = s.data[:0]
 	} else if s.dataFrom > 0 {
 		n := copy(s.data, s.data[s.dataFrom:])
 		s.data, s.dataFrom = s.data[:n], 0
 	}
+}
+
+// bufs are stream buffers not in use: an idle stream (one with no partial
+// event, waiting for its next read) gives its buffer back with Release, so
+// thousands of slow streams hold only the buffers of the few being read.
+var bufs sync.Pool
+
+// acquire takes a buffer from bufs, or makes one of size.
+func (s *Scanner) acquire(size int) {
+	p, _ := bufs.Get().(*[]byte)
+	if p == nil {
+		b := make([]byte, 0, size)
+		p = &b
+	}
+	s.pooled, s.buf = p, (*p)[:0]
+	s.start, s.pos, s.scan = 0, 0, 0
+}
+
+// Release gives s's buffer back for other streams when it holds no bytes
+// not yet returned as events; the next Fill or Feed takes one again. It
+// invalidates the slices of the events returned so far.
+func (s *Scanner) Release() {
+	if s.start != len(s.buf) || s.nData > 1 {
+		return
+	}
+	if s.pooled != nil && cap(s.buf) <= keepBuf {
+		*s.pooled = s.buf[:0]
+		bufs.Put(s.pooled)
+	}
+	s.pooled, s.buf = nil, nil
+	s.start, s.pos, s.scan = 0, 0, 0
 }
 
 // End tells s that the stream is over: the last Feed was its last byte. An

@@ -3,6 +3,7 @@ package sse
 import (
 	"bytes"
 	"fmt"
+	"io"
 	"math/rand/v2"
 	"slices"
 	"strings"
@@ -37,6 +38,62 @@ func scan(max int, chunks ...[]byte) (out []string, raw []byte) {
 	}
 	s.End()
 	if drain() && len(s.Pending()) > 0 {
+		out = append(out, fmt.Sprintf("pending %q", s.Pending()))
+	}
+	return out, raw
+}
+
+// chunkReader returns one chunk per Read (less when p is shorter), then EOF.
+type chunkReader struct{ chunks [][]byte }
+
+func (r *chunkReader) Read(p []byte) (int, error) {
+	for len(r.chunks) > 0 && len(r.chunks[0]) == 0 {
+		r.chunks = r.chunks[1:]
+	}
+	if len(r.chunks) == 0 {
+		return 0, io.EOF
+	}
+	n := copy(p, r.chunks[0])
+	r.chunks[0] = r.chunks[0][n:]
+	return n, nil
+}
+
+// scanFilled is scan reading with Fill, size bytes at most a read, and
+// releasing the buffer after each read's events, as the gateway's relay does.
+func scanFilled(max, size int, chunks ...[]byte) (out []string, raw []byte) {
+	s := NewScanner(max)
+	r := &chunkReader{chunks: slices.Clone(chunks)}
+	for {
+		_, err := s.Fill(r, size)
+		for {
+			ev, ok, err := s.Next()
+			if err != nil {
+				return append(out, "error: "+err.Error()), raw
+			}
+			if !ok {
+				break
+			}
+			out = append(out, describe(ev))
+			raw = append(raw, ev.Raw...)
+		}
+		s.Release()
+		if err != nil {
+			break
+		}
+	}
+	s.End()
+	for {
+		ev, ok, err := s.Next()
+		if err != nil {
+			return append(out, "error: "+err.Error()), raw
+		}
+		if !ok {
+			break
+		}
+		out = append(out, describe(ev))
+		raw = append(raw, ev.Raw...)
+	}
+	if len(s.Pending()) > 0 {
 		out = append(out, fmt.Sprintf("pending %q", s.Pending()))
 	}
 	return out, raw
@@ -348,6 +405,10 @@ func TestScannerCutsDoNotMatter(t *testing.T) {
 		if got, _ := scan(max, randomCuts(r, in)...); !slices.Equal(got, whole) {
 			t.Fatalf("stream %q, limit %d:\nwhole %q\n  cut %q", in, max, whole, got)
 		}
+		size := 1 + r.IntN(64)
+		if got, _ := scanFilled(max, size, randomCuts(r, in)...); !slices.Equal(got, whole) {
+			t.Fatalf("stream %q, limit %d, filled %d at a time:\nwhole  %q\nfilled %q", in, max, size, whole, got)
+		}
 	}
 }
 
@@ -389,6 +450,9 @@ func FuzzScanner(f *testing.F) {
 		}
 		if got, _ := scan(max, cuts(in, at...)...); !slices.Equal(got, whole) {
 			t.Fatalf("limit %d, cut at %v:\nwhole %q\n  cut %q", max, at, whole, got)
+		}
+		if got, _ := scanFilled(max, 1+int(limit)%17, cuts(in, at...)...); !slices.Equal(got, whole) {
+			t.Fatalf("limit %d, cut at %v, filled:\nwhole  %q\nfilled %q", max, at, whole, got)
 		}
 	})
 }
