@@ -15,7 +15,7 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 	if s.adminHTTP == nil {
 		return errors.New("proxy: admin.listen is not set: the main listener serves the admin routes")
 	}
-	if err := s.adminHTTP.Serve(s.tlsListener(ln)); err != nil {
+	if err := s.adminHTTP.Serve(s.listener(ln)); err != nil {
 		return fmt.Errorf("proxy: serve admin %s: %w", ln.Addr(), err)
 	}
 	return nil

@@ -227,7 +227,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 // Serve accepts connections on ln until Shutdown, with TLS when the config
 // has a certificate.
 func (s *Server) Serve(ln net.Listener) error {
-	if err := s.http.Serve(s.tlsListener(ln)); err != nil {
+	if err := s.http.Serve(s.listener(ln)); err != nil {
 		return fmt.Errorf("proxy: serve %s: %w", ln.Addr(), err)
 	}
 	return nil

@@ -43,8 +43,10 @@ func loadCertificate(c config.TLS) (*tls.Certificate, error) {
 	return &cert, nil
 }
 
-// tlsListener returns ln, serving TLS when the config has a certificate.
-func (s *Server) tlsListener(ln net.Listener) net.Listener {
+// listener returns ln as the servers accept on it: through passing accept
+// errors, and with TLS when the config has a certificate.
+func (s *Server) listener(ln net.Listener) net.Listener {
+	ln = retryListener{Listener: ln, log: s.log}
 	if s.tls == nil {
 		return ln
 	}
