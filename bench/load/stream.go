@@ -59,6 +59,9 @@ func RunStreams(ctx context.Context, c Config) (*StreamResult, error) {
 	if err := c.check(); err != nil {
 		return nil, err
 	}
+	if len(c.Addrs) > 0 || c.Request.Keys != nil {
+		return nil, errors.New("load: streams go to one Addr with the request's own headers: Addrs and Request.Keys are not supported")
+	}
 	raw, err := rawRequest(c.Addr, &c.Request)
 	if err != nil {
 		return nil, err
