@@ -1,53 +1,69 @@
-// Command tokenhub-bench measures the gateway's overhead. It sends the same
-// requests, on loopback and in one run, to the mock upstream directly, through
-// tokenhub, and through nginx as a keep-alive reverse proxy when nginx is on
-// PATH, then prints throughput and latency percentiles side by side with each
-// target's throughput as a fraction of the direct one.
+// Command tokenhub-bench measures the gateway's overhead. It starts
+// everything it measures on loopback (the mock upstream in a process of its
+// own, tokenhub, nginx as a keep-alive reverse proxy when nginx is on PATH,
+// valkey-server when a scenario needs it), each as a child with its config
+// in a temporary directory, and stops them when done, failed or interrupted.
 //
-//	tokenhub-bench [-tokenhub bin/tokenhub] [-duration 10s] [-conns 64] [-scenario chat] [-json out.json]
+//	tokenhub-bench [-tokenhub bin/tokenhub] [-scenario chat] [-duration 10s] [-conns 64] [-rate 0] [-json out.json] [-markdown out.md]
 //
-// With -scenario streaming it measures what the gateway adds to a streamed
-// chat completion: to its time to first byte and to each of its events, at
-// -conns streams at a time, for the mock directly, tokenhub and nginx; and
-// what tokenhub spends on each open stream, from its resident memory with
-// -streams slow streams open at once. (-scenario stream, by contrast, sends
-// streams like any other request and reports whole-stream throughput.)
+// -scenario names one scenario, several separated by commas, or a suite:
+// quick (what `make bench` runs) or full (every scenario, `make bench-full`).
+// Several scenarios print one report each, under a header naming the
+// machine, and -json then writes them all in one file.
 //
-//	tokenhub-bench -scenario streaming [-streams 10000] [-max-tokens 16] [-chunk-interval 1ms] [-duration 3s] [-json out.json]
+// The throughput scenarios (chat, embeddings, stream, keys, budgets, valkey)
+// send the same requests to the mock directly (the ceiling), through
+// tokenhub and, for chat, embeddings and stream, through nginx: first in a
+// closed loop, -conns connections as fast as each target answers; then in an
+// open loop at one fixed rate for every target (-rate, or half tokenhub's
+// closed-loop maximum), timing each request from when it was due so that a
+// stall is not hidden (no coordinated omission), and subtracting the
+// mock's own latencies to give what each target adds. For every target they
+// report the CPU seconds its processes spent per 10,000 requests, their peak
+// resident memory and, for tokenhub when it serves /metrics, its heap
+// allocations per request.
 //
-// With -scenario propagation it measures instead how long a change made on
-// one of several tokenhub nodes sharing a Valkey (a revoke, a rotate, a model
-// taken out of a plan) takes to hold on the others, against the documented
-// promise of 5s; it exits 1 if a change took longer.
-//
-//	tokenhub-bench -scenario propagation [-nodes 2] [-trials 100] [-valkey valkey-server] [-json out.json]
-//
-// It starts everything it measures (the mock in its own process, tokenhub,
-// nginx and valkey-server as children with configs in a temporary directory)
-// and stops them when done, failed or interrupted.
+//   - chat: buffered chat completions. -limits gives the key's plan every
+//     rate limit and budget, set too high to refuse.
+//   - embeddings: one embedding per request.
+//   - stream: streamed chat completions, each stream one request.
+//   - keys: -keys keys created through the Keys API, then traffic spread
+//     uniformly over them and Zipf-skewed, with tokenhub's memory per key.
+//   - budgets: a plan with a monthly and a per-request budget, too high to
+//     refuse.
+//   - valkey: -nodes tokenhub nodes sharing one valkey-server, the load split
+//     across them.
+//   - ratelimit: a plan allowing -limit-rps requests a second, offered twice
+//     as many in an open loop: the refusals must be OpenAI's 429s and the
+//     admitted rate the limit.
+//   - streaming: what the gateway adds to a stream's time to first byte and
+//     to each event, at -conns streams at a time; and what it holds per
+//     open stream, from its memory with -streams slow streams open.
+//   - propagation: how long a change made on one of -nodes tokenhub nodes
+//     sharing a Valkey (a revoke, a rotate, a model taken out of a plan)
+//     takes to hold on the others, against the documented 5s; it exits 1 if
+//     a change took longer.
 package main
 
 import (
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
-	"os/exec"
 	"os/signal"
-	"runtime"
 	"strings"
 	"syscall"
 	"time"
 
-	"github.com/valyala/fasthttp"
-
 	"github.com/tokenhub/tokenhub/bench/load"
-	"github.com/tokenhub/tokenhub/bench/mock"
 )
 
 func main() {
+	if os.Getenv(mockEnv) == "1" {
+		os.Exit(serveMock(os.Args[1:], os.Stderr))
+	}
 	os.Exit(run(os.Args[1:], os.Stdout, os.Stderr))
 }
 
@@ -55,6 +71,7 @@ func main() {
 type options struct {
 	tokenhub  string
 	nginx     string
+	valkey    string
 	scenario  string
 	conns     int
 	warmup    time.Duration
@@ -62,18 +79,32 @@ type options struct {
 	timeout   time.Duration
 	maxTokens int
 	jsonOut   string
+	mdOut     string
 	limits    bool
+	// For the throughput scenarios.
+	rate        float64
+	openConns   int
+	mockLatency time.Duration
+	// For the keys scenario.
+	keys int
+	// For the ratelimit scenario.
+	limitRPS int
 	// For the streaming scenario.
 	streams       int
 	chunkInterval time.Duration
-	// given holds the flags set on the command line: the streaming
-	// scenario has defaults of its own for the others.
-	given map[string]bool
-	// For the propagation scenario.
-	valkey string
+	// For the propagation and valkey scenarios.
 	nodes  int
 	trials int
+	// given holds the flags set on the command line: some scenarios and
+	// suites have defaults of their own for the others.
+	given map[string]bool
 }
+
+// Bounds of the command line.
+const (
+	maxKeys     = 1_000_000
+	maxLimitRPS = 100_000
+)
 
 func run(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("tokenhub-bench", flag.ContinueOnError)
@@ -81,20 +112,26 @@ func run(args []string, stdout, stderr io.Writer) int {
 	var o options
 	fs.StringVar(&o.tokenhub, "tokenhub", "bin/tokenhub", "tokenhub `binary` to measure; empty to measure only the mock and nginx")
 	fs.StringVar(&o.nginx, "nginx", "nginx", "nginx `binary` for the reverse-proxy baseline, looked up in PATH; skipped if missing; empty to skip")
-	fs.StringVar(&o.scenario, "scenario", "chat", "requests to send: "+strings.Join(load.ScenarioNames(), ", ")+
-		"; or "+streamingScenario+" for streams' time to first byte, cost per event and memory per open stream"+
-		"; or "+propagationScenario+" to time changes across nodes sharing a Valkey")
-	fs.IntVar(&o.conns, "conns", 64, fmt.Sprintf("concurrent connections, each a closed loop (%d in the %s scenario unless given)", streamingConns, streamingScenario))
-	fs.DurationVar(&o.warmup, "warmup", time.Second, "unrecorded warmup per target")
-	fs.DurationVar(&o.duration, "duration", 10*time.Second, fmt.Sprintf("recorded time per target (%v in the %s scenario unless given)", streamingDuration, streamingScenario))
+	fs.StringVar(&o.valkey, "valkey", "valkey-server", "valkey-server `binary` for the "+valkeyScenario+" and "+propagationScenario+" scenarios, looked up in PATH")
+	fs.StringVar(&o.scenario, "scenario", "chat", "scenarios to run, separated by commas: "+strings.Join(scenarioNames(), ", ")+
+		"; or a suite: "+strings.Join(suiteNames(), ", "))
+	fs.IntVar(&o.conns, "conns", 64, fmt.Sprintf("concurrent connections of the closed loops (%d in the %s scenario unless given)", streamingConns, streamingScenario))
+	fs.DurationVar(&o.warmup, "warmup", time.Second, "unrecorded warmup per target and loop")
+	fs.DurationVar(&o.duration, "duration", 10*time.Second, fmt.Sprintf("recorded time per target and loop (%v in the %s scenario unless given)", streamingDuration, streamingScenario))
 	fs.DurationVar(&o.timeout, "timeout", 10*time.Second, "timeout of one request")
 	fs.IntVar(&o.maxTokens, "max-tokens", 16, "max_tokens of each request: words per answer, one event each when streamed")
 	fs.StringVar(&o.jsonOut, "json", "", "also write the results to this `file` as JSON")
+	fs.StringVar(&o.mdOut, "markdown", "", "also write the report to this `file`")
 	fs.BoolVar(&o.limits, "limits", false, "give the key's plan every rate limit and budget (too high to refuse), to measure what enforcing them costs")
+	fs.Float64Var(&o.rate, "rate", 0, "requests per second of the open loops; 0 for half tokenhub's closed-loop maximum in each scenario")
+	fs.IntVar(&o.openConns, "open-conns", 128, "most requests in flight in the open loops, each on a connection of its own")
+	fs.DurationVar(&o.mockLatency, "mock-latency", 0, "the mock's delay before each answer in the throughput scenarios, as a real upstream's; "+
+		"the closed loops then measure how many requests a target keeps in flight rather than its speed")
+	fs.IntVar(&o.keys, "keys", 100000, fmt.Sprintf("keys created in the %s scenario, at most %d", keysScenario, maxKeys))
+	fs.IntVar(&o.limitRPS, "limit-rps", 200, fmt.Sprintf("requests per second the plan allows in the %s scenario (its rpm is 60 times as many); twice as many are offered", rateLimitScenario))
 	fs.IntVar(&o.streams, "streams", 10000, fmt.Sprintf("streams held open at once through tokenhub in the %s scenario, to weigh each; 0 to skip; at most %d", streamingScenario, maxStreams))
 	fs.DurationVar(&o.chunkInterval, "chunk-interval", time.Millisecond, "gap between the mock's events in the "+streamingScenario+" scenario")
-	fs.StringVar(&o.valkey, "valkey", "valkey-server", "valkey-server `binary` for the "+propagationScenario+" scenario, looked up in PATH")
-	fs.IntVar(&o.nodes, "nodes", 2, fmt.Sprintf("tokenhub nodes in the %s scenario, 2 to %d", propagationScenario, maxNodes))
+	fs.IntVar(&o.nodes, "nodes", 2, fmt.Sprintf("tokenhub nodes in the %s and %s scenarios, 2 to %d", valkeyScenario, propagationScenario, maxNodes))
 	fs.IntVar(&o.trials, "trials", 100, "changes made in the "+propagationScenario+" scenario, alternately revokes and rotates, each with a plan change")
 	if err := fs.Parse(args); err != nil {
 		return 2
@@ -105,25 +142,41 @@ func run(args []string, stdout, stderr io.Writer) int {
 	}
 	o.given = make(map[string]bool)
 	fs.Visit(func(f *flag.Flag) { o.given[f.Name] = true })
+	plan, err := planScenarios(o.scenario)
+	if err == nil {
+		err = o.check()
+	}
+	if err != nil {
+		fmt.Fprintln(stderr, "tokenhub-bench:", err)
+		return 2
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
+
 	var rep output
-	var err error
-	switch o.scenario {
-	case propagationScenario:
-		rep, err = propagation(ctx, &o, stderr)
-	case streamingScenario:
-		rep, err = streaming(ctx, &o, stderr)
-	default:
-		rep, err = bench(ctx, &o, stderr)
+	if len(plan.runs) == 1 && plan.suite == "" {
+		rep, err = plan.runs[0].run(ctx, &o, stderr)
+	} else {
+		rep, err = runSuite(ctx, &o, plan, args, stderr)
 	}
 	if err != nil {
 		fmt.Fprintln(stderr, "tokenhub-bench:", err)
 		return 1
 	}
-	if err := rep.writeMarkdown(stdout); err != nil {
+	var md bytes.Buffer
+	if err := rep.writeMarkdown(&md); err != nil {
 		fmt.Fprintln(stderr, "tokenhub-bench:", err)
 		return 1
+	}
+	if _, err := stdout.Write(md.Bytes()); err != nil {
+		fmt.Fprintln(stderr, "tokenhub-bench:", err)
+		return 1
+	}
+	if o.mdOut != "" {
+		if err := os.WriteFile(o.mdOut, md.Bytes(), 0o644); err != nil {
+			fmt.Fprintln(stderr, "tokenhub-bench: markdown report:", err)
+			return 1
+		}
 	}
 	if o.jsonOut != "" {
 		if err := writeJSON(o.jsonOut, rep); err != nil {
@@ -138,140 +191,32 @@ func run(args []string, stdout, stderr io.Writer) int {
 	return 0
 }
 
+// check rejects settings no scenario can use, before anything starts.
+// Settings only some scenarios use are checked by those.
+func (o *options) check() error {
+	switch {
+	case o.warmup < 0 || o.warmup > load.MaxDuration:
+		return fmt.Errorf("-warmup %v: want 0 to %v", o.warmup, load.MaxDuration)
+	case o.timeout <= 0:
+		return fmt.Errorf("-timeout %v: want more than 0", o.timeout)
+	case o.rate < 0 || o.rate > load.MaxRate:
+		return fmt.Errorf("-rate %v: want 0 to %d", o.rate, load.MaxRate)
+	case o.openConns < 1 || o.openConns > load.MaxConns:
+		return fmt.Errorf("-open-conns %d: want 1 to %d", o.openConns, load.MaxConns)
+	case o.keys < 1 || o.keys > maxKeys:
+		return fmt.Errorf("-keys %d: want 1 to %d", o.keys, maxKeys)
+	case o.limitRPS < 1 || o.limitRPS > maxLimitRPS:
+		return fmt.Errorf("-limit-rps %d: want 1 to %d", o.limitRPS, maxLimitRPS)
+	case o.mockLatency < 0 || o.mockLatency > time.Minute:
+		return fmt.Errorf("-mock-latency %v: want 0 to 1m", o.mockLatency)
+	}
+	return nil
+}
+
 // output is what a scenario reports.
 type output interface {
 	// writeMarkdown prints the results for a reader.
 	writeMarkdown(w io.Writer) error
 	// verdict is an error when the results break a promise.
 	verdict() error
-}
-
-// target is one thing the load is driven at.
-type target struct {
-	name string
-	addr string
-}
-
-// bench starts the mock, tokenhub and nginx, measures each in turn and
-// stops what it started. Progress goes to logw.
-func bench(ctx context.Context, o *options, logw io.Writer) (*report, error) {
-	// Everything that can be wrong with the command line fails here, before
-	// anything is started.
-	if o.duration <= 0 || o.duration > load.MaxDuration {
-		return nil, fmt.Errorf("-duration %v: want more than 0 and at most %v", o.duration, load.MaxDuration)
-	}
-	if o.maxTokens < 1 {
-		return nil, fmt.Errorf("-max-tokens %d: want at least 1", o.maxTokens)
-	}
-	sc, err := load.NewScenario(o.scenario, benchModel, o.maxTokens)
-	if err != nil {
-		return nil, err
-	}
-	tokenhubBin, nginxBin, notes, err := findBinaries(o)
-	if err != nil {
-		return nil, err
-	}
-	rep := &report{Scenario: sc.Name, Conns: o.conns, Warmup: o.warmup, Duration: o.duration, CPUs: runtime.NumCPU(), Started: time.Now(), Notes: notes}
-
-	dir, err := os.MkdirTemp("", "tokenhub-bench-")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(dir)
-
-	mockAddr, stopMock, err := serveMock(mock.Options{})
-	if err != nil {
-		return nil, err
-	}
-	defer stopMock()
-	fmt.Fprintf(logw, "mock serving on %s\n", mockAddr)
-	targets := []target{{"direct", mockAddr}}
-
-	// The mock ignores Authorization, but every target gets the same request,
-	// header included, so that they compare.
-	auth := "Bearer sk-bench-direct"
-	if tokenhubBin != "" {
-		th, err := startTokenhub(ctx, tokenhubBin, dir, func(addr, store string) []byte {
-			return tokenhubConfig(addr, store, mockAddr, o.limits)
-		})
-		if err != nil {
-			return nil, err
-		}
-		defer th.proc.stop(10 * time.Second)
-		fmt.Fprintf(logw, "tokenhub serving on %s\n", th.addr)
-		auth = "Bearer " + th.key
-		targets = append(targets, target{"tokenhub", th.addr})
-	}
-	if nginxBin != "" {
-		proc, addr, err := startNginx(ctx, nginxBin, dir, mockAddr)
-		if err != nil {
-			return nil, err
-		}
-		defer proc.stop(10 * time.Second)
-		fmt.Fprintf(logw, "nginx serving on %s\n", addr)
-		targets = append(targets, target{"nginx", addr})
-	}
-	sc.Request.Headers = append(sc.Request.Headers, load.Header{Name: "Authorization", Value: auth})
-
-	for _, t := range targets {
-		fmt.Fprintf(logw, "%s: %v warmup, %v with %d connections...\n", t.name, o.warmup, o.duration, o.conns)
-		res, err := load.Run(ctx, load.Config{
-			Addr: t.addr, Request: sc.Request, Conns: o.conns,
-			Warmup: o.warmup, Duration: o.duration, Timeout: o.timeout,
-		})
-		if err == nil && ctx.Err() != nil {
-			err = context.Cause(ctx)
-		}
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", t.name, err)
-		}
-		res.Target = t.name
-		rep.add(res)
-		fmt.Fprintf(logw, "%s: %.0f req/s, p50 %s, p99 %s, %d errors\n",
-			t.name, res.Throughput, ms(res.Latency.P50), ms(res.Latency.P99), res.Errors)
-	}
-	return rep, nil
-}
-
-// findBinaries looks up the tokenhub and nginx binaries o names, "" for one
-// not to be measured. A missing tokenhub is an error; a missing nginx is a
-// note for the report.
-func findBinaries(o *options) (tokenhubBin, nginxBin string, notes []string, err error) {
-	if o.tokenhub != "" {
-		if tokenhubBin, err = exec.LookPath(o.tokenhub); err != nil {
-			return "", "", nil, fmt.Errorf("tokenhub binary %q: %w; build it with `make tokenhub`, point -tokenhub at it, or pass -tokenhub= to measure only the mock and nginx", o.tokenhub, err)
-		}
-	}
-	if o.nginx != "" {
-		var lookErr error
-		if nginxBin, lookErr = exec.LookPath(o.nginx); lookErr != nil {
-			notes = append(notes, fmt.Sprintf("nginx: not measured (%q not found on PATH)", o.nginx))
-		}
-	}
-	return tokenhubBin, nginxBin, notes, nil
-}
-
-// serveMock serves the mock upstream, answering as o says, in this process on
-// a free loopback port.
-func serveMock(o mock.Options) (addr string, stop func(), err error) {
-	ln, err := net.Listen("tcp4", "127.0.0.1:0")
-	if err != nil {
-		return "", nil, fmt.Errorf("mock: listen: %w", err)
-	}
-	srv := &fasthttp.Server{
-		Handler:               mock.New(o).Handler,
-		NoDefaultServerHeader: true,
-		ReadBufferSize:        16 << 10,
-		IdleTimeout:           2 * time.Minute,
-	}
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	return ln.Addr().String(), func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-		defer cancel()
-		// Shutdown closes the listener first, so Serve returns at once; the
-		// deadline only bounds waiting for connections to go idle.
-		_ = srv.ShutdownWithContext(ctx)
-		<-served
-	}, nil
 }

@@ -16,6 +16,15 @@ import (
 	"github.com/tokenhub/tokenhub/config"
 )
 
+// TestMain lets the test binary serve the mock when the benchmark starts it
+// as one, as the benchmark's own binary does.
+func TestMain(m *testing.M) {
+	if os.Getenv(mockEnv) == "1" {
+		os.Exit(serveMock(os.Args[1:], os.Stderr))
+	}
+	os.Exit(m.Run())
+}
+
 func TestCommandLineErrors(t *testing.T) {
 	f := func(want string, args ...string) {
 		t.Helper()
@@ -31,6 +40,17 @@ func TestCommandLineErrors(t *testing.T) {
 	}
 	f("build it with `make tokenhub`", "-tokenhub", filepath.Join(t.TempDir(), "no-such-tokenhub"))
 	f(`unknown scenario "nope"`, "-tokenhub=", "-scenario", "nope")
+	f(`unknown scenario "nope"`, "-tokenhub=", "-scenario", "chat,nope")
+	f("-rate -1: want 0 to 1000000", "-tokenhub=", "-rate", "-1")
+	f("-open-conns 0: want 1 to 4096", "-tokenhub=", "-open-conns", "0")
+	f("-keys 0: want 1 to 1000000", "-tokenhub=", "-keys", "0")
+	f("-limit-rps 0: want 1 to 100000", "-tokenhub=", "-limit-rps", "0")
+	f("-warmup -1s: want 0 to 10m0s", "-tokenhub=", "-warmup", "-1s")
+	f("-mock-latency 2m0s: want 0 to 1m", "-tokenhub=", "-mock-latency", "2m")
+	f("-conns 0: want 1 to 4096", "-tokenhub=", "-conns", "0")
+	f("scenario measures tokenhub", "-tokenhub=", "-scenario", "keys")
+	f("scenario measures tokenhub", "-tokenhub=", "-scenario", "ratelimit")
+	f("-nodes 1: want 2 to 5", "-scenario", "valkey", "-nodes", "1")
 	f("-duration 0s", "-tokenhub=", "-duration", "0")
 	f("-max-tokens 0", "-tokenhub=", "-max-tokens", "0")
 	f("unexpected arguments", "-tokenhub=", "extra")
@@ -115,6 +135,89 @@ func TestWithTokenhub(t *testing.T) {
 	}
 	if !strings.Contains(stdout.String(), "| tokenhub | ") || strings.Contains(stdout.String(), "errors:") {
 		t.Fatalf("report:\n%s\nlog:\n%s", stdout.String(), stderr.String())
+	}
+}
+
+// TestScenariosWithTokenhub runs the scenarios that need tokenhub, briefly,
+// as a suite, with a tokenhub binary named by $TOKENHUB_BIN; the valkey one
+// only when valkey-server is installed.
+func TestScenariosWithTokenhub(t *testing.T) {
+	bin := os.Getenv("TOKENHUB_BIN")
+	if bin == "" {
+		t.Skip("set TOKENHUB_BIN to a tokenhub binary to run the scenarios through it")
+	}
+	names := []string{"keys", "budgets", "ratelimit"}
+	if _, err := exec.LookPath("valkey-server"); err == nil {
+		names = append(names, "valkey")
+	}
+	out := filepath.Join(t.TempDir(), "suite.json")
+	var stdout, stderr bytes.Buffer
+	code := run([]string{"-tokenhub", bin, "-nginx=", "-scenario", strings.Join(names, ","), "-keys", "500",
+		"-duration", "500ms", "-warmup", "100ms", "-conns", "4", "-open-conns", "16", "-limit-rps", "50", "-json", out}, &stdout, &stderr)
+	if code != 0 {
+		t.Fatalf("exit %d: %s\nreport:\n%s", code, stderr.String(), stdout.String())
+	}
+	b, err := os.ReadFile(out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var rep struct {
+		Suite     string `json:"suite"`
+		Scenarios []struct {
+			Name   string          `json:"name"`
+			Error  string          `json:"error"`
+			Report json.RawMessage `json:"report"`
+		} `json:"scenarios"`
+	}
+	if err := json.Unmarshal(b, &rep); err != nil {
+		t.Fatalf("json report: %v\n%s", err, b)
+	}
+	if rep.Suite != "custom" || len(rep.Scenarios) != len(names) {
+		t.Fatalf("json report: %s", b)
+	}
+	for i, s := range rep.Scenarios {
+		if s.Name != names[i] || s.Error != "" || len(s.Report) == 0 {
+			t.Fatalf("scenario %d: %s, %q", i, s.Name, s.Error)
+		}
+	}
+
+	var keys keysReport
+	if err := json.Unmarshal(rep.Scenarios[0].Report, &keys); err != nil {
+		t.Fatal(err)
+	}
+	if keys.Keys != 500 || keys.CacheMaxKeys != 1000 || keys.Create.Keys != 500 || keys.Cache == nil || keys.Cache.OK != 500 ||
+		len(keys.Memory) != 5 || keys.Uniform == nil || keys.Zipf == nil || len(keys.Uniform.Results) != 2 || keys.Zipf.Open == nil {
+		t.Fatalf("keys report: %s", rep.Scenarios[0].Report)
+	}
+	for _, r := range append(keys.Uniform.Results, keys.Zipf.Results...) {
+		if r.OK == 0 || r.Errors != 0 || r.CPUPer10k == nil || r.PeakRSS == 0 {
+			t.Fatalf("keys: %+v", r)
+		}
+	}
+	var budgets report
+	if err := json.Unmarshal(rep.Scenarios[1].Report, &budgets); err != nil {
+		t.Fatal(err)
+	}
+	if budgets.Scenario != "budgets" || len(budgets.Results) != 2 || budgets.Results[1].Target != "tokenhub" || budgets.Results[1].Errors != 0 ||
+		budgets.Open == nil || len(budgets.Open.Results) != 2 || budgets.Open.Results[1].Added == nil || budgets.IdleRSS == 0 {
+		t.Fatalf("budgets report: %s", rep.Scenarios[1].Report)
+	}
+	var rl rateLimitReport
+	if err := json.Unmarshal(rep.Scenarios[2].Report, &rl); err != nil {
+		t.Fatal(err)
+	}
+	if rl.RPM != 3000 || rl.Offered != 100 || rl.Open == nil || rl.Open.Refused == 0 || rl.Open.OK == 0 || len(rl.Problems) != 0 ||
+		rl.Sample.Status != 429 {
+		t.Fatalf("ratelimit report: %s", rep.Scenarios[2].Report)
+	}
+	if len(names) == 4 {
+		var v report
+		if err := json.Unmarshal(rep.Scenarios[3].Report, &v); err != nil {
+			t.Fatal(err)
+		}
+		if len(v.Results) != 2 || v.Results[1].Target != "tokenhub×2" || v.Results[1].OK == 0 || v.Results[1].Errors != 0 {
+			t.Fatalf("valkey report: %s", rep.Scenarios[3].Report)
+		}
 	}
 }
 
@@ -225,17 +328,43 @@ func TestNodeConfigIsValid(t *testing.T) {
 	}
 }
 
-func TestTokenhubConfigIsValid(t *testing.T) {
-	data := tokenhubConfig("127.0.0.1:8123", filepath.Join(t.TempDir(), "store"), "127.0.0.1:9123", true)
-	c, err := config.Parse(data, "bench.yaml", func(string) string { return "" })
-	if err != nil {
-		t.Fatalf("config rejected: %v\n%s", err, data)
+func TestGatewayConfigIsValid(t *testing.T) {
+	route := mockRoute{upstream: "bench", model: benchModel, mockAddr: "127.0.0.1:9123", maxConns: 1024}
+	f := func(name string, g gateway, check func(c *config.Config) bool) {
+		t.Helper()
+		g.addr, g.store, g.routes = "127.0.0.1:8123", filepath.Join(t.TempDir(), "store"), []mockRoute{route}
+		data := g.config()
+		c, err := config.Parse(data, "bench.yaml", func(string) string { return "" })
+		if err != nil {
+			t.Fatalf("%s: config rejected: %v\n%s", name, err, data)
+		}
+		if c.Listen != "127.0.0.1:8123" || len(c.Upstreams) != 1 ||
+			c.Upstreams[0].BaseURL != "http://127.0.0.1:9123/v1" || c.Upstreams[0].MaxConns != 1024 ||
+			len(c.Models) != 1 || c.Models[0].Name != benchModel || len(c.Plans) != 1 || c.Plans[0].Name != "bench" || !check(c) {
+			t.Fatalf("%s: config read back as %+v", name, c)
+		}
 	}
-	if c.Listen != "127.0.0.1:8123" || c.AdminKey != "" || len(c.Upstreams) != 1 ||
-		c.Upstreams[0].BaseURL != "http://127.0.0.1:9123/v1" || c.Upstreams[0].MaxConns != 1024 ||
-		len(c.Models) != 1 || c.Models[0].Name != benchModel || len(c.Plans) != 1 || c.Plans[0].Name != "bench" {
-		t.Fatalf("config read back as %+v", c)
-	}
+	f("no limits", gateway{}, func(c *config.Config) bool {
+		p := c.Plans[0]
+		return c.AdminKey == "" && c.Store.Valkey == nil && p.RPM == 0 && p.TPM == 0 && p.MonthlyUSD == 0 && p.MaxRequestUSD == 0
+	})
+	f("every limit", gateway{plan: planAllLimits}, func(c *config.Config) bool {
+		p := c.Plans[0]
+		return p.RPM == 1e9 && p.TPM == 1e9 && p.MonthlyUSD > 0 && p.MaxRequestUSD > 0
+	})
+	f("budgets", gateway{plan: planBudgets}, func(c *config.Config) bool {
+		p := c.Plans[0]
+		return p.RPM == 0 && p.TPM == 0 && p.MonthlyUSD > 0 && p.MaxRequestUSD > 0
+	})
+	f("rate", gateway{plan: planRate(12000, 12000000)}, func(c *config.Config) bool {
+		p := c.Plans[0]
+		return p.RPM == 12000 && p.TPM == 12000000 && p.MonthlyUSD == 0
+	})
+	f("many keys", gateway{maxKeys: 125000}, func(c *config.Config) bool { return c.Cache.MaxKeys == 125000 })
+	adminKey := strings.Repeat("cd", 32)
+	f("a node", gateway{valkeyAddr: "127.0.0.1:6390", adminKey: adminKey}, func(c *config.Config) bool {
+		return c.AdminKey == adminKey && c.Store.Valkey != nil && slices.Equal(c.Store.Valkey.Addrs, []string{"127.0.0.1:6390"})
+	})
 }
 
 func TestNginxConfig(t *testing.T) {
@@ -266,23 +395,48 @@ func TestNginxConfig(t *testing.T) {
 }
 
 func TestMarkdown(t *testing.T) {
-	rep := &report{Scenario: "chat", Conns: 8, Warmup: time.Second, Duration: 10 * time.Second, CPUs: 2}
+	rep := &report{Scenario: "chat", What: "buffered chat completions of 16 words", Conns: 8, Warmup: time.Second, Duration: 10 * time.Second,
+		CPUs: 2, IdleRSS: 12 << 20}
 	lat := load.Latency{P50: 250 * time.Microsecond, P90: 900 * time.Microsecond, P99: 12500 * time.Microsecond, P999: 2 * time.Second, Max: 2500 * time.Millisecond}
-	rep.add(&load.Result{Target: "direct", Throughput: 40000, Latency: lat})
-	rep.add(&load.Result{Target: "tokenhub", Throughput: 30000.4, Latency: lat, Errors: 3, ErrorsByKind: map[string]uint64{"502": 2, "timeout": 1}})
+	cpu, allocations := 0.52, 3.25
+	rep.add(&load.Result{Target: "direct", Throughput: 40000, Latency: lat}, cost{CPUPer10k: &cpu, PeakRSS: 10 << 20})
+	rep.add(&load.Result{Target: "tokenhub", Throughput: 30000.4, Latency: lat, Errors: 3, ErrorsByKind: map[string]uint64{"502": 2, "timeout": 1}},
+		cost{CPUPer10k: &cpu, PeakRSS: 30 << 20, AllocsPerRequest: &allocations})
+	rep.Open = &openReport{Rate: 15000, RateFrom: "half tokenhub's closed-loop maximum", Conns: 128}
+	open := func(target string, l load.Latency, late, unsent uint64) *load.OpenResult {
+		return &load.OpenResult{Result: load.Result{Target: target, Throughput: 15000, Latency: l}, Rate: 15000, Scheduled: 150000,
+			Late: late, Unsent: unsent, SendLag: load.Latency{P50: 50 * time.Microsecond, P99: 900 * time.Microsecond}}
+	}
+	slower := load.Latency{P50: 330 * time.Microsecond, P90: 800 * time.Microsecond, P99: 13 * time.Millisecond, P999: 2100 * time.Millisecond, Max: 3 * time.Second}
+	rep.Open.add(open("direct", lat, 0, 0), cost{CPUPer10k: &cpu})
+	rep.Open.add(open("tokenhub", slower, 20, 5), cost{})
 	rep.Notes = []string{"nginx: not measured"}
 	var b bytes.Buffer
 	if err := rep.writeMarkdown(&b); err != nil {
 		t.Fatal(err)
 	}
-	want := "scenario chat, 8 connections, 10s per target after a 1s warmup, 2 CPUs, loopback\n\n" +
-		"| target | req/s | p50 | p90 | p99 | p99.9 | max | errors | vs direct |\n" +
-		"|---|---:|---:|---:|---:|---:|---:|---:|---:|\n" +
-		"| direct | 40000 | 0.250ms | 0.900ms | 12.5ms | 2000ms | 2500ms | 0 | 1.00x |\n" +
-		"| tokenhub | 30000 | 0.250ms | 0.900ms | 12.5ms | 2000ms | 2500ms | 3 | 0.75x |\n" +
-		"\ntokenhub errors: 502: 2, timeout: 1\nnginx: not measured\n"
+	want := "scenario chat: buffered chat completions of 16 words; 2 CPUs, loopback\n\n" +
+		"Closed loop: 8 connections, each sending its next request when the last is answered, 10s per target after a 1s warmup.\n\n" +
+		"| target | req/s | p50 | p90 | p99 | p99.9 | max | errors | vs direct | CPU s/10k req | peak RSS | allocs/req |\n" +
+		"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" +
+		"| direct | 40000 | 0.250ms | 0.900ms | 12.5ms | 2000ms | 2500ms | 0 | 1.00x | 0.52 | 10.0 MiB | n/a |\n" +
+		"| tokenhub | 30000 | 0.250ms | 0.900ms | 12.5ms | 2000ms | 2500ms | 3 | 0.75x | 0.52 | 30.0 MiB | 3.2 |\n" +
+		"\nOpen loop: 15000 req/s (half tokenhub's closed-loop maximum) for every target, at most 128 in flight, 10s after a 1s warmup; " +
+		"latency from each request's due time, so a stall counts against every request it held up; added is the target's latency less the mock's.\n\n" +
+		"| target | req/s | late | unsent | p50 | p90 | p99 | p99.9 | max | added p50 | added p99 | added p99.9 | errors | CPU s/10k req | allocs/req |\n" +
+		"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" +
+		"| direct | 15000 | 0 | 0 | 0.250ms | 0.900ms | 12.5ms | 2000ms | 2500ms | - | - | - | 0 | 0.52 | n/a |\n" +
+		"| tokenhub | 15000 | 20 | 5 | 0.330ms | 0.800ms | 13.0ms | 2100ms | 3000ms | +0.080ms | +0.500ms | +100.0ms | 0 | n/a | n/a |\n" +
+		"\ntokenhub: 20 of 150000 requests (0.01%) found all 128 connections busy when due and were sent late, their wait counted in their latency; 5 never sent" +
+		"\nopen loop: the generator sent the mock's requests p50 0.050ms, p99 0.900ms after they were due (its timers' precision, part of every latency above)\n" +
+		"\ntokenhub: 12.0 MiB resident once started, before any load\n" +
+		"\ntokenhub errors: 502: 2, timeout: 1\n" +
+		"\nnginx: not measured\n"
 	if b.String() != want {
 		t.Fatalf("markdown:\n%s\nwant:\n%s", b.String(), want)
+	}
+	if a := rep.Open.Results[1].Added; a == nil || a.P50 != 80*time.Microsecond || a.P90 != -100*time.Microsecond {
+		t.Fatalf("added latency %+v", a)
 	}
 }
 
@@ -366,7 +520,8 @@ func TestStreamingMarkdown(t *testing.T) {
 		for _, n := range errs {
 			res.Errors += n
 		}
-		rep.add(res)
+		cpu := 1.5
+		rep.add(res, cost{CPUPer10k: &cpu, PeakRSS: 20 << 20})
 	}
 	f("direct", 50*time.Microsecond, 200*time.Microsecond, 20*time.Millisecond, nil)
 	f("tokenhub", 300*time.Microsecond, 100*time.Microsecond, 24*time.Millisecond, map[string]uint64{"502": 2, "bad_body": 1})
@@ -388,10 +543,10 @@ func TestStreamingMarkdown(t *testing.T) {
 		"| direct | 2000 | 0.050ms | 0.100ms | 0.200ms | 0.400ms | 0.800ms | 0 | - | - |\n" +
 		"| tokenhub | 2000 | 0.300ms | 0.600ms | 0.100ms | 0.200ms | 0.400ms | 3 | +0.250ms | -0.100ms |\n" +
 		"\nPer event: the mean stream's time, from sending the request to the read that completed the answer, divided by its events.\n\n" +
-		"| target | streams/s | events | stream p50 | stream p99 | stream mean | per event | added per event |\n" +
-		"|---|---:|---:|---:|---:|---:|---:|---:|\n" +
-		"| direct | 667 | 20.0 | 20.0ms | 21.0ms | 20.0ms | 1.000ms | - |\n" +
-		"| tokenhub | 667 | 20.0 | 24.0ms | 25.0ms | 24.0ms | 1.200ms | +0.200ms |\n" +
+		"| target | streams/s | events | stream p50 | stream p99 | stream mean | per event | added per event | CPU s/10k streams | peak RSS | allocs/stream |\n" +
+		"|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n" +
+		"| direct | 667 | 20.0 | 20.0ms | 21.0ms | 20.0ms | 1.000ms | - | 1.50 | 20.0 MiB | n/a |\n" +
+		"| tokenhub | 667 | 20.0 | 24.0ms | 25.0ms | 24.0ms | 1.200ms | +0.200ms | 1.50 | 20.0 MiB | n/a |\n" +
 		"\nMemory per open stream: tokenhub's resident set (VmRSS) with 9920 streams opened at once, 64 at a time, " +
 		"each sent by the mock as 10 words 1s apart, read when every one had received its first event; " +
 		"idle is tokenhub's once started, before any request.\n\n" +
@@ -410,9 +565,10 @@ func TestStreamingMarkdown(t *testing.T) {
 }
 
 func TestStreamingConfigIsValid(t *testing.T) {
-	data := gatewayConfig("127.0.0.1:8126", filepath.Join(t.TempDir(), "store"), false,
-		mockRoute{upstream: "bench", model: benchModel, mockAddr: "127.0.0.1:9126", maxConns: 1024},
-		mockRoute{upstream: "hold", model: holdModel, mockAddr: "127.0.0.1:9127", maxConns: 10064})
+	data := gateway{addr: "127.0.0.1:8126", store: filepath.Join(t.TempDir(), "store"), routes: []mockRoute{
+		{upstream: "bench", model: benchModel, mockAddr: "127.0.0.1:9126", maxConns: 1024},
+		{upstream: "hold", model: holdModel, mockAddr: "127.0.0.1:9127", maxConns: 10064},
+	}}.config()
 	c, err := config.Parse(data, "streaming.yaml", func(string) string { return "" })
 	if err != nil {
 		t.Fatalf("config rejected: %v\n%s", err, data)

@@ -21,13 +21,22 @@ type process struct {
 
 // startProcess starts bin with args, its output going to logPath.
 func startProcess(name, logPath, bin string, args ...string) (*process, error) {
+	return startProcessEnv(name, logPath, nil, bin, args...)
+}
+
+// startProcessEnv starts bin with args and this process's environment plus
+// env, its output going to logPath.
+func startProcessEnv(name, logPath string, env []string, bin string, args ...string) (*process, error) {
 	logf, err := os.Create(logPath)
 	if err != nil {
 		return nil, fmt.Errorf("%s: log: %w", name, err)
 	}
 	cmd := exec.Command(bin, args...)
+	if len(env) > 0 {
+		cmd.Env = append(os.Environ(), env...)
+	}
 	cmd.Stdout, cmd.Stderr = logf, logf
-	dieWithParent(cmd)
+	startAttrs(cmd)
 	if err := cmd.Start(); err != nil {
 		logf.Close()
 		return nil, fmt.Errorf("%s: start %s: %w", name, bin, err)
@@ -51,8 +60,8 @@ func (p *process) exited() (bool, error) {
 	}
 }
 
-// stop asks the process to end with SIGTERM and kills it if it has not
-// within grace. It returns once the process is gone.
+// stop asks the process to end with SIGTERM and kills its group if it has
+// not within grace. It returns once the process is gone.
 func (p *process) stop(grace time.Duration) {
 	if done, _ := p.exited(); done {
 		return
@@ -63,10 +72,17 @@ func (p *process) stop(grace time.Duration) {
 	select {
 	case <-p.done:
 	case <-t.C:
+		// The group, not only the process: nginx's workers with their
+		// master. The group's id cannot have been reused while the process,
+		// its leader, has not been waited for.
+		killGroup(p.cmd.Process.Pid)
 		_ = p.cmd.Process.Kill()
 		<-p.done
 	}
 }
+
+// pid returns the process's id.
+func (p *process) pid() int { return p.cmd.Process.Pid }
 
 // logTail returns the last lines of the process's output, to explain a failure.
 func (p *process) logTail() string {

@@ -94,16 +94,16 @@ func propagation(ctx context.Context, o *options, logw io.Writer) (*propagationR
 		return nil, err
 	}
 
-	dir, err := os.MkdirTemp("", "tokenhub-bench-")
+	dir, err := tempDir()
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
-	mockAddr, stopMock, err := serveMock(mock.Options{})
+	mockProc, mockAddr, err := startMock(ctx, dir, "mock", mock.Options{})
 	if err != nil {
 		return nil, err
 	}
-	defer stopMock()
+	defer mockProc.stop(10 * time.Second)
 	fmt.Fprintf(logw, "mock serving on %s\n", mockAddr)
 	valkeyProc, valkeyAddr, err := startValkey(ctx, valkeyBin, dir)
 	if err != nil {

@@ -45,9 +45,9 @@ const (
 	holdTimeout = time.Minute
 	// holdOpeners is how many streams are being opened at a time.
 	holdOpeners = 64
-	// fdsPerStream is the file descriptors a held stream takes in this
-	// process (the client's end and the mock's) and in tokenhub (its client's
-	// end and its end towards the mock).
+	// fdsPerStream is the file descriptors a held stream takes in tokenhub
+	// (its client's end and its end towards the mock), the most it takes in
+	// any one process.
 	fdsPerStream = 2
 	// fdBase is the file descriptors left for everything but connections in
 	// either process: listeners, logs, the store, the runtime's own.
@@ -117,53 +117,51 @@ func streaming(ctx context.Context, o *options, logw io.Writer) (*streamingRepor
 			streams = int((max(openFiles, reserve) - reserve) / fdsPerStream)
 			rep.Notes = append(rep.Notes, fmt.Sprintf("memory: %d streams held, not the %d asked: the open-file limit is %d, "+
 				"a hard limit that only a process with CAP_SYS_RESOURCE can raise, and each stream takes %d descriptors "+
-				"in this process and %d in tokenhub, besides %d kept for the rest",
-				streams, o.streams, openFiles, fdsPerStream, fdsPerStream, reserve))
+				"in tokenhub, besides %d kept for the rest",
+				streams, o.streams, openFiles, fdsPerStream, reserve))
 			if streams == 0 {
 				rep.Notes = append(rep.Notes, "memory: not measured (no descriptors to spare)")
 			}
 		}
 	}
 
-	dir, err := os.MkdirTemp("", "tokenhub-bench-")
+	dir, err := tempDir()
 	if err != nil {
 		return nil, err
 	}
 	defer os.RemoveAll(dir)
 
-	mockAddr, stopMock, err := serveMock(mock.Options{Chunks: o.maxTokens, ChunkInterval: o.chunkInterval})
+	mockProc, mockAddr, err := startMock(ctx, dir, "mock", mock.Options{Chunks: o.maxTokens, ChunkInterval: o.chunkInterval})
 	if err != nil {
 		return nil, err
 	}
-	defer stopMock()
+	defer mockProc.stop(10 * time.Second)
 	fmt.Fprintf(logw, "mock serving on %s (%d words %v apart)\n", mockAddr, o.maxTokens, o.chunkInterval)
 	routes := []mockRoute{{upstream: "bench", model: benchModel, mockAddr: mockAddr, maxConns: 1024}}
 	if streams > 0 {
-		holdAddr, stopHold, err := serveMock(mock.Options{Chunks: holdChunks, ChunkInterval: holdInterval})
+		holdProc, holdAddr, err := startMock(ctx, dir, "slow-mock", mock.Options{Chunks: holdChunks, ChunkInterval: holdInterval})
 		if err != nil {
 			return nil, err
 		}
-		defer stopHold()
+		defer holdProc.stop(10 * time.Second)
 		fmt.Fprintf(logw, "slow mock serving on %s (%d words %v apart)\n", holdAddr, holdChunks, holdInterval)
 		routes = append(routes, mockRoute{upstream: "hold", model: holdModel, mockAddr: holdAddr, maxConns: streams + holdOpeners})
 	}
-	targets := []target{{"direct", mockAddr}}
+	targets := []*target{{name: "direct", addr: mockAddr, procs: pids(mockProc)}}
 
 	auth := "Bearer sk-bench-direct"
 	var th *tokenhub
 	var idle int64
 	if tokenhubBin != "" {
-		if th, err = startTokenhub(ctx, tokenhubBin, dir, func(addr, store string) []byte {
-			return gatewayConfig(addr, store, o.limits, routes...)
-		}); err != nil {
+		if th, err = startTokenhub(ctx, tokenhubBin, dir, "tokenhub", gateway{plan: benchPlan(o.limits), routes: routes}); err != nil {
 			return nil, err
 		}
 		defer th.proc.stop(10 * time.Second)
 		fmt.Fprintf(logw, "tokenhub serving on %s\n", th.addr)
 		auth = "Bearer " + th.key
-		targets = append(targets, target{"tokenhub", th.addr})
+		targets = append(targets, th.target("tokenhub"))
 		if streams > 0 {
-			if idle, err = rss(th.proc.cmd.Process.Pid); err != nil {
+			if idle, err = rss(th.proc.pid()); err != nil {
 				return nil, err
 			}
 		}
@@ -175,15 +173,17 @@ func streaming(ctx context.Context, o *options, logw io.Writer) (*streamingRepor
 		}
 		defer proc.stop(10 * time.Second)
 		fmt.Fprintf(logw, "nginx serving on %s\n", addr)
-		targets = append(targets, target{"nginx", addr})
+		targets = append(targets, &target{name: "nginx", addr: addr, procs: withChildren(proc)})
 	}
 	sc.Request.Headers = append(sc.Request.Headers, load.Header{Name: "Authorization", Value: auth})
 
 	for _, t := range targets {
 		fmt.Fprintf(logw, "%s: %v warmup, %v with %d streams at a time...\n", t.name, o.warmup, o.duration, o.conns)
+		m := &meter{t: t}
 		res, err := load.RunStreams(ctx, load.Config{
 			Addr: t.addr, Request: sc.Request, Conns: o.conns,
 			Warmup: o.warmup, Duration: o.duration, Timeout: o.timeout,
+			OnRecord: m.begin, OnRecordEnd: m.end,
 		})
 		if err == nil && ctx.Err() != nil {
 			err = context.Cause(ctx)
@@ -192,7 +192,7 @@ func streaming(ctx context.Context, o *options, logw io.Writer) (*streamingRepor
 			return nil, fmt.Errorf("%s: %w", t.name, err)
 		}
 		res.Target = t.name
-		rep.add(res)
+		rep.add(res, m.cost(res.Streams))
 		fmt.Fprintf(logw, "%s: %.0f streams/s, first event p50 %s p99 %s, %.1f events in %s, %d errors\n",
 			t.name, res.Throughput, ms(res.FirstEvent.P50), ms(res.FirstEvent.P99), res.Events, ms(res.Stream.Mean), res.Errors)
 	}
@@ -263,9 +263,11 @@ type streamingReport struct {
 	Notes  []string      `json:"notes,omitempty"`
 }
 
-// streamingResult is one target's streams, and what it adds to the mock's.
+// streamingResult is one target's streams, what it adds to the mock's, and
+// what it spent on them (per 10,000 streams, and allocations per stream).
 type streamingResult struct {
 	*load.StreamResult
+	cost
 	// AddedFirstEventP50 and AddedFirstEventP99 are the target's time to
 	// first byte less the mock's, percentile by percentile.
 	AddedFirstEventP50 time.Duration `json:"added_first_event_p50_ns"`
@@ -298,8 +300,8 @@ type memoryResult struct {
 
 // add appends a target's result, computing what it adds to the first's
 // (direct).
-func (r *streamingReport) add(res *load.StreamResult) {
-	sr := streamingResult{StreamResult: res}
+func (r *streamingReport) add(res *load.StreamResult, c cost) {
+	sr := streamingResult{StreamResult: res, cost: c}
 	if len(r.Results) > 0 {
 		d := r.Results[0].StreamResult
 		sr.AddedFirstEventP50 = res.FirstEvent.P50 - d.FirstEvent.P50
@@ -333,12 +335,13 @@ func (r *streamingReport) writeMarkdown(w io.Writer) error {
 	}
 
 	b.WriteString("\nPer event: the mean stream's time, from sending the request to the read that completed the answer, divided by its events.\n\n")
-	b.WriteString("| target | streams/s | events | stream p50 | stream p99 | stream mean | per event | added per event |\n")
-	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|\n")
+	b.WriteString("| target | streams/s | events | stream p50 | stream p99 | stream mean | per event | added per event | CPU s/10k streams | peak RSS | allocs/stream |\n")
+	b.WriteString("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n")
 	for i, res := range r.Results {
 		l := res.Stream
-		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %s | %s | %s | %s | %s |\n",
-			res.Target, res.Throughput, res.Events, ms(l.P50), ms(l.P99), ms(l.Mean), ms(res.PerEvent), added(i, res.AddedPerEvent))
+		fmt.Fprintf(&b, "| %s | %.0f | %.1f | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			res.Target, res.Throughput, res.Events, ms(l.P50), ms(l.P99), ms(l.Mean), ms(res.PerEvent), added(i, res.AddedPerEvent),
+			cpuPer10k(res.CPUPer10k), peak(res.PeakRSS), allocs(res.AllocsPerRequest))
 	}
 
 	if m := r.Memory; m != nil {

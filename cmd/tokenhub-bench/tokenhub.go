@@ -24,39 +24,78 @@ const startupTimeout = 20 * time.Second
 // tokenhub is a tokenhub process serving a config that routes benchModel to
 // the mock, and a key to call it with.
 type tokenhub struct {
-	proc *process
-	addr string // host:port
-	key  string // a client key on the bench plan
+	proc     *process
+	addr     string // host:port
+	adminKey string
+	key      string // a client key on the bench plan
+	keyID    string
 }
 
-// startTokenhub writes the config that config returns for a listen address
-// and a store directory into dir, starts bin with it, waits for it to be
-// healthy and creates a client key on the bench plan through the Keys API.
-func startTokenhub(ctx context.Context, bin, dir string, config func(addr, store string) []byte) (*tokenhub, error) {
+// startTokenhub writes gw's config, with a free address and a store in dir,
+// into dir, starts bin with it, waits for it to be healthy and creates a
+// client key on the bench plan through the Keys API. name names its config,
+// log and store.
+func startTokenhub(ctx context.Context, bin, dir, name string, gw gateway) (*tokenhub, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
 	}
-	store := filepath.Join(dir, "store")
-	proc, err := launchTokenhub(ctx, "tokenhub", bin, dir, addr, config(addr, store))
+	gw.addr, gw.store = addr, filepath.Join(dir, name+"-store")
+	proc, err := launchTokenhub(ctx, name, bin, dir, addr, gw.config())
 	if err != nil {
 		return nil, err
 	}
-	th := &tokenhub{proc: proc, addr: addr}
-	// Without admin_key in the config, tokenhub generated one on its first
-	// start and keeps it in the store directory.
-	adminKey, err := os.ReadFile(filepath.Join(store, "admin.key"))
-	if err != nil {
-		proc.stop(5 * time.Second)
-		return nil, fmt.Errorf("tokenhub: admin key: %w", err)
+	th := &tokenhub{proc: proc, addr: addr, adminKey: gw.adminKey}
+	if th.adminKey == "" {
+		// Without admin_key in the config, tokenhub generated one on its
+		// first start and keeps it in the store directory.
+		b, err := os.ReadFile(filepath.Join(gw.store, "admin.key"))
+		if err != nil {
+			proc.stop(5 * time.Second)
+			return nil, fmt.Errorf("%s: admin key: %w", name, err)
+		}
+		th.adminKey = strings.TrimSpace(string(b))
 	}
-	k, err := createKey(addr, strings.TrimSpace(string(adminKey)), "bench")
+	k, err := createKey(addr, th.adminKey, "bench")
 	if err != nil {
 		proc.stop(5 * time.Second)
 		return nil, err
 	}
-	th.key = k.Key
+	th.key, th.keyID = k.Key, k.ID
 	return th, nil
+}
+
+// target is th as a target of the load, named name.
+func (th *tokenhub) target(name string) *target {
+	return &target{name: name, addr: th.addr, procs: pids(th.proc), metrics: []string{th.addr}, adminKey: th.adminKey}
+}
+
+// usageNote reads key id's month to date back from the Keys API, once the
+// usage the load left has been batched to the store, and says what it is.
+func (th *tokenhub) usageNote(id string) string {
+	// Usage reaches the store in batches every second.
+	time.Sleep(1500 * time.Millisecond)
+	var u struct {
+		Requests    int64       `json:"requests"`
+		Prompt      int64       `json:"prompt_tokens"`
+		Completion  int64       `json:"completion_tokens"`
+		SpendUSD    json.Number `json:"spend_usd"`
+		ReservedUSD json.Number `json:"reserved_usd"`
+		MonthlyUSD  json.Number `json:"monthly_usd"`
+	}
+	if err := adminCall(th.addr, th.adminKey, fasthttp.MethodGet, "/v1/keys/"+id+"/usage", nil, fasthttp.StatusOK, &u); err != nil {
+		return "usage: not read: " + err.Error()
+	}
+	return fmt.Sprintf("usage of the key afterwards (GET /v1/keys/{id}/usage, warmups included): %d requests, %d prompt and %d completion tokens, $%s spent, $%s still reserved, monthly cap $%s",
+		u.Requests, u.Prompt, u.Completion, u.SpendUSD, u.ReservedUSD, u.MonthlyUSD)
+}
+
+// forceGC has tokenhub collect its garbage, by asking its profiler (served
+// with gateway.pprof) for a heap profile after a collection, so that its
+// heap then is what it holds live. It reports whether it could.
+func (th *tokenhub) forceGC() bool {
+	status, _, err := fasthttp.GetTimeout(nil, "http://"+th.addr+"/debug/pprof/heap?gc=1", 30*time.Second)
+	return err == nil && status == fasthttp.StatusOK
 }
 
 // launchTokenhub writes cfg to dir/name.yaml, starts bin with it, its output
@@ -77,12 +116,47 @@ func launchTokenhub(ctx context.Context, name, bin, dir, addr string, cfg []byte
 	return proc, nil
 }
 
-// tokenhubConfig is the gateway's config for the benchmark: one upstream, the
-// mock; one model routed to it; one plan allowing everything. With limited,
-// the plan has every limit and budget, set too high to refuse anything, so
-// the run measures what enforcing them costs.
-func tokenhubConfig(addr, store, mockAddr string, limited bool) []byte {
-	return gatewayConfig(addr, store, limited, mockRoute{upstream: "bench", model: benchModel, mockAddr: mockAddr, maxConns: 1024})
+// Plans the bench plan can be: a YAML flow mapping each.
+const (
+	planOpen = `{name: bench, models: ["*"]}`
+	// planAllLimits has every limit and budget, set too high to refuse
+	// anything, so a run measures what enforcing them costs.
+	// The monthly budget is $1,000,000, not more: tokenhub counts money in
+	// int64 pico-dollars, which hold at most about $9.2 million.
+	planAllLimits = `{name: bench, models: ["*"], rpm: 1000000000, tpm: 1000000000, max_request_usd: 1000, monthly_usd: 1000000}`
+	// planBudgets has the budgets alone.
+	planBudgets = `{name: bench, models: ["*"], max_request_usd: 1000, monthly_usd: 1000000}`
+)
+
+// benchPlan is the bench plan of the plain throughput scenarios: with
+// limits (-limits), every limit and budget on.
+func benchPlan(limits bool) string {
+	if limits {
+		return planAllLimits
+	}
+	return planOpen
+}
+
+// planRate is a bench plan allowing rpm requests and tpm tokens a minute.
+func planRate(rpm, tpm int64) string {
+	return fmt.Sprintf(`{name: bench, models: ["*"], rpm: %d, tpm: %d}`, rpm, tpm)
+}
+
+// gateway is the config of a tokenhub the benchmark starts.
+type gateway struct {
+	addr, store string
+	// plan is the bench plan; planOpen when empty.
+	plan   string
+	routes []mockRoute
+	// maxKeys is cache.max_keys; the default when 0.
+	maxKeys int
+	// valkeyAddr, when set, makes the store a Valkey shared with other
+	// nodes, which then need adminKey in common.
+	valkeyAddr string
+	adminKey   string
+	// pprof serves /debug/pprof/, whose heap profile can force a garbage
+	// collection (see forceGC).
+	pprof bool
 }
 
 // mockRoute is a model tokenhub forwards to a mock upstream of its own.
@@ -91,25 +165,36 @@ type mockRoute struct {
 	maxConns                  int
 }
 
-// gatewayConfig is a gateway config with one upstream and one model per
-// route, and the bench plan allowing everything (with limited, as for
-// tokenhubConfig).
-func gatewayConfig(addr, store string, limited bool, routes ...mockRoute) []byte {
+// config is the gateway's config file: an upstream and a model for each
+// route, and the bench plan.
+func (g gateway) config() []byte {
 	q := yamlString
-	plan := `{name: bench, models: ["*"]}`
-	if limited {
-		plan = `{name: bench, models: ["*"], rpm: 1000000000, tpm: 1000000000, max_request_usd: 1000, monthly_usd: 1000000000}`
+	plan := g.plan
+	if plan == "" {
+		plan = planOpen
 	}
-	var ups, models strings.Builder
-	for _, r := range routes {
+	var ups, models, extra strings.Builder
+	for _, r := range g.routes {
 		fmt.Fprintf(&ups, "  - {name: %s, base_url: %s, max_conns: %d}\n", q(r.upstream), q("http://"+r.mockAddr+"/v1"), r.maxConns)
 		fmt.Fprintf(&models, "  - name: %s\n    routes: [{upstream: %s, model: %s}]\n    price: {input_per_mtok: 0.1, output_per_mtok: 0.4}\n",
 			q(r.model), q(r.upstream), q(r.model))
 	}
+	if g.adminKey != "" {
+		fmt.Fprintf(&extra, "admin_key: %s\n", q(g.adminKey))
+	}
+	if g.maxKeys > 0 {
+		fmt.Fprintf(&extra, "cache: {max_keys: %d}\n", g.maxKeys)
+	}
+	if g.pprof {
+		extra.WriteString("admin: {pprof: true}\n")
+	}
+	store := "store: {path: " + q(g.store) + "}\n"
+	if g.valkeyAddr != "" {
+		store = "store:\n  path: " + q(g.store) + "\n  valkey: {addrs: [" + q(g.valkeyAddr) + "]}\n"
+	}
 	return []byte(`# Written by tokenhub-bench.
-listen: ` + q(addr) + `
-store: {path: ` + q(store) + `}
-log: {level: warn}
+listen: ` + q(g.addr) + `
+` + store + extra.String() + `log: {level: warn}
 upstreams:
 ` + ups.String() + `models:
 ` + models.String() + `plans:

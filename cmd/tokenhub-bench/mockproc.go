@@ -1,0 +1,93 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"syscall"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/bench/mock"
+)
+
+// mockEnv, set to 1 in this program's environment, makes it serve the mock
+// upstream instead of benchmarking: that is how the benchmark runs the mock
+// in a process of its own, whose CPU time and memory are the mock's alone.
+const mockEnv = "TOKENHUB_BENCH_MOCK"
+
+// startMock runs the mock, answering as o says, in a child process on a free
+// loopback port, its log in dir/name.log, and waits until it answers.
+func startMock(ctx context.Context, dir, name string, o mock.Options) (*process, string, error) {
+	exe, err := os.Executable()
+	if err != nil {
+		return nil, "", fmt.Errorf("%s: find this program to run the mock: %w", name, err)
+	}
+	addr, err := freeAddr()
+	if err != nil {
+		return nil, "", err
+	}
+	args := []string{"-listen", addr, "-latency", o.Latency.String(), "-chunks", strconv.Itoa(o.Chunks),
+		"-interval", o.ChunkInterval.String(), "-embedding-dims", strconv.Itoa(o.EmbeddingDims)}
+	proc, err := startProcessEnv(name, filepath.Join(dir, name+".log"), []string{mockEnv + "=1"}, exe, args...)
+	if err != nil {
+		return nil, "", err
+	}
+	if err := waitReady(ctx, proc, "http://"+addr+"/v1/models"); err != nil {
+		proc.stop(5 * time.Second)
+		return nil, "", err
+	}
+	return proc, addr, nil
+}
+
+// serveMock is the mock's process: it serves until SIGTERM or SIGINT, then
+// lets answers in flight finish for a few seconds.
+func serveMock(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("tokenhub-bench (mock)", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	listen := fs.String("listen", "127.0.0.1:0", "address to serve on")
+	var o mock.Options
+	fs.DurationVar(&o.Latency, "latency", 0, "delay before an answer, or before a stream's first event")
+	fs.IntVar(&o.Chunks, "chunks", 0, "words per answer unless max_tokens is lower; 0 for the mock's default")
+	fs.DurationVar(&o.ChunkInterval, "interval", 0, "gap between a stream's events")
+	fs.IntVar(&o.EmbeddingDims, "embedding-dims", 0, "embedding length; 0 for the mock's default")
+	if err := fs.Parse(args); err != nil {
+		return 2
+	}
+	ln, err := net.Listen("tcp4", *listen)
+	if err != nil {
+		fmt.Fprintln(stderr, "mock: listen:", err)
+		return 1
+	}
+	srv := &fasthttp.Server{
+		Handler:               mock.New(o).Handler,
+		NoDefaultServerHeader: true,
+		ReadBufferSize:        16 << 10,
+		IdleTimeout:           2 * time.Minute,
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer stop()
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		fmt.Fprintln(stderr, "mock: serve:", err)
+		return 1
+	case <-ctx.Done():
+	}
+	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+	defer cancel()
+	if err := srv.ShutdownWithContext(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
+		fmt.Fprintln(stderr, "mock: shutdown:", err)
+		return 1
+	}
+	return 0
+}
