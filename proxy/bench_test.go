@@ -3,6 +3,10 @@ package proxy
 import (
 	"bytes"
 	"testing"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/bench/mock"
 )
 
 // BenchmarkServeChat serves a whole non-streaming chat request through
@@ -29,3 +33,34 @@ func BenchmarkServeChat(b *testing.B) {
 }
 
 var chatBody = bytes.Replace(benchBody, []byte(`"gpt-4o-mini"`), []byte(`"mock"`), 1)
+
+// BenchmarkStream: whole streams of 20 events (16 words, the role, the
+// finish, [DONE]) through the gateway over loopback sockets, with the
+// upstream's usage requested and stripped; per stream.
+func BenchmarkStream(b *testing.B) {
+	_, up := startMock(b, mock.Options{Chunks: 16})
+	g := startGateway(b, yamlModels(up), "")
+	key := g.newKey("all").Key
+	body := []byte(`{"model":"mock","stream":true,"messages":[{"role":"user","content":"count"}]}`)
+	c := &fasthttp.Client{}
+	b.ReportAllocs()
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		for pb.Next() {
+			req.Reset()
+			req.SetRequestURI(g.url + "/v1/chat/completions")
+			req.Header.SetMethod("POST")
+			req.Header.Set("Authorization", "Bearer "+key)
+			req.SetBodyRaw(body)
+			if err := c.Do(req, resp); err != nil {
+				b.Fatal(err)
+			}
+			if resp.StatusCode() != 200 || !bytes.HasSuffix(resp.Body(), []byte("data: [DONE]\n\n")) {
+				b.Fatalf("%d %q", resp.StatusCode(), resp.Body())
+			}
+		}
+	})
+}

@@ -58,8 +58,10 @@ type Server struct {
 	metrics *gatewayMetrics
 	access  *accessLog
 
-	// conns are the client connections of both listeners, for shutdown.
+	// conns are the client connections of both listeners, for shutdown;
+	// streams those a stream relay took over from fasthttp.
 	conns    connSet
+	streams  connSet
 	draining atomic.Bool
 	// storeLostAt is when the store was found unreachable, in unix
 	// nanoseconds; 0 while it is reachable. See readyz.
@@ -71,9 +73,10 @@ type Server struct {
 	// drains counts streams read on after their client left, to bill the
 	// upstream's real usage; at most maxDrains at once, each for at most
 	// drainTimeout.
-	drains       atomic.Int64
-	maxDrains    int64
-	drainTimeout time.Duration
+	drains             atomic.Int64
+	maxDrains          int64
+	drainTimeout       time.Duration
+	streamWriteTimeout time.Duration
 }
 
 // New builds a Server; it starts nothing until Serve.
@@ -99,7 +102,9 @@ func New(o Options) (*Server, error) {
 		staleIfError: cfg.Cache.StaleIfError,
 		maxDrains:    int64(cfg.Server.MaxStreamDrains),
 		drainTimeout: cfg.Server.StreamDrainTimeout,
-		metrics:      o.metrics,
+		// A stream's client that takes nothing for this long is gone.
+		streamWriteTimeout: cfg.Server.IdleTimeout,
+		metrics:            o.metrics,
 	}
 	if s.metrics == nil {
 		s.metrics = newGatewayMetrics()
@@ -136,11 +141,17 @@ func (s *Server) newHTTPServer(cfg *config.Config, h fasthttp.RequestHandler) *f
 		MaxRequestBodySize:           int(cfg.MaxBodyBytes),
 		ReadTimeout:                  cfg.Server.ReadTimeout,
 		IdleTimeout:                  cfg.Server.IdleTimeout,
-		ReadBufferSize:               16 << 10,
 		DisablePreParseMultipartForm: true,
 		CloseOnShutdown:              true,
-		TCPKeepalive:                 true,
-		Logger:                       fasthttpLogger{s.log},
+		// Streams take their connection over (see streamRelay) and hand it
+		// back when they end.
+		KeepHijackedConns: true,
+		// Holds a request's headers (fasthttp's default size: an SDK's are
+		// under 1 KiB). A stream gives its connection's buffer up, so each
+		// stream costs one of these in garbage: the smaller the better.
+		ReadBufferSize: 4 << 10,
+		TCPKeepalive:   true,
+		Logger:         fasthttpLogger{s.log},
 	}
 }
 

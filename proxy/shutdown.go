@@ -42,6 +42,15 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for range servers {
 		err = errors.Join(err, <-errs)
 	}
+	// The servers do not count the connections streams took over; a stream
+	// that ends now closes its connection rather than serve another request.
+	for err == nil && s.streams.count() > 0 {
+		select {
+		case <-ctx.Done():
+			err = ctx.Err()
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
 	if !errors.Is(err, context.DeadlineExceeded) && !errors.Is(err, context.Canceled) {
 		// Everything finished in time; err can only be a listener's close error.
 		return err
@@ -52,11 +61,12 @@ func (s *Server) Shutdown(ctx context.Context) error {
 		cut += u.cutAll()
 	}
 	s.log.Warn("shutdown deadline reached; cutting the requests still running",
-		"client_connections", s.conns.count(), "upstream_connections", cut)
-	open := s.conns.wait(cutSettle)
+		"client_connections", s.conns.count()+s.streams.count(), "upstream_connections", cut)
+	open := waitAll(cutSettle, &s.conns, &s.streams)
 	if open > 0 {
 		s.conns.closeAll()
-		open = s.conns.wait(cutWait)
+		s.streams.closeAll()
+		open = waitAll(cutWait, &s.conns, &s.streams)
 	}
 	if open > 0 {
 		return fmt.Errorf("proxy: shutdown: %d connections still open %s after the cut; their spend may be unsettled", open, cutSettle+cutWait)
@@ -123,4 +133,15 @@ func (cs *connSet) wait(d time.Duration) int {
 			return n
 		}
 	}
+}
+
+// waitAll waits up to d for every connection of sets to be closed, and
+// returns how many are still open.
+func waitAll(d time.Duration, sets ...*connSet) int {
+	deadline := time.Now().Add(d)
+	open := 0
+	for _, cs := range sets {
+		open += cs.wait(time.Until(deadline))
+	}
+	return open
 }

@@ -1,11 +1,11 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"errors"
 	"io"
+	"net"
 	"sync"
 	"time"
 	"unsafe"
@@ -22,7 +22,6 @@ var (
 	valueNoCache          = []byte("no-cache")
 	valueNo               = []byte("no")
 	contentTypeSSE        = []byte("text/event-stream")
-	streamBufSize         = 16 << 10
 	errStreamCut          = &apiError{typ: typeServer, code: "upstream_error", message: "The upstream stream ended abnormally for the model: "}
 	errStreamEventTimed   = &apiError{typ: typeServer, code: "upstream_timeout", message: "The upstream stream stalled for the model: "}
 	errStreamEventTooLong = &apiError{typ: typeServer, code: "upstream_error", message: "The upstream sent an event too long to relay for the model: "}
@@ -30,8 +29,12 @@ var (
 		message: "The monthly budget ran out during the stream, which was cut at the cap; what was produced is billed. Model: "}
 )
 
-// streamRelay carries one stream from the upstream to the client. It outlives
-// the handler: fasthttp calls the body writer after the handler returns.
+// streamRelay carries one stream from the upstream to the client. It takes
+// the client's connection over from fasthttp (a hijack) once the upstream
+// has answered, and writes the response itself: the headers at once, then
+// each upstream read's events as one chunk, so a stream costs one goroutine
+// and, between reads, no buffer of its own (see sse.Scanner.Release). When
+// the stream ends the connection goes back to serving requests.
 type streamRelay struct {
 	s     *Server
 	req   *fasthttp.Request
@@ -44,7 +47,6 @@ type streamRelay struct {
 	// the gateway's to remove.
 	injected bool
 	sc       *sse.Scanner
-	scratch  []byte
 
 	usageKnown         bool
 	prompt, completion int64
@@ -52,99 +54,273 @@ type streamRelay struct {
 	// that text's bytes: the running estimate of the output until (and
 	// unless) the upstream reports its usage.
 	contentEvents, contentBytes int64
-	// step is what a stream extends its budget reservation by at a time.
-	step       limits.PicoUSD
-	clientGone bool
-	drainStart time.Time
+	// reserveStep is what a stream extends its budget reservation by at a time.
+	reserveStep limits.PicoUSD
+	clientGone  bool
+	drainStart  time.Time
+
+	// conn is the client's connection; head the response header, written
+	// first. chunked: the body is chunked, so the connection can carry the
+	// next request; else it is closed after the stream (HTTP/1.0 clients,
+	// Connection: close).
+	conn    net.Conn
+	head    []byte
+	chunked bool
+	body    io.Reader // the upstream answer's body
+	// out is the next write, taken from outBufs for the time between an
+	// upstream read and its write: chunkHead reserved bytes for the chunk
+	// size, then the events.
+	out *[]byte
+	// writeBy is the client connection's write deadline, moved on at most
+	// once a second.
+	writeBy time.Time
 }
 
-// maxStreamEvent bounds one event; a longer one ends the stream with an error.
-const maxStreamEvent = 1 << 20
+const (
+	// maxStreamEvent bounds one event; a longer one ends the stream with an error.
+	maxStreamEvent = 1 << 20
+	// streamReadSize is the most one upstream read takes.
+	streamReadSize = 4 << 10
+	// chunkHead is room for a chunk's size line: 8 hex digits and CRLF.
+	chunkHead = 10
+)
 
-var streamBufs = sync.Pool{New: func() any { b := make([]byte, streamBufSize); return &b }}
+var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, chunkHead+streamReadSize+512); return &b }}
 
-// stream starts relaying resp, an upstream event stream, to the client. It
-// takes ownership of req and resp.
+// stream relays resp, an upstream event stream, to the client once the
+// handler returns. It takes ownership of req and resp.
 func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response, f *requestFields, c *claim, injected bool) {
-	ctx.SetStatusCode(fasthttp.StatusOK)
-	ctx.SetContentTypeBytes(contentTypeSSE)
-	ctx.Response.Header.SetCanonical(headerCacheControl, valueNoCache)
-	ctx.Response.Header.SetCanonical(headerAccelBuffer, valueNo)
+	h := &ctx.Response.Header
+	h.SetStatusCode(fasthttp.StatusOK)
+	h.SetContentTypeBytes(contentTypeSSE)
+	h.SetCanonical(headerCacheControl, valueNoCache)
+	h.SetCanonical(headerAccelBuffer, valueNo)
+	chunked := ctx.Request.Header.IsHTTP11() && !ctx.Request.Header.ConnectionClose()
+	if chunked {
+		h.SetContentLength(-1) // Transfer-Encoding: chunked
+	} else {
+		h.SetConnectionClose()
+		h.SetContentLength(-2) // the body ends when the connection does
+	}
 	c.rec.stream = true
 	c.rec.gatewayDur = time.Since(c.rec.start) - c.rec.upstreamDur
 	s.metrics.openStreams.Add(1)
 	// The model name lives in the client's body, which is recycled when the
 	// handler returns; keep a copy for the error event.
 	r := &streamRelay{s: s, req: req, resp: resp, model: append([]byte(nil), f.model...), claim: *c,
-		reqID: append([]byte(nil), ctx.Response.Header.Peek(headerRequestID)...), injected: injected,
-		sc: sse.NewScanner(maxStreamEvent), step: c.model.price.Cost(0, streamReserveTokens*f.n)}
-	ctx.SetBodyStreamWriter(r.relay)
+		reqID: append([]byte(nil), h.Peek(headerRequestID)...), injected: injected,
+		sc: sse.NewScanner(maxStreamEvent), reserveStep: c.model.price.Cost(0, streamReserveTokens*f.n),
+		head: h.AppendBytes(make([]byte, 0, 512)), chunked: chunked}
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(r.serve)
 }
 
-// relay passes the upstream's events on as they arrive, flushing after each
-// read so every event reaches the client at once, byte for byte (less what
-// the gateway itself asked for). If the upstream breaks off, the client gets
-// a final OpenAI-shaped error event at an event boundary. If the client goes
-// away, the upstream is still read, within bounds, so that its usage is
-// billed.
-func (r *streamRelay) relay(w *bufio.Writer) {
-	defer func() {
-		r.resp.CloseBodyStream() //nolint:errcheck // discards the connection unless fully read
-		fasthttp.ReleaseResponse(r.resp)
-		fasthttp.ReleaseRequest(r.req)
-		r.settle()
-		if !r.drainStart.IsZero() {
-			r.s.drains.Add(-1)
-		}
-		r.s.metrics.openStreams.Add(-1)
-		r.s.finish(&r.claim.rec, fasthttp.StatusOK, r.reqID, time.Since(r.claim.rec.start))
-	}()
-	bp := streamBufs.Get().(*[]byte)
-	defer streamBufs.Put(bp)
-	buf := *bp
-	body := r.resp.BodyStream()
-	for {
-		n, err := body.Read(buf)
-		if n > 0 {
-			r.sc.Feed(buf[:n])
-			if e := r.pass(w); e != nil {
-				r.fail(w, e)
-				return
-			}
-			if !r.clientGone {
-				if w.Flush() != nil {
-					r.lost()
-				} else if r.claim.rec.ttfb == 0 {
-					r.claim.rec.ttfb = time.Since(r.claim.rec.start)
-				}
-			}
-		}
-		if r.clientGone && (r.drainStart.IsZero() || time.Since(r.drainStart) > r.s.drainTimeout) {
-			return // no drain allowed, or it took too long: bill the estimate
-		}
-		if err == nil {
-			continue
-		}
-		if errors.Is(err, io.EOF) {
-			r.sc.End()
-			if e := r.pass(w); e != nil {
-				r.fail(w, e)
-				return
-			}
-			if !r.clientGone {
-				w.Write(r.sc.Pending()) //nolint:errcheck // the stream is over either way
-				w.Flush()               //nolint:errcheck
-			}
+// serve is the hijack handler. It takes the client's own connection from
+// fasthttp's wrapper, relays up to the first event, then leaves the rest of
+// the stream to a goroutine of its own, so that the handler returns and
+// fasthttp drops the request's read buffer, which the wrapper holds, rather
+// than keep it for the stream's whole life. The first event goes out before
+// that goroutine starts: a new goroutine may wait for a thread to wake,
+// which the time to first byte should not.
+func (r *streamRelay) serve(hijacked net.Conn) {
+	c := unwrapConn(hijacked)
+	r.conn = c
+	r.s.streams.track(c, fasthttp.StateNew)
+	r.begin()
+	for r.claim.rec.ttfb == 0 {
+		if done, keep := r.step(); done {
+			r.end(keep)
 			return
 		}
-		e := errStreamCut
-		if isTimeout(err) {
-			e = errStreamEventTimed
+	}
+	go r.run()
+}
+
+// run relays the rest of the stream.
+func (r *streamRelay) run() {
+	for {
+		if done, keep := r.step(); done {
+			r.end(keep)
+			return
 		}
-		r.s.metrics.upstreamEvent(r.claim.rec.upstream, upstreamStreamCut)
-		r.fail(w, e)
+	}
+}
+
+// end settles the stream and, when it ended cleanly and the gateway is not
+// shutting down, serves the connection's next requests, as fasthttp would
+// have; else closes it.
+func (r *streamRelay) end(keep bool) {
+	s, c := r.s, r.conn
+	r.finishStream()
+	s.streams.track(c, fasthttp.StateClosed)
+	if !keep || s.draining.Load() {
+		c.Close() //nolint:errcheck // the stream is over either way
 		return
 	}
+	s.conns.track(c, fasthttp.StateNew)
+	s.http.ServeConn(c) //nolint:errcheck // it closes c; what went wrong is the client's
+}
+
+// unwrapConn returns the connection under fasthttp's hijacked wrapper, so
+// that neither the stream nor the requests served after it read through
+// the wrapper's buffer (each stream would otherwise add a layer). Bytes
+// already buffered there, a pipelined request that clients all but never
+// send, are kept in front of it.
+func unwrapConn(hijacked net.Conn) net.Conn {
+	u, ok := hijacked.(interface{ UnsafeConn() net.Conn })
+	if !ok {
+		return hijacked
+	}
+	c := u.UnsafeConn()
+	// A deadline in the past makes the read return at once: the buffered
+	// bytes if there are any, else a timeout, without a system call.
+	var b [1]byte
+	c.SetReadDeadline(time.Unix(1, 0)) //nolint:errcheck // the read then fails, which is the same
+	n, _ := hijacked.Read(b[:])
+	c.SetReadDeadline(time.Time{}) //nolint:errcheck
+	if n == 0 {
+		return c
+	}
+	return &prefixedConn{Conn: c, r: io.MultiReader(bytes.NewReader(b[:n]), hijacked)}
+}
+
+// prefixedConn reads r, bytes read off the connection already and then the
+// connection, and writes to the connection.
+type prefixedConn struct {
+	net.Conn
+	r io.Reader
+}
+
+func (c *prefixedConn) Read(p []byte) (int, error) { return c.r.Read(p) }
+
+// begin sends the response header. The upstream has the request by now, so
+// its buffers go back to serve other requests.
+func (r *streamRelay) begin() {
+	fasthttp.ReleaseRequest(r.req)
+	r.req = nil
+	r.body = r.resp.BodyStream()
+	r.write(r.head)
+	r.head = nil
+}
+
+// step relays what one upstream read brings, writing its events at once so
+// each reaches the client as it arrives, byte for byte (less what the
+// gateway itself asked for). If the upstream breaks off, the client gets a
+// final OpenAI-shaped error event at an event boundary. If the client goes
+// away, the upstream is still read, within bounds, so that its usage is
+// billed. It reports whether the stream is over and, if so, whether the
+// client's connection can carry on.
+func (r *streamRelay) step() (done, keep bool) {
+	n, err := r.sc.Fill(r.body, streamReadSize)
+	if n > 0 {
+		if e := r.pass(); e != nil {
+			return true, r.fail(e)
+		}
+		r.flush(false)
+	}
+	r.sc.Release()
+	if r.clientGone && (r.drainStart.IsZero() || time.Since(r.drainStart) > r.s.drainTimeout) {
+		return true, false // no drain allowed, or it took too long: bill the estimate
+	}
+	switch {
+	case err == nil:
+		return false, false
+	case errors.Is(err, io.EOF):
+		r.sc.End()
+		if e := r.pass(); e != nil {
+			return true, r.fail(e)
+		}
+		r.emit(r.sc.Pending())
+		return true, r.flush(true)
+	}
+	e := errStreamCut
+	if isTimeout(err) {
+		e = errStreamEventTimed
+	}
+	r.s.metrics.upstreamEvent(r.claim.rec.upstream, upstreamStreamCut)
+	return true, r.fail(e)
+}
+
+// finishStream releases the upstream answer (its connection goes back to
+// the pool when the stream was read to its end) and bills the stream.
+func (r *streamRelay) finishStream() {
+	r.resp.CloseBodyStream() //nolint:errcheck // discards the connection unless fully read
+	fasthttp.ReleaseResponse(r.resp)
+	r.resp, r.body = nil, nil
+	r.sc.Release()
+	r.settle()
+	if !r.drainStart.IsZero() {
+		r.s.drains.Add(-1)
+	}
+	r.s.metrics.openStreams.Add(-1)
+	r.s.finish(&r.claim.rec, fasthttp.StatusOK, r.reqID, time.Since(r.claim.rec.start))
+}
+
+// emit adds b to the next write.
+func (r *streamRelay) emit(b []byte) {
+	if r.clientGone || len(b) == 0 {
+		return
+	}
+	if r.out == nil {
+		r.out = outBufs.Get().(*[]byte)
+		*r.out = (*r.out)[:chunkHead]
+	}
+	*r.out = append(*r.out, b...)
+}
+
+var lastChunk = []byte("0\r\n\r\n")
+
+// flush writes what emit gathered as one chunk, with the last chunk after it
+// when last is set, and gives the buffer back. It reports whether the
+// connection can carry on after the body.
+func (r *streamRelay) flush(last bool) (keep bool) {
+	keep = last && r.chunked && !r.clientGone
+	if r.out == nil {
+		if !keep {
+			return keep
+		}
+		r.out = outBufs.Get().(*[]byte)
+		*r.out = (*r.out)[:chunkHead]
+	}
+	b, from := *r.out, chunkHead
+	events := len(b) - chunkHead
+	if events > 0 && r.chunked {
+		// The size line goes right before the events: hex digits, CRLF.
+		from -= 2
+		b[from], b[from+1] = '\r', '\n'
+		for n := events; n > 0; n >>= 4 {
+			from--
+			b[from] = hexDigits[n&0xf]
+		}
+		b = append(b, '\r', '\n')
+	}
+	if keep {
+		b = append(b, lastChunk...)
+	}
+	if r.write(b[from:]) && events > 0 && r.claim.rec.ttfb == 0 {
+		r.claim.rec.ttfb = time.Since(r.claim.rec.start)
+	}
+	*r.out = b[:0]
+	outBufs.Put(r.out)
+	r.out = nil
+	return keep && !r.clientGone
+}
+
+// write writes b to the client, moving the write deadline on at most once a
+// second: a client that takes nothing for the idle timeout is gone.
+func (r *streamRelay) write(b []byte) bool {
+	if r.clientGone {
+		return false
+	}
+	if now := time.Now(); r.writeBy.Sub(now) < r.s.streamWriteTimeout-time.Second {
+		r.writeBy = now.Add(r.s.streamWriteTimeout)
+		r.conn.SetWriteDeadline(r.writeBy) //nolint:errcheck // a failed write says the same
+	}
+	if _, err := r.conn.Write(b); err != nil {
+		r.lost()
+		return false
+	}
+	return true
 }
 
 // lost notes that the client went away. The upstream is drained for its
@@ -162,7 +338,7 @@ func (r *streamRelay) lost() {
 // pass writes every complete event, noting usage and content as they go.
 // It stops with the error to end the stream with when an event is too long
 // to be an event, or when the monthly budget cannot cover the next one.
-func (r *streamRelay) pass(w *bufio.Writer) *apiError {
+func (r *streamRelay) pass() *apiError {
 	for {
 		ev, ok, err := r.sc.Next()
 		if err != nil {
@@ -190,14 +366,13 @@ func (r *streamRelay) pass(w *bufio.Writer) *apiError {
 				}
 			}
 			if r.injected {
-				raw = r.stripUsageNull(raw)
+				if i, n := usageNull(raw); i >= 0 {
+					r.emit(raw[:i])
+					raw = raw[i+n:]
+				}
 			}
 		}
-		if !r.clientGone {
-			if _, err := w.Write(raw); err != nil {
-				r.lost()
-			}
-		}
+		r.emit(raw)
 	}
 }
 
@@ -223,7 +398,7 @@ func (r *streamRelay) covered() bool {
 		return true
 	}
 	g, now := r.s.gate, time.Now()
-	return g.Extend(context.Background(), &c.ticket, max(cost-held, r.step), now) ||
+	return g.Extend(context.Background(), &c.ticket, max(cost-held, r.reserveStep), now) ||
 		g.Extend(context.Background(), &c.ticket, cost-held, now)
 }
 
@@ -232,23 +407,22 @@ var (
 	usageNullBefore = []byte(`"usage":null,`)
 )
 
-// stripUsageNull removes the "usage":null field that asking for usage adds
-// to every chunk, so the client sees chunks as it asked for them. Inside a
-// JSON string those quotes would be escaped, so a match is always the field.
-func (r *streamRelay) stripUsageNull(raw []byte) []byte {
-	i, n := bytes.LastIndex(raw, usageNullAfter), len(usageNullAfter)
-	if i < 0 {
-		if i, n = bytes.Index(raw, usageNullBefore), len(usageNullBefore); i < 0 {
-			return raw
-		}
+// usageNull finds the "usage":null field that asking for usage adds to every
+// chunk, which the relay leaves out so the client sees chunks as it asked
+// for them: its offset in raw and its length, with its comma; -1 if none.
+// Inside a JSON string those quotes would be escaped, so a match is always
+// the field.
+func usageNull(raw []byte) (int, int) {
+	if i := bytes.LastIndex(raw, usageNullAfter); i >= 0 {
+		return i, len(usageNullAfter)
 	}
-	r.scratch = append(append(r.scratch[:0], raw[:i]...), raw[i+n:]...)
-	return r.scratch
+	return bytes.Index(raw, usageNullBefore), len(usageNullBefore)
 }
 
 // fail ends the client's stream with an OpenAI-shaped error event, at an
-// event boundary: an incomplete event from the upstream is dropped.
-func (r *streamRelay) fail(w *bufio.Writer, e *apiError) {
+// event boundary: an incomplete event from the upstream is dropped. It
+// reports whether the connection can carry on.
+func (r *streamRelay) fail(e *apiError) bool {
 	if !r.clientGone {
 		r.claim.rec.streamError = e.code
 	}
@@ -256,15 +430,12 @@ func (r *streamRelay) fail(w *bufio.Writer, e *apiError) {
 		r.s.log.Info("stream cut at the monthly budget", "model", string(r.model), "request_id", string(r.reqID),
 			"client_gone", r.clientGone)
 	}
-	if r.clientGone {
-		return
-	}
 	var b [256]byte
 	ev := append(b[:0], "data: "...)
 	ev = appendError(ev, e, r.model)
 	ev = append(ev, "\n\n"...)
-	w.Write(ev) //nolint:errcheck // best effort: the stream is over either way
-	w.Flush()   //nolint:errcheck
+	r.emit(ev)
+	return r.flush(true)
 }
 
 // settle bills the stream: the upstream's usage when it sent it (the gateway

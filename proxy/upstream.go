@@ -57,6 +57,12 @@ type Upstream struct {
 	cut   bool
 }
 
+// streamReadBuffer is the read buffer of a stream's upstream connection,
+// held for the stream's whole life: it must hold the answer's headers
+// (OpenAI's and Anthropic's are under 2 KiB) and no more, as 10,000 open
+// streams hold 10,000 of them.
+const streamReadBuffer = 4 << 10
+
 // newUpstream builds an Upstream's clients from its config.
 func newUpstream(c *config.Upstream) (*Upstream, error) {
 	u := &Upstream{
@@ -121,7 +127,7 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 			addr += ":80"
 		}
 	}
-	mk := func(d fasthttp.DialFunc) *fasthttp.HostClient {
+	mk := func(d fasthttp.DialFunc, readBuf int) *fasthttp.HostClient {
 		return &fasthttp.HostClient{
 			Addr:                      addr,
 			IsTLS:                     isTLS,
@@ -133,12 +139,12 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 			MaxIdemponentCallAttempts: 2,
 			RetryIfErr:                retryStaleConn,
 			NoDefaultUserAgentHeader:  true,
-			ReadBufferSize:            16 << 10,
+			ReadBufferSize:            readBuf,
 			WriteBufferSize:           16 << 10,
 			MaxResponseBodySize:       256 << 20,
 		}
 	}
-	u.client = mk(dial)
+	u.client = mk(dial, 16<<10)
 	firstByte, event := c.FirstByteTimeout, c.EventTimeout
 	u.streamClient = mk(func(addr string) (net.Conn, error) {
 		conn, err := dial(addr)
@@ -146,7 +152,7 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 			return nil, err
 		}
 		return &eventDeadlineConn{Conn: conn, firstByte: firstByte, event: event}, nil
-	})
+	}, streamReadBuffer)
 	return u, nil
 }
 

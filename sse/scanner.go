@@ -37,8 +37,10 @@ type Scanner struct {
 	// are the current event's complete lines, parsed; buf[pos:scan] is known
 	// to hold no line end.
 	buf []byte
-	// pooled holds buf when it came from bufs (see Fill and Release).
+	// pooled holds buf when it came from bufs (see Fill and Release);
+	// first is where Fill waits for a released stream's next byte.
 	pooled *[]byte
+	first  [1]byte
 	start  int
 	pos    int
 	scan   int
@@ -102,14 +104,35 @@ func (s *Scanner) Feed(p []byte) {
 	s.fed()
 }
 
-// Fill reads once from r, at most size bytes, straight into s's buffer: Feed
+// Fill reads from r, at most size bytes, straight into s's buffer: Feed
 // without the caller's buffer and the copy. It returns what r.Read returned.
-// After Next has returned an error the bytes are read and discarded, so a
-// stream can still be drained.
+// After Release it waits for the stream's next byte before it takes a
+// buffer, so a stream idle between events holds none, then reads what
+// follows that byte: two reads, the second of bytes already at hand. After
+// Next has returned an error the bytes are read and discarded, so a stream
+// can still be drained.
 func (s *Scanner) Fill(r io.Reader, size int) (int, error) {
+	if s.buf == nil && s.err == nil && size > 1 {
+		n, err := r.Read(s.first[:])
+		if n == 0 {
+			return 0, err
+		}
+		s.acquire(size)
+		s.buf = append(s.buf, s.first[0])
+		s.fed()
+		if err != nil {
+			return 1, err
+		}
+		n, err = s.fill(r, size-1)
+		return n + 1, err
+	}
 	if s.buf == nil {
 		s.acquire(size)
 	}
+	return s.fill(r, size)
+}
+
+func (s *Scanner) fill(r io.Reader, size int) (int, error) {
 	if s.err != nil {
 		if cap(s.buf) < size {
 			s.buf = make([]byte, 0, size)
