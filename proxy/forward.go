@@ -290,9 +290,11 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, f *re
 	}
 	ctx.SetStatusCode(status)
 	ctx.SetContentTypeBytes(contentTypeJSON)
-	// Swap buffers rather than copy: the client's response takes the upstream
-	// body and the pooled upstream response keeps the old buffer for reuse.
-	ctx.Response.SwapBody(resp.SwapBody(ctx.Response.SwapBody(nil)))
+	// Copy rather than swap buffers: swapped, each pooled buffer would carry
+	// the other's slice back to fasthttp's pool, whose calibration drops
+	// buffers that grew past its usual size, and under load every request
+	// would allocate a new one. Copied, each keeps a slice that fits.
+	ctx.SetBody(resp.Body())
 	return status < 300
 }
 
