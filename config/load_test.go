@@ -112,7 +112,7 @@ cache.negative_ttl: must be more than 0 (got 0s); write a duration such as 30s, 
 upstreams[0].timeout: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 10m0s
 upstreams[0].max_conns: must be at least 1 (got 0); remove it for the default 512
 models[0].routes[0].weight: must be at least 1 (got 0); remove the route to send it no traffic
-models[0].max_output_tokens: must be at least 1 (got 0); remove it for the default 4096`
+models[0].max_output_tokens: must be from 1 to 10000000 (got 0); remove it for the default 4096`
 	if got := parseErr(t, doc); got != want {
 		t.Fatalf("got\n%s\nwant\n%s", got, want)
 	}

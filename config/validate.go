@@ -16,6 +16,7 @@ import (
 	"unicode"
 
 	"github.com/tokenhub/tokenhub/keys"
+	"github.com/tokenhub/tokenhub/limits"
 )
 
 // Validate checks c and reports all its problems at once, joined with
@@ -299,17 +300,21 @@ func (c *Config) validateModels(p *problems) {
 				p.add(rat+".weight", "must be at least 1 (got %d); remove the route to send it no traffic", r.Weight)
 			}
 		}
-		if m.Price.InputPerMTok < 0 {
-			p.add(at+".price.input_per_mtok", "must not be negative (got %s)", m.Price.InputPerMTok)
+		// The bounds keep every cost (price × tokens, in pico-dollars) in an int64.
+		if m.Price.InputPerMTok < 0 || m.Price.InputPerMTok > limits.MaxPricePerMTok {
+			p.add(at+".price.input_per_mtok", "must be from 0 to %s dollars (got %s)", limits.MaxPricePerMTok, m.Price.InputPerMTok)
 		}
-		if m.Price.OutputPerMTok < 0 {
-			p.add(at+".price.output_per_mtok", "must not be negative (got %s)", m.Price.OutputPerMTok)
+		if m.Price.OutputPerMTok < 0 || m.Price.OutputPerMTok > limits.MaxPricePerMTok {
+			p.add(at+".price.output_per_mtok", "must be from 0 to %s dollars (got %s)", limits.MaxPricePerMTok, m.Price.OutputPerMTok)
 		}
-		if m.MaxOutputTokens < 1 {
-			p.add(at+".max_output_tokens", "must be at least 1 (got %d); remove it for the default %d", m.MaxOutputTokens, defaultModel().MaxOutputTokens)
+		if m.MaxOutputTokens < 1 || m.MaxOutputTokens > maxOutputTokens {
+			p.add(at+".max_output_tokens", "must be from 1 to %d (got %d); remove it for the default %d", maxOutputTokens, m.MaxOutputTokens, defaultModel().MaxOutputTokens)
 		}
 	}
 }
+
+// maxOutputTokens bounds a model's max_output_tokens (see limits.MaxPricePerMTok).
+const maxOutputTokens = 10_000_000
 
 func (c *Config) validatePlans(p *problems) {
 	seen := make(map[string]int)

@@ -164,11 +164,11 @@ func TestValidateRules(t *testing.T) {
 	f(func(c *Config) { c.Models[1].Routes[0].Weight = -1 },
 		"models[1].routes[0].weight: must be at least 1 (got -1); remove the route to send it no traffic")
 	f(func(c *Config) { c.Models[1].Price.InputPerMTok = -1 },
-		"models[1].price.input_per_mtok: must not be negative (got -0.000001)")
+		"models[1].price.input_per_mtok: must be from 0 to 1000 dollars (got -0.000001)")
 	f(func(c *Config) { c.Models[1].Price.OutputPerMTok = -2_500_000 },
-		"models[1].price.output_per_mtok: must not be negative (got -2.5)")
+		"models[1].price.output_per_mtok: must be from 0 to 1000 dollars (got -2.5)")
 	f(func(c *Config) { c.Models[1].MaxOutputTokens = 0 },
-		"models[1].max_output_tokens: must be at least 1 (got 0); remove it for the default 4096")
+		"models[1].max_output_tokens: must be from 1 to 10000000 (got 0); remove it for the default 4096")
 
 	f(func(c *Config) { c.Plans = append(c.Plans, nil) },
 		"plans[1]: empty entry; remove it")
@@ -330,4 +330,24 @@ func writePair(t *testing.T, dir, name string) (certFile, keyFile string) {
 		t.Fatal(err)
 	}
 	return certFile, keyFile
+}
+
+// TestMoneyBounds: amounts that would overflow pico-dollar spend are
+// refused with the field and the bound.
+func TestMoneyBounds(t *testing.T) {
+	for _, tc := range []struct{ yaml, field string }{
+		{"plans: [{name: p, models: ['*'], monthly_usd: 1000000000}]", "plans[0]"},
+		{"plans: [{name: p, models: ['*'], max_request_usd: 1000001}]", "plans[0]"},
+		{"models: [{name: m, routes: [{upstream: mock}], price: {input_per_mtok: 1000.000001}}]", "models[0].price.input_per_mtok"},
+		{"models: [{name: m, routes: [{upstream: mock}], price: {output_per_mtok: 5000}}]", "models[0].price.output_per_mtok"},
+		{"models: [{name: m, routes: [{upstream: mock}], max_output_tokens: 10000001}]", "models[0].max_output_tokens"},
+	} {
+		_, err := Parse([]byte(tc.yaml), "t.yaml", func(string) string { return "" })
+		if err == nil || !strings.Contains(err.Error(), tc.field) {
+			t.Errorf("%s: got %v, want an error naming %s", tc.yaml, err, tc.field)
+		}
+	}
+	if _, err := Parse([]byte("plans: [{name: p, models: ['*'], monthly_usd: 1000000}]\nmodels: [{name: m, routes: [{upstream: u}], price: {input_per_mtok: 1000}, max_output_tokens: 10000000}]\nupstreams: [{name: u, base_url: 'http://127.0.0.1:1/v1'}]"), "t.yaml", func(string) string { return "" }); err != nil {
+		t.Errorf("the bounds themselves are refused: %v", err)
+	}
 }

@@ -41,6 +41,9 @@ func (p *Plan) Compile() error {
 	if p.RPM < 0 || p.TPM < 0 || p.MaxRequestUSD < 0 || p.MonthlyUSD < 0 {
 		return fmt.Errorf("%w: plan %q: rpm, tpm, max_request_usd and monthly_usd must not be negative", ErrInvalidPlan, p.Name)
 	}
+	if p.MaxRequestUSD > limits.MaxCapUSD || p.MonthlyUSD > limits.MaxCapUSD {
+		return fmt.Errorf("%w: plan %q: max_request_usd and monthly_usd must be at most %s dollars (0 means no limit)", ErrInvalidPlan, p.Name, limits.MaxCapUSD)
+	}
 	if p.RPM > maxPerMinute || p.TPM > maxPerMinute {
 		return fmt.Errorf("%w: plan %q: rpm and tpm must be at most %d (0 means no limit)", ErrInvalidPlan, p.Name, maxPerMinute)
 	}

@@ -16,6 +16,16 @@ type MicroUSD int64
 // maxMicroUSD bounds parsed amounts so that sums of many of them cannot overflow.
 const maxMicroUSD = MicroUSD(1) << 53
 
+// Bounds on what a plan and a price may say. Spend is counted in
+// pico-dollars in an int64, which holds $9.2 million: a cap of at most $1
+// million leaves room for every node's leases and for spend past a cap,
+// and a price of at most $1,000 per million tokens keeps the worst case of
+// any request (128 choices of 10 million tokens) in range.
+const (
+	MaxCapUSD       = MicroUSD(1_000_000_000_000) // $1,000,000
+	MaxPricePerMTok = MicroUSD(1_000_000_000)     // $1,000
+)
+
 // ParseUSD parses a decimal dollar amount such as "10", "0.5" or "0.000150"
 // exactly. At most six decimals are accepted; more would need rounding.
 func ParseUSD(s string) (MicroUSD, error) {
