@@ -2,7 +2,9 @@ package limits
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -41,7 +43,8 @@ func OpenBoltLedger(dir string) (*BoltLedger, error) {
 	return &BoltLedger{db: db}, nil
 }
 
-// usageRecord is MonthUsage as stored, with money as an integer string.
+// usageRecord is MonthUsage as stored before records became binary (see
+// appendRecord); such records are still read.
 type usageRecord struct {
 	Counts
 	Spent  int64                  `json:"spent_pico_usd"`
@@ -53,15 +56,18 @@ type modelRecord struct {
 	Spent int64 `json:"spent_pico_usd"`
 }
 
-func ledgerKey(keyID string, month Month) []byte {
-	return strconv.AppendInt([]byte(keyID+"/"), int64(month), 10)
+// ledgerKey appends a record's key, "<key id>/<month>", to b.
+func ledgerKey(b []byte, keyID string, month Month) []byte {
+	b = append(b, keyID...)
+	b = append(b, '/')
+	return strconv.AppendInt(b, int64(month), 10)
 }
 
 // Load implements Ledger.
 func (l *BoltLedger) Load(_ context.Context, keyID string, month Month) (*MonthUsage, error) {
 	u := &MonthUsage{KeyID: keyID, Month: month}
 	err := l.db.View(func(tx *bolt.Tx) error {
-		return decodeUsage(tx.Bucket(usageBucket).Get(ledgerKey(keyID, month)), u)
+		return decodeUsage(tx.Bucket(usageBucket).Get(ledgerKey(nil, keyID, month)), u)
 	})
 	if err != nil {
 		return nil, fmt.Errorf("limits: load usage of %s: %w", keyID, err)
@@ -69,29 +75,27 @@ func (l *BoltLedger) Load(_ context.Context, keyID string, month Month) (*MonthU
 	return u, nil
 }
 
-// Add implements Ledger: every delta in one transaction.
+// Add implements Ledger: every delta in one transaction. Each record is
+// read, added to and written back in a compact binary form, built in one
+// arena per call: with traffic spread over many keys a flush writes one
+// record per key used, so its cost per record is what bounds it.
 func (l *BoltLedger) Add(_ context.Context, deltas []*MonthUsage) error {
 	err := l.db.Update(func(tx *bolt.Tx) error {
 		b := tx.Bucket(usageBucket)
+		// bbolt keeps the key and value slices until the transaction
+		// commits; an arena that grows leaves earlier records in its old
+		// array, which stays valid.
+		arena := make([]byte, 0, 64*len(deltas))
 		for _, d := range deltas {
-			k := ledgerKey(d.KeyID, d.Month)
-			u := &MonthUsage{KeyID: d.KeyID, Month: d.Month}
-			if err := decodeUsage(b.Get(k), u); err != nil {
-				return err
+			start := len(arena)
+			arena = ledgerKey(arena, d.KeyID, d.Month)
+			k := arena[start:len(arena):len(arena)]
+			start = len(arena)
+			var err error
+			if arena, err = mergeRecord(arena, b.Get(k), d); err != nil {
+				return fmt.Errorf("limits: usage of %s: %w", d.KeyID, err)
 			}
-			u.add(d)
-			rec := usageRecord{Counts: u.Counts, Spent: int64(u.Spent), Models: map[string]modelRecord{}}
-			rec.Counts.Spent = 0
-			for name, c := range u.Models {
-				mc := *c
-				mc.Spent = 0
-				rec.Models[name] = modelRecord{Counts: mc, Spent: int64(c.Spent)}
-			}
-			v, err := json.Marshal(rec)
-			if err != nil {
-				return err
-			}
-			if err := b.Put(k, v); err != nil {
+			if err := b.Put(k, arena[start:len(arena):len(arena)]); err != nil {
 				return err
 			}
 		}
@@ -103,10 +107,197 @@ func (l *BoltLedger) Add(_ context.Context, deltas []*MonthUsage) error {
 	return nil
 }
 
+// recordV1 opens a binary record; JSON records open with '{'.
+const recordV1 = 1
+
+// appendCounts appends c as four uvarints.
+func appendCounts(b []byte, c *Counts) []byte {
+	b = binary.AppendUvarint(b, uint64(c.Requests))
+	b = binary.AppendUvarint(b, uint64(c.PromptTokens))
+	b = binary.AppendUvarint(b, uint64(c.CompletionTokens))
+	return binary.AppendUvarint(b, uint64(c.Spent))
+}
+
+// readCounts reads what appendCounts wrote.
+func readCounts(v []byte) (Counts, []byte, bool) {
+	var f [4]uint64
+	for i := range f {
+		x, n := binary.Uvarint(v)
+		if n <= 0 {
+			return Counts{}, nil, false
+		}
+		f[i], v = x, v[n:]
+	}
+	return Counts{Requests: int64(f[0]), PromptTokens: int64(f[1]), CompletionTokens: int64(f[2]), Spent: PicoUSD(f[3])}, v, true
+}
+
+// mergeRecord appends to b the record of old (binary, JSON, or nil for
+// none) plus d: version, totals, the number of models, then each model's
+// name (uvarint length, bytes) and counts. Models d does not touch are
+// copied as they are, without decoding them into a map.
+func mergeRecord(b, old []byte, d *MonthUsage) ([]byte, error) {
+	if len(old) > 0 && old[0] != recordV1 {
+		u := &MonthUsage{KeyID: d.KeyID, Month: d.Month}
+		if err := decodeUsage(old, u); err != nil {
+			return b, err
+		}
+		u.add(d)
+		return appendRecord(b, u), nil
+	}
+	var total Counts
+	var models uint64
+	var rest []byte
+	if len(old) > 0 {
+		var ok bool
+		if total, rest, ok = readCounts(old[1:]); ok {
+			models, rest, ok = uvarint(rest)
+		}
+		if !ok {
+			return b, errors.New("corrupt usage record")
+		}
+	}
+	total.add(&d.Counts)
+	start := len(b)
+	b = append(b, recordV1)
+	b = appendCounts(b, &total)
+	countAt := len(b)
+	b = binary.AppendUvarint(b, 0) // rewritten below when it is not 0
+	n := uint64(0)
+	seen := 0
+	for range models {
+		name, r, ok := readName(rest)
+		if !ok {
+			return b, errors.New("corrupt usage record")
+		}
+		c, r, ok := readCounts(r)
+		if !ok {
+			return b, errors.New("corrupt usage record")
+		}
+		rest = r
+		if dc := d.Models[string(name)]; dc != nil { // no allocation: the compiler looks it up in place
+			c.add(dc)
+			seen++
+		}
+		b = appendModel(b, name, &c)
+		n++
+	}
+	if seen < len(d.Models) {
+		// Names new to the record, in no particular order: readers make a map.
+		for name, c := range d.Models {
+			if c.zero() || recordHas(old, name) {
+				continue
+			}
+			b = appendModel(b, []byte(name), c)
+			n++
+		}
+	}
+	if n > 127 {
+		// The count was written as one byte, which holds up to 127; a
+		// larger one would need the models moved along.
+		return mergeSlow(b[:start], old, d)
+	}
+	b[countAt] = byte(n)
+	return b, nil
+}
+
+// mergeSlow merges through a MonthUsage, for records of over 127 models.
+func mergeSlow(b, old []byte, d *MonthUsage) ([]byte, error) {
+	u := &MonthUsage{KeyID: d.KeyID, Month: d.Month}
+	if err := decodeUsage(old, u); err != nil {
+		return b, err
+	}
+	u.add(d)
+	return appendRecord(b, u), nil
+}
+
+func appendModel(b, name []byte, c *Counts) []byte {
+	b = binary.AppendUvarint(b, uint64(len(name)))
+	b = append(b, name...)
+	return appendCounts(b, c)
+}
+
+// appendRecord appends u as a binary record.
+func appendRecord(b []byte, u *MonthUsage) []byte {
+	b = append(b, recordV1)
+	b = appendCounts(b, &u.Counts)
+	b = binary.AppendUvarint(b, uint64(len(u.Models)))
+	for name, c := range u.Models {
+		b = appendModel(b, []byte(name), c)
+	}
+	return b
+}
+
+// recordHas reports whether the binary record v has a model named name.
+func recordHas(v []byte, name string) bool {
+	if len(v) == 0 {
+		return false
+	}
+	_, rest, ok := readCounts(v[1:])
+	if !ok {
+		return false
+	}
+	models, rest, ok := uvarint(rest)
+	for i := uint64(0); ok && i < models; i++ {
+		var got []byte
+		if got, rest, ok = readName(rest); ok {
+			if string(got) == name {
+				return true
+			}
+			_, rest, ok = readCounts(rest)
+		}
+	}
+	return false
+}
+
+func uvarint(v []byte) (uint64, []byte, bool) {
+	x, n := binary.Uvarint(v)
+	if n <= 0 {
+		return 0, nil, false
+	}
+	return x, v[n:], true
+}
+
+func readName(v []byte) ([]byte, []byte, bool) {
+	l, v, ok := uvarint(v)
+	if !ok || l > uint64(len(v)) {
+		return nil, nil, false
+	}
+	return v[:l], v[l:], true
+}
+
+// decodeUsage reads a stored record, binary or JSON, into u.
 func decodeUsage(v []byte, u *MonthUsage) error {
-	if v == nil {
+	if len(v) == 0 {
 		return nil
 	}
+	if v[0] != recordV1 {
+		return decodeJSONUsage(v, u)
+	}
+	total, rest, ok := readCounts(v[1:])
+	models, rest, ok2 := uvarint(rest)
+	if !ok || !ok2 {
+		return fmt.Errorf("limits: decode usage of %s: corrupt record", u.KeyID)
+	}
+	u.Counts = total
+	for range models {
+		name, r, ok := readName(rest)
+		if !ok {
+			return fmt.Errorf("limits: decode usage of %s: corrupt record", u.KeyID)
+		}
+		c, r, ok := readCounts(r)
+		if !ok {
+			return fmt.Errorf("limits: decode usage of %s: corrupt record", u.KeyID)
+		}
+		rest = r
+		if u.Models == nil {
+			u.Models = make(map[string]*Counts)
+		}
+		u.Models[string(name)] = &c
+	}
+	return nil
+}
+
+func decodeJSONUsage(v []byte, u *MonthUsage) error {
 	var rec usageRecord
 	if err := json.Unmarshal(v, &rec); err != nil {
 		return fmt.Errorf("limits: decode usage of %s: %w", u.KeyID, err)
