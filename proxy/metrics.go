@@ -24,10 +24,9 @@ import (
 type gatewayMetrics struct {
 	set *vm.Set
 
-	mu        sync.RWMutex
-	requests  map[requestLabels]*vm.Counter
-	usage     map[usageLabels]*usageSeries
-	upstreams map[upstreamLabels]*vm.Counter
+	requests  seriesMap[requestLabels, *vm.Counter]
+	usage     seriesMap[usageLabels, *usageSeries]
+	upstreams seriesMap[upstreamLabels, *vm.Counter]
 
 	// gateway is the time tokenhub itself added to a request (all of it but
 	// the upstream's), upstream the upstream's until its answer (a stream's:
@@ -78,12 +77,7 @@ var (
 )
 
 func newGatewayMetrics() *gatewayMetrics {
-	m := &gatewayMetrics{
-		set:       vm.NewSet(),
-		requests:  make(map[requestLabels]*vm.Counter),
-		usage:     make(map[usageLabels]*usageSeries),
-		upstreams: make(map[upstreamLabels]*vm.Counter),
-	}
+	m := &gatewayMetrics{set: vm.NewSet()}
 	for ep, name := range endpointNames {
 		m.gateway[ep] = m.set.NewPrometheusHistogramExt(`tokenhub_gateway_duration_seconds{endpoint="`+name+`"}`, gatewayBuckets)
 		m.upstream[ep] = m.set.NewPrometheusHistogramExt(`tokenhub_upstream_duration_seconds{endpoint="`+name+`"}`, upstreamBuckets)
@@ -115,38 +109,73 @@ func (m *gatewayMetrics) write(w io.Writer) {
 	vm.WriteProcessMetrics(w)
 }
 
+// seriesMap maps labels to their series. A lookup loads a map nobody
+// writes: no lock, and no write to memory other cores read (a read-locked
+// RWMutex would bounce its cache line between cores on every request). A
+// new series, rare, copies the map.
+type seriesMap[K comparable, V any] struct {
+	mu sync.Mutex
+	m  atomic.Pointer[map[K]V]
+}
+
+func (s *seriesMap[K, V]) lookup(k K) (V, bool) {
+	if m := s.m.Load(); m != nil {
+		v, ok := (*m)[k]
+		return v, ok
+	}
+	var zero V
+	return zero, false
+}
+
+// add stores v for k, unless a series got there first, and returns the
+// series for k.
+func (s *seriesMap[K, V]) add(k K, v V) V {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	old := s.m.Load()
+	if old != nil {
+		if got, ok := (*old)[k]; ok {
+			return got
+		}
+	}
+	next := make(map[K]V, 1+len(ptrMap(old)))
+	for k, v := range ptrMap(old) {
+		next[k] = v
+	}
+	next[k] = v
+	s.m.Store(&next)
+	return v
+}
+
+func ptrMap[K comparable, V any](m *map[K]V) map[K]V {
+	if m == nil {
+		return nil
+	}
+	return *m
+}
+
 // request counts one answered request.
 func (m *gatewayMetrics) request(endpoint, model, plan string, status int) {
 	l := requestLabels{endpoint, model, plan, status}
-	m.mu.RLock()
-	c := m.requests[l]
-	m.mu.RUnlock()
-	if c == nil {
-		c = m.newRequestSeries(l)
+	c, ok := m.requests.lookup(l)
+	if !ok {
+		c = m.requests.add(l, m.set.GetOrCreateCounter(series("tokenhub_requests_total",
+			"endpoint", l.endpoint, "model", l.model, "plan", l.plan, "status", strconv.Itoa(l.status))))
 	}
 	c.Inc()
-}
-
-func (m *gatewayMetrics) newRequestSeries(l requestLabels) *vm.Counter {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if c := m.requests[l]; c != nil {
-		return c
-	}
-	c := m.set.GetOrCreateCounter(series("tokenhub_requests_total",
-		"endpoint", l.endpoint, "model", l.model, "plan", l.plan, "status", strconv.Itoa(l.status)))
-	m.requests[l] = c
-	return c
 }
 
 // used counts a settled request's tokens and spend.
 func (m *gatewayMetrics) used(model, plan string, prompt, completion int64, cost limits.PicoUSD, estimated bool) {
 	l := usageLabels{model, plan}
-	m.mu.RLock()
-	u := m.usage[l]
-	m.mu.RUnlock()
-	if u == nil {
-		u = m.newUsageSeries(l)
+	u, ok := m.usage.lookup(l)
+	if !ok {
+		u = m.usage.add(l, &usageSeries{
+			prompt:     m.set.GetOrCreateCounter(series("tokenhub_tokens_total", "model", l.model, "plan", l.plan, "type", "prompt")),
+			completion: m.set.GetOrCreateCounter(series("tokenhub_tokens_total", "model", l.model, "plan", l.plan, "type", "completion")),
+			spend:      m.set.GetOrCreateFloatCounter(series("tokenhub_spend_usd_total", "model", l.model, "plan", l.plan)),
+			estimated:  m.set.GetOrCreateCounter(series("tokenhub_usage_estimated_total", "model", l.model, "plan", l.plan)),
+		})
 	}
 	u.prompt.Add(int(prompt))
 	u.completion.Add(int(completion))
@@ -156,35 +185,12 @@ func (m *gatewayMetrics) used(model, plan string, prompt, completion int64, cost
 	}
 }
 
-func (m *gatewayMetrics) newUsageSeries(l usageLabels) *usageSeries {
-	m.mu.Lock()
-	defer m.mu.Unlock()
-	if u := m.usage[l]; u != nil {
-		return u
-	}
-	u := &usageSeries{
-		prompt:     m.set.GetOrCreateCounter(series("tokenhub_tokens_total", "model", l.model, "plan", l.plan, "type", "prompt")),
-		completion: m.set.GetOrCreateCounter(series("tokenhub_tokens_total", "model", l.model, "plan", l.plan, "type", "completion")),
-		spend:      m.set.GetOrCreateFloatCounter(series("tokenhub_spend_usd_total", "model", l.model, "plan", l.plan)),
-		estimated:  m.set.GetOrCreateCounter(series("tokenhub_usage_estimated_total", "model", l.model, "plan", l.plan)),
-	}
-	m.usage[l] = u
-	return u
-}
-
 // upstreamEvent counts a failover or a failure of an upstream.
 func (m *gatewayMetrics) upstreamEvent(upstream, event string) {
 	l := upstreamLabels{upstream, event}
-	m.mu.RLock()
-	c := m.upstreams[l]
-	m.mu.RUnlock()
-	if c == nil {
-		m.mu.Lock()
-		if c = m.upstreams[l]; c == nil {
-			c = m.set.GetOrCreateCounter(series("tokenhub_upstream_events_total", "upstream", upstream, "event", event))
-			m.upstreams[l] = c
-		}
-		m.mu.Unlock()
+	c, ok := m.upstreams.lookup(l)
+	if !ok {
+		c = m.upstreams.add(l, m.set.GetOrCreateCounter(series("tokenhub_upstream_events_total", "upstream", upstream, "event", event)))
 	}
 	c.Inc()
 }
