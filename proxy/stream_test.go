@@ -4,12 +4,16 @@ import (
 	"bufio"
 	"fmt"
 	"io"
+	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/bench/mock"
 )
 
 // TestStreamTimeouts: a stream that stalls between events longer than
@@ -79,5 +83,67 @@ plans:
 	status, body = stream("never")
 	if status != 504 || !strings.Contains(body, `"upstream_timeout"`) {
 		t.Fatalf("silent upstream: %d %s", status, body)
+	}
+}
+
+// TestStreamConnectionLivesOn: after a stream, the same connection serves the
+// next requests (a buffered one, then another stream), as fasthttp would have
+// served it; an HTTP/1.0 or Connection: close client gets the stream
+// unframed and the connection closed after it.
+func TestStreamConnectionLivesOn(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 3})
+	g := startGateway(t, yamlModels(up), "")
+	key := g.newKey("all").Key
+	addr := strings.TrimPrefix(g.url, "http://")
+	request := func(proto, extra, body string) string {
+		return "POST /v1/chat/completions " + proto + "\r\nHost: x\r\nAuthorization: Bearer " + key +
+			"\r\nContent-Type: application/json\r\n" + extra + "Content-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body
+	}
+	stream := `{"model":"mock","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	plain := `{"model":"mock","messages":[{"role":"user","content":"hi"}]}`
+
+	c, err := net.Dial("tcp", addr)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.SetDeadline(time.Now().Add(10 * time.Second))
+	r := bufio.NewReader(c)
+	for i, body := range []string{stream, plain, stream} {
+		if _, err := c.Write([]byte(request("HTTP/1.1", "", body))); err != nil {
+			t.Fatal(err)
+		}
+		resp, err := http.ReadResponse(r, nil)
+		if err != nil {
+			t.Fatalf("request %d on the connection: %v", i, err)
+		}
+		b, err := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if err != nil || resp.StatusCode != 200 || resp.Close {
+			t.Fatalf("request %d: %d close=%v %v %q", i, resp.StatusCode, resp.Close, err, b)
+		}
+		if body == stream && (resp.Header.Get("Content-Type") != "text/event-stream" || len(resp.TransferEncoding) == 0 ||
+			!strings.HasSuffix(string(b), "data: [DONE]\n\n") || resp.Header.Get("X-Request-Id") == "") {
+			t.Fatalf("stream %d: %v %v %q", i, resp.Header, resp.TransferEncoding, b)
+		}
+	}
+
+	for _, tc := range []struct{ proto, extra string }{{"HTTP/1.0", ""}, {"HTTP/1.1", "Connection: close\r\n"}} {
+		c, err := net.Dial("tcp", addr)
+		if err != nil {
+			t.Fatal(err)
+		}
+		c.SetDeadline(time.Now().Add(10 * time.Second))
+		c.Write([]byte(request(tc.proto, tc.extra, stream)))
+		all, err := io.ReadAll(c) // to the close
+		c.Close()
+		if err != nil {
+			t.Fatal(err)
+		}
+		head, body, _ := strings.Cut(string(all), "\r\n\r\n")
+		if !strings.Contains(head, "\r\nConnection: close") || strings.Contains(head, "Transfer-Encoding") ||
+			!strings.HasPrefix(body, "data: ") || !strings.HasSuffix(body, "data: [DONE]\n\n") {
+			t.Fatalf("%s %q: unframed stream and a close wanted:\n%s\n\n%q", tc.proto, tc.extra, head, body)
+		}
 	}
 }
