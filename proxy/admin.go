@@ -27,7 +27,7 @@ func (s *Server) admin(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 		}
 		if !s.isAdmin(token) {
 			// A working user key gets a clearer answer than "incorrect key".
-			if _, _, err := s.registry.Authenticate(ctx, token); err == nil {
+			if _, _, err := s.registry.Authenticate(callCtx(ctx), token); err == nil {
 				writeError(ctx, errAdminOnly, nil)
 				return
 			}
@@ -134,7 +134,7 @@ func (s *Server) createKey(ctx *fasthttp.RequestCtx) {
 	if in.TPM != nil {
 		spec.TPM = *in.TPM
 	}
-	k, secret, err := s.registry.CreateKey(ctx, spec)
+	k, secret, err := s.registry.CreateKey(callCtx(ctx), spec)
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -144,7 +144,7 @@ func (s *Server) createKey(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) listKeys(ctx *fasthttp.RequestCtx) {
-	all, err := s.registry.Keys(ctx)
+	all, err := s.registry.Keys(callCtx(ctx))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -157,7 +157,7 @@ func (s *Server) listKeys(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) getKey(ctx *fasthttp.RequestCtx) {
-	k, err := s.registry.Key(ctx, pathValue(ctx, "id"))
+	k, err := s.registry.Key(callCtx(ctx), pathValue(ctx, "id"))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -180,7 +180,7 @@ func (s *Server) updateKey(ctx *fasthttp.RequestCtx) {
 	if in.Name != nil && !validKeyName(ctx, *in.Name) {
 		return
 	}
-	k, err := s.registry.UpdateKey(ctx, pathValue(ctx, "id"), keys.KeyChanges{Name: in.Name, Plan: in.Plan, RPM: in.RPM, TPM: in.TPM})
+	k, err := s.registry.UpdateKey(callCtx(ctx), pathValue(ctx, "id"), keys.KeyChanges{Name: in.Name, Plan: in.Plan, RPM: in.RPM, TPM: in.TPM})
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -190,7 +190,7 @@ func (s *Server) updateKey(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) revokeKey(ctx *fasthttp.RequestCtx) {
-	k, err := s.registry.RevokeKey(ctx, pathValue(ctx, "id"))
+	k, err := s.registry.RevokeKey(callCtx(ctx), pathValue(ctx, "id"))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -200,7 +200,7 @@ func (s *Server) revokeKey(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) rotateKey(ctx *fasthttp.RequestCtx) {
-	k, secret, err := s.registry.RotateKey(ctx, pathValue(ctx, "id"))
+	k, secret, err := s.registry.RotateKey(callCtx(ctx), pathValue(ctx, "id"))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -230,7 +230,7 @@ func renderPlan(p *keys.Plan) planJSON {
 }
 
 func (s *Server) listPlans(ctx *fasthttp.RequestCtx) {
-	all, err := s.registry.Plans(ctx)
+	all, err := s.registry.Plans(callCtx(ctx))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -243,7 +243,7 @@ func (s *Server) listPlans(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) getPlan(ctx *fasthttp.RequestCtx) {
-	p, err := s.registry.Plan(ctx, pathValue(ctx, "name"))
+	p, err := s.registry.Plan(callCtx(ctx), pathValue(ctx, "name"))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -263,7 +263,7 @@ func (s *Server) putPlan(ctx *fasthttp.RequestCtx) {
 	}
 	p := &keys.Plan{Name: name, Models: in.Models, RPM: in.RPM, TPM: in.TPM,
 		MaxRequestUSD: in.MaxRequestUSD, MonthlyUSD: in.MonthlyUSD}
-	if err := s.registry.PutPlan(ctx, p); err != nil {
+	if err := s.registry.PutPlan(callCtx(ctx), p); err != nil {
 		s.adminFailed(ctx, err)
 		return
 	}
@@ -273,7 +273,7 @@ func (s *Server) putPlan(ctx *fasthttp.RequestCtx) {
 
 func (s *Server) deletePlan(ctx *fasthttp.RequestCtx) {
 	name := pathValue(ctx, "name")
-	if err := s.registry.DeletePlan(ctx, name); err != nil {
+	if err := s.registry.DeletePlan(callCtx(ctx), name); err != nil {
 		s.adminFailed(ctx, err)
 		return
 	}

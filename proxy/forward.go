@@ -49,7 +49,7 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 		return
 	}
 	c.model, c.prompt, c.maxOutput = m, prompt, out
-	s.gate.Admit(ctx, &a, time.Now(), &c.ticket)
+	s.gate.Admit(callCtx(ctx), &a, time.Now(), &c.ticket)
 	setRateHeaders(ctx, &c.ticket)
 	if c.ticket.Refusal != limits.Admitted {
 		refuse(ctx, &c.ticket)
@@ -93,7 +93,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*keys.Key, *keys.Plan, 
 		writeError(ctx, errMissingKey, nil)
 		return nil, nil, false
 	}
-	k, p, err := s.registry.Authenticate(ctx, token)
+	k, p, err := s.registry.Authenticate(callCtx(ctx), token)
 	if err != nil {
 		e := authError(err)
 		if e == errStoreDown {

@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
@@ -294,3 +295,10 @@ type fasthttpLogger struct{ log *slog.Logger }
 func (l fasthttpLogger) Printf(format string, args ...any) {
 	l.log.Warn(fmt.Sprintf(format, args...), "source", "fasthttp")
 }
+
+// callCtx is the context of the store and gate calls a request makes: never
+// the *fasthttp.RequestCtx itself, which fasthttp recycles when the handler
+// returns, while a context derived from it (a call's timeout) may still look
+// it up afterwards from its timer's goroutine, a data race. Its Done is the
+// server's, not the request's, so it would cancel nothing sooner either.
+func callCtx(*fasthttp.RequestCtx) context.Context { return context.Background() }

@@ -49,7 +49,7 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	if !s.isAdmin(token) {
-		k, _, err := s.registry.Authenticate(ctx, token)
+		k, _, err := s.registry.Authenticate(callCtx(ctx), token)
 		if err != nil {
 			writeError(ctx, authError(err), nil)
 			return
@@ -59,12 +59,12 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 			return
 		}
 	}
-	k, err := s.registry.Key(ctx, id)
+	k, err := s.registry.Key(callCtx(ctx), id)
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
 	}
-	r, err := s.gate.Usage(ctx, id, time.Now())
+	r, err := s.gate.Usage(callCtx(ctx), id, time.Now())
 	if err != nil {
 		s.log.Error("usage report", "key_id", id, "err", err)
 		writeError(ctx, errStoreDown, nil)
@@ -77,7 +77,7 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 		Requests: u.Requests, Prompt: u.PromptTokens, Completion: u.CompletionTokens,
 		SpendUSD: usd(u.Spent), ReservedUSD: usd(r.Reserved), Models: []modelUsageJSON{},
 	}
-	if p, err := s.registry.Plan(ctx, k.Plan); err == nil && p.MonthlyUSD > 0 {
+	if p, err := s.registry.Plan(callCtx(ctx), k.Plan); err == nil && p.MonthlyUSD > 0 {
 		cap, left := usd(p.MonthlyUSD.Pico()), usd(max(p.MonthlyUSD.Pico()-u.Spent-r.Reserved, 0))
 		out.MonthlyUSD, out.RemainingUSD = &cap, &left
 	}
