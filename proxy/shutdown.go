@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -38,6 +39,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 	for _, srv := range servers {
 		go func() { errs <- srv.ShutdownWithContext(ctx) }()
 	}
+	s.conns.closeIdleHanded()
 	var err error
 	for range servers {
 		err = errors.Join(err, <-errs)
@@ -93,9 +95,14 @@ type connSet struct {
 }
 
 // track follows one connection's state. It runs twice per request (active,
-// idle) and does nothing then: only opening and closing cost a lock.
+// idle) and then only notes a handed-back connection's idleness: only
+// opening and closing cost a lock.
 func (cs *connSet) track(c net.Conn, state fasthttp.ConnState) {
 	switch state {
+	case fasthttp.StateActive, fasthttp.StateIdle:
+		if hc, ok := c.(*handedConn); ok {
+			hc.idle.Store(state == fasthttp.StateIdle)
+		}
 	case fasthttp.StateNew:
 		cs.mu.Lock()
 		if cs.m == nil {
@@ -107,6 +114,28 @@ func (cs *connSet) track(c net.Conn, state fasthttp.ConnState) {
 		cs.mu.Lock()
 		delete(cs.m, c)
 		cs.mu.Unlock()
+	}
+}
+
+// handedConn is a client connection a stream relay gave back to fasthttp
+// (ServeConn) when its stream ended. fasthttp counts such a connection as new,
+// which its shutdown leaves alone for 5 seconds in case a first request is
+// on its way; a client that keeps its connection after a stream, as SDKs
+// do, would hold shutdown that long. So it is marked idle between requests
+// and shutdown closes it at once when idle, as fasthttp does its own.
+type handedConn struct {
+	net.Conn
+	idle atomic.Bool
+}
+
+// closeIdleHanded closes the handed-back connections waiting for a request.
+func (cs *connSet) closeIdleHanded() {
+	cs.mu.Lock()
+	defer cs.mu.Unlock()
+	for c := range cs.m {
+		if hc, ok := c.(*handedConn); ok && hc.idle.Load() {
+			c.Close() //nolint:errcheck // the point is that it stops
+		}
 	}
 }
 

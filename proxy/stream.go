@@ -157,8 +157,15 @@ func (r *streamRelay) end(keep bool) {
 		c.Close() //nolint:errcheck // the stream is over either way
 		return
 	}
-	s.conns.track(c, fasthttp.StateNew)
-	s.http.ServeConn(c) //nolint:errcheck // it closes c; what went wrong is the client's
+	// Between the stream and the next request the connection is idle (see
+	// handedConn); a connection that carried a stream before is one already.
+	hc, ok := c.(*handedConn)
+	if !ok {
+		hc = &handedConn{Conn: c}
+	}
+	hc.idle.Store(true)
+	s.conns.track(hc, fasthttp.StateNew)
+	s.http.ServeConn(hc) //nolint:errcheck // it closes hc; what went wrong is the client's
 }
 
 // unwrapConn returns the connection under fasthttp's hijacked wrapper, so

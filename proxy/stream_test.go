@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bufio"
+	"context"
 	"fmt"
 	"io"
 	"net"
@@ -145,5 +146,39 @@ func TestStreamConnectionLivesOn(t *testing.T) {
 			!strings.HasPrefix(body, "data: ") || !strings.HasSuffix(body, "data: [DONE]\n\n") {
 			t.Fatalf("%s %q: unframed stream and a close wanted:\n%s\n\n%q", tc.proto, tc.extra, head, body)
 		}
+	}
+}
+
+// TestShutdownClosesConnectionsIdleAfterAStream: a client that keeps its
+// connection after a stream, as SDKs do, does not hold shutdown up (fasthttp
+// alone would wait 5s for a first request on a connection it counts as new).
+func TestShutdownClosesConnectionsIdleAfterAStream(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 3})
+	g := startGateway(t, yamlModels(up), "")
+	key := g.newKey("all").Key
+	body := `{"model":"mock","stream":true,"messages":[{"role":"user","content":"hi"}]}`
+	c, err := net.Dial("tcp", strings.TrimPrefix(g.url, "http://"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	c.Write([]byte("POST /v1/chat/completions HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + key +
+		"\r\nContent-Length: " + strconv.Itoa(len(body)) + "\r\n\r\n" + body))
+	resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	io.ReadAll(resp.Body)
+	resp.Body.Close()
+	time.Sleep(50 * time.Millisecond) // the connection is back with fasthttp, idle
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	start := time.Now()
+	if err := g.node.Shutdown(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if d := time.Since(start); d > time.Second {
+		t.Fatalf("shutdown took %v with one idle connection after a stream", d)
 	}
 }

@@ -110,6 +110,19 @@ func TestTLS(t *testing.T) {
 		t.Fatalf("after the reload the admin listener served %q, want second", got)
 	}
 
+	// Streams over TLS: the relay unwraps the hijacked TLS connection, and
+	// the connection serves the next stream after the first.
+	k := n.key(t)
+	keepAlive := &http.Client{Transport: &http.Transport{MaxConnsPerHost: 1,
+		TLSClientConfig: &tls.Config{RootCAs: n.client.Transport.(*http.Transport).TLSClientConfig.RootCAs, MinVersion: tls.VersionTLS12}}}
+	for i := range 2 {
+		status, b := (&fileNode{gateway: n.gateway, client: keepAlive}).call(t, "POST", n.url+"/v1/chat/completions", k.Key,
+			`{"model":"mock","stream":true,"messages":[{"role":"user","content":"hi"}]}`)
+		if status != 200 || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
+			t.Fatalf("stream %d over TLS: %d %q", i, status, b)
+		}
+	}
+
 	// A broken pair is refused and the current one stays.
 	if err := os.WriteFile(keyFile, []byte("not a key"), 0o600); err != nil {
 		t.Fatal(err)
