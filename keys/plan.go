@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/tokenhub/tokenhub/internal/name"
 	"github.com/tokenhub/tokenhub/limits"
 )
 
@@ -109,15 +110,4 @@ func globMatch(pattern string, name []byte) bool {
 
 // ValidName reports whether s is usable as a plan name or in a URL path:
 // 1-64 bytes of ASCII letters, digits, '-', '_' and '.'.
-func ValidName(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
-}
+func ValidName(s string) bool { return name.Valid(s) }

@@ -9,6 +9,8 @@ import (
 	"time"
 
 	"github.com/valkey-io/valkey-go"
+
+	"github.com/tokenhub/tokenhub/internal/name"
 )
 
 // The Valkey layout of limits. A key's names share the hash tag
@@ -287,27 +289,12 @@ func NewValkeyLedger(c valkey.Client, prefix string, timeout time.Duration) (*Va
 	switch {
 	case c == nil:
 		return nil, errors.New("limits: valkey: no client")
-	case !validPrefix(prefix):
+	case !name.Valid(prefix):
 		return nil, fmt.Errorf("limits: valkey: prefix %q: use 1-64 letters, digits, '-', '_' or '.'", prefix)
 	case timeout < 0:
 		return nil, fmt.Errorf("limits: valkey: timeout %v is negative", timeout)
 	}
 	return &ValkeyLedger{c: c, prefix: prefix, timeout: timeout}, nil
-}
-
-// validPrefix is keys.ValidName, which limits cannot import (keys imports
-// limits): the same prefix serves both.
-func validPrefix(s string) bool {
-	if len(s) == 0 || len(s) > 64 {
-		return false
-	}
-	for i := 0; i < len(s); i++ {
-		c := s[i]
-		if !(c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9' || c == '-' || c == '_' || c == '.') {
-			return false
-		}
-	}
-	return true
 }
 
 // monthKey is the name of keyID's usage hash for month.
