@@ -406,18 +406,23 @@ func (g *Gate) extendShared(ctx context.Context, s *keyState, t *Ticket, more Pi
 	a := Admission{KeyID: s.pending.KeyID, Model: t.model, Limits: Limits{Monthly: t.limits.Monthly}, Worst: more}
 	n := needs{budget: true}
 	var refused Ticket // lease fills it in; the request itself stays admitted
-	fits := func(clk int64) bool { return s.free() >= more && k.acct.valid(clk) }
-	take := func() bool {
-		s.reserved += more
-		t.reserved += more
-		return true
+	// decide settles the extension from what s holds, if it can: taken
+	// from the lease, or refused without a round trip.
+	decide := func() (decided, ok bool) {
+		clk := sh.clock()
+		switch {
+		case s.free() >= more && k.acct.valid(clk):
+			s.reserved += more
+			t.reserved += more
+			return true, true
+		case refuseLocally(s, &a, n, ns, clk, &refused), sh.isDown(clk):
+			return true, false
+		}
+		return false, false
 	}
-	if clk := sh.clock(); fits(clk) {
-		defer s.mu.Unlock()
-		return take()
-	} else if refuseLocally(s, &a, n, ns, clk, &refused) || sh.isDown(clk) {
+	if decided, ok := decide(); decided {
 		s.mu.Unlock()
-		return false
+		return ok
 	}
 	s.mu.Unlock()
 	k.net.Lock()
@@ -428,13 +433,10 @@ func (g *Gate) extendShared(ctx context.Context, s *keyState, t *Ticket, more Pi
 		if s.month != t.Month {
 			return true // the month ended meanwhile; its reservation is gone
 		}
-		clk := sh.clock()
-		switch {
-		case fits(clk):
-			return take()
-		case refuseLocally(s, &a, n, ns, clk, &refused), sh.isDown(clk):
-			return false
-		case g.lease(ctx, s, &a, n, ns, clk, &refused):
+		if decided, ok := decide(); decided {
+			return ok
+		}
+		if g.lease(ctx, s, &a, n, ns, sh.clock(), &refused) {
 			return false
 		}
 	}
