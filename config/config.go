@@ -129,6 +129,13 @@ type Valkey struct {
 	Timeout time.Duration `yaml:"timeout"`
 }
 
+// StoreOptions are the options of the Valkey store this block describes,
+// the same for a node and for `tokenhub migrate`.
+func (v *Valkey) StoreOptions() keys.ValkeyOptions {
+	return keys.ValkeyOptions{Addrs: v.Addrs, Username: v.Username, Password: v.Password, DB: v.DB, TLS: v.TLS,
+		Prefix: v.Prefix, Timeout: v.Timeout}
+}
+
 // Cache sizes the in-memory cache of key records in front of the store.
 type Cache struct {
 	// MaxKeys is how many key records the cache holds at most.

@@ -51,10 +51,9 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 	metrics := newGatewayMetrics()
 	var valkeyStore *keys.ValkeyStore
 	if v := cfg.Store.Valkey; v != nil {
-		valkeyStore, err = keys.OpenValkey(ctx, keys.ValkeyOptions{
-			Addrs: v.Addrs, Username: v.Username, Password: v.Password, DB: v.DB, TLS: v.TLS,
-			Prefix: v.Prefix, Timeout: v.Timeout, Observe: metrics.observeValkey,
-		})
+		opts := v.StoreOptions()
+		opts.Observe = metrics.observeValkey
+		valkeyStore, err = keys.OpenValkey(ctx, opts)
 		if err != nil {
 			return n, err
 		}

@@ -187,9 +187,7 @@ func migrate(configPath, from string, stdout io.Writer) error {
 		return err
 	}
 	defer src.Close()
-	dst, err := keys.OpenValkey(ctx, keys.ValkeyOptions{
-		Addrs: v.Addrs, Username: v.Username, Password: v.Password, DB: v.DB, TLS: v.TLS, Prefix: v.Prefix, Timeout: v.Timeout,
-	})
+	dst, err := keys.OpenValkey(ctx, v.StoreOptions())
 	if err != nil {
 		return err
 	}
