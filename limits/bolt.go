@@ -137,12 +137,7 @@ func readCounts(v []byte) (Counts, []byte, bool) {
 // copied as they are, without decoding them into a map.
 func mergeRecord(b, old []byte, d *MonthUsage) ([]byte, error) {
 	if len(old) > 0 && old[0] != recordV1 {
-		u := &MonthUsage{KeyID: d.KeyID, Month: d.Month}
-		if err := decodeUsage(old, u); err != nil {
-			return b, err
-		}
-		u.add(d)
-		return appendRecord(b, u), nil
+		return mergeSlow(b, old, d) // a JSON record of an earlier version
 	}
 	var total Counts
 	var models uint64
@@ -200,7 +195,8 @@ func mergeRecord(b, old []byte, d *MonthUsage) ([]byte, error) {
 	return b, nil
 }
 
-// mergeSlow merges through a MonthUsage, for records of over 127 models.
+// mergeSlow merges through a MonthUsage: for JSON records, and for records
+// of over 127 models.
 func mergeSlow(b, old []byte, d *MonthUsage) ([]byte, error) {
 	u := &MonthUsage{KeyID: d.KeyID, Month: d.Month}
 	if err := decodeUsage(old, u); err != nil {

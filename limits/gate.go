@@ -296,10 +296,8 @@ func (g *Gate) rollover(s *keyState, month Month) {
 		g.mu.Unlock()
 	}
 	s.month, s.spent, s.loaded, s.reserved = month, 0, false, 0
-	s.pending = MonthUsage{KeyID: s.pending.KeyID, Month: month, Models: s.pending.Models}
-	for _, c := range s.pending.Models {
-		*c = Counts{}
-	}
+	s.pending.reset() // what was pending went to the outbox (or the ended account) above
+	s.pending.Month = month
 }
 
 // Flush adds everything settled on this node since the last flush to the
@@ -320,11 +318,7 @@ func (g *Gate) Flush(ctx context.Context) error {
 		s := v.(*keyState)
 		s.mu.Lock()
 		if !s.pending.Counts.zero() {
-			batch = append(batch, s.pending.clone())
-			s.pending.Counts = Counts{}
-			for _, c := range s.pending.Models {
-				*c = Counts{} // keep the entries: no allocation on the next Settle
-			}
+			batch = append(batch, s.pending.take())
 		}
 		s.mu.Unlock()
 		return true

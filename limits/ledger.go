@@ -82,3 +82,19 @@ func (u *MonthUsage) clone() *MonthUsage {
 	c.add(u)
 	return c
 }
+
+// take returns a copy of u and resets u.
+func (u *MonthUsage) take() *MonthUsage {
+	c := u.clone()
+	u.reset()
+	return c
+}
+
+// reset zeroes u, keeping its model entries so that the next Settle of
+// those models does not allocate.
+func (u *MonthUsage) reset() {
+	u.Counts = Counts{}
+	for _, m := range u.Models {
+		*m = Counts{}
+	}
+}

@@ -270,6 +270,12 @@ func (s *keyState) free() PicoUSD {
 	return a.lease - s.reserved - s.pending.Spent - a.unconfirmed()
 }
 
+// covers says whether s's lease can take a reservation of r now: it has r
+// free, and (for anything to reserve) Valkey confirmed it recently enough.
+func (s *keyState) covers(r PicoUSD, clk int64) bool {
+	return s.free() >= r && (r <= 0 || s.sh.acct.valid(clk))
+}
+
 // valid says whether a node may still spend from a lease: Valkey confirmed
 // it less than half a lease TTL ago.
 func (a *account) valid(clk int64) bool { return clk < a.until }
@@ -325,7 +331,7 @@ func (n needs) none() bool { return !n.budget && n.req == 0 && n.tok == 0 }
 func (sh *shared) needs(s *keyState, a *Admission, clk int64) needs {
 	var n needs
 	k, l := s.sh, &a.Limits
-	if l.Monthly > 0 && (s.free() < a.reserve() || a.reserve() > 0 && !k.acct.valid(clk)) {
+	if l.Monthly > 0 && !s.covers(a.reserve(), clk) {
 		n.budget = true
 	}
 	if l.RPM > 0 && k.req.n < 1 {
@@ -411,7 +417,7 @@ func (g *Gate) extendShared(ctx context.Context, s *keyState, t *Ticket, more Pi
 	decide := func() (decided, ok bool) {
 		clk := sh.clock()
 		switch {
-		case s.free() >= more && k.acct.valid(clk):
+		case s.covers(more, clk):
 			s.reserved += more
 			t.reserved += more
 			return true, true
@@ -580,7 +586,7 @@ func sharedStates(s *keyState, t *Ticket, ns int64) {
 // this node's share of each limit.
 func (g *Gate) admitFallback(s *keyState, a *Admission, ns int64, t *Ticket) {
 	sh, k, l := g.sh, s.sh, &a.Limits
-	if l.Monthly > 0 && (s.free() < a.reserve() || a.reserve() > 0 && !k.acct.valid(sh.clock())) {
+	if l.Monthly > 0 && !s.covers(a.reserve(), sh.clock()) {
 		t.Refusal = RefusedUnavailable
 		return
 	}
@@ -936,11 +942,7 @@ func (g *Gate) syncShared(ctx context.Context, usage, final bool) error {
 func (sh *shared) syncCurrent(s *keyState, keyID string, clk int64, usage, idle bool) *budgetOp {
 	a := s.sh.acct
 	if a.seq == 0 && usage && !s.pending.Counts.zero() {
-		a.inflight, a.seq = s.pending.clone(), sh.nextSeq()
-		s.pending.Counts = Counts{}
-		for _, c := range s.pending.Models {
-			*c = Counts{} // keep the entries: no allocation on the next Settle
-		}
+		a.inflight, a.seq = s.pending.take(), sh.nextSeq()
 	}
 	if a.month == 0 {
 		return nil // s has not admitted anything yet

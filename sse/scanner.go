@@ -118,8 +118,7 @@ func (s *Scanner) Fill(r io.Reader, size int) (int, error) {
 			return 0, err
 		}
 		s.acquire(size)
-		s.buf = append(s.buf, s.first[0])
-		s.fed()
+		s.Feed(s.first[:])
 		if err != nil {
 			return 1, err
 		}
