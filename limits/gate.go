@@ -206,6 +206,10 @@ func (g *Gate) rateStates(s *keyState, t *Ticket, now int64) {
 	}
 }
 
+// Capped reports whether the request's key has a monthly cap, the only
+// budget Extend holds a running cost against.
+func (t *Ticket) Capped() bool { return t.limits.Monthly > 0 }
+
 // Reserved is what an admitted request holds of the monthly budget: what
 // Admit reserved, plus what Extend added.
 func (t *Ticket) Reserved() PicoUSD { return t.reserved }
@@ -244,11 +248,12 @@ func (g *Gate) Extend(ctx context.Context, t *Ticket, more PicoUSD, now time.Tim
 
 // Settle records what an admitted request used, at the model's price, and
 // releases its reservation: the tokens bucket is corrected from the estimate
-// to the real count. Settling a refused or already settled ticket does nothing.
-func (g *Gate) Settle(t *Ticket, prompt, completion int64, price Price, now time.Time) {
+// to the real count. It returns the cost billed. Settling a refused or
+// already settled ticket does nothing (and returns 0).
+func (g *Gate) Settle(t *Ticket, prompt, completion int64, price Price, now time.Time) PicoUSD {
 	s := t.state
 	if s == nil {
-		return
+		return 0
 	}
 	t.state = nil
 	cost := price.Cost(prompt, completion)
@@ -277,6 +282,7 @@ func (g *Gate) Settle(t *Ticket, prompt, completion int64, price Price, now time
 		s.pending.Models[t.model] = m
 	}
 	m.add(&c)
+	return cost
 }
 
 // rollover starts a new month in s: its pending usage goes to the outbox and

@@ -121,9 +121,7 @@ func appendNullableString(b []byte, s string) []byte {
 	if s == "" {
 		return append(b, "null"...)
 	}
-	b = append(b, '"')
-	b = appendEscaped(b, s)
-	return append(b, '"')
+	return appendQuoted(b, s)
 }
 
 const hexDigits = "0123456789abcdef"

@@ -5,11 +5,11 @@ import (
 	"time"
 
 	"github.com/bytedance/sonic"
-	"github.com/bytedance/sonic/ast"
 	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/sse"
 )
 
 func (s *Server) chatCompletions(ctx *fasthttp.RequestCtx) { s.inference(ctx, epChat) }
@@ -67,6 +67,7 @@ type claim struct {
 	maxOutput int64 // the most output admitted, all choices together
 	rec       requestRecord
 	handedOff bool // a stream relay took the request over
+	billed    bool // settle ran
 }
 
 // settle records what the request used; with no usage from the upstream, the
@@ -77,9 +78,10 @@ func (s *Server) settle(c *claim, prompt, completion int64, known bool, requestI
 		s.log.Warn("upstream sent no usage; billed an estimate", "usage_estimated", true,
 			"model", c.model.name, "prompt_tokens", prompt, "completion_tokens", completion, "request_id", string(requestID))
 	}
-	s.gate.Settle(&c.ticket, prompt, completion, c.model.price, time.Now())
+	c.billed = true
 	r := &c.rec
-	r.prompt, r.completion, r.cost, r.estimated = prompt, completion, c.model.price.Cost(prompt, completion), !known
+	r.prompt, r.completion, r.estimated = prompt, completion, !known
+	r.cost = s.gate.Settle(&c.ticket, prompt, completion, c.model.price, time.Now())
 	s.metrics.used(r.model, r.plan, prompt, completion, r.cost, !known)
 }
 
@@ -126,7 +128,6 @@ func bearerToken(ctx *fasthttp.RequestCtx) []byte {
 
 var (
 	methodPost          = []byte(fasthttp.MethodPost)
-	acceptEventStream   = []byte("text/event-stream")
 	headerAuthorization = []byte(fasthttp.HeaderAuthorization)
 	headerAccept        = []byte(fasthttp.HeaderAccept)
 	headerXRequestID    = []byte(headerRequestID)
@@ -143,8 +144,10 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 			fasthttp.ReleaseRequest(req)
 			fasthttp.ReleaseResponse(resp)
 			// A request that failed before an answer used nothing; this
-			// releases its reservation. Settling twice is a no-op.
-			s.gate.Settle(&c.ticket, 0, 0, m.price, time.Now())
+			// releases its reservation.
+			if !c.billed {
+				s.gate.Settle(&c.ticket, 0, 0, m.price, time.Now())
+			}
 		}
 	}()
 
@@ -228,7 +231,7 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep en
 		req.Header.SetCanonical(headerAuthorization, u.auth)
 	}
 	if f.stream {
-		req.Header.SetCanonical(headerAccept, acceptEventStream)
+		req.Header.SetCanonical(headerAccept, contentTypeSSE)
 	} else {
 		req.Header.SetCanonical(headerAccept, contentTypeJSON)
 	}
@@ -298,35 +301,14 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, f *re
 	return status < 300
 }
 
-// readUsage reads usage.prompt_tokens and usage.completion_tokens (absent for
-// embeddings) with targeted lookups, no decode of the body.
-func readUsage(body []byte) (prompt, completion int64, ok bool) {
-	js := b2s(body)
-	n, err := sonic.GetFromString(js, "usage", "prompt_tokens")
-	if err != nil {
-		return 0, 0, false
-	}
-	if prompt, err = n.Int64(); err != nil || prompt < 0 {
-		return 0, 0, false
-	}
-	if n, err = sonic.GetFromString(js, "usage", "completion_tokens"); err == nil {
-		if completion, err = n.Int64(); err != nil || completion < 0 {
-			completion = 0
-		}
-	}
-	return prompt, completion, true
-}
+// readUsage reads the answer's usage with targeted lookups that skip,
+// without validating again, what answer has validated.
+func readUsage(body []byte) (prompt, completion int64, ok bool) { return sse.Usage(body) }
 
 // isOpenAIError reports whether body is an OpenAI error object, which clients'
 // SDKs can parse and so may pass through as it is.
-func isOpenAIError(body []byte) bool {
-	if !sonic.Valid(body) {
-		return false
-	}
-	n, err := sonic.GetFromString(b2s(body), "error")
-	return err == nil && n.TypeSafe() == ast.V_OBJECT
-}
+func isOpenAIError(body []byte) bool { return sonic.Valid(body) && sse.HasError(body) }
 
 func isEventStream(ct []byte) bool {
-	return bytes.HasPrefix(ct, acceptEventStream)
+	return bytes.HasPrefix(ct, contentTypeSSE)
 }

@@ -39,7 +39,6 @@ type streamRelay struct {
 	s     *Server
 	req   *fasthttp.Request
 	resp  *fasthttp.Response
-	model []byte
 	claim claim
 	reqID []byte
 	// injected: the gateway asked the upstream for usage on the client's
@@ -64,7 +63,7 @@ type streamRelay struct {
 	// next request; else it is closed after the stream (HTTP/1.0 clients,
 	// Connection: close).
 	conn    net.Conn
-	head    []byte
+	head    *[]byte // from outBufs until written
 	chunked bool
 	body    io.Reader // the upstream answer's body
 	// out is the next write, taken from outBufs for the time between an
@@ -105,12 +104,12 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *f
 	c.rec.stream = true
 	c.rec.gatewayDur = time.Since(c.rec.start) - c.rec.upstreamDur
 	s.metrics.openStreams.Add(1)
-	// The model name lives in the client's body, which is recycled when the
-	// handler returns; keep a copy for the error event.
-	r := &streamRelay{s: s, req: req, resp: resp, model: append([]byte(nil), f.model...), claim: *c,
+	r := &streamRelay{s: s, req: req, resp: resp, claim: *c,
 		reqID: append([]byte(nil), h.Peek(headerRequestID)...), injected: injected,
 		sc: sse.NewScanner(maxStreamEvent), reserveStep: c.model.price.Cost(0, streamReserveTokens*f.n),
-		head: h.AppendBytes(make([]byte, 0, 512)), chunked: chunked}
+		chunked: chunked}
+	r.head = outBufs.Get().(*[]byte)
+	*r.head = h.AppendBytes((*r.head)[:0])
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(r.serve)
 }
@@ -206,7 +205,8 @@ func (r *streamRelay) begin() {
 	fasthttp.ReleaseRequest(r.req)
 	r.req = nil
 	r.body = r.resp.BodyStream()
-	r.write(r.head)
+	r.write(*r.head)
+	outBufs.Put(r.head)
 	r.head = nil
 }
 
@@ -399,6 +399,9 @@ func (r *streamRelay) produced() int64 {
 // monthly cap has no room for it: the stream must end.
 func (r *streamRelay) covered() bool {
 	c := &r.claim
+	if !c.ticket.Capped() {
+		return true // no monthly budget to hold the running cost against
+	}
 	cost := c.model.price.Cost(c.prompt, r.produced())
 	held := c.ticket.Reserved()
 	if cost <= held {
@@ -434,12 +437,13 @@ func (r *streamRelay) fail(e *apiError) bool {
 		r.claim.rec.streamError = e.code
 	}
 	if e == errStreamBudget {
-		r.s.log.Info("stream cut at the monthly budget", "model", string(r.model), "request_id", string(r.reqID),
+		r.s.log.Info("stream cut at the monthly budget", "model", r.claim.model.name, "request_id", string(r.reqID),
 			"client_gone", r.clientGone)
 	}
 	var b [256]byte
 	ev := append(b[:0], "data: "...)
-	ev = appendError(ev, e, r.model)
+	// The model's name is the client's: the model table is looked up by it.
+	ev = appendError(ev, e, []byte(r.claim.model.name))
 	ev = append(ev, "\n\n"...)
 	r.emit(ev)
 	return r.flush(true)

@@ -32,22 +32,40 @@ var nodes = sync.Pool{New: func() any { return new(ast.Node) }}
 // last when the client asked for stream_options.include_usage), or when
 // either count is not a non-negative integer.
 func ChunkUsage(data []byte) (prompt, completion int64, ok bool) {
-	if !isObject(data) || !mayHaveUsage(data) {
-		return 0, 0, false
-	}
-	n := nodes.Get().(*ast.Node)
-	defer release(n)
-	usage, t := find(n, b2s(data), "usage")
-	if t != ast.V_OBJECT {
-		return 0, 0, false
-	}
-	if prompt, ok = count(usage, "prompt_tokens"); !ok {
-		return 0, 0, false
-	}
-	if completion, ok = count(usage, "completion_tokens"); !ok {
+	prompt, completion, hasCompletion, ok := usage(data)
+	if !ok || !hasCompletion {
 		return 0, 0, false
 	}
 	return prompt, completion, true
+}
+
+// Usage reads usage.prompt_tokens and usage.completion_tokens from a whole
+// answer (a buffered completion or embedding), which must be valid JSON;
+// the completion count is 0 when absent (embeddings) or not a count. It
+// reports false without a usage object or a prompt count.
+func Usage(data []byte) (prompt, completion int64, ok bool) {
+	prompt, completion, _, ok = usage(data)
+	return prompt, completion, ok
+}
+
+func usage(data []byte) (prompt, completion int64, hasCompletion, ok bool) {
+	if !isObject(data) || !mayHaveUsage(data) {
+		return 0, 0, false, false
+	}
+	n := nodes.Get().(*ast.Node)
+	defer release(n)
+	u, t := find(n, b2s(data), "usage")
+	if t != ast.V_OBJECT {
+		return 0, 0, false, false
+	}
+	if prompt, ok = count(u, "prompt_tokens"); !ok {
+		return 0, 0, false, false
+	}
+	completion, hasCompletion = count(u, "completion_tokens")
+	if !hasCompletion {
+		completion = 0
+	}
+	return prompt, completion, hasCompletion, true
 }
 
 // IsUsageOnlyChunk reports whether a chunk is the one OpenAI adds at the end
