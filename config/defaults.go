@@ -1,6 +1,10 @@
 package config
 
-import "time"
+import (
+	"time"
+
+	"github.com/tokenhub/tokenhub/keys"
+)
 
 // Defaults are filled in before decoding, not after, so that a key written
 // with an explicit zero ("timeout: 0s", "weight: 0") reaches Validate and is
@@ -36,7 +40,9 @@ func defaultUpstream() Upstream {
 	}
 }
 
-func defaultValkey() Valkey { return Valkey{Prefix: "tokenhub", Timeout: 500 * time.Millisecond} }
+func defaultValkey() Valkey {
+	return Valkey{Prefix: keys.DefaultValkeyPrefix, Timeout: keys.DefaultValkeyTimeout}
+}
 
 // UnmarshalYAML decodes the valkey block over its defaults; see Upstream.UnmarshalYAML.
 func (v *Valkey) UnmarshalYAML(unmarshal func(any) error) error {

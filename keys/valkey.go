@@ -12,6 +12,8 @@ import (
 	"time"
 
 	"github.com/valkey-io/valkey-go"
+
+	"github.com/tokenhub/tokenhub/limits"
 )
 
 // The Valkey layout. Every name starts with the hash tag "{<prefix>}", so all
@@ -32,12 +34,14 @@ import (
 // script.
 
 // Defaults of ValkeyOptions.
+// The defaults are the usage ledger's: the key store and the ledger share
+// one Valkey, one prefix and one bound on a call.
 const (
 	// DefaultValkeyPrefix is the Prefix used when none is given.
-	DefaultValkeyPrefix = "tokenhub"
+	DefaultValkeyPrefix = limits.DefaultValkeyPrefix
 	// DefaultValkeyTimeout is the Timeout used when none is given: well
 	// above a round trip in one data centre, well below a client's patience.
-	DefaultValkeyTimeout = 500 * time.Millisecond
+	DefaultValkeyTimeout = limits.DefaultValkeyTimeout
 )
 
 // ValkeyOptions says how to reach Valkey and where in it the store lives.
