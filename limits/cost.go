@@ -1,7 +1,5 @@
 package limits
 
-import "strconv"
-
 // PicoUSD is an amount of money in 10^-12 dollars. A token count times a price
 // in micro-dollars per million tokens is exactly this unit, so costs are
 // computed without rounding; int64 holds up to about 9.2 million dollars.
@@ -19,19 +17,8 @@ func (p PicoUSD) AppendUSD(b []byte) []byte {
 
 // String formats p in dollars, exactly.
 func (p PicoUSD) String() string {
-	b := strconv.AppendInt(nil, int64(p/1_000_000_000_000), 10)
-	frac := int64(p % 1_000_000_000_000)
-	if frac < 0 {
-		frac = -frac
-	}
-	if frac == 0 {
-		return string(b)
-	}
-	digits := []byte(strconv.FormatInt(frac+1_000_000_000_000, 10)[1:])
-	for digits[len(digits)-1] == '0' {
-		digits = digits[:len(digits)-1]
-	}
-	return string(append(append(b, '.'), digits...))
+	var b [32]byte
+	return string(appendDecimal(b[:0], int64(p), 12))
 }
 
 // Price is what a model costs per million tokens.

@@ -69,22 +69,30 @@ func ParseUSD(s string) (MicroUSD, error) {
 func (m MicroUSD) String() string { return string(m.AppendText(nil)) }
 
 // AppendText appends m in the form String returns.
-func (m MicroUSD) AppendText(b []byte) []byte {
-	if m < 0 {
+func (m MicroUSD) AppendText(b []byte) []byte { return appendDecimal(b, int64(m), 6) }
+
+// appendDecimal appends v / 10^decimals in decimal, exactly, without
+// trailing zeros: the one formatter of MicroUSD and PicoUSD.
+func appendDecimal(b []byte, v int64, decimals int) []byte {
+	if v < 0 {
 		b = append(b, '-')
-		m = -m
+		v = -v
 	}
-	b = strconv.AppendInt(b, int64(m/1_000_000), 10)
-	frac := int64(m % 1_000_000)
+	unit := int64(1)
+	for range decimals {
+		unit *= 10
+	}
+	b = strconv.AppendInt(b, v/unit, 10)
+	frac := v % unit
 	if frac == 0 {
 		return b
 	}
-	var digits [6]byte
-	for i := 5; i >= 0; i-- {
+	var digits [18]byte
+	for i := decimals - 1; i >= 0; i-- {
 		digits[i] = byte('0' + frac%10)
 		frac /= 10
 	}
-	n := 6
+	n := decimals
 	for digits[n-1] == '0' {
 		n--
 	}

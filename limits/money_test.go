@@ -71,3 +71,21 @@ func TestAppendUSDRoundsUp(t *testing.T) {
 		t.Fatalf("half a dollar shows as %s", got)
 	}
 }
+
+func TestPicoUSDString(t *testing.T) {
+	for _, tc := range []struct {
+		p    PicoUSD
+		want string
+	}{
+		{0, "0"},
+		{MicroUSD(10_000_000).Pico(), "10"},
+		{1, "0.000000000001"},
+		{11_816_000_000_000 + 123, "11.816000000123"},
+		{-500_000_000_000, "-0.5"},
+		{-1_500_000_000_000, "-1.5"},
+	} {
+		if got := tc.p.String(); got != tc.want {
+			t.Errorf("PicoUSD(%d).String() = %q, want %q", int64(tc.p), got, tc.want)
+		}
+	}
+}
