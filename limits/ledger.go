@@ -20,8 +20,8 @@ type Month int32
 
 // MonthOf returns t's UTC month.
 func MonthOf(t time.Time) Month {
-	t = t.UTC()
-	return Month(t.Year()*100 + int(t.Month()))
+	y, m, _ := t.UTC().Date() // one calendar computation, not one for Year and one for Month
+	return Month(y*100 + int(m))
 }
 
 // Start returns the first instant of the month.

@@ -323,12 +323,13 @@ func (l *ValkeyLedger) load(ctx context.Context, keyID string, month Month, node
 	}
 	u := &MonthUsage{KeyID: keyID, Month: month}
 	var seq int64
+	seqField := "seq:" + node
 	for f, v := range fields {
 		n, err := strconv.ParseInt(v, 10, 64)
 		if err != nil {
 			continue // not a counter
 		}
-		if node != "" && f == "seq:"+node {
+		if node != "" && f == seqField {
 			seq = n
 			continue
 		}
