@@ -8,6 +8,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
 )
 
@@ -48,8 +49,18 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, errMissingKey, nil)
 		return
 	}
-	if !s.isAdmin(token) {
-		k, _, err := s.registry.Authenticate(callCtx(ctx), token)
+	// The key itself is authenticated, with its plan, from the cache; the
+	// admin names any key, read from the store.
+	var p *keys.Plan
+	if s.isAdmin(token) {
+		k, err := s.registry.Key(callCtx(ctx), id)
+		if err != nil {
+			s.adminFailed(ctx, err)
+			return
+		}
+		p, _ = s.registry.Plan(callCtx(ctx), k.Plan) // without its plan the report has no cap
+	} else {
+		k, plan, err := s.registry.Authenticate(callCtx(ctx), token)
 		if err != nil {
 			writeError(ctx, authError(err), nil)
 			return
@@ -58,11 +69,7 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 			writeError(ctx, errAdminOnly, nil)
 			return
 		}
-	}
-	k, err := s.registry.Key(callCtx(ctx), id)
-	if err != nil {
-		s.adminFailed(ctx, err)
-		return
+		p = plan
 	}
 	r, err := s.gate.Usage(callCtx(ctx), id, time.Now())
 	if err != nil {
@@ -77,7 +84,7 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 		Requests: u.Requests, Prompt: u.PromptTokens, Completion: u.CompletionTokens,
 		SpendUSD: usd(u.Spent), ReservedUSD: usd(r.Reserved), Models: []modelUsageJSON{},
 	}
-	if p, err := s.registry.Plan(callCtx(ctx), k.Plan); err == nil && p.MonthlyUSD > 0 {
+	if p != nil && p.MonthlyUSD > 0 {
 		cap, left := usd(p.MonthlyUSD.Pico()), usd(max(p.MonthlyUSD.Pico()-u.Spent-r.Reserved, 0))
 		out.MonthlyUSD, out.RemainingUSD = &cap, &left
 	}
