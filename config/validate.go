@@ -45,16 +45,36 @@ func (p *problems) positive(field string, d, def time.Duration) {
 	}
 }
 
+// hostPort checks that v, the value of field, is host:port with a port from
+// 0 to 65535, and returns the port; hint says how to write one.
+func (p *problems) hostPort(field, v, hint string) (port int, ok bool) {
+	_, ps, err := net.SplitHostPort(v)
+	if err != nil {
+		p.add(field, "%q is not host:port; "+hint, v)
+		return 0, false
+	}
+	if port, err = strconv.Atoi(ps); err != nil || port < 0 || port > 65535 {
+		p.add(field, "port %q is not a number from 0 to 65535", ps)
+		return 0, false
+	}
+	return port, true
+}
+
+// level checks that v, the value of field, is a log level.
+func (p *problems) level(field, v string) {
+	switch v {
+	case "debug", "info", "warn", "error":
+	default:
+		p.add(field, "%q is not a level; use debug, info, warn or error", v)
+	}
+}
+
 // minAdminKeyLen keeps a hand-picked admin key out of guessing range.
 const minAdminKeyLen = 16
 
 func (c *Config) validateServer(p *problems) {
 	def := defaultConfig()
-	if _, port, err := net.SplitHostPort(c.Listen); err != nil {
-		p.add("listen", "%q is not host:port; write e.g. 127.0.0.1:8080, or :8080 for every interface", c.Listen)
-	} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-		p.add("listen", "port %q is not a number from 0 to 65535", port)
-	}
+	p.hostPort("listen", c.Listen, "write e.g. 127.0.0.1:8080, or :8080 for every interface")
 	if c.AdminKey != "" && (len(c.AdminKey) < minAdminKeyLen || strings.ContainsFunc(c.AdminKey, unicode.IsSpace)) {
 		p.add("admin_key", "use at least %d characters and no whitespace, such as ${TOKENHUB_ADMIN_KEY} set from `openssl rand -hex 32`, or remove it to have one generated", minAdminKeyLen)
 	}
@@ -85,16 +105,8 @@ func (c *Config) validateServer(p *problems) {
 			p.add("admin_key", "required with store.valkey, so every node accepts the same admin key; set it such as ${TOKENHUB_ADMIN_KEY}")
 		}
 	}
-	switch c.Log.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		p.add("log.level", "%q is not a level; use debug, info, warn or error", c.Log.Level)
-	}
-	switch c.Log.Access.Level {
-	case "debug", "info", "warn", "error":
-	default:
-		p.add("log.access.level", "%q is not a level; use debug, info, warn or error", c.Log.Access.Level)
-	}
+	p.level("log.level", c.Log.Level)
+	p.level("log.access.level", c.Log.Access.Level)
 	if s := c.Log.Access.Sample; !(s >= 0 && s <= 1) {
 		p.add("log.access.sample", "%v is not a fraction; use a number from 0 (no successes) to 1 (every request)", s)
 	}
@@ -110,11 +122,7 @@ func (c *Config) validateServer(p *problems) {
 // certificate's before a start or a reload does.
 func (c *Config) validateOperations(p *problems) {
 	if a := c.Admin.Listen; a != "" {
-		if _, port, err := net.SplitHostPort(a); err != nil {
-			p.add("admin.listen", "%q is not host:port; write e.g. 127.0.0.1:9090, or remove it to serve the admin API on listen", a)
-		} else if n, err := strconv.Atoi(port); err != nil || n < 0 || n > 65535 {
-			p.add("admin.listen", "port %q is not a number from 0 to 65535", port)
-		} else if a == c.Listen && n != 0 {
+		if n, ok := p.hostPort("admin.listen", a, "write e.g. 127.0.0.1:9090, or remove it to serve the admin API on listen"); ok && a == c.Listen && n != 0 {
 			p.add("admin.listen", "%q is also listen; give the admin API its own port, or remove it to serve the admin API on listen", a)
 		}
 	}
