@@ -204,12 +204,17 @@ func Run(ctx context.Context, c Config) (*Result, error) {
 	return res, nil
 }
 
+// timeoutOr is the timeout d sets: DefaultTimeout when d is not positive.
+func timeoutOr(d time.Duration) time.Duration {
+	if d <= 0 {
+		return DefaultTimeout
+	}
+	return d
+}
+
 // newRun returns the state of a run of c, with a client per target.
 func newRun(c *Config) *run {
-	timeout := c.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
+	timeout := timeoutOr(c.Timeout)
 	r := &run{cfg: c, timeout: timeout}
 	addrs := c.addrs()
 	for i, addr := range addrs {
@@ -267,10 +272,7 @@ func (res *Result) collect(workers []*worker) {
 	}
 	res.OK = h.Count()
 	res.Refused = refused.Count()
-	res.ErrorsByKind = kinds.byKind()
-	for _, n := range res.ErrorsByKind {
-		res.Errors += n
-	}
+	res.ErrorsByKind, res.Errors = kinds.summary()
 	res.Requests = res.OK + res.Refused + res.Errors
 	res.Latency = h.Summary()
 	if res.Refused > 0 {
@@ -570,6 +572,17 @@ func (e *errorCounts) add(o *errorCounts) {
 	}
 	e.badBody += o.badBody
 	e.badRefusal += o.badRefusal
+}
+
+// summary returns the errors by kind, nil when there were none, and their
+// total.
+func (e *errorCounts) summary() (map[string]uint64, uint64) {
+	m := e.byKind()
+	var total uint64
+	for _, n := range m {
+		total += n
+	}
+	return m, total
 }
 
 func (e *errorCounts) byKind() map[string]uint64 {

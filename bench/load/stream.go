@@ -66,11 +66,7 @@ func RunStreams(ctx context.Context, c Config) (*StreamResult, error) {
 	if err != nil {
 		return nil, err
 	}
-	timeout := c.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
-	r := &run{cfg: &c, timeout: timeout}
+	r := &run{cfg: &c, timeout: timeoutOr(c.Timeout)}
 	workers := make([]*streamWorker, c.Conns)
 	for i := range workers {
 		workers[i] = &streamWorker{r: r, c: newStreamConn(raw)}
@@ -96,10 +92,7 @@ func RunStreams(ctx context.Context, c Config) (*StreamResult, error) {
 		events += w.events
 	}
 	res.OK = whole.Count()
-	res.ErrorsByKind = kinds.byKind()
-	for _, n := range res.ErrorsByKind {
-		res.Errors += n
-	}
+	res.ErrorsByKind, res.Errors = kinds.summary()
 	res.Streams = res.OK + res.Errors
 	if elapsed > 0 {
 		res.Throughput = float64(res.OK) / elapsed.Seconds()
@@ -254,17 +247,12 @@ func Hold(ctx context.Context, c HoldConfig, allOpen func(open int)) (*HoldResul
 	if openers <= 0 {
 		openers = 64
 	}
-	timeout := c.Timeout
-	if timeout <= 0 {
-		timeout = DefaultTimeout
-	}
-
 	start := time.Now()
 	h := &hold{
 		ctx:      ctx,
 		addr:     c.Addr,
 		req:      raw,
-		deadline: start.Add(timeout),
+		deadline: start.Add(timeoutOr(c.Timeout)),
 		start:    start,
 		slots:    make(chan struct{}, openers),
 		firstAt:  make([]time.Duration, c.Streams),
@@ -308,10 +296,7 @@ func Hold(ctx context.Context, c HoldConfig, allOpen func(open int)) (*HoldResul
 		}
 	}
 	res.FirstEvent = first.Summary()
-	res.ErrorsByKind = kinds.byKind()
-	for _, n := range res.ErrorsByKind {
-		res.Errors += n
-	}
+	res.ErrorsByKind, res.Errors = kinds.summary()
 	return res, nil
 }
 
