@@ -4,7 +4,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"log/slog"
@@ -13,8 +12,6 @@ import (
 	"os/signal"
 	"syscall"
 	"time"
-
-	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/bench/mock"
 )
@@ -39,29 +36,9 @@ func run() error {
 	if err != nil {
 		return fmt.Errorf("listen %s: %w", *listen, err)
 	}
-	srv := &fasthttp.Server{
-		Handler:               mock.New(o).Handler,
-		Name:                  "tokenhub-mock",
-		NoDefaultServerHeader: true,
-		ReadTimeout:           time.Minute,
-		IdleTimeout:           2 * time.Minute,
-		MaxRequestBodySize:    64 << 20,
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	errc := make(chan error, 1)
-	go func() { errc <- srv.Serve(ln) }()
 	slog.Info("tokenhub-mock serving", "addr", ln.Addr().String())
-	select {
-	case err := <-errc:
-		return fmt.Errorf("serve: %w", err)
-	case <-ctx.Done():
-	}
 	// Let streams in flight finish, but not for ever.
-	shutdown, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	if err := srv.ShutdownWithContext(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		return fmt.Errorf("shutdown: %w", err)
-	}
-	return nil
+	return mock.Serve(ctx, ln, mock.New(o).HTTPServer(), 10*time.Second)
 }
