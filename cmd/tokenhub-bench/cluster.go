@@ -4,12 +4,8 @@ import (
 	"context"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
-	"time"
 
 	"github.com/tokenhub/tokenhub/bench/load"
-	"github.com/tokenhub/tokenhub/bench/mock"
 )
 
 // valkeyScenario measures tokenhub nodes sharing a Valkey, the load split
@@ -26,14 +22,7 @@ func valkeyNodes(ctx context.Context, o *options, logw io.Writer) (*report, erro
 	if o.nodes < 2 || o.nodes > maxNodes {
 		return nil, fmt.Errorf("-nodes %d: want 2 to %d", o.nodes, maxNodes)
 	}
-	valkeyBin, err := exec.LookPath(o.valkey)
-	if err != nil {
-		return nil, fmt.Errorf("the %s scenario needs valkey-server: %w; %s", valkeyScenario, err, valkeyHint)
-	}
-	if o.tokenhub == "" {
-		return nil, fmt.Errorf("the %s scenario measures tokenhub: give -tokenhub a binary (`make tokenhub` builds bin/tokenhub)", valkeyScenario)
-	}
-	tokenhubBin, _, _, err := findBinaries(o)
+	tokenhubBin, valkeyBin, err := clusterBinaries(o, valkeyScenario)
 	if err != nil {
 		return nil, err
 	}
@@ -46,40 +35,28 @@ func valkeyNodes(ctx context.Context, o *options, logw io.Writer) (*report, erro
 		return nil, err
 	}
 
-	dir, err := tempDir()
+	st, err := startStack(ctx, logw, stackSpec{valkeyBin: valkeyBin})
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	mockProc, mockAddr, err := startMock(ctx, dir, "mock", mock.Options{})
-	if err != nil {
-		return nil, err
-	}
-	defer mockProc.stop(10 * time.Second)
-	fmt.Fprintf(logw, "mock serving on %s\n", mockAddr)
-	valkeyProc, valkeyAddr, err := startValkey(ctx, valkeyBin, dir)
-	if err != nil {
-		return nil, err
-	}
-	defer valkeyProc.stop(5 * time.Second)
-	fmt.Fprintf(logw, "valkey-server serving on %s\n", valkeyAddr)
-
-	gw := gateway{plan: benchPlan(o.limits), adminKey: adminKey, valkeyAddr: valkeyAddr,
-		routes: []mockRoute{{upstream: "bench", model: benchModel, mockAddr: mockAddr, maxConns: 1024}}}
+	defer st.close()
+	gw := gateway{plan: benchPlan(o.limits), adminKey: adminKey, valkeyAddr: st.valkeyAddr,
+		routes: []mockRoute{{upstream: "bench", model: benchModel, mockAddr: st.mockAddr, maxConns: 1024}}}
 	var nodes []*tokenhub
-	defer func() {
-		for _, n := range nodes {
-			n.proc.stop(10 * time.Second)
-		}
-	}()
-	procs := []*process{valkeyProc}
+	procs := []*process{st.valkey}
 	nodeAddrs := make([]string, 0, o.nodes)
 	for i := range o.nodes {
 		name := fmt.Sprintf("tokenhub-%d", i+1)
-		th, err := startTokenhub(ctx, tokenhubBin, dir, name, gw)
+		// One client key is enough, created on the first node.
+		start := startGateway
+		if i == 0 {
+			start = startTokenhub
+		}
+		th, err := start(ctx, tokenhubBin, st.dir, name, gw)
 		if err != nil {
 			return nil, err
 		}
+		st.onClose(th.proc)
 		nodes = append(nodes, th)
 		procs = append(procs, th.proc)
 		nodeAddrs = append(nodeAddrs, th.addr)
@@ -94,7 +71,7 @@ func valkeyNodes(ctx context.Context, o *options, logw io.Writer) (*report, erro
 	}
 	name := fmt.Sprintf("tokenhub×%d", o.nodes)
 	targets := []*target{
-		{name: "direct", addr: mockAddr, procs: pids(mockProc)},
+		st.targets[0], // the mock, directly
 		{name: name, addrs: nodeAddrs, procs: pids(procs...), metrics: nodeAddrs, adminKey: adminKey},
 	}
 	// One key, created on the first node, used on every node: each reads it

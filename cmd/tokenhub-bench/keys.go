@@ -78,10 +78,7 @@ func manyKeys(ctx context.Context, o *options, logw io.Writer) (*keysReport, err
 	if err := o.checkThroughput(); err != nil {
 		return nil, err
 	}
-	if o.tokenhub == "" {
-		return nil, fmt.Errorf("the %s scenario measures tokenhub: give -tokenhub a binary (`make tokenhub` builds bin/tokenhub)", keysScenario)
-	}
-	tokenhubBin, _, _, err := findBinaries(o)
+	tokenhubBin, err := needTokenhub(o, keysScenario)
 	if err != nil {
 		return nil, err
 	}
@@ -137,10 +134,7 @@ func manyKeys(ctx context.Context, o *options, logw io.Writer) (*keysReport, err
 	fmt.Fprintf(logw, "tokenhub: one request with each key, %d at a time...\n", o.conns)
 	req.Keys = &load.Keys{Secrets: secrets, Dist: load.Cycle}
 	rep.Cache, err = load.Run(ctx, load.Config{Addr: th.addr, Request: req, Conns: o.conns, Requests: uint64(o.keys), Timeout: o.timeout})
-	if err == nil && ctx.Err() != nil {
-		err = context.Cause(ctx)
-	}
-	if err != nil {
+	if err = cutShort(ctx, err); err != nil {
 		return nil, fmt.Errorf("tokenhub: caching the keys: %w", err)
 	}
 	rep.Cache.Target = th.name
@@ -267,9 +261,7 @@ func (r *keysReport) writeMarkdown(w io.Writer) error {
 			return err
 		}
 	}
-	if len(r.Notes) > 0 {
-		b.WriteString("\n" + strings.Join(r.Notes, "\n") + "\n")
-	}
+	writeBlock(&b, r.Notes)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

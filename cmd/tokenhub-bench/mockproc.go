@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -13,8 +12,6 @@ import (
 	"strconv"
 	"syscall"
 	"time"
-
-	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/bench/mock"
 )
@@ -41,8 +38,7 @@ func startMock(ctx context.Context, dir, name string, o mock.Options) (*process,
 	if err != nil {
 		return nil, "", err
 	}
-	if err := waitReady(ctx, proc, "http://"+addr+"/v1/models"); err != nil {
-		proc.stop(5 * time.Second)
+	if err := readyOrStop(ctx, proc, "http://"+addr+"/v1/models"); err != nil {
 		return nil, "", err
 	}
 	return proc, addr, nil
@@ -67,26 +63,10 @@ func serveMock(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "mock: listen:", err)
 		return 1
 	}
-	srv := &fasthttp.Server{
-		Handler:               mock.New(o).Handler,
-		NoDefaultServerHeader: true,
-		ReadBufferSize:        16 << 10,
-		IdleTimeout:           2 * time.Minute,
-	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	served := make(chan error, 1)
-	go func() { served <- srv.Serve(ln) }()
-	select {
-	case err := <-served:
-		fmt.Fprintln(stderr, "mock: serve:", err)
-		return 1
-	case <-ctx.Done():
-	}
-	shutdown, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := srv.ShutdownWithContext(shutdown); err != nil && !errors.Is(err, context.DeadlineExceeded) {
-		fmt.Fprintln(stderr, "mock: shutdown:", err)
+	if err := mock.Serve(ctx, ln, mock.New(o).HTTPServer(), 5*time.Second); err != nil {
+		fmt.Fprintln(stderr, "mock:", err)
 		return 1
 	}
 	return 0

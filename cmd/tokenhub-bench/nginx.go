@@ -6,7 +6,6 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
-	"time"
 )
 
 // startNginx runs nginx from bin as a keep-alive reverse proxy to the mock,
@@ -27,8 +26,7 @@ func startNginx(ctx context.Context, bin, dir, mockAddr string) (proc *process, 
 		return nil, "", err
 	}
 	// The mock answers GET /v1/models: a 200 through nginx proves both are up.
-	if err := waitReady(ctx, proc, "http://"+addr+"/v1/models"); err != nil {
-		proc.stop(5 * time.Second)
+	if err := readyOrStop(ctx, proc, "http://"+addr+"/v1/models"); err != nil {
 		return nil, "", err
 	}
 	return proc, addr, nil

@@ -7,8 +7,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
-	"os/exec"
 	"path/filepath"
 	"runtime"
 	"strings"
@@ -18,7 +16,6 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/bench/load"
-	"github.com/tokenhub/tokenhub/bench/mock"
 )
 
 // The propagation scenario: nodes sharing one Valkey, changes made through
@@ -78,57 +75,33 @@ func propagation(ctx context.Context, o *options, logw io.Writer) (*propagationR
 	if o.trials < 1 || o.trials > maxTrials {
 		return nil, fmt.Errorf("-trials %d: want 1 to %d", o.trials, maxTrials)
 	}
-	valkeyBin, err := exec.LookPath(o.valkey)
+	tokenhubBin, valkeyBin, err := clusterBinaries(o, propagationScenario)
 	if err != nil {
-		return nil, fmt.Errorf("the %s scenario needs valkey-server: %w; %s", propagationScenario, err, valkeyHint)
-	}
-	if o.tokenhub == "" {
-		return nil, fmt.Errorf("the %s scenario measures tokenhub: give -tokenhub a binary (`make tokenhub` builds bin/tokenhub)", propagationScenario)
-	}
-	tokenhubBin, err := exec.LookPath(o.tokenhub)
-	if err != nil {
-		return nil, fmt.Errorf("tokenhub binary %q: %w; build it with `make tokenhub` or point -tokenhub at it", o.tokenhub, err)
+		return nil, err
 	}
 	adminKey, err := randomSecret()
 	if err != nil {
 		return nil, err
 	}
 
-	dir, err := tempDir()
+	st, err := startStack(ctx, logw, stackSpec{valkeyBin: valkeyBin})
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
-	mockProc, mockAddr, err := startMock(ctx, dir, "mock", mock.Options{})
-	if err != nil {
-		return nil, err
-	}
-	defer mockProc.stop(10 * time.Second)
-	fmt.Fprintf(logw, "mock serving on %s\n", mockAddr)
-	valkeyProc, valkeyAddr, err := startValkey(ctx, valkeyBin, dir)
-	if err != nil {
-		return nil, err
-	}
-	defer valkeyProc.stop(5 * time.Second)
-	fmt.Fprintf(logw, "valkey-server serving on %s\n", valkeyAddr)
-
+	defer st.close()
 	nodes := make([]*node, 0, o.nodes)
-	defer func() {
-		for _, n := range nodes {
-			n.proc.stop(10 * time.Second)
-		}
-	}()
 	for i := range o.nodes {
 		name := fmt.Sprintf("tokenhub-%d", i+1)
 		addr, err := freeAddr()
 		if err != nil {
 			return nil, err
 		}
-		cfg := nodeConfig(addr, filepath.Join(dir, name+"-store"), mockAddr, valkeyAddr, adminKey)
-		proc, err := launchTokenhub(ctx, name, tokenhubBin, dir, addr, cfg)
+		cfg := nodeConfig(addr, filepath.Join(st.dir, name+"-store"), st.mockAddr, st.valkeyAddr, adminKey)
+		proc, err := launchTokenhub(ctx, name, tokenhubBin, st.dir, addr, cfg)
 		if err != nil {
 			return nil, err
 		}
+		st.onClose(proc)
 		nodes = append(nodes, &node{name: name, addr: addr, proc: proc,
 			client: &fasthttp.HostClient{Addr: addr, NoDefaultUserAgentHeader: true}})
 		fmt.Fprintf(logw, "%s serving on %s\n", name, addr)

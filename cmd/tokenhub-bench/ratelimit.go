@@ -81,10 +81,7 @@ func rateLimit(ctx context.Context, o *options, logw io.Writer) (*rateLimitRepor
 	if err := o.checkThroughput(); err != nil {
 		return nil, err
 	}
-	if o.tokenhub == "" {
-		return nil, fmt.Errorf("the %s scenario measures tokenhub: give -tokenhub a binary (`make tokenhub` builds bin/tokenhub)", rateLimitScenario)
-	}
-	tokenhubBin, _, _, err := findBinaries(o)
+	tokenhubBin, err := needTokenhub(o, rateLimitScenario)
 	if err != nil {
 		return nil, err
 	}
@@ -117,10 +114,7 @@ func rateLimit(ctx context.Context, o *options, logw io.Writer) (*rateLimitRepor
 			n = max(rep.RPM/10, 10*limit)
 		}
 		res, err := load.Run(ctx, load.Config{Addr: th.addr, Request: req, Conns: o.conns, Requests: uint64(n), Timeout: o.timeout})
-		if err == nil && ctx.Err() != nil {
-			err = context.Cause(ctx)
-		}
-		if err != nil {
+		if err = cutShort(ctx, err); err != nil {
 			return nil, fmt.Errorf("tokenhub: emptying the bucket: %w", err)
 		}
 		d := rep.Drain
@@ -141,10 +135,7 @@ func rateLimit(ctx context.Context, o *options, logw io.Writer) (*rateLimitRepor
 	m := &meter{t: th}
 	rep.Open, err = load.RunOpen(ctx, load.Config{Addr: th.addr, Request: req, Conns: o.openConns, Rate: rep.Offered,
 		Warmup: o.warmup, Duration: o.duration, Timeout: o.timeout, OnRecord: m.begin, OnRecordEnd: m.end})
-	if err == nil && ctx.Err() != nil {
-		err = context.Cause(ctx)
-	}
-	if err != nil {
+	if err = cutShort(ctx, err); err != nil {
 		return nil, fmt.Errorf("tokenhub: %w", err)
 	}
 	rep.Open.Target = th.name

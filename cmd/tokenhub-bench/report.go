@@ -161,14 +161,18 @@ func (r *report) writeMarkdown(w io.Writer) error {
 			}
 		}
 	}
-	if len(errs) > 0 {
-		b.WriteString("\n" + strings.Join(errs, "\n") + "\n")
-	}
-	if len(r.Notes) > 0 {
-		b.WriteString("\n" + strings.Join(r.Notes, "\n") + "\n")
-	}
+	writeBlock(&b, errs)
+	writeBlock(&b, r.Notes)
 	_, err := io.WriteString(w, b.String())
 	return err
+}
+
+// writeBlock writes lines to b as a paragraph of their own, if there are
+// any.
+func writeBlock(b *strings.Builder, lines []string) {
+	if len(lines) > 0 {
+		b.WriteString("\n" + strings.Join(lines, "\n") + "\n")
+	}
 }
 
 // ms formats a latency in milliseconds, with enough digits for loopback

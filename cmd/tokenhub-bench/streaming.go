@@ -185,10 +185,7 @@ func streaming(ctx context.Context, o *options, logw io.Writer) (*streamingRepor
 			Warmup: o.warmup, Duration: o.duration, Timeout: o.timeout,
 			OnRecord: m.begin, OnRecordEnd: m.end,
 		})
-		if err == nil && ctx.Err() != nil {
-			err = context.Cause(ctx)
-		}
-		if err != nil {
+		if err = cutShort(ctx, err); err != nil {
 			return nil, fmt.Errorf("%s: %w", t.name, err)
 		}
 		res.Target = t.name
@@ -221,7 +218,7 @@ func holdStreams(ctx context.Context, th *tokenhub, auth string, streams int, lo
 		return nil, err
 	}
 	sc.Request.Headers = append(sc.Request.Headers, load.Header{Name: "Authorization", Value: auth})
-	pid := th.proc.cmd.Process.Pid
+	pid := th.proc.pid()
 	m := &memoryResult{HoldChunks: holdChunks, HoldInterval: holdInterval}
 	if m.RSSBefore, err = rss(pid); err != nil {
 		return nil, err
@@ -366,12 +363,8 @@ func (r *streamingReport) writeMarkdown(w io.Writer) error {
 	if m := r.Memory; m != nil && len(m.ErrorsByKind) > 0 {
 		errs = append(errs, fmt.Sprintf("%s held stream errors: %s", m.Target, errorKinds(m.ErrorsByKind)))
 	}
-	if len(errs) > 0 {
-		b.WriteString("\n" + strings.Join(errs, "\n") + "\n")
-	}
-	if len(r.Notes) > 0 {
-		b.WriteString("\n" + strings.Join(r.Notes, "\n") + "\n")
-	}
+	writeBlock(&b, errs)
+	writeBlock(&b, r.Notes)
 	_, err := io.WriteString(w, b.String())
 	return err
 }

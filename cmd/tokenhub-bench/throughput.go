@@ -100,6 +100,15 @@ func (o *options) checkThroughput() error {
 	return nil
 }
 
+// cutShort is err, or ctx's cause when a run returned no error because ctx
+// ended: a run cut short must not pass for a whole one.
+func cutShort(ctx context.Context, err error) error {
+	if err == nil && ctx.Err() != nil {
+		return context.Cause(ctx)
+	}
+	return err
+}
+
 // runThroughput drives req at each target in a closed loop, then at all of
 // them in an open loop at one rate, and reports what it measured. The first
 // target is the mock directly, the baseline.
@@ -114,10 +123,7 @@ func runThroughput(ctx context.Context, o *options, logw io.Writer, name, what s
 			Warmup: o.warmup, Duration: o.duration, Timeout: o.timeout,
 			OnRecord: m.begin, OnRecordEnd: m.end,
 		})
-		if err == nil && ctx.Err() != nil {
-			err = context.Cause(ctx)
-		}
-		if err != nil {
+		if err = cutShort(ctx, err); err != nil {
 			return nil, fmt.Errorf("%s: %w", t.name, err)
 		}
 		res.Target = t.name
@@ -150,10 +156,7 @@ func runThroughput(ctx context.Context, o *options, logw io.Writer, name, what s
 			Warmup: o.warmup, Duration: o.duration, Timeout: o.timeout,
 			OnRecord: m.begin, OnRecordEnd: m.end,
 		})
-		if err == nil && ctx.Err() != nil {
-			err = context.Cause(ctx)
-		}
-		if err != nil {
+		if err = cutShort(ctx, err); err != nil {
 			return nil, fmt.Errorf("%s: open loop: %w", t.name, err)
 		}
 		res.Target = t.name
@@ -169,6 +172,9 @@ type stackSpec struct {
 	// tokenhubBin and nginxBin are the binaries, "" for a target not to
 	// start.
 	tokenhubBin, nginxBin string
+	// valkeyBin, when set, starts a valkey-server after the mock, for
+	// tokenhub nodes the caller starts to share.
+	valkeyBin string
 	// gw is tokenhub's config but for its address, store and routes.
 	gw gateway
 	// mock shapes the mock's answers.
@@ -176,11 +182,16 @@ type stackSpec struct {
 }
 
 // stack is what a throughput scenario started: the mock, and tokenhub and
-// nginx in front of it, with a target for each, the mock first.
+// nginx in front of it, with a target for each, the mock first; or the mock
+// and a valkey-server, for nodes the scenario starts itself.
 type stack struct {
 	dir      string
 	mockAddr string
-	th       *tokenhub
+	// valkey and valkeyAddr are the valkey-server's, when spec.valkeyBin
+	// was set.
+	valkey     *process
+	valkeyAddr string
+	th         *tokenhub
 	// idleRSS is tokenhub's resident memory once started.
 	idleRSS int64
 	targets []*target
@@ -209,6 +220,15 @@ func startStack(ctx context.Context, logw io.Writer, spec stackSpec) (st *stack,
 	fmt.Fprintf(logw, "mock serving on %s\n", mockAddr)
 	st.targets = append(st.targets, &target{name: "direct", addr: mockAddr, procs: pids(mockProc)})
 
+	if spec.valkeyBin != "" {
+		proc, addr, err := startValkey(ctx, spec.valkeyBin, st.dir)
+		if err != nil {
+			return nil, err
+		}
+		st.stops = append(st.stops, func() { proc.stop(5 * time.Second) })
+		st.valkey, st.valkeyAddr = proc, addr
+		fmt.Fprintf(logw, "valkey-server serving on %s\n", addr)
+	}
 	if spec.tokenhubBin != "" {
 		gw := spec.gw
 		gw.routes = []mockRoute{{upstream: "bench", model: benchModel, mockAddr: mockAddr, maxConns: 1024}}
@@ -288,4 +308,29 @@ func findBinaries(o *options) (tokenhubBin, nginxBin string, notes []string, err
 		}
 	}
 	return tokenhubBin, nginxBin, notes, nil
+}
+
+// needTokenhub looks up the tokenhub binary of a scenario that measures
+// tokenhub alone, which -tokenhub must then name.
+func needTokenhub(o *options, scenario string) (string, error) {
+	if o.tokenhub == "" {
+		return "", fmt.Errorf("the %s scenario measures tokenhub: give -tokenhub a binary (`make tokenhub` builds bin/tokenhub)", scenario)
+	}
+	bin, err := exec.LookPath(o.tokenhub)
+	if err != nil {
+		return "", fmt.Errorf("tokenhub binary %q: %w; build it with `make tokenhub` or point -tokenhub at it", o.tokenhub, err)
+	}
+	return bin, nil
+}
+
+// clusterBinaries looks up the binaries of a scenario of tokenhub nodes
+// sharing a valkey-server: valkey-server first, then tokenhub.
+func clusterBinaries(o *options, scenario string) (tokenhubBin, valkeyBin string, err error) {
+	if valkeyBin, err = exec.LookPath(o.valkey); err != nil {
+		return "", "", fmt.Errorf("the %s scenario needs valkey-server: %w; %s", scenario, err, valkeyHint)
+	}
+	if tokenhubBin, err = needTokenhub(o, scenario); err != nil {
+		return "", "", err
+	}
+	return tokenhubBin, valkeyBin, nil
 }

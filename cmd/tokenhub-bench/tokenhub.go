@@ -22,7 +22,7 @@ const benchModel = "mock-bench"
 const startupTimeout = 20 * time.Second
 
 // tokenhub is a tokenhub process serving a config that routes benchModel to
-// the mock, and a key to call it with.
+// the mock, and a key to call it with (none when started by startGateway).
 type tokenhub struct {
 	proc     *process
 	addr     string // host:port
@@ -31,11 +31,26 @@ type tokenhub struct {
 	keyID    string
 }
 
-// startTokenhub writes gw's config, with a free address and a store in dir,
-// into dir, starts bin with it, waits for it to be healthy and creates a
-// client key on the bench plan through the Keys API. name names its config,
-// log and store.
+// startTokenhub starts a tokenhub as startGateway does and creates a client
+// key on the bench plan through the Keys API.
 func startTokenhub(ctx context.Context, bin, dir, name string, gw gateway) (*tokenhub, error) {
+	th, err := startGateway(ctx, bin, dir, name, gw)
+	if err != nil {
+		return nil, err
+	}
+	k, err := createKey(th.addr, th.adminKey, "bench")
+	if err != nil {
+		th.proc.stop(5 * time.Second)
+		return nil, err
+	}
+	th.key, th.keyID = k.Key, k.ID
+	return th, nil
+}
+
+// startGateway writes gw's config, with a free address and a store in dir,
+// into dir, starts bin with it and waits for it to be healthy; it creates
+// no client key. name names its config, log and store.
+func startGateway(ctx context.Context, bin, dir, name string, gw gateway) (*tokenhub, error) {
 	addr, err := freeAddr()
 	if err != nil {
 		return nil, err
@@ -56,12 +71,6 @@ func startTokenhub(ctx context.Context, bin, dir, name string, gw gateway) (*tok
 		}
 		th.adminKey = strings.TrimSpace(string(b))
 	}
-	k, err := createKey(addr, th.adminKey, "bench")
-	if err != nil {
-		proc.stop(5 * time.Second)
-		return nil, err
-	}
-	th.key, th.keyID = k.Key, k.ID
 	return th, nil
 }
 
@@ -109,8 +118,7 @@ func launchTokenhub(ctx context.Context, name, bin, dir, addr string, cfg []byte
 	if err != nil {
 		return nil, err
 	}
-	if err := waitReady(ctx, proc, "http://"+addr+"/healthz"); err != nil {
-		proc.stop(5 * time.Second)
+	if err := readyOrStop(ctx, proc, "http://"+addr+"/healthz"); err != nil {
 		return nil, err
 	}
 	return proc, nil
@@ -267,6 +275,16 @@ func waitReady(ctx context.Context, p *process, url string) error {
 		}
 		return err
 	})
+}
+
+// readyOrStop waits until url answers 200, as waitReady, and stops p if it
+// does not.
+func readyOrStop(ctx context.Context, p *process, url string) error {
+	if err := waitReady(ctx, p, url); err != nil {
+		p.stop(5 * time.Second)
+		return err
+	}
+	return nil
 }
 
 // waitUntil runs probe every interval until it succeeds, the process exits
