@@ -15,6 +15,7 @@ import (
 	"time"
 	"unicode"
 
+	"github.com/tokenhub/tokenhub/internal/name"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
 )
@@ -167,7 +168,7 @@ func (c *Config) validateValkey(p *problems, v *Valkey) {
 		p.add("store.valkey.db", "%d is negative; use 0 or a database number", v.DB)
 	}
 	if !keys.ValidName(v.Prefix) {
-		p.add("store.valkey.prefix", "%q is not a valid prefix; use 1-64 letters, digits, '-', '_' or '.'", v.Prefix)
+		p.add("store.valkey.prefix", "%q is not a valid prefix; use %s", v.Prefix, name.Rule)
 	}
 	p.positive("store.valkey.timeout", v.Timeout, def.Timeout)
 }
@@ -179,7 +180,7 @@ func (c *Config) validateUpstreams(p *problems) {
 		u := &c.Upstreams[i]
 		at := fmt.Sprintf("upstreams[%d]", i)
 		if !keys.ValidName(u.Name) {
-			p.add(at+".name", "%q is not a valid name; use 1-64 letters, digits, '-', '_' or '.'", u.Name)
+			p.add(at+".name", "%q is not a valid name; use %s", u.Name, name.Rule)
 		} else if j, dup := seen[u.Name]; dup {
 			p.add(at+".name", "%q is also the name of upstreams[%d]; give each upstream its own name", u.Name, j)
 		} else {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/tokenhub/tokenhub/internal/name"
 	"github.com/tokenhub/tokenhub/limits"
 )
 
@@ -102,7 +103,7 @@ func OpenValkey(ctx context.Context, o ValkeyOptions) (*ValkeyStore, error) {
 	case len(o.Addrs) == 0:
 		return nil, errors.New("keys: valkey: no addresses")
 	case !ValidName(o.Prefix):
-		return nil, fmt.Errorf("keys: valkey: prefix %q: use 1-64 letters, digits, '-', '_' or '.'", o.Prefix)
+		return nil, fmt.Errorf("keys: valkey: prefix %q: use %s", o.Prefix, name.Rule)
 	case o.Timeout < 0:
 		return nil, fmt.Errorf("keys: valkey: timeout %v is negative", o.Timeout)
 	}

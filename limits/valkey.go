@@ -290,7 +290,7 @@ func NewValkeyLedger(c valkey.Client, prefix string, timeout time.Duration) (*Va
 	case c == nil:
 		return nil, errors.New("limits: valkey: no client")
 	case !name.Valid(prefix):
-		return nil, fmt.Errorf("limits: valkey: prefix %q: use 1-64 letters, digits, '-', '_' or '.'", prefix)
+		return nil, fmt.Errorf("limits: valkey: prefix %q: use %s", prefix, name.Rule)
 	case timeout < 0:
 		return nil, fmt.Errorf("limits: valkey: timeout %v is negative", timeout)
 	}

@@ -3,6 +3,9 @@
 // that cannot import each other.
 package name
 
+// Rule says what Valid accepts, for error messages.
+const Rule = "1-64 letters, digits, '-', '_' or '.'"
+
 // Valid reports whether s is 1-64 bytes of ASCII letters, digits, '-', '_'
 // and '.'.
 func Valid(s string) bool {
