@@ -8,6 +8,8 @@ import (
 	"unsafe"
 
 	"github.com/bytedance/sonic/ast"
+
+	"github.com/tokenhub/tokenhub/internal/jsonscan"
 )
 
 // The readers below look up single fields of an OpenAI chunk with sonic's
@@ -177,16 +179,15 @@ func mayHaveUsage(data []byte) bool {
 		if i < 0 {
 			return false
 		}
-		rest = trimSpaceBytes(rest[i+len(usageName):])
+		rest = rest[i+len(usageName):]
+		rest = rest[jsonscan.SkipSpace(rest, 0):]
 		if len(rest) > 0 && rest[0] == ':' {
-			if rest = trimSpaceBytes(rest[1:]); len(rest) > 0 && rest[0] == '{' {
+			if rest = rest[jsonscan.SkipSpace(rest, 1):]; len(rest) > 0 && rest[0] == '{' {
 				return true
 			}
 		}
 	}
 }
-
-func trimSpaceBytes(b []byte) []byte { return bytes.TrimLeft(b, " \t\n\r") }
 
 // HasError reports whether a chunk is an OpenAI error object, {"error":{...}},
 // which upstreams send in place of a chunk when generation fails midway.
@@ -241,14 +242,8 @@ func release(n *ast.Node) {
 // object. It keeps sonic from reading "[DONE]", and from allocating the
 // syntax error it would return.
 func isObject(data []byte) bool {
-	for _, c := range data {
-		switch c {
-		case ' ', '\t', '\n', '\r':
-			continue
-		}
-		return c == '{'
-	}
-	return false
+	i := jsonscan.SkipSpace(data, 0)
+	return i < len(data) && data[i] == '{'
 }
 
 // isEmptyArray reports whether raw, a JSON array, has no elements.
