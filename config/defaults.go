@@ -24,8 +24,9 @@ func defaultConfig() Config {
 			MaxStreamDrains:    256,
 		},
 		Store: Store{Path: "./data"},
-		Cache: Cache{MaxKeys: 1_000_000, NegativeTTL: 2 * time.Second, StaleAfter: time.Second, StaleIfError: 10 * time.Minute},
-		Log:   Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
+		Cache: Cache{MaxKeys: keys.DefaultMaxKeys, NegativeTTL: keys.DefaultNegativeTTL,
+			StaleAfter: keys.DefaultStaleAfter, StaleIfError: keys.DefaultStaleIfError},
+		Log: Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
 	}
 }
 

@@ -73,13 +73,17 @@ type Invalidator struct {
 	healthy    atomic.Bool
 }
 
+// DefaultStaleAfter is InvalidatorOptions.StaleAfter's default (and the
+// config's cache.stale_after).
+const DefaultStaleAfter = time.Second
+
 // NewInvalidator returns an Invalidator for reg listening on ps; Run starts it.
 func NewInvalidator(reg *Registry, ps PubSub, opts InvalidatorOptions) *Invalidator {
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 500 * time.Millisecond
 	}
 	if opts.StaleAfter <= 0 {
-		opts.StaleAfter = time.Second
+		opts.StaleAfter = DefaultStaleAfter
 	}
 	if opts.Retry <= 0 {
 		opts.Retry = 250 * time.Millisecond

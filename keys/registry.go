@@ -104,11 +104,11 @@ type planEntry struct {
 	filledAt int64
 }
 
-// Defaults of RegistryOptions.
+// Defaults of RegistryOptions (and of the config's cache block).
 const (
-	defaultMaxKeys      = 1_000_000
-	defaultNegativeTTL  = 2 * time.Second
-	defaultStaleIfError = 10 * time.Minute
+	DefaultMaxKeys      = 1_000_000
+	DefaultNegativeTTL  = 2 * time.Second
+	DefaultStaleIfError = 10 * time.Minute
 	defaultStoreRetry   = 500 * time.Millisecond
 	minUnknownEntries   = 1024
 	// cacheBufferItems is ristretto's recommended access-batch size.
@@ -122,13 +122,13 @@ func NewRegistry(store Store, opts RegistryOptions) (*Registry, error) {
 		return nil, errors.New("keys: new registry: nil store")
 	}
 	if opts.MaxKeys <= 0 {
-		opts.MaxKeys = defaultMaxKeys
+		opts.MaxKeys = DefaultMaxKeys
 	}
 	if opts.NegativeTTL <= 0 {
-		opts.NegativeTTL = defaultNegativeTTL
+		opts.NegativeTTL = DefaultNegativeTTL
 	}
 	if opts.StaleIfError <= 0 {
-		opts.StaleIfError = defaultStaleIfError
+		opts.StaleIfError = DefaultStaleIfError
 	}
 	if opts.StoreRetry <= 0 {
 		opts.StoreRetry = defaultStoreRetry
