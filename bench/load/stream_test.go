@@ -81,7 +81,11 @@ func TestRunStreamsAgainstMock(t *testing.T) {
 	// The first event follows the latency; the stream has 8 intervals more,
 	// before the 7 words after the first and before the finish.
 	f, s := res.FirstEvent, res.Stream
-	if f.Min < latency || f.Max >= s.Min || s.Min < latency+8*interval || s.Max > 5*time.Second {
+	// Across streams only what holds for each one holds for the aggregates:
+	// a stream's first event comes before its end, so the least and the
+	// greatest first event come before the least and greatest end. (A busy
+	// machine may delay one stream's first event past another's end.)
+	if f.Min < latency || f.Min > s.Min || f.Max > s.Max || s.Min < latency+8*interval {
 		t.Fatalf("first event %+v, stream %+v: want the first event after %v and the stream after %v", f, s, latency, latency+8*interval)
 	}
 	if !(f.Min <= f.P50 && f.P50 <= f.P99 && f.P99 <= f.Max && s.Min <= s.P50 && s.P50 <= s.P99 && s.P99 <= s.Max) {
@@ -239,9 +243,9 @@ func TestHoldErrors(t *testing.T) {
 }
 
 func TestHoldCancel(t *testing.T) {
-	// Streams that would last 2s, cancelled as soon as they are open. (The
-	// mock's own goroutines still sleep out their interval.)
-	_, addr := startCountingMock(t, mock.Options{Chunks: 1, ChunkInterval: 2 * time.Second})
+	// Streams that would last a minute, cancelled as soon as they are open.
+	// (The mock's own goroutines still sleep out their interval.)
+	_, addr := startCountingMock(t, mock.Options{Chunks: 1, ChunkInterval: time.Minute})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	begin := time.Now()
@@ -249,7 +253,7 @@ func TestHoldCancel(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), "holding streams") {
 		t.Fatalf("cancelled hold: %v", err)
 	}
-	if took := time.Since(begin); took > time.Second {
+	if took := time.Since(begin); took > 30*time.Second {
 		t.Fatalf("took %v: a cancelled hold must close its streams at once", took)
 	}
 }
