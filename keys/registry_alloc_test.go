@@ -4,10 +4,10 @@ package keys
 
 import "testing"
 
-// TestAuthenticateHitDoesNotAllocate fails on any allocation made per call.
+// TestAllocsAuthenticateHit fails on any allocation made per call.
 // The one ristretto makes per 64 Gets (its access-log batch) averages below 1
 // and AllocsPerRun rounds it away, as allocs/op does in the benchmark.
-func TestAuthenticateHitDoesNotAllocate(t *testing.T) {
+func TestAllocsAuthenticateHit(t *testing.T) {
 	fx := newFixture(t)
 	_, s := fx.create("free")
 	secret := []byte(s)

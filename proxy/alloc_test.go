@@ -39,10 +39,10 @@ func TestAllocsServeChat(t *testing.T) {
 	}
 }
 
-// TestValkeyHotPath: with the shared store, a cached key costs no Valkey
+// TestAllocsValkeyHotPath: with the shared store, a cached key costs no Valkey
 // command and no allocation; the server's own command counters prove the
 // first (only heartbeats, PUBLISH, may run meanwhile).
-func TestValkeyHotPath(t *testing.T) {
+func TestAllocsValkeyHotPath(t *testing.T) {
 	v := valkeytest.Start(t)
 	up := startUpstream(t, staticChat)
 	g := startNode(t, fmt.Sprintf(`

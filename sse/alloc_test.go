@@ -23,7 +23,7 @@ func allocStream(t testing.TB) []byte {
 	return slices.Concat([]byte("\xEF\xBB\xBF"+extra), in, []byte(extra))
 }
 
-func TestScannerDoesNotAllocate(t *testing.T) {
+func TestAllocsScanner(t *testing.T) {
 	in := allocStream(t)
 	s := NewScanner(4 << 10)
 	f := func(name string, run func()) {
@@ -92,7 +92,7 @@ func TestScannerDoesNotAllocate(t *testing.T) {
 	}
 }
 
-func TestChunkReadersDoNotAllocate(t *testing.T) {
+func TestAllocsChunkReaders(t *testing.T) {
 	f := func(name string, data string) {
 		t.Helper()
 		b := []byte(data)

@@ -344,7 +344,7 @@ func (h *hold) begin(i int) (*streamConn, func(), error) {
 		return nil, nil, err
 	}
 	if err := conn.SetDeadline(h.deadline); err != nil {
-		conn.Close()
+		conn.Close() //nolint:errcheck // a failed stream: its error is the one reported
 		return nil, nil, err
 	}
 	// SetDeadline may be called while another goroutine reads: a deadline in
@@ -418,7 +418,7 @@ func (s *streamConn) attach(conn net.Conn) {
 // close closes the connection, if any; the next stream needs a new one.
 func (s *streamConn) close() {
 	if s.conn != nil {
-		s.conn.Close()
+		s.conn.Close() //nolint:errcheck // dropped: the next stream dials anew
 		s.conn = nil
 	}
 }

@@ -10,7 +10,7 @@ import (
 
 // The mock is the benchmark's ceiling and the gateway's in-process upstream:
 // a buffered answer must not allocate once the pools are warm.
-func TestAllocationHandler(t *testing.T) {
+func TestAllocsMockHandler(t *testing.T) {
 	f := func(method, path, body string) {
 		t.Helper()
 		s := New(Options{EmbeddingDims: 256})
@@ -35,7 +35,7 @@ func TestAllocationHandler(t *testing.T) {
 	f(fasthttp.MethodGet, "/v1/models", "")
 }
 
-func TestAllocationError(t *testing.T) {
+func TestAllocsMockError(t *testing.T) {
 	s := New(Options{})
 	ctx := newRequestCtx(fasthttp.MethodPost, "/v1/chat/completions", `{"model":`)
 	n := testing.AllocsPerRun(200, func() {

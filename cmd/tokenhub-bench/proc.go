@@ -38,13 +38,13 @@ func startProcessEnv(name, logPath string, env []string, bin string, args ...str
 	cmd.Stdout, cmd.Stderr = logf, logf
 	startAttrs(cmd)
 	if err := cmd.Start(); err != nil {
-		logf.Close()
+		logf.Close() //nolint:errcheck // the start failed: that error is the one reported
 		return nil, fmt.Errorf("%s: start %s: %w", name, bin, err)
 	}
 	p := &process{name: name, cmd: cmd, logPath: logPath, done: make(chan struct{})}
 	go func() {
 		p.err = cmd.Wait()
-		logf.Close()
+		logf.Close() //nolint:errcheck // the start failed: that error is the one reported
 		close(p.done)
 	}()
 	return p, nil

@@ -129,7 +129,7 @@ func streaming(ctx context.Context, o *options, logw io.Writer) (*streamingRepor
 	if err != nil {
 		return nil, err
 	}
-	defer os.RemoveAll(dir)
+	defer os.RemoveAll(dir) //nolint:errcheck // a temporary directory: nothing to do if it lingers
 
 	mockProc, mockAddr, err := startMock(ctx, dir, "mock", mock.Options{Chunks: o.maxTokens, ChunkInterval: o.chunkInterval})
 	if err != nil {

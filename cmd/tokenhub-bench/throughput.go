@@ -210,7 +210,7 @@ func startStack(ctx context.Context, logw io.Writer, spec stackSpec) (st *stack,
 	if st.dir, err = tempDir(); err != nil {
 		return nil, err
 	}
-	st.stops = append(st.stops, func() { os.RemoveAll(st.dir) })
+	st.stops = append(st.stops, func() { os.RemoveAll(st.dir) }) //nolint:errcheck // a temporary directory: nothing to do if it lingers
 	mockProc, mockAddr, err := startMock(ctx, st.dir, "mock", spec.mock)
 	if err != nil {
 		return nil, err

@@ -67,7 +67,7 @@ func ping(addr string) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	defer conn.Close()
+	defer conn.Close() //nolint:errcheck // a probe connection: its answer was read
 	if err := conn.SetDeadline(time.Now().Add(200 * time.Millisecond)); err != nil {
 		return "", err
 	}

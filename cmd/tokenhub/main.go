@@ -100,7 +100,7 @@ func serve(configPath string, stderr io.Writer) error {
 	var adminLn net.Listener
 	if cfg.Admin.Listen != "" {
 		if adminLn, err = net.Listen("tcp", cfg.Admin.Listen); err != nil {
-			ln.Close()
+			ln.Close() //nolint:errcheck // the other listener failed: that error is the one reported
 			return fmt.Errorf("listen on %s (config field admin.listen): %w", cfg.Admin.Listen, err)
 		}
 	}
@@ -130,7 +130,7 @@ func serve(configPath string, stderr io.Writer) error {
 		case s := <-sig:
 			if s == syscall.SIGHUP {
 				// Reload logs its outcome; a refused file leaves the old config serving.
-				node.Reload(context.Background()) //nolint:errcheck
+				node.Reload(context.Background()) //nolint:errcheck // Reload logs what it refused and keeps the old config
 				continue
 			}
 			return shutdown(node, cfg.Server.ShutdownTimeout, s, sig, log)
@@ -186,12 +186,12 @@ func migrate(configPath, from string, stdout io.Writer) error {
 	if err != nil {
 		return err
 	}
-	defer src.Close()
+	defer src.Close() //nolint:errcheck // only read from
 	dst, err := keys.OpenValkey(ctx, v.StoreOptions())
 	if err != nil {
 		return err
 	}
-	defer dst.Close()
+	defer dst.Close() //nolint:errcheck // every write was acknowledged by Valkey before this
 	nKeys, nPlans, err := keys.CopyStore(ctx, dst, src)
 	if err != nil {
 		return err
