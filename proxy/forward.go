@@ -134,8 +134,11 @@ var (
 )
 
 // forward sends the request to the model's routes, starting from a weighted
-// choice and failing over to the next route on a connection failure, a 429 or
-// a 5xx, as long as nothing has been sent to the client yet.
+// choice and failing over to the next route when the request provably never
+// reached the upstream (see neverSent) or it answered 429 or 5xx, as long as
+// nothing has been sent to the client yet. A request the upstream may have
+// read is never sent again: a 502 costs the client a retry it decides on, a
+// second send may cost it a second bill.
 func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *requestFields, c *claim) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
@@ -172,7 +175,16 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 				writeError(ctx, errUpstreamTimeout, f.model)
 				return
 			}
-			if !isConnFailure(err) {
+			// Anything else may come after the upstream read the request
+			// and ran it: sending it again, here or to the next route, could
+			// bill it twice.
+			if isDropped(err) {
+				s.metrics.upstreamEvent(u.name, upstreamDropped)
+				s.log.Warn("upstream dropped the request", "upstream", u.name, "err", err)
+				writeError(ctx, errUpstreamDropped, f.model)
+				return
+			}
+			if !neverSent(err) {
 				s.metrics.upstreamEvent(u.name, upstreamBadAnswer)
 				s.log.Warn("upstream answer unreadable", "upstream", u.name, "err", err)
 				writeError(ctx, errUpstreamUnreadable, f.model)
