@@ -62,6 +62,7 @@ const (
 	upstreamTimeout     = "timeout"      // no answer within the deadlines
 	upstreamStatus5xx   = "status_5xx"   // answered 5xx
 	upstreamStatus429   = "status_429"   // answered 429
+	upstreamAuthRefused = "auth_refused" // answered 401 or 403: the gateway's provider key was refused
 	upstreamStreamCut   = "stream_cut"   // a stream broke off or stalled
 	upstreamBadAnswer   = "bad_response" // an answer that could not be read
 )
