@@ -52,7 +52,13 @@ func startRawUpstream(t *testing.T, script ...rawStep) *rawUpstream {
 	if err != nil {
 		t.Fatal(err)
 	}
-	u := &rawUpstream{url: "http://" + ln.Addr().String() + "/v1", script: script, conns: map[net.Conn]struct{}{}}
+	return serveRaw(t, ln, "http", script...)
+}
+
+// serveRaw is startRawUpstream on ln, whose base URL has scheme.
+func serveRaw(t *testing.T, ln net.Listener, scheme string, script ...rawStep) *rawUpstream {
+	t.Helper()
+	u := &rawUpstream{url: scheme + "://" + ln.Addr().String() + "/v1", script: script, conns: map[net.Conn]struct{}{}}
 	go func() {
 		for {
 			c, err := ln.Accept()
@@ -127,7 +133,7 @@ func (u *rawUpstream) serve(c net.Conn) {
 // closed while it was idle.
 func waitPeerClosed(t *testing.T, url string) {
 	t.Helper()
-	_, port, _ := net.SplitHostPort(strings.TrimSuffix(strings.TrimPrefix(url, "http://"), "/v1"))
+	_, port, _ := net.SplitHostPort(strings.TrimSuffix(url[strings.Index(url, "//")+2:], "/v1"))
 	p, _ := strconv.Atoi(port)
 	remote := fmt.Sprintf(":%04X", p)
 	const established, closeWait = "01", "08"

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ type Upstream struct {
 	uris         [numEndpoints][]byte // absolute URLs, built once
 	auth         []byte               // "Bearer <the gateway's upstream key>", or nil
 	headers      [][2][]byte          // extra headers from the config
+	tls          *tls.Config          // for https base URLs
 	timeout      time.Duration        // whole request
 	firstByte    time.Duration        // streams: until the response headers
 	close        func() error
@@ -113,6 +115,24 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 	}
 
 	isTLS := base.Scheme == "https"
+	u.tls = &tls.Config{ServerName: base.Hostname(), MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(0)}
+	// secure does the TLS handshake while dialing, within connect_timeout,
+	// where fasthttp would do it on the request's first write: so a failed
+	// handshake is a dial error, which fails over (the request was never
+	// sent), and the first write on a connection is the request's own.
+	secure := func(conn net.Conn) (net.Conn, error) {
+		if !isTLS {
+			return conn, nil
+		}
+		tc := tls.Client(conn, u.tls)
+		ctx, cancel := context.WithTimeout(context.Background(), c.ConnectTimeout)
+		defer cancel()
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close() //nolint:errcheck // never used
+			return nil, &dialError{err: fmt.Errorf("tls handshake: %w", err)}
+		}
+		return tc, nil
+	}
 	addr := base.Host
 	if base.Port() == "" {
 		if isTLS {
@@ -125,7 +145,7 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 		return &fasthttp.HostClient{
 			Addr:                addr,
 			IsTLS:               isTLS,
-			TLSConfig:           &tls.Config{ServerName: base.Hostname(), MinVersion: tls.VersionTLS12},
+			TLSConfig:           u.tls, // the connections come secured already (see secure)
 			Dial:                d,
 			MaxConns:            c.MaxConns,
 			MaxConnWaitTimeout:  c.ConnectTimeout,
@@ -143,14 +163,20 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 			MaxResponseBodySize:       256 << 20,
 		}
 	}
-	u.client = mk(dial, 16<<10)
+	u.client = mk(func(addr string) (net.Conn, error) {
+		conn, err := dial(addr)
+		if err != nil {
+			return nil, err
+		}
+		return secure(conn)
+	}, 16<<10)
 	firstByte, event := c.FirstByteTimeout, c.EventTimeout
 	u.streamClient = mk(func(addr string) (net.Conn, error) {
 		conn, err := dial(addr)
 		if err != nil {
 			return nil, err
 		}
-		return &eventDeadlineConn{Conn: conn, firstByte: firstByte, event: event}, nil
+		return secure(&eventDeadlineConn{Conn: conn, firstByte: firstByte, event: event})
 	}, streamReadBuffer)
 	return u, nil
 }

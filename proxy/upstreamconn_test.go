@@ -1,6 +1,8 @@
 package proxy
 
 import (
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -9,6 +11,10 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/config"
 )
 
 // socketState is a loopback socket's line in /proc/net/tcp: its TCP state
@@ -131,4 +137,84 @@ func BenchmarkPeerProbe(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
+}
+
+// TestUpstreamTLS: with an https upstream the handshake happens while
+// dialing, so a failed one (an untrusted certificate) proves the request was
+// never sent and may fail over; a pooled TLS connection the upstream closed
+// (close_notify, then FIN) is found before the request is written and the
+// request goes on a fresh one; a TLS request taken and dropped is not sent
+// again.
+func TestUpstreamTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := dir+"/cert.pem", dir+"/key.pem"
+	cert := writeCert(t, certFile, keyFile, "upstream")
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := func() net.Listener {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}})
+	}
+	upstream := func(raw *rawUpstream, trusted bool) *Upstream {
+		c := config.Upstream{Name: "tls", BaseURL: raw.url, ConnectTimeout: 5 * time.Second, FirstByteTimeout: 10 * time.Second,
+			EventTimeout: 10 * time.Second, Timeout: 10 * time.Second, MaxConns: 8, MaxIdleConnDuration: time.Minute}
+		u, err := newUpstream(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(u.release)
+		if trusted {
+			u.tls.RootCAs = x509.NewCertPool()
+			u.tls.RootCAs.AddCert(cert)
+		}
+		return u
+	}
+	call := func(u *Upstream) error {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.Header.SetMethod("POST")
+		req.SetRequestURIBytes(u.uris[epChat])
+		req.SetBodyString(`{"model":"m"}`)
+		if err := u.client.DoDeadline(req, resp, time.Now().Add(10*time.Second)); err != nil {
+			return err
+		}
+		if resp.StatusCode() != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode())
+		}
+		return nil
+	}
+
+	t.Run("untrusted certificate: never sent", func(t *testing.T) {
+		raw := serveRaw(t, listen(), "https", answer)
+		err := call(upstream(raw, false))
+		if err == nil || !neverSent(err) || raw.receipts.Load() != 0 {
+			t.Fatalf("err %v (never sent: %v), %d receipts; want a dial error and none", err, neverSent(err), raw.receipts.Load())
+		}
+	})
+	t.Run("pooled connection closed by the upstream: sent on a fresh one", func(t *testing.T) {
+		raw := serveRaw(t, listen(), "https", answer)
+		u := upstream(raw, true)
+		for i := range 4 {
+			if err := call(u); err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			if n := raw.receipts.Load(); n != int64(i+1) {
+				t.Fatalf("after %d requests %d receipts", i+1, n)
+			}
+			waitPeerClosed(t, raw.url)
+		}
+	})
+	t.Run("taken and dropped: not sent again", func(t *testing.T) {
+		raw := serveRaw(t, listen(), "https", drop)
+		err := call(upstream(raw, true))
+		if err == nil || neverSent(err) || raw.receipts.Load() != 1 {
+			t.Fatalf("err %v (never sent: %v), %d receipts; want a dropped request received once", err, neverSent(err), raw.receipts.Load())
+		}
+	})
 }
