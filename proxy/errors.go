@@ -87,6 +87,10 @@ var (
 		message: "No upstream could be reached for the model: "}
 	errUpstreamFailed = &apiError{status: fasthttp.StatusBadGateway, typ: typeServer, code: "upstream_error",
 		message: "The upstream failed to answer for the model: "}
+	errUpstreamCredentials = &apiError{status: fasthttp.StatusBadGateway, typ: typeServer, code: "upstream_error",
+		message: "The upstream refused the gateway's own provider credentials (not your API key); the operator must fix them. Model: "}
+	errUpstreamDropped = &apiError{status: fasthttp.StatusBadGateway, typ: typeServer, code: "upstream_error",
+		message: "The upstream closed the connection without answering; it may have processed the request, so the gateway did not send it again. Model: "}
 	errUpstreamUnreadable = &apiError{status: fasthttp.StatusBadGateway, typ: typeServer, code: "upstream_error",
 		message: "The upstream sent an unreadable answer for the model: "}
 	errUpstreamTimeout = &apiError{status: fasthttp.StatusGatewayTimeout, typ: typeServer, code: "upstream_timeout",

@@ -134,8 +134,11 @@ var (
 )
 
 // forward sends the request to the model's routes, starting from a weighted
-// choice and failing over to the next route on a connection failure, a 429 or
-// a 5xx, as long as nothing has been sent to the client yet.
+// choice and failing over to the next route when the request provably never
+// reached the upstream (see neverSent) or it answered 429 or 5xx, as long as
+// nothing has been sent to the client yet. A request the upstream may have
+// read is never sent again: a 502 costs the client a retry it decides on, a
+// second send may cost it a second bill.
 func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *requestFields, c *claim) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
@@ -172,7 +175,16 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 				writeError(ctx, errUpstreamTimeout, f.model)
 				return
 			}
-			if !isConnFailure(err) {
+			// Anything else may come after the upstream read the request
+			// and ran it: sending it again, here or to the next route, could
+			// bill it twice.
+			if isDropped(err) {
+				s.metrics.upstreamEvent(u.name, upstreamDropped)
+				s.log.Warn("upstream dropped the request", "upstream", u.name, "err", err)
+				writeError(ctx, errUpstreamDropped, f.model)
+				return
+			}
+			if !neverSent(err) {
 				s.metrics.upstreamEvent(u.name, upstreamBadAnswer)
 				s.log.Warn("upstream answer unreadable", "upstream", u.name, "err", err)
 				writeError(ctx, errUpstreamUnreadable, f.model)
@@ -205,7 +217,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 			s.stream(ctx, req, resp, f, c, injected)
 			return
 		}
-		if s.answer(ctx, resp, f) {
+		if s.answer(ctx, u, resp, f) {
 			prompt, completion, known := readUsage(ctx.Response.Body())
 			if !known {
 				completion = min(c.maxOutput, int64(len(ctx.Response.Body())/4))
@@ -264,13 +276,23 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep en
 	return injected
 }
 
-// answer relays a buffered upstream answer: success and OpenAI-shaped client
-// errors pass through untouched; anything else becomes a gateway error.
+// answer relays a buffered upstream answer from u: success and OpenAI-shaped
+// client errors pass through untouched; anything else becomes a gateway error.
 // It reports whether the answer was a success, which is billed.
-func (s *Server) answer(ctx *fasthttp.RequestCtx, resp *fasthttp.Response, f *requestFields) bool {
+func (s *Server) answer(ctx *fasthttp.RequestCtx, u *Upstream, resp *fasthttp.Response, f *requestFields) bool {
 	status := resp.StatusCode()
 	body := resp.Body()
 	switch {
+	case status == fasthttp.StatusUnauthorized || status == fasthttp.StatusForbidden:
+		// The upstream refused the gateway's own provider key, not the
+		// client's: passed through, its invalid_api_key would make SDKs
+		// blame the client's key, and its message quotes a fragment of ours.
+		// The body is neither relayed nor logged.
+		s.metrics.upstreamEvent(u.name, upstreamAuthRefused)
+		s.log.Error("upstream refused the gateway's credentials", "upstream", u.name, "status", status)
+		var detail [64]byte
+		writeError(ctx, errUpstreamCredentials, appendStatus(append(detail[:0], f.model...), status))
+		return false
 	case status >= 200 && status < 300:
 		if !sonic.Valid(body) {
 			writeError(ctx, errUpstreamUnreadable, f.model)

@@ -238,6 +238,7 @@ func (r *streamRelay) step() (done, keep bool) {
 			return true, r.fail(e)
 		}
 		r.emit(r.sc.Pending())
+		r.settle()
 		return true, r.flush(true)
 	}
 	e := errStreamCut
@@ -255,7 +256,7 @@ func (r *streamRelay) finishStream() {
 	fasthttp.ReleaseResponse(r.resp)
 	r.resp, r.body = nil, nil
 	r.sc.Release()
-	r.settle()
+	r.settle() // unless the stream's end was written to the client, billed by now
 	if !r.drainStart.IsZero() {
 		r.s.drains.Add(-1)
 	}
@@ -354,7 +355,15 @@ func (r *streamRelay) pass() *apiError {
 		if !ok {
 			return nil
 		}
+		if r.claim.billed {
+			continue // past [DONE] nothing is billed, so nothing is relayed
+		}
 		raw := ev.Raw
+		if ev.IsDone() {
+			// The client's SDK stops reading here and may ask for its usage
+			// at once: bill before it can see the end.
+			r.settle()
+		}
 		if ev.HasData && !ev.IsDone() {
 			if p, c, ok := sse.ChunkUsage(ev.Data); ok {
 				r.prompt, r.completion, r.usageKnown = p, c, true
@@ -446,12 +455,20 @@ func (r *streamRelay) fail(e *apiError) bool {
 	ev = appendError(ev, e, []byte(r.claim.model.name))
 	ev = append(ev, "\n\n"...)
 	r.emit(ev)
+	r.settle()
 	return r.flush(true)
 }
 
-// settle bills the stream: the upstream's usage when it sent it (the gateway
-// asks for it on every stream), else an estimate from the content relayed.
+// settle bills the stream, once: the upstream's usage when it sent it (the
+// gateway asks for it on every stream), else an estimate from the content
+// relayed. It runs before the write that tells the client the stream is over
+// ([DONE], the last chunk, a final error event; the connection's close comes
+// after finishStream), so a client reading its usage right after the stream
+// finds it counted.
 func (r *streamRelay) settle() {
+	if r.claim.billed {
+		return
+	}
 	if r.usageKnown {
 		r.s.settle(&r.claim, r.prompt, r.completion, true, r.reqID)
 		return

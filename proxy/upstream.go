@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"context"
 	"crypto/tls"
 	"errors"
 	"fmt"
@@ -42,6 +43,7 @@ type Upstream struct {
 	uris         [numEndpoints][]byte // absolute URLs, built once
 	auth         []byte               // "Bearer <the gateway's upstream key>", or nil
 	headers      [][2][]byte          // extra headers from the config
+	tls          *tls.Config          // for https base URLs
 	timeout      time.Duration        // whole request
 	firstByte    time.Duration        // streams: until the response headers
 	close        func() error
@@ -98,18 +100,12 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 		}
 		dialer := &fasthttp.TCPDialer{DNSCacheDuration: time.Minute}
 		timeout := c.ConnectTimeout
-		connect = func(addr string) (net.Conn, error) {
-			conn, err := dialer.DialTimeout(addr, timeout)
-			if err != nil {
-				return nil, &dialError{err: err}
-			}
-			return conn, nil
-		}
+		connect = func(addr string) (net.Conn, error) { return dialer.DialTimeout(addr, timeout) }
 	}
 	dial := func(addr string) (net.Conn, error) {
 		conn, err := connect(addr)
 		if err != nil {
-			return nil, err
+			return nil, &dialError{err: err}
 		}
 		return u.track(conn)
 	}
@@ -119,6 +115,24 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 	}
 
 	isTLS := base.Scheme == "https"
+	u.tls = &tls.Config{ServerName: base.Hostname(), MinVersion: tls.VersionTLS12, ClientSessionCache: tls.NewLRUClientSessionCache(0)}
+	// secure does the TLS handshake while dialing, within connect_timeout,
+	// where fasthttp would do it on the request's first write: so a failed
+	// handshake is a dial error, which fails over (the request was never
+	// sent), and the first write on a connection is the request's own.
+	secure := func(conn net.Conn) (net.Conn, error) {
+		if !isTLS {
+			return conn, nil
+		}
+		tc := tls.Client(conn, u.tls)
+		ctx, cancel := context.WithTimeout(context.Background(), c.ConnectTimeout)
+		defer cancel()
+		if err := tc.HandshakeContext(ctx); err != nil {
+			conn.Close() //nolint:errcheck // never used
+			return nil, &dialError{err: fmt.Errorf("tls handshake: %w", err)}
+		}
+		return tc, nil
+	}
 	addr := base.Host
 	if base.Port() == "" {
 		if isTLS {
@@ -129,38 +143,55 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 	}
 	mk := func(d fasthttp.DialFunc, readBuf int) *fasthttp.HostClient {
 		return &fasthttp.HostClient{
-			Addr:                      addr,
-			IsTLS:                     isTLS,
-			TLSConfig:                 &tls.Config{ServerName: base.Hostname(), MinVersion: tls.VersionTLS12},
-			Dial:                      d,
-			MaxConns:                  c.MaxConns,
-			MaxConnWaitTimeout:        c.ConnectTimeout,
-			MaxIdleConnDuration:       c.MaxIdleConnDuration,
-			MaxIdemponentCallAttempts: 2,
-			RetryIfErr:                retryStaleConn,
+			Addr:                addr,
+			IsTLS:               isTLS,
+			TLSConfig:           u.tls, // the connections come secured already (see secure)
+			Dial:                d,
+			MaxConns:            c.MaxConns,
+			MaxConnWaitTimeout:  c.ConnectTimeout,
+			MaxIdleConnDuration: c.MaxIdleConnDuration,
+			// Each retry takes another pooled connection and is made only
+			// when one was found closed before the request was written (see
+			// retryStale), so every idle connection going stale at once (the
+			// upstream restarted) costs at most one attempt each, then a
+			// fresh connection.
+			MaxIdemponentCallAttempts: max(c.MaxConns, fasthttp.DefaultMaxConnsPerHost) + 1,
+			RetryIfErr:                retryStale,
 			NoDefaultUserAgentHeader:  true,
 			ReadBufferSize:            readBuf,
 			WriteBufferSize:           16 << 10,
 			MaxResponseBodySize:       256 << 20,
 		}
 	}
-	u.client = mk(dial, 16<<10)
+	u.client = mk(func(addr string) (net.Conn, error) {
+		conn, err := dial(addr)
+		if err != nil {
+			return nil, err
+		}
+		return secure(conn)
+	}, 16<<10)
 	firstByte, event := c.FirstByteTimeout, c.EventTimeout
 	u.streamClient = mk(func(addr string) (net.Conn, error) {
 		conn, err := dial(addr)
 		if err != nil {
 			return nil, err
 		}
-		return &eventDeadlineConn{Conn: conn, firstByte: firstByte, event: event}, nil
+		return secure(&eventDeadlineConn{Conn: conn, firstByte: firstByte, event: event})
 	}, streamReadBuffer)
 	return u, nil
 }
 
 // upstreamConn is one connection of an Upstream's pools, known to it until
-// closed.
+// closed. It also knows where each request on it begins, so that a request
+// is written only to a connection the upstream has not closed (see Write).
 type upstreamConn struct {
 	net.Conn
 	u *Upstream
+	// requests counts the requests begun on the connection; starting is set
+	// from a request's start until the first write of it.
+	requests int
+	starting bool
+	probe    peerProbe
 }
 
 // errUpstreamCut is what dialing answers once shutdown has cut an upstream.
@@ -170,6 +201,7 @@ var errUpstreamCut = errors.New("the gateway is shutting down")
 // been cut meanwhile.
 func (u *Upstream) track(conn net.Conn) (net.Conn, error) {
 	c := &upstreamConn{Conn: conn, u: u}
+	c.probe.init(conn)
 	u.mu.Lock()
 	defer u.mu.Unlock()
 	if u.cut {
@@ -186,6 +218,63 @@ func (c *upstreamConn) Close() error {
 	c.u.mu.Unlock()
 	return c.Conn.Close()
 }
+
+// SetWriteDeadline is called by fasthttp once per request, before it writes
+// it (the gateway always sets a deadline): it marks the start of a request.
+func (c *upstreamConn) SetWriteDeadline(t time.Time) error {
+	c.requests++
+	c.starting = true
+	return c.Conn.SetWriteDeadline(t)
+}
+
+// Write writes p; on the first write of a request it first makes sure the
+// request can only be lost before any of it leaves. On a connection that
+// carried a request before, an upstream that has closed it meanwhile (an idle
+// timeout, a restart) has sent its FIN or reset already, and the probe sees
+// it without waiting; then, or when the first write fails with nothing
+// written, the request provably never reached the upstream, and the error
+// says so (errNotSent). Any other failure may come after the upstream read
+// the request, and must not be sent again.
+func (c *upstreamConn) Write(p []byte) (int, error) {
+	if !c.starting {
+		return c.Conn.Write(p)
+	}
+	c.starting = false
+	reused := c.requests > 1
+	if reused {
+		if err := c.probe.peerClosed(); err != nil {
+			return 0, &notSentError{reused: true, err: err}
+		}
+	}
+	n, err := c.Conn.Write(p)
+	if err != nil && n == 0 && !isTimeout(err) {
+		return 0, &notSentError{reused: reused, err: err}
+	}
+	return n, err
+}
+
+var (
+	errPeerClosed  = errors.New("closed by the upstream")
+	errUnsolicited = errors.New("the upstream sent bytes before the request")
+)
+
+// errNotSent is what every error that proves the upstream never received
+// the request matches (errors.Is).
+var errNotSent = errors.New("the request was never sent")
+
+// notSentError is a request found unsendable before a byte of it was
+// written: the connection was closed by the upstream (reused: a pooled
+// one), or the first write failed.
+type notSentError struct {
+	reused bool
+	err    error
+}
+
+func (e *notSentError) Error() string {
+	return "the upstream connection was closed before the request was written: " + e.err.Error()
+}
+func (e *notSentError) Is(target error) bool { return target == errNotSent }
+func (e *notSentError) Unwrap() error        { return e.err }
 
 // cutAll closes every connection u has open, failing the requests and
 // streams still using them, and refuses new ones. It returns how many it
@@ -214,14 +303,16 @@ func (u *Upstream) release() {
 	u.close() //nolint:errcheck // nothing to do about it
 }
 
-// retryStaleConn lets fasthttp resend a POST once when a pooled keep-alive
-// connection turns out to have been closed by the upstream before it read
-// anything: the request was never seen, so resending cannot double-bill.
-func retryStaleConn(_ *fasthttp.Request, attempts int, err error) (resetTimeout, retry bool) {
-	if attempts > 1 {
-		return false, false
-	}
-	return false, errors.Is(err, io.EOF) || errors.Is(err, fasthttp.ErrConnectionClosed)
+// retryStale lets fasthttp send a request again on another connection
+// only when a pooled one was found closed before a byte of the request was
+// written (see upstreamConn.Write): the upstream never saw it, so the second
+// send is the first it gets. A request that may have been read, even if the
+// upstream then closed without a byte of answer, is never sent again: the
+// provider may have run and billed it. A fresh connection failing is not
+// retried here but reported, for forward to fail over.
+func retryStale(_ *fasthttp.Request, _ int, err error) (resetTimeout, retry bool) {
+	var e *notSentError
+	return false, errors.As(err, &e) && e.reused
 }
 
 // dialError marks a failure to connect, which always allows failover.
@@ -244,13 +335,22 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// isConnFailure reports whether err means the request did not reach a working
-// upstream: refused, reset, or closed before an answer. Those fail over.
-func isConnFailure(err error) bool {
+// neverSent reports whether err proves the request never reached the
+// upstream: no connection could be made (refused, unreachable, no free
+// connection) or it was found closed before the request was written. Only
+// those may fail over to the next route; a request the upstream may have
+// read is not sent to a second provider.
+func neverSent(err error) bool {
 	var de *dialError
-	return errors.As(err, &de) || errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
-		errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.ECONNREFUSED) || errors.Is(err, syscall.EPIPE) ||
-		errors.Is(err, fasthttp.ErrNoFreeConns)
+	return errors.As(err, &de) || errors.Is(err, errNotSent) || errors.Is(err, fasthttp.ErrNoFreeConns)
+}
+
+// isDropped reports whether err is the connection closed or reset after the
+// request was written, before a complete answer: the upstream may have run
+// the request.
+func isDropped(err error) bool {
+	return !neverSent(err) && (errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
+		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
 
 // eventDeadlineConn gives each read of a streamed answer its own deadline: the

@@ -1,0 +1,220 @@
+package proxy
+
+import (
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/config"
+)
+
+// socketState is a loopback socket's line in /proc/net/tcp: its TCP state
+// ("01" established, "08" close-wait) and whether bytes wait in its receive
+// queue; found is false once the socket left the table (reset).
+func socketState(t *testing.T, local net.Addr) (state string, queued, found bool) {
+	t.Helper()
+	table, err := os.ReadFile("/proc/net/tcp")
+	if err != nil {
+		t.Skipf("no /proc/net/tcp to watch TCP states: %v", err)
+	}
+	suffix := fmt.Sprintf(":%04X", local.(*net.TCPAddr).Port)
+	for _, line := range strings.Split(string(table), "\n")[1:] {
+		f := strings.Fields(line)
+		if len(f) > 4 && strings.HasSuffix(f[1], suffix) {
+			return f[3], !strings.HasSuffix(f[4], ":00000000"), true
+		}
+	}
+	return "", false, false
+}
+
+// TestUpstreamConnWritesOnlyToOpenConnections: the first write of a request
+// on a connection the upstream closed, reset or wrote to unasked fails with
+// errNotSent and leaves nothing on the wire, so the request may go elsewhere;
+// on a live connection it is written.
+func TestUpstreamConnWritesOnlyToOpenConnections(t *testing.T) {
+	f := func(name string, reused bool, peer func(net.Conn), arrived func(state string, queued, found bool) bool, wantNotSent bool) {
+		t.Run(name, func(t *testing.T) {
+			ln, err := net.Listen("tcp", "127.0.0.1:0")
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer ln.Close()
+			received, dialed := make(chan int, 1), make(chan struct{})
+			go func() {
+				c, err := ln.Accept()
+				if err != nil {
+					return
+				}
+				<-dialed // a reset before the dial returned would fail the dial
+				peer(c)
+				n, _ := io.Copy(io.Discard, c)
+				received <- int(n)
+				c.Close()
+			}()
+			raw, err := net.Dial("tcp", ln.Addr().String())
+			close(dialed)
+			if err != nil {
+				t.Fatal(err)
+			}
+			u := &Upstream{conns: map[*upstreamConn]struct{}{}}
+			conn, err := u.track(raw)
+			if err != nil {
+				t.Fatal(err)
+			}
+			defer conn.Close()
+			c := conn.(*upstreamConn)
+			if reused {
+				c.requests = 1 // a request went before on it
+			}
+			for deadline := time.Now().Add(10 * time.Second); !arrived(socketState(t, raw.LocalAddr())); time.Sleep(2 * time.Millisecond) {
+				if time.Now().After(deadline) {
+					t.Fatal("what the peer did never reached the socket")
+				}
+			}
+			c.SetWriteDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck // a request begins
+			n, err := c.Write([]byte("POST /v1/chat/completions HTTP/1.1\r\n"))
+			if got := errors.Is(err, errNotSent); got != wantNotSent || (got && n != 0) {
+				t.Fatalf("write: %d bytes, err %v; want errNotSent %v", n, err, wantNotSent)
+			}
+			if wantNotSent {
+				return
+			}
+			c.Close()
+			if got := <-received; got != n {
+				t.Fatalf("the peer received %d bytes of the %d written", got, n)
+			}
+		})
+	}
+	alive := func(net.Conn) {}
+	closed := func(c net.Conn) { c.Close() }
+	reset := func(c net.Conn) { c.(*net.TCPConn).SetLinger(0); c.Close() }                 //nolint:errcheck
+	chatty := func(c net.Conn) { c.Write([]byte("HTTP/1.1 408 Request Timeout\r\n\r\n")) } //nolint:errcheck
+	established := func(state string, _, _ bool) bool { return state == "01" }
+	finReceived := func(state string, _, _ bool) bool { return state == "08" }
+	resetReceived := func(_ string, _, found bool) bool { return !found }
+	bytesQueued := func(_ string, queued, _ bool) bool { return queued }
+
+	f("reused, alive: written", true, alive, established, false)
+	f("reused, closed by the upstream: not sent", true, closed, finReceived, true)
+	f("reused, reset by the upstream: not sent", true, reset, resetReceived, true)
+	f("reused, unasked bytes from the upstream: not sent", true, chatty, bytesQueued, true)
+	f("fresh, reset by the upstream: the write fails before a byte, not sent", false, reset, resetReceived, true)
+}
+
+// BenchmarkPeerProbe is the cost the probe adds to each request on a pooled
+// connection: one non-blocking peek at a live loopback socket.
+func BenchmarkPeerProbe(b *testing.B) {
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer ln.Close()
+	go func() {
+		if c, err := ln.Accept(); err == nil {
+			io.Copy(io.Discard, c) //nolint:errcheck
+			c.Close()
+		}
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	if err != nil {
+		b.Fatal(err)
+	}
+	defer c.Close()
+	var p peerProbe
+	p.init(c)
+	b.ReportAllocs()
+	for b.Loop() {
+		if err := p.peerClosed(); err != nil {
+			b.Fatal(err)
+		}
+	}
+}
+
+// TestUpstreamTLS: with an https upstream the handshake happens while
+// dialing, so a failed one (an untrusted certificate) proves the request was
+// never sent and may fail over; a pooled TLS connection the upstream closed
+// (close_notify, then FIN) is found before the request is written and the
+// request goes on a fresh one; a TLS request taken and dropped is not sent
+// again.
+func TestUpstreamTLS(t *testing.T) {
+	dir := t.TempDir()
+	certFile, keyFile := dir+"/cert.pem", dir+"/key.pem"
+	cert := writeCert(t, certFile, keyFile, "upstream")
+	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	listen := func() net.Listener {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}})
+	}
+	upstream := func(raw *rawUpstream, trusted bool) *Upstream {
+		c := config.Upstream{Name: "tls", BaseURL: raw.url, ConnectTimeout: 5 * time.Second, FirstByteTimeout: 10 * time.Second,
+			EventTimeout: 10 * time.Second, Timeout: 10 * time.Second, MaxConns: 8, MaxIdleConnDuration: time.Minute}
+		u, err := newUpstream(&c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(u.release)
+		if trusted {
+			u.tls.RootCAs = x509.NewCertPool()
+			u.tls.RootCAs.AddCert(cert)
+		}
+		return u
+	}
+	call := func(u *Upstream) error {
+		req, resp := fasthttp.AcquireRequest(), fasthttp.AcquireResponse()
+		defer fasthttp.ReleaseRequest(req)
+		defer fasthttp.ReleaseResponse(resp)
+		req.Header.SetMethod("POST")
+		req.SetRequestURIBytes(u.uris[epChat])
+		req.SetBodyString(`{"model":"m"}`)
+		if err := u.client.DoDeadline(req, resp, time.Now().Add(10*time.Second)); err != nil {
+			return err
+		}
+		if resp.StatusCode() != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode())
+		}
+		return nil
+	}
+
+	t.Run("untrusted certificate: never sent", func(t *testing.T) {
+		raw := serveRaw(t, listen(), "https", answer)
+		err := call(upstream(raw, false))
+		if err == nil || !neverSent(err) || raw.receipts.Load() != 0 {
+			t.Fatalf("err %v (never sent: %v), %d receipts; want a dial error and none", err, neverSent(err), raw.receipts.Load())
+		}
+	})
+	t.Run("pooled connection closed by the upstream: sent on a fresh one", func(t *testing.T) {
+		raw := serveRaw(t, listen(), "https", answer)
+		u := upstream(raw, true)
+		for i := range 4 {
+			if err := call(u); err != nil {
+				t.Fatalf("request %d: %v", i, err)
+			}
+			if n := raw.receipts.Load(); n != int64(i+1) {
+				t.Fatalf("after %d requests %d receipts", i+1, n)
+			}
+			waitPeerClosed(t, raw.url)
+		}
+	})
+	t.Run("taken and dropped: not sent again", func(t *testing.T) {
+		raw := serveRaw(t, listen(), "https", drop)
+		err := call(upstream(raw, true))
+		if err == nil || neverSent(err) || raw.receipts.Load() != 1 {
+			t.Fatalf("err %v (never sent: %v), %d receipts; want a dropped request received once", err, neverSent(err), raw.receipts.Load())
+		}
+	})
+}
