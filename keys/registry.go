@@ -548,6 +548,42 @@ func checkKeyLimits(rpm, tpm int64) error {
 	return nil
 }
 
+// maxWriteAttempts bounds the read-modify-write retries of a key write that
+// keeps losing its compare-and-set to writes on other nodes. Each lost round
+// means another write succeeded, so running out takes a storm of admin writes
+// on one key; the caller then gets ErrConflict and may retry.
+const maxWriteAttempts = 16
+
+// modifyKey reads the key, applies edit to it and writes it back with
+// Store.PutKey's compare-and-set, reading again and re-applying edit when
+// another writer (on any node) changed the key in between. edit returns
+// write=false when the key needs no write. It returns the key as stored.
+func (r *Registry) modifyKey(ctx context.Context, id string, edit func(k *Key) (write bool, err error)) (*Key, error) {
+	var err error
+	for range maxWriteAttempts {
+		var k *Key
+		k, err = r.store.KeyByID(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		write, editErr := edit(k)
+		if editErr != nil {
+			return nil, editErr
+		}
+		if !write {
+			return k, nil
+		}
+		err = r.store.PutKey(ctx, k)
+		if err == nil {
+			return k, nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("keys: key %s: gave up after %d attempts: %w", id, maxWriteAttempts, err)
+}
+
 // UpdateKey applies ch to a key in one write, so a change holds whole or not
 // at all.
 func (r *Registry) UpdateKey(ctx context.Context, id string, ch KeyChanges) (*Key, error) {
@@ -556,29 +592,30 @@ func (r *Registry) UpdateKey(ctx context.Context, id string, ch KeyChanges) (*Ke
 	}
 	r.adminMu.Lock()
 	defer r.adminMu.Unlock()
-	k, err := r.store.KeyByID(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if ch.Name != nil {
-		k.Name = *ch.Name
-	}
 	if ch.Plan != nil {
 		if err := r.requirePlan(ctx, *ch.Plan); err != nil {
 			return nil, fmt.Errorf("keys: update key %s: %w", id, err)
 		}
-		k.Plan = *ch.Plan
 	}
-	if ch.RPM != nil {
-		k.RPM = *ch.RPM
-	}
-	if ch.TPM != nil {
-		k.TPM = *ch.TPM
-	}
-	if err := checkKeyLimits(k.RPM, k.TPM); err != nil {
-		return nil, fmt.Errorf("keys: update key %s: %w", id, err)
-	}
-	if err := r.store.PutKey(ctx, k); err != nil {
+	k, err := r.modifyKey(ctx, id, func(k *Key) (bool, error) {
+		if ch.Name != nil {
+			k.Name = *ch.Name
+		}
+		if ch.Plan != nil {
+			k.Plan = *ch.Plan
+		}
+		if ch.RPM != nil {
+			k.RPM = *ch.RPM
+		}
+		if ch.TPM != nil {
+			k.TPM = *ch.TPM
+		}
+		if err := checkKeyLimits(k.RPM, k.TPM); err != nil {
+			return false, fmt.Errorf("keys: update key %s: %w", id, err)
+		}
+		return true, nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	r.EvictKeyHash(k.Hash)
@@ -586,19 +623,20 @@ func (r *Registry) UpdateKey(ctx context.Context, id string, ch KeyChanges) (*Ke
 }
 
 // RevokeKey revokes a key; it is refused from the next Authenticate on this
-// node. Revoking a revoked key keeps the first RevokedAt.
+// node. Revoking a revoked key keeps the first RevokedAt. Revocation is
+// terminal: the stores refuse any later write that would clear it.
 func (r *Registry) RevokeKey(ctx context.Context, id string) (*Key, error) {
 	r.adminMu.Lock()
 	defer r.adminMu.Unlock()
-	k, err := r.store.KeyByID(ctx, id)
+	k, err := r.modifyKey(ctx, id, func(k *Key) (bool, error) {
+		if !k.RevokedAt.IsZero() {
+			return false, nil
+		}
+		k.RevokedAt = r.now().UTC()
+		return true, nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	if k.RevokedAt.IsZero() {
-		k.RevokedAt = r.now().UTC()
-		if err := r.store.PutKey(ctx, k); err != nil {
-			return nil, err
-		}
 	}
 	// Evict even when already revoked: this node may hold an entry from
 	// before another node revoked the key.
@@ -612,21 +650,21 @@ func (r *Registry) RevokeKey(ctx context.Context, id string) (*Key, error) {
 func (r *Registry) RotateKey(ctx context.Context, id string) (*Key, string, error) {
 	r.adminMu.Lock()
 	defer r.adminMu.Unlock()
-	k, err := r.store.KeyByID(ctx, id)
-	if err != nil {
-		return nil, "", err
-	}
-	if !k.RevokedAt.IsZero() {
-		return nil, "", fmt.Errorf("keys: rotate key %s: %w", id, ErrRevoked)
-	}
 	secret, err := NewSecret()
 	if err != nil {
 		return nil, "", fmt.Errorf("keys: rotate key %s: %w", id, err)
 	}
-	old := k.Hash
-	k.Hash = HashSecret(secret)
-	k.Last4 = last4(secret)
-	if err := r.store.PutKey(ctx, k); err != nil {
+	var old [32]byte
+	k, err := r.modifyKey(ctx, id, func(k *Key) (bool, error) {
+		if !k.RevokedAt.IsZero() {
+			return false, fmt.Errorf("keys: rotate key %s: %w", id, ErrRevoked)
+		}
+		old = k.Hash
+		k.Hash = HashSecret(secret)
+		k.Last4 = last4(secret)
+		return true, nil
+	})
+	if err != nil {
 		return nil, "", err
 	}
 	r.EvictKeyHash(old)
