@@ -284,8 +284,13 @@ func (s *BoltStore) DeletePlan(ctx context.Context, name string) error {
 	return nil
 }
 
-// Close implements Store. Closing twice is harmless.
+// Close implements Store. Closing twice is harmless, and so is closing the
+// nil *BoltStore a failed OpenBolt returns: callers that keep it in a Store
+// interface hold a non-nil interface around it, and clean up with Close.
 func (s *BoltStore) Close() error {
+	if s == nil || s.db == nil {
+		return nil
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("keys: close %s: %w", s.path, err)
 	}
