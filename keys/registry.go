@@ -22,9 +22,14 @@ type RegistryOptions struct {
 	// unknown, so repeating it costs no store read; default 2s. The memory for
 	// this is bounded (MaxKeys/10 entries, at least 1024).
 	NegativeTTL time.Duration
-	// StaleIfError is how long after its last successful read a cached key or
-	// plan is still served while the store cannot be reached; default 10m.
-	// Unknown keys get ErrUnavailable meanwhile.
+	// StaleIfError bounds how long a cached key or plan is still served
+	// while the store cannot be reached, counted from the last moment this
+	// node knew it current: its last successful read or, while invalidations
+	// arrive (see Invalidator), the last message received. Since a revocation
+	// made elsewhere after that moment cannot reach this node, it is how late
+	// a cut-off node may honour a revoked key; the default, 4s, keeps the
+	// 5-second promise with 1s for the message's own delay. Unknown keys get
+	// ErrUnavailable meanwhile.
 	StaleIfError time.Duration
 	// StoreRetry is how long after a failed store read the store is left
 	// alone (cached entries served, misses refused at once), so an outage
@@ -52,6 +57,16 @@ type Registry struct {
 	// downUntil is when, in unix nanoseconds, the store may be tried again
 	// after a failure.
 	downUntil atomic.Int64
+	// subscribedAt is when, in unix nanoseconds, the current invalidation
+	// subscription began (MarkAllStale): entries filled before it may have
+	// missed messages, so they are re-read before use and, while the store
+	// is down, served only on the strength of their own read.
+	subscribedAt atomic.Int64
+	// coherentAt is when, in unix nanoseconds, an invalidation message last
+	// arrived on the current subscription (MarkCoherent): every change made
+	// before it was published has been applied to entries filled since
+	// subscribedAt.
+	coherentAt atomic.Int64
 
 	// keys caches known keys and unknown caches hashes the store does not
 	// have. They are separate so that a flood of random secrets cannot push
@@ -108,7 +123,7 @@ type planEntry struct {
 const (
 	DefaultMaxKeys      = 1_000_000
 	DefaultNegativeTTL  = 2 * time.Second
-	DefaultStaleIfError = 10 * time.Minute
+	DefaultStaleIfError = 4 * time.Second
 	defaultStoreRetry   = 500 * time.Millisecond
 	minUnknownEntries   = 1024
 	// cacheBufferItems is ristretto's recommended access-batch size.
@@ -247,7 +262,7 @@ func (r *Registry) keyByHash(ctx context.Context, hash *[32]byte, now time.Time)
 		stale = e
 	}
 	if e, ok := r.unknown.Get(ck); ok && e.hash == *hash && e.gen == gen &&
-		now.UnixNano()-e.filledAt < int64(r.negativeTTL) {
+		now.UnixNano()-e.filledAt < int64(r.negativeTTL) && e.filledAt >= r.subscribedAt.Load() {
 		r.stats.negativeHits.Add(1)
 		return nil, ErrUnknownKey
 	}
@@ -352,15 +367,39 @@ func (r *Registry) SetMaxAge(d time.Duration) { r.maxAge.Store(int64(d)) }
 // fresh reports whether an entry filled at filledAt may be used without
 // reading the store again.
 func (r *Registry) fresh(filledAt int64, now time.Time) bool {
+	if filledAt < r.subscribedAt.Load() {
+		return false
+	}
 	ma := r.maxAge.Load()
 	return ma == 0 || now.UnixNano()-filledAt < ma
 }
 
 // servableStale reports whether an entry that is due for a re-read may still
-// be served because the store cannot be reached.
+// be served because the store cannot be reached: while less than
+// StaleIfError has passed since the entry was last known current.
 func (r *Registry) servableStale(filledAt int64, now time.Time) bool {
-	return now.UnixNano()-filledAt < int64(r.staleIfError)
+	known := filledAt
+	if filledAt >= r.subscribedAt.Load() {
+		known = max(known, r.coherentAt.Load())
+	}
+	return now.UnixNano()-known < int64(r.staleIfError)
 }
+
+// MarkAllStale is for when an invalidation subscription (re)starts: messages
+// published before it may have been missed, so every cached key and plan is
+// read again before its next use. Unlike EvictAll the entries stay, so while
+// the store cannot be reached they are still served within StaleIfError of
+// their last read, instead of every key getting ErrUnavailable.
+func (r *Registry) MarkAllStale() {
+	now := r.now().UnixNano()
+	r.subscribedAt.Store(now)
+	r.coherentAt.Store(now)
+}
+
+// MarkCoherent records that an invalidation message just arrived on the
+// current subscription, so entries filled since it began are known current
+// as of now (see StaleIfError).
+func (r *Registry) MarkCoherent() { r.coherentAt.Store(r.now().UnixNano()) }
 
 // StoreDown reports whether a store read failed within the last StoreRetry:
 // meanwhile cached keys are served for up to StaleIfError after their last
