@@ -90,9 +90,10 @@ type Registry struct {
 	gen    atomic.Uint64
 	closed bool // under mu
 
-	// adminMu serializes admin writes on this node, so that, say, an
-	// UpdateKey that read the key before a RevokeKey cannot write the key back
-	// unrevoked.
+	// adminMu serializes admin writes on this node. It is not what keeps
+	// concurrent writes from overwriting each other (Store.PutKey's
+	// compare-and-set does that across nodes); it only spares same-node
+	// writers retries.
 	adminMu sync.Mutex
 
 	// stats is written by every lookup; the padding keeps it off the cache
