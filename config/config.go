@@ -146,8 +146,10 @@ type Cache struct {
 	// StaleAfter is the age past which cached entries are re-read while
 	// invalidations from other nodes may be missed (Valkey only).
 	StaleAfter time.Duration `yaml:"stale_after"`
-	// StaleIfError is how long after its last successful read a cached key
-	// is still served while the store is unreachable.
+	// StaleIfError is how long after this node last knew a cached key
+	// current (its last read, or the last invalidation message) the key is
+	// still served while the store is unreachable; the default keeps the
+	// 5-second revocation promise (see keys.RegistryOptions.StaleIfError).
 	StaleIfError time.Duration `yaml:"stale_if_error"`
 }
 

@@ -80,15 +80,19 @@ func (s *BoltStore) PutKey(ctx context.Context, k *Key) error {
 		if owner := hashes.Get(k.Hash[:]); owner != nil && string(owner) != k.ID {
 			return fmt.Errorf("%w: hash already belongs to key %s", ErrInvalidKey, owner)
 		}
+		var prev *Key
 		if old := keys.Get([]byte(k.ID)); old != nil {
-			prev, err := decodeKey(old)
-			if err != nil {
+			var err error
+			if prev, err = decodeKey(old); err != nil {
 				return err
 			}
-			if prev.Hash != k.Hash {
-				if err := hashes.Delete(prev.Hash[:]); err != nil {
-					return err
-				}
+		}
+		if err := checkPut(prev, k); err != nil {
+			return err
+		}
+		if prev != nil && prev.Hash != k.Hash {
+			if err := hashes.Delete(prev.Hash[:]); err != nil {
+				return err
 			}
 		}
 		if err := keys.Put([]byte(k.ID), rec); err != nil {
@@ -98,6 +102,24 @@ func (s *BoltStore) PutKey(ctx context.Context, k *Key) error {
 	})
 	if err != nil {
 		return fmt.Errorf("keys: put key %s: %w", k.ID, err)
+	}
+	k.Revision++
+	return nil
+}
+
+// checkPut enforces PutKey's compare-and-set and terminal revocation: k may
+// replace prev (nil when there is no stored record) only if it was derived
+// from it and does not clear its revocation.
+func checkPut(prev, k *Key) error {
+	var stored uint64
+	if prev != nil {
+		stored = prev.Revision
+	}
+	if k.Revision != stored {
+		return fmt.Errorf("%w: revision %d, stored %d", ErrConflict, k.Revision, stored)
+	}
+	if prev != nil && !prev.RevokedAt.IsZero() && k.RevokedAt.IsZero() {
+		return fmt.Errorf("%w: a revoked key cannot be restored", ErrRevoked)
 	}
 	return nil
 }
@@ -262,8 +284,13 @@ func (s *BoltStore) DeletePlan(ctx context.Context, name string) error {
 	return nil
 }
 
-// Close implements Store. Closing twice is harmless.
+// Close implements Store. Closing twice is harmless, and so is closing the
+// nil *BoltStore a failed OpenBolt returns: callers that keep it in a Store
+// interface hold a non-nil interface around it, and clean up with Close.
 func (s *BoltStore) Close() error {
+	if s == nil || s.db == nil {
+		return nil
+	}
 	if err := s.db.Close(); err != nil {
 		return fmt.Errorf("keys: close %s: %w", s.path, err)
 	}

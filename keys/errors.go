@@ -26,4 +26,8 @@ var (
 	// ErrInvalidKey is wrapped by validation errors of key fields (such as a
 	// name that is too long).
 	ErrInvalidKey = errors.New("invalid key")
+	// ErrConflict means a write was refused because the stored record changed
+	// since the writer read it (its Revision is no longer the stored one);
+	// the writer reads again and retries.
+	ErrConflict = errors.New("record changed concurrently")
 )

@@ -59,8 +59,8 @@ type InvalidatorOptions struct {
 // heartbeat intervals) cache entries live until a message evicts them, so the
 // common case makes no store round trip. When the subscription breaks or lags,
 // the Registry re-reads any entry older than StaleAfter, and when the
-// subscription comes back the whole cache is dropped, since messages may have
-// been lost meanwhile. A change thus reaches every node within at most
+// subscription comes back every entry is marked for re-reading, since
+// messages may have been lost meanwhile. A change thus reaches every node within at most
 // 3*Heartbeat + StaleAfter (2.5s with the defaults) even with pub/sub down.
 type Invalidator struct {
 	reg  *Registry
@@ -121,17 +121,21 @@ func (iv *Invalidator) Run(ctx context.Context) {
 }
 
 // ready runs once a subscription is in place: whatever was published while
-// there was none is unknown, so everything cached is dropped.
+// there was none is unknown, so everything cached is read again before use
+// (but kept, to be served stale if the store fails meanwhile).
 func (iv *Invalidator) ready() {
-	iv.reg.EvictAll()
+	iv.reg.MarkAllStale()
 	iv.lastMsg.Store(time.Now().UnixNano())
 	iv.subscribed.Store(true)
 	iv.check()
-	iv.log.Info("invalidation subscription ready; cache flushed")
+	iv.log.Info("invalidation subscription ready; cached entries marked for re-reading")
 }
 
 func (iv *Invalidator) handle(msg string) {
 	iv.lastMsg.Store(time.Now().UnixNano())
+	// After the message is applied: only then is every change published
+	// before it reflected in the cache.
+	defer iv.reg.MarkCoherent()
 	switch {
 	case msg == msgHeartbeat:
 	case strings.HasPrefix(msg, msgKey):

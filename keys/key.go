@@ -30,6 +30,11 @@ type Key struct {
 	// minute for this key (the lower of the two applies).
 	RPM int64
 	TPM int64
+	// Revision counts the writes of this record: 0 for a key never stored,
+	// then 1, 2, ... A Store's PutKey succeeds only when Revision equals the
+	// stored one, so concurrent read-modify-writes on any number of nodes
+	// cannot overwrite each other (see Store.PutKey).
+	Revision uint64
 }
 
 // Limit returns the effective per-minute limit of a plan's limit and a key's

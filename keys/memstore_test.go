@@ -50,9 +50,14 @@ func (m *memStore) PutKey(ctx context.Context, k *Key) error {
 	if owner, ok := m.hashes[k.Hash]; ok && owner != k.ID {
 		return fmt.Errorf("keys: put key %s: %w: hash already belongs to key %s", k.ID, ErrInvalidKey, owner)
 	}
-	if old, ok := m.keys[k.ID]; ok {
+	old := m.keys[k.ID]
+	if err := checkPut(old, k); err != nil {
+		return fmt.Errorf("keys: put key %s: %w", k.ID, err)
+	}
+	if old != nil {
 		delete(m.hashes, old.Hash)
 	}
+	k.Revision++
 	m.keys[k.ID] = k.Clone()
 	m.hashes[k.Hash] = k.ID
 	return nil

@@ -30,6 +30,13 @@ type keyRecord struct {
 	RevokedAt time.Time `json:"revoked_at,omitzero"`
 	RPM       int64     `json:"rpm,omitempty"`
 	TPM       int64     `json:"tpm,omitempty"`
+	// Rev is Key.Revision; records written before revisions existed lack it
+	// and read as 0, the revision of "never stored".
+	Rev uint64 `json:"rev,omitempty"`
+	// Write is a random id of the write that stored the record, set by
+	// ValkeyStore so that a retried script can tell its own write, already
+	// applied, from an identical one by another writer (see putKeyScript).
+	Write string `json:"w,omitempty"`
 }
 
 type planRecord struct {
@@ -42,8 +49,12 @@ type planRecord struct {
 	MonthlyMicroUSD    int64    `json:"monthly_micro_usd"`
 }
 
-// encodeKey returns the stored form of k.
-func encodeKey(k *Key) ([]byte, error) {
+// encodeKey returns the stored form of k, with the revision it will have once
+// stored: k.Revision+1.
+func encodeKey(k *Key) ([]byte, error) { return encodeKeyWrite(k, "") }
+
+// encodeKeyWrite is encodeKey with the id of the write that stores it.
+func encodeKeyWrite(k *Key, writeID string) ([]byte, error) {
 	b, err := json.Marshal(keyRecord{
 		V:         recordVersion,
 		ID:        k.ID,
@@ -56,6 +67,8 @@ func encodeKey(k *Key) ([]byte, error) {
 		RevokedAt: k.RevokedAt.UTC(),
 		RPM:       k.RPM,
 		TPM:       k.TPM,
+		Rev:       k.Revision + 1,
+		Write:     writeID,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("keys: encode key %s: %w", k.ID, err)
@@ -82,6 +95,7 @@ func decodeKey(b []byte) (*Key, error) {
 		RevokedAt: r.RevokedAt,
 		RPM:       r.RPM,
 		TPM:       r.TPM,
+		Revision:  r.Rev,
 	}
 	if len(r.Hash) != hex.EncodedLen(len(k.Hash)) {
 		return nil, fmt.Errorf("keys: decode key %s: hash must be %d hex digits", r.ID, hex.EncodedLen(len(k.Hash)))

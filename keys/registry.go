@@ -22,9 +22,14 @@ type RegistryOptions struct {
 	// unknown, so repeating it costs no store read; default 2s. The memory for
 	// this is bounded (MaxKeys/10 entries, at least 1024).
 	NegativeTTL time.Duration
-	// StaleIfError is how long after its last successful read a cached key or
-	// plan is still served while the store cannot be reached; default 10m.
-	// Unknown keys get ErrUnavailable meanwhile.
+	// StaleIfError bounds how long a cached key or plan is still served
+	// while the store cannot be reached, counted from the last moment this
+	// node knew it current: its last successful read or, while invalidations
+	// arrive (see Invalidator), the last message received. Since a revocation
+	// made elsewhere after that moment cannot reach this node, it is how late
+	// a cut-off node may honour a revoked key; the default, 4s, keeps the
+	// 5-second promise with 1s for the message's own delay. Unknown keys get
+	// ErrUnavailable meanwhile.
 	StaleIfError time.Duration
 	// StoreRetry is how long after a failed store read the store is left
 	// alone (cached entries served, misses refused at once), so an outage
@@ -52,6 +57,16 @@ type Registry struct {
 	// downUntil is when, in unix nanoseconds, the store may be tried again
 	// after a failure.
 	downUntil atomic.Int64
+	// subscribedAt is when, in unix nanoseconds, the current invalidation
+	// subscription began (MarkAllStale): entries filled before it may have
+	// missed messages, so they are re-read before use and, while the store
+	// is down, served only on the strength of their own read.
+	subscribedAt atomic.Int64
+	// coherentAt is when, in unix nanoseconds, an invalidation message last
+	// arrived on the current subscription (MarkCoherent): every change made
+	// before it was published has been applied to entries filled since
+	// subscribedAt.
+	coherentAt atomic.Int64
 
 	// keys caches known keys and unknown caches hashes the store does not
 	// have. They are separate so that a flood of random secrets cannot push
@@ -75,9 +90,10 @@ type Registry struct {
 	gen    atomic.Uint64
 	closed bool // under mu
 
-	// adminMu serializes admin writes on this node, so that, say, an
-	// UpdateKey that read the key before a RevokeKey cannot write the key back
-	// unrevoked.
+	// adminMu serializes admin writes on this node. It is not what keeps
+	// concurrent writes from overwriting each other (Store.PutKey's
+	// compare-and-set does that across nodes); it only spares same-node
+	// writers retries.
 	adminMu sync.Mutex
 
 	// stats is written by every lookup; the padding keeps it off the cache
@@ -108,7 +124,7 @@ type planEntry struct {
 const (
 	DefaultMaxKeys      = 1_000_000
 	DefaultNegativeTTL  = 2 * time.Second
-	DefaultStaleIfError = 10 * time.Minute
+	DefaultStaleIfError = 4 * time.Second
 	defaultStoreRetry   = 500 * time.Millisecond
 	minUnknownEntries   = 1024
 	// cacheBufferItems is ristretto's recommended access-batch size.
@@ -247,7 +263,7 @@ func (r *Registry) keyByHash(ctx context.Context, hash *[32]byte, now time.Time)
 		stale = e
 	}
 	if e, ok := r.unknown.Get(ck); ok && e.hash == *hash && e.gen == gen &&
-		now.UnixNano()-e.filledAt < int64(r.negativeTTL) {
+		now.UnixNano()-e.filledAt < int64(r.negativeTTL) && e.filledAt >= r.subscribedAt.Load() {
 		r.stats.negativeHits.Add(1)
 		return nil, ErrUnknownKey
 	}
@@ -352,15 +368,39 @@ func (r *Registry) SetMaxAge(d time.Duration) { r.maxAge.Store(int64(d)) }
 // fresh reports whether an entry filled at filledAt may be used without
 // reading the store again.
 func (r *Registry) fresh(filledAt int64, now time.Time) bool {
+	if filledAt < r.subscribedAt.Load() {
+		return false
+	}
 	ma := r.maxAge.Load()
 	return ma == 0 || now.UnixNano()-filledAt < ma
 }
 
 // servableStale reports whether an entry that is due for a re-read may still
-// be served because the store cannot be reached.
+// be served because the store cannot be reached: while less than
+// StaleIfError has passed since the entry was last known current.
 func (r *Registry) servableStale(filledAt int64, now time.Time) bool {
-	return now.UnixNano()-filledAt < int64(r.staleIfError)
+	known := filledAt
+	if filledAt >= r.subscribedAt.Load() {
+		known = max(known, r.coherentAt.Load())
+	}
+	return now.UnixNano()-known < int64(r.staleIfError)
 }
+
+// MarkAllStale is for when an invalidation subscription (re)starts: messages
+// published before it may have been missed, so every cached key and plan is
+// read again before its next use. Unlike EvictAll the entries stay, so while
+// the store cannot be reached they are still served within StaleIfError of
+// their last read, instead of every key getting ErrUnavailable.
+func (r *Registry) MarkAllStale() {
+	now := r.now().UnixNano()
+	r.subscribedAt.Store(now)
+	r.coherentAt.Store(now)
+}
+
+// MarkCoherent records that an invalidation message just arrived on the
+// current subscription, so entries filled since it began are known current
+// as of now (see StaleIfError).
+func (r *Registry) MarkCoherent() { r.coherentAt.Store(r.now().UnixNano()) }
 
 // StoreDown reports whether a store read failed within the last StoreRetry:
 // meanwhile cached keys are served for up to StaleIfError after their last
@@ -548,6 +588,42 @@ func checkKeyLimits(rpm, tpm int64) error {
 	return nil
 }
 
+// maxWriteAttempts bounds the read-modify-write retries of a key write that
+// keeps losing its compare-and-set to writes on other nodes. Each lost round
+// means another write succeeded, so running out takes a storm of admin writes
+// on one key; the caller then gets ErrConflict and may retry.
+const maxWriteAttempts = 16
+
+// modifyKey reads the key, applies edit to it and writes it back with
+// Store.PutKey's compare-and-set, reading again and re-applying edit when
+// another writer (on any node) changed the key in between. edit returns
+// write=false when the key needs no write. It returns the key as stored.
+func (r *Registry) modifyKey(ctx context.Context, id string, edit func(k *Key) (write bool, err error)) (*Key, error) {
+	var err error
+	for range maxWriteAttempts {
+		var k *Key
+		k, err = r.store.KeyByID(ctx, id)
+		if err != nil {
+			return nil, err
+		}
+		write, editErr := edit(k)
+		if editErr != nil {
+			return nil, editErr
+		}
+		if !write {
+			return k, nil
+		}
+		err = r.store.PutKey(ctx, k)
+		if err == nil {
+			return k, nil
+		}
+		if !errors.Is(err, ErrConflict) {
+			return nil, err
+		}
+	}
+	return nil, fmt.Errorf("keys: key %s: gave up after %d attempts: %w", id, maxWriteAttempts, err)
+}
+
 // UpdateKey applies ch to a key in one write, so a change holds whole or not
 // at all.
 func (r *Registry) UpdateKey(ctx context.Context, id string, ch KeyChanges) (*Key, error) {
@@ -556,29 +632,30 @@ func (r *Registry) UpdateKey(ctx context.Context, id string, ch KeyChanges) (*Ke
 	}
 	r.adminMu.Lock()
 	defer r.adminMu.Unlock()
-	k, err := r.store.KeyByID(ctx, id)
-	if err != nil {
-		return nil, err
-	}
-	if ch.Name != nil {
-		k.Name = *ch.Name
-	}
 	if ch.Plan != nil {
 		if err := r.requirePlan(ctx, *ch.Plan); err != nil {
 			return nil, fmt.Errorf("keys: update key %s: %w", id, err)
 		}
-		k.Plan = *ch.Plan
 	}
-	if ch.RPM != nil {
-		k.RPM = *ch.RPM
-	}
-	if ch.TPM != nil {
-		k.TPM = *ch.TPM
-	}
-	if err := checkKeyLimits(k.RPM, k.TPM); err != nil {
-		return nil, fmt.Errorf("keys: update key %s: %w", id, err)
-	}
-	if err := r.store.PutKey(ctx, k); err != nil {
+	k, err := r.modifyKey(ctx, id, func(k *Key) (bool, error) {
+		if ch.Name != nil {
+			k.Name = *ch.Name
+		}
+		if ch.Plan != nil {
+			k.Plan = *ch.Plan
+		}
+		if ch.RPM != nil {
+			k.RPM = *ch.RPM
+		}
+		if ch.TPM != nil {
+			k.TPM = *ch.TPM
+		}
+		if err := checkKeyLimits(k.RPM, k.TPM); err != nil {
+			return false, fmt.Errorf("keys: update key %s: %w", id, err)
+		}
+		return true, nil
+	})
+	if err != nil {
 		return nil, err
 	}
 	r.EvictKeyHash(k.Hash)
@@ -586,19 +663,20 @@ func (r *Registry) UpdateKey(ctx context.Context, id string, ch KeyChanges) (*Ke
 }
 
 // RevokeKey revokes a key; it is refused from the next Authenticate on this
-// node. Revoking a revoked key keeps the first RevokedAt.
+// node. Revoking a revoked key keeps the first RevokedAt. Revocation is
+// terminal: the stores refuse any later write that would clear it.
 func (r *Registry) RevokeKey(ctx context.Context, id string) (*Key, error) {
 	r.adminMu.Lock()
 	defer r.adminMu.Unlock()
-	k, err := r.store.KeyByID(ctx, id)
+	k, err := r.modifyKey(ctx, id, func(k *Key) (bool, error) {
+		if !k.RevokedAt.IsZero() {
+			return false, nil
+		}
+		k.RevokedAt = r.now().UTC()
+		return true, nil
+	})
 	if err != nil {
 		return nil, err
-	}
-	if k.RevokedAt.IsZero() {
-		k.RevokedAt = r.now().UTC()
-		if err := r.store.PutKey(ctx, k); err != nil {
-			return nil, err
-		}
 	}
 	// Evict even when already revoked: this node may hold an entry from
 	// before another node revoked the key.
@@ -612,21 +690,21 @@ func (r *Registry) RevokeKey(ctx context.Context, id string) (*Key, error) {
 func (r *Registry) RotateKey(ctx context.Context, id string) (*Key, string, error) {
 	r.adminMu.Lock()
 	defer r.adminMu.Unlock()
-	k, err := r.store.KeyByID(ctx, id)
-	if err != nil {
-		return nil, "", err
-	}
-	if !k.RevokedAt.IsZero() {
-		return nil, "", fmt.Errorf("keys: rotate key %s: %w", id, ErrRevoked)
-	}
 	secret, err := NewSecret()
 	if err != nil {
 		return nil, "", fmt.Errorf("keys: rotate key %s: %w", id, err)
 	}
-	old := k.Hash
-	k.Hash = HashSecret(secret)
-	k.Last4 = last4(secret)
-	if err := r.store.PutKey(ctx, k); err != nil {
+	var old [32]byte
+	k, err := r.modifyKey(ctx, id, func(k *Key) (bool, error) {
+		if !k.RevokedAt.IsZero() {
+			return false, fmt.Errorf("keys: rotate key %s: %w", id, ErrRevoked)
+		}
+		old = k.Hash
+		k.Hash = HashSecret(secret)
+		k.Last4 = last4(secret)
+		return true, nil
+	})
+	if err != nil {
 		return nil, "", err
 	}
 	r.EvictKeyHash(old)

@@ -14,7 +14,12 @@ import (
 // values passed in. Errors for missing records wrap ErrNotFound.
 // storetest.Run is the conformance suite every implementation must pass.
 type Store interface {
-	// PutKey inserts k or replaces the key with the same ID. When the
+	// PutKey inserts k or replaces the key with the same ID, as a
+	// compare-and-set: k.Revision must equal the stored record's revision
+	// (0 when there is none), else nothing is written and the error wraps
+	// ErrConflict. On success the stored revision, and k.Revision, become
+	// k.Revision+1. Revocation is terminal: a write that would clear a stored
+	// RevokedAt is refused with an error wrapping ErrRevoked. When the
 	// replacement carries a different Hash (a rotation), the old hash stops
 	// resolving in the same atomic step.
 	PutKey(ctx context.Context, k *Key) error

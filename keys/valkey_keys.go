@@ -2,8 +2,10 @@ package keys
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"strconv"
 
 	"github.com/valkey-io/valkey-go"
 )
@@ -22,22 +24,48 @@ func (s *ValkeyStore) hashKey(hash [32]byte) string {
 // invalidation of every hash it touched from inside the script, so no node
 // can read the change before the message is on its way.
 //
+// It is a compare-and-set on the record's revision ("rev", absent in records
+// older than revisions: 0), and refuses to clear a stored revoked_at, so a
+// node that read a key before another node revoked it cannot write it back
+// unrevoked.
+//
 //	KEYS: record, new hash index entry, set of ids
 //	ARGV: id, record, prefix of hash index names, invalidation channel,
-//	      prefix of key invalidation messages, new hash in hex
-//	returns {1} when written, {0, owner} when another key owns the hash
+//	      prefix of key invalidation messages, new hash in hex,
+//	      expected stored revision, "1" if the new record is revoked
+//	returns {1} when written, {0, owner} when another key owns the hash,
+//	        {2, stored revision} on a revision mismatch, {3} when the write
+//	        would clear a revocation
 //
-// Running it twice has the effect of running it once (but for a second,
-// harmless round of messages), so valkey-go may retry it when a connection
-// breaks, as it does after a server restart.
+// Running it twice has the effect of running it once: a second run finds
+// exactly the record it would write, down to the random id of the write
+// (so an identical record from another writer does not count), and only
+// reports success. So valkey-go may retry it when a connection breaks, as it
+// does after a server restart, without turning an applied write into a
+// reported conflict.
 var putKeyScript = valkey.NewLuaScriptRetryable(`
+local old = redis.call('GET', KEYS[1])
+if old == ARGV[2] then
+  return {1}
+end
 local owner = redis.call('GET', KEYS[2])
 if owner and owner ~= ARGV[1] then
   return {0, owner}
 end
-local old = redis.call('GET', KEYS[1])
+local prev = nil
+local rev = 0
 if old then
-  local oldHex = cjson.decode(old).hash
+  prev = cjson.decode(old)
+  rev = prev.rev or 0
+end
+if rev ~= tonumber(ARGV[7]) then
+  return {2, rev}
+end
+if prev and prev.revoked_at and ARGV[8] ~= '1' then
+  return {3}
+end
+if prev then
+  local oldHex = prev.hash
   if oldHex ~= ARGV[6] then
     local oldIndex = ARGV[3] .. oldHex
     if redis.call('GET', oldIndex) == ARGV[1] then
@@ -58,7 +86,11 @@ func (s *ValkeyStore) PutKey(ctx context.Context, k *Key) error {
 	if k.ID == "" {
 		return fmt.Errorf("keys: valkey: put key: %w: empty id", ErrInvalidKey)
 	}
-	rec, err := encodeKey(k)
+	var writeID [8]byte
+	if _, err := rand.Read(writeID[:]); err != nil {
+		return fmt.Errorf("keys: valkey: put key %s: write id: %w", k.ID, err)
+	}
+	rec, err := encodeKeyWrite(k, hex.EncodeToString(writeID[:]))
 	if err != nil {
 		return err
 	}
@@ -68,9 +100,14 @@ func (s *ValkeyStore) PutKey(ctx context.Context, k *Key) error {
 	}
 	defer cancel()
 	hashHex := hex.EncodeToString(k.Hash[:])
+	revoked := "0"
+	if !k.RevokedAt.IsZero() {
+		revoked = "1"
+	}
 	res, err := putKeyScript.Exec(ctx, s.c,
 		[]string{s.keyPrefix + k.ID, s.hashPrefix + hashHex, s.keysSet},
-		[]string{k.ID, string(rec), s.hashPrefix, s.channel, msgKey, hashHex},
+		[]string{k.ID, string(rec), s.hashPrefix, s.channel, msgKey, hashHex,
+			strconv.FormatUint(k.Revision, 10), revoked},
 	).ToArray()
 	if err != nil {
 		return fmt.Errorf("keys: valkey: put key %s: %w", k.ID, err)
@@ -78,14 +115,30 @@ func (s *ValkeyStore) PutKey(ctx context.Context, k *Key) error {
 	if len(res) == 0 {
 		return fmt.Errorf("keys: valkey: put key %s: script returned nothing", k.ID)
 	}
-	if ok, err := res[0].AsInt64(); err != nil || ok != 1 {
+	status, err := res[0].AsInt64()
+	if err != nil {
+		return fmt.Errorf("keys: valkey: put key %s: script status: %w", k.ID, err)
+	}
+	switch status {
+	case 1:
+		k.Revision++
+		return nil
+	case 0:
 		owner := "?"
 		if len(res) > 1 {
 			owner, _ = res[1].ToString()
 		}
 		return fmt.Errorf("keys: valkey: put key %s: %w: hash already belongs to key %s", k.ID, ErrInvalidKey, owner)
+	case 2:
+		var stored int64
+		if len(res) > 1 {
+			stored, _ = res[1].AsInt64()
+		}
+		return fmt.Errorf("keys: valkey: put key %s: %w: revision %d, stored %d", k.ID, ErrConflict, k.Revision, stored)
+	case 3:
+		return fmt.Errorf("keys: valkey: put key %s: %w: a revoked key cannot be restored", k.ID, ErrRevoked)
 	}
-	return nil
+	return fmt.Errorf("keys: valkey: put key %s: script returned status %d", k.ID, status)
 }
 
 // KeyByID implements Store.

@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"errors"
 	"fmt"
 )
 
@@ -28,10 +29,35 @@ func CopyStore(ctx context.Context, dst, src Store) (keysCopied, plansCopied int
 		return 0, plansCopied, fmt.Errorf("keys: copy store: %w", err)
 	}
 	for _, k := range all {
-		if err := dst.PutKey(ctx, k); err != nil {
+		if err := copyKey(ctx, dst, k); err != nil {
 			return keysCopied, plansCopied, fmt.Errorf("keys: copy store: %w", err)
 		}
 		keysCopied++
 	}
 	return keysCopied, plansCopied, nil
+}
+
+// copyKey writes k over dst's record of the same id, whatever its revision,
+// keeping dst's revocation if dst has one: revocation is terminal, even
+// against a copy from an older store.
+func copyKey(ctx context.Context, dst Store, k *Key) error {
+	var err error
+	for range maxWriteAttempts {
+		c := k.Clone()
+		c.Revision = 0
+		cur, getErr := dst.KeyByID(ctx, k.ID)
+		switch {
+		case getErr == nil:
+			c.Revision = cur.Revision
+			if c.RevokedAt.IsZero() {
+				c.RevokedAt = cur.RevokedAt
+			}
+		case !errors.Is(getErr, ErrNotFound):
+			return getErr
+		}
+		if err = dst.PutKey(ctx, c); !errors.Is(err, ErrConflict) {
+			return err
+		}
+	}
+	return fmt.Errorf("key %s: gave up after %d attempts: %w", k.ID, maxWriteAttempts, err)
 }

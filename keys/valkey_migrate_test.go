@@ -103,6 +103,9 @@ func TestCopyStoreBoltValkeyBolt(t *testing.T) {
 		if edit != nil {
 			edit(k)
 		}
+		if cur, err := src.KeyByID(ctx, id); err == nil {
+			k.Revision = cur.Revision // replacing (rotating) a stored key
+		}
 		if err := src.PutKey(ctx, k); err != nil {
 			t.Fatal(err)
 		}

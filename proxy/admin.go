@@ -4,6 +4,7 @@ import (
 	"crypto/sha256"
 	"crypto/subtle"
 	"errors"
+	"fmt"
 	"time"
 
 	"github.com/bytedance/sonic"
@@ -99,6 +100,10 @@ type createKeyJSON struct {
 	TPM       *int64 `json:"tpm"`
 }
 
+// maxExpiresAt is the latest expiry a key may have, 9999-12-31T23:59:59Z in
+// unix seconds: the last second the stores' RFC 3339 records can hold.
+const maxExpiresAt = 253402300799
+
 func (s *Server) createKey(ctx *fasthttp.RequestCtx) {
 	var in createKeyJSON
 	if !decodeBody(ctx, &in) {
@@ -112,18 +117,35 @@ func (s *Server) createKey(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	var expires time.Time
+	now := time.Now()
 	switch {
 	case in.ExpiresAt != nil && in.ExpiresIn != nil:
 		writeAdminError(ctx, fasthttp.StatusBadRequest, "invalid_value", "expires_at", "Give expires_at or expires_in, not both.")
 		return
 	case in.ExpiresAt != nil:
+		if *in.ExpiresAt < 1 || *in.ExpiresAt > maxExpiresAt {
+			writeAdminError(ctx, fasthttp.StatusBadRequest, "invalid_value", "expires_at",
+				fmt.Sprintf("expires_at must be a unix time in seconds in the future, at most %d (9999-12-31T23:59:59Z).", maxExpiresAt))
+			return
+		}
 		expires = time.Unix(*in.ExpiresAt, 0)
 	case in.ExpiresIn != nil:
 		// Whole seconds, so the expires_at the API shows is the exact expiry;
-		// rounded up, so a key lives at least as long as asked.
-		expires = time.Now().Add(time.Duration(*in.ExpiresIn)*time.Second + time.Second - 1).Truncate(time.Second)
+		// rounded up, so a key lives at least as long as asked. Computed in
+		// seconds: a time.Duration overflows past 292 years and wrapped
+		// 18446744074 s around to 1 s.
+		maxIn := maxExpiresAt - now.Unix() - 1
+		if *in.ExpiresIn < 1 || *in.ExpiresIn > maxIn {
+			writeAdminError(ctx, fasthttp.StatusBadRequest, "invalid_value", "expires_in",
+				fmt.Sprintf("expires_in must be from 1 to %d seconds (until 9999-12-31T23:59:59Z).", maxIn))
+			return
+		}
+		expires = time.Unix(now.Unix()+*in.ExpiresIn, 0)
+		if now.Nanosecond() > 0 {
+			expires = expires.Add(time.Second)
+		}
 	}
-	if !expires.IsZero() && !expires.After(time.Now()) {
+	if !expires.IsZero() && !expires.After(now) {
 		writeAdminError(ctx, fasthttp.StatusBadRequest, "invalid_value", "expires_at", "The expiry must be in the future.")
 		return
 	}

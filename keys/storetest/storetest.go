@@ -36,6 +36,9 @@ func Run(t *testing.T, f Factory) {
 	t.Run("InvalidPlan", func(t *testing.T) { testInvalidPlan(t, f) })
 	t.Run("Copies", func(t *testing.T) { testCopies(t, f) })
 	t.Run("Concurrent", func(t *testing.T) { testConcurrent(t, f) })
+	t.Run("CompareAndSet", func(t *testing.T) { testCompareAndSet(t, f) })
+	t.Run("ConcurrentReadModifyWrite", func(t *testing.T) { testConcurrentReadModifyWrite(t, f) })
+	t.Run("RevocationIsTerminal", func(t *testing.T) { testRevocationIsTerminal(t, f) })
 	t.Run("Reopen", func(t *testing.T) { testReopen(t, f) })
 }
 
@@ -486,4 +489,140 @@ func testReopen(t *testing.T, f Factory) {
 	if _, err := s.Plan(ctx, "gone"); !errors.Is(err, keys.ErrNotFound) {
 		t.Fatalf("Plan(gone) after reopen: %v, want ErrNotFound", err)
 	}
+}
+
+// putErr asserts that PutKey(k) fails wrapping want and leaves k.Revision
+// as it was.
+func putErr(t *testing.T, s keys.Store, k *keys.Key, want error) {
+	t.Helper()
+	rev := k.Revision
+	err := s.PutKey(context.Background(), k)
+	if !errors.Is(err, want) {
+		t.Fatalf("PutKey(%s, revision %d) = %v, want %v", k.ID, rev, err, want)
+	}
+	if k.Revision != rev {
+		t.Fatalf("a refused PutKey changed k.Revision from %d to %d", rev, k.Revision)
+	}
+}
+
+func testCompareAndSet(t *testing.T, f Factory) {
+	s := open(t, f)
+	ctx := context.Background()
+	k := newKey(1, "free")
+	mustPutKey(t, s, k)
+	if k.Revision != 1 {
+		t.Fatalf("after the first PutKey k.Revision = %d, want 1", k.Revision)
+	}
+	got, err := s.KeyByID(ctx, k.ID)
+	if err != nil || got.Revision != 1 {
+		t.Fatalf("KeyByID after the first put = revision %v, %v; want 1", got, err)
+	}
+
+	// Two writers read revision 1; the first write wins, the second is refused
+	// and must not overwrite it.
+	first, second := got.Clone(), got.Clone()
+	first.Name = "first"
+	second.Name = "second"
+	mustPutKey(t, s, first)
+	putErr(t, s, second, keys.ErrConflict)
+	want := *k
+	want.Name = "first"
+	checkKey(t, s, &want)
+	if got, _ := s.KeyByHash(ctx, k.Hash); got.Revision != 2 {
+		t.Fatalf("KeyByHash revision = %d, want 2", got.Revision)
+	}
+
+	// A stale rotation must not retire the current hash.
+	stale := got.Clone()
+	stale.Revision = 1
+	stale.Hash = hashOf(2)
+	putErr(t, s, stale, keys.ErrConflict)
+	checkHashNotFound(t, s, hashOf(2))
+	checkKey(t, s, &want)
+
+	// A revision from the future, and a "create" over an existing id.
+	future := got.Clone()
+	future.Revision = 7
+	putErr(t, s, future, keys.ErrConflict)
+	create := newKey(1, "free")
+	create.Name = "create over an existing id"
+	putErr(t, s, create, keys.ErrConflict)
+	// A record that does not exist has revision 0.
+	ghost := newKey(3, "free")
+	ghost.Revision = 1
+	putErr(t, s, ghost, keys.ErrConflict)
+	checkHashNotFound(t, s, ghost.Hash)
+	checkKey(t, s, &want)
+}
+
+// testConcurrentReadModifyWrite runs increments as read, modify, compare-
+// and-set, retry from many goroutines: none may be lost.
+func testConcurrentReadModifyWrite(t *testing.T, f Factory) {
+	s := open(t, f)
+	ctx := context.Background()
+	k := newKey(1, "free")
+	mustPutKey(t, s, k)
+	const writers, perWriter = 4, 10
+	var wg sync.WaitGroup
+	errs := make(chan error, writers)
+	for range writers {
+		wg.Go(func() {
+			for range perWriter {
+				for {
+					cur, err := s.KeyByID(ctx, k.ID)
+					if err != nil {
+						errs <- err
+						return
+					}
+					cur.RPM++
+					err = s.PutKey(ctx, cur)
+					if err == nil {
+						break
+					}
+					if !errors.Is(err, keys.ErrConflict) {
+						errs <- err
+						return
+					}
+				}
+			}
+		})
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	got, err := s.KeyByID(ctx, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got.RPM != writers*perWriter || got.Revision != writers*perWriter+1 {
+		t.Fatalf("after %d increments: RPM %d, revision %d; want %d and %d",
+			writers*perWriter, got.RPM, got.Revision, writers*perWriter, writers*perWriter+1)
+	}
+}
+
+func testRevocationIsTerminal(t *testing.T, f Factory) {
+	s := open(t, f)
+	k := newKey(1, "free")
+	mustPutKey(t, s, k)
+	revoked := k.Clone()
+	revoked.RevokedAt = base().Add(time.Minute)
+	mustPutKey(t, s, revoked)
+
+	// Even a writer holding the current revision cannot clear it.
+	restore := revoked.Clone()
+	restore.RevokedAt = time.Time{}
+	putErr(t, s, restore, keys.ErrRevoked)
+	restore.Hash = hashOf(2) // nor by rotating
+	putErr(t, s, restore, keys.ErrRevoked)
+	checkHashNotFound(t, s, hashOf(2))
+	checkKey(t, s, revoked)
+
+	// Other edits of a revoked key, keeping the revocation, are allowed (the
+	// record stays for audit and can be renamed).
+	renamed := revoked.Clone()
+	renamed.Name = "renamed after revocation"
+	mustPutKey(t, s, renamed)
+	checkKey(t, s, renamed)
 }
