@@ -27,10 +27,17 @@ func valkeyNodes(t *testing.T, addr string, n int) []*gateway {
 // valkeyNodesAt starts one gateway per address, all under one prefix.
 func valkeyNodesAt(t *testing.T, addrs []string) []*gateway {
 	t.Helper()
+	return valkeyNodesWith(t, addrs, "")
+}
+
+// valkeyNodesWith is valkeyNodesAt with more of the config file, such as a
+// cache block.
+func valkeyNodesWith(t *testing.T, addrs []string, more string) []*gateway {
+	t.Helper()
 	prefix := fmt.Sprintf("t%d", time.Now().UnixNano())
 	var nodes []*gateway
 	for _, a := range addrs {
-		nodes = append(nodes, startNode(t, fmt.Sprintf(`
+		nodes = append(nodes, startNode(t, fmt.Sprintf(`%s
 store:
   path: %s
   valkey: {addrs: [%q], prefix: %s, timeout: 300ms}
@@ -40,7 +47,7 @@ models:
   - {name: other, routes: [{upstream: mock}]}
 plans:
   - {name: all, models: ["*"]}
-`, t.TempDir(), a, prefix)))
+`, more, t.TempDir(), a, prefix)))
 	}
 	return nodes
 }
@@ -209,12 +216,15 @@ func TestValkeyOutage(t *testing.T) {
 }
 
 // TestPartitionedNodeCatchesUp cuts one node off Valkey while another revokes
-// a key: the cut-off node keeps serving its cache (it cannot know), and once
-// it reaches Valkey again it refuses the key within the bound.
+// a key, on nodes whose operator chose availability over the 5-second
+// promise (a long cache.stale_if_error): the cut-off node keeps serving its
+// cache (it cannot know), and once it reaches Valkey again it refuses the
+// key within the bound. With the default, it would refuse it at once (see
+// TestPartitionedNodeKeepsRevocationPromise).
 func TestPartitionedNodeCatchesUp(t *testing.T) {
 	v := valkeytest.Start(t)
 	link := startRelay(t, v.Addr())
-	nodes := valkeyNodesAt(t, []string{v.Addr(), link.Addr()})
+	nodes := valkeyNodesWith(t, []string{v.Addr(), link.Addr()}, "cache: {stale_if_error: 10m}")
 	a, b := nodes[0], nodes[1]
 	k := a.newKey("all")
 	b.warm(t, k.Key)
