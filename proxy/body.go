@@ -8,6 +8,7 @@ import (
 	"github.com/tokenhub/tokenhub/internal/jsonscan"
 
 	"github.com/bytedance/sonic"
+	"github.com/valyala/fasthttp"
 )
 
 // requestFields are the top-level fields of an inference request that the
@@ -27,16 +28,31 @@ type requestFields struct {
 	seenStream bool
 	seenMax    uint8 // 1: max_tokens, 2: max_completion_tokens
 	seenN      bool
-	// streamOptions delimits the stream_options value token (0, 0 when
-	// absent); objEnd is the index of the body's closing '}'.
-	soStart, soEnd int
-	objEnd         int
+	// prompts is how many prompts a legacy completion's prompt holds (1 for
+	// a string or one array of token ids), bestOf its best_of (0 when
+	// absent): the upstream generates, and bills, best_of completions per
+	// prompt. echo: the prompt is returned with each completion.
+	prompts    int64
+	bestOf     int64
+	echo       bool
+	seenPrompt bool
+	seenBestOf bool
+	seenEcho   bool
+	// soStart and soEnd delimit the stream_options value token (0, 0 when
+	// absent); objEnd is the index of the body's closing '}'. When
+	// stream_options is an object, soFirst is where its first member (or its
+	// '}') starts, and usageStart, usageEnd delimit include_usage's value
+	// (0, 0 when absent).
+	soStart, soEnd       int
+	soFirst              int
+	usageStart, usageEnd int
+	objEnd               int
 }
 
 // parse reads f from body. On failure it returns the error to answer and, for
 // a duplicate key, the key's name as detail.
 func (f *requestFields) parse(body []byte) (*apiError, []byte) {
-	*f = requestFields{maxTokens: -1, n: 1}
+	*f = requestFields{maxTokens: -1, n: 1, prompts: 1}
 	// Validation first, with sonic's SIMD validator (about 135 ns for a typical
 	// chat body, 4x faster than encoding/json): the scan below may then assume
 	// well-formed JSON. The check is structural: raw control characters, invalid
@@ -54,24 +70,19 @@ func (f *requestFields) parse(body []byte) (*apiError, []byte) {
 	if body[i] == '}' {
 		return errMissingModel, nil
 	}
+	var buf [keyBufLen]byte
 	for {
-		keyStart := i
 		keyEnd := jsonscan.SkipString(body, i)
-		key := body[keyStart+1 : keyEnd-1]
-		if bytes.IndexByte(key, '\\') >= 0 {
-			// An escaped key ("mod\u0065l") means "model" to the upstream, so it
-			// must mean the same here, or the whitelist could be bypassed.
-			var ok bool
-			if key, ok = unescapeString(body[keyStart:keyEnd]); !ok {
-				return errMalformedJSON, nil
-			}
+		key, ok := keyName(&buf, body[i:keyEnd])
+		if !ok {
+			return errMalformedJSON, nil
 		}
 		i = skipSpace(body, keyEnd)
 		i = skipSpace(body, i+1) // the ':'
 		valStart := i
 		valEnd := jsonscan.SkipValue(body, i)
-		if e := f.field(key, body, valStart, valEnd); e != nil {
-			return e, key
+		if e, name := f.field(key, body, valStart, valEnd); e != nil {
+			return e, name
 		}
 		i = skipSpace(body, valEnd)
 		if body[i] == '}' {
@@ -93,39 +104,112 @@ var (
 	keyMaxCompletionTokens = []byte("max_completion_tokens")
 	keyN                   = []byte("n")
 	keyStreamOptions       = []byte("stream_options")
+	keyPrompt              = []byte("prompt")
+	keyBestOf              = []byte("best_of")
+	keyEcho                = []byte("echo")
 	keyIncludeUsage        = []byte("include_usage")
+	// readKeys are the top-level keys the gateway reads.
+	readKeys = [...][]byte{keyModel, keyStream, keyMaxTokens, keyMaxCompletionTokens, keyN,
+		keyStreamOptions, keyPrompt, keyBestOf, keyEcho}
+	nameIncludeUsage = []byte("stream_options.include_usage")
 )
 
-// maxChoices bounds n, as OpenAI does.
+var (
+	errDuplicateKey = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "duplicate_key",
+		message: "The request body repeats a key: "}
+	errAmbiguousKey = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "ambiguous_key",
+		message: "The request body has a key that JSON parsers read differently (Go's encoding/json matches names " +
+			"case-insensitively, others exactly); spell it exactly: "}
+	errBestOf = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "best_of", code: "invalid_value",
+		message: "best_of must be an integer from 1 to 128."}
+)
+
+// keyBufLen bounds the decoded length of an escaped key compared with the
+// keys the gateway reads; a longer one cannot be one of them.
+const keyBufLen = 32
+
+// keyName returns the name of the key whose string literal is lit: the bytes
+// between its quotes, or, when it has escapes, those decoded into buf (a
+// decoded name longer than buf is returned as written, since it cannot be a
+// name the gateway reads). An escaped key ("mod\u0065l") means "model" to
+// every upstream, so it must mean the same here, or the model whitelist and
+// the stream's usage could be bypassed. ok is false for an escape JSON does
+// not define.
+func keyName(buf *[keyBufLen]byte, lit []byte) (name []byte, ok bool) {
+	name = lit[1 : len(lit)-1]
+	if bytes.IndexByte(name, '\\') < 0 {
+		return name, true
+	}
+	if len(name) > 6*keyBufLen {
+		return name, true // each decoded byte takes at most six written
+	}
+	dec, ok := jsonscan.AppendUnescaped(buf[:0], lit)
+	if !ok {
+		return nil, false
+	}
+	if len(dec) > keyBufLen {
+		return name, true
+	}
+	return dec, true
+}
+
+// variantOf returns the key of keys that name is not, but that Go's
+// encoding/json would read it as: it matches names case-insensitively under
+// Unicode simple folding ("Model", "include_uſage"), where Python's json and
+// most others compare exactly. nil when there is none.
+func variantOf(name []byte, keys ...[]byte) []byte {
+	plain := true
+	for _, c := range name {
+		if (c < 'a' || c > 'z') && c != '_' {
+			plain = false
+			break
+		}
+	}
+	if plain {
+		// Lower-case ASCII letters fold only to upper-case ones and to the
+		// non-ASCII K (Kelvin) and ſ (long s), none of which name has.
+		return nil
+	}
+	for _, k := range keys {
+		if bytes.EqualFold(name, k) {
+			return k
+		}
+	}
+	return nil
+}
+
+// maxChoices bounds n and best_of, as OpenAI does.
 const maxChoices = 128
 
-func (f *requestFields) field(key, body []byte, start, end int) *apiError {
+// field reads one top-level member. On failure it returns the error and the
+// name to detail it with (a key of the gateway's, never the client's bytes).
+func (f *requestFields) field(key, body []byte, start, end int) (*apiError, []byte) {
 	switch {
 	case bytes.Equal(key, keyModel):
 		if f.seenModel {
 			// Upstreams take the last of repeated keys; the gateway would have
 			// checked the first. Refuse rather than guess.
-			return errDuplicateField
+			return errDuplicateField, keyModel
 		}
 		f.seenModel = true
 		if body[start] != '"' || end-start < 3 {
-			return errModelNotString
+			return errModelNotString, nil
 		}
 		f.modelStart, f.modelEnd = start, end
 		f.model = body[start+1 : end-1]
 		if bytes.IndexByte(f.model, '\\') >= 0 {
 			var ok bool
 			if f.model, ok = unescapeString(body[start:end]); !ok {
-				return errMalformedJSON
+				return errMalformedJSON, nil
 			}
 		}
 		if !utf8.Valid(f.model) {
 			// Upstreams would read U+FFFD where the gateway reads raw bytes.
-			return errModelNotString
+			return errModelNotString, nil
 		}
 	case bytes.Equal(key, keyStream):
 		if f.seenStream {
-			return errDuplicateField
+			return errDuplicateField, keyStream
 		}
 		f.seenStream = true
 		switch body[start] {
@@ -133,7 +217,7 @@ func (f *requestFields) field(key, body []byte, start, end int) *apiError {
 			f.stream = true
 		case 'f', 'n':
 		default:
-			return errStreamNotBool
+			return errStreamNotBool, nil
 		}
 	case bytes.Equal(key, keyMaxTokens), bytes.Equal(key, keyMaxCompletionTokens):
 		bit := uint8(1)
@@ -141,15 +225,18 @@ func (f *requestFields) field(key, body []byte, start, end int) *apiError {
 			bit = 2
 		}
 		if f.seenMax&bit != 0 {
-			return errDuplicateField
+			if bit == 2 {
+				return errDuplicateField, keyMaxCompletionTokens
+			}
+			return errDuplicateField, keyMaxTokens
 		}
 		f.seenMax |= bit
 		if body[start] == 'n' { // null: as if absent
-			return nil
+			return nil, nil
 		}
 		v, ok := parseCount(body[start:end])
 		if !ok || v < 1 {
-			return errMaxTokens
+			return errMaxTokens, nil
 		}
 		// max_completion_tokens supersedes the older max_tokens.
 		if bit == 2 || f.seenMax&2 == 0 {
@@ -157,24 +244,117 @@ func (f *requestFields) field(key, body []byte, start, end int) *apiError {
 		}
 	case bytes.Equal(key, keyStreamOptions):
 		if f.soEnd != 0 {
-			return errDuplicateField
+			return errDuplicateField, keyStreamOptions
 		}
-		f.soStart, f.soEnd = start, end
+		return f.streamOptions(body, start, end)
 	case bytes.Equal(key, keyN):
 		if f.seenN {
-			return errDuplicateField
+			return errDuplicateField, keyN
 		}
 		f.seenN = true
 		if body[start] == 'n' {
-			return nil
+			return nil, nil
 		}
 		v, ok := parseCount(body[start:end])
 		if !ok || v < 1 || v > maxChoices {
-			return errChoices
+			return errChoices, nil
 		}
 		f.n = v
+	case bytes.Equal(key, keyPrompt):
+		if f.seenPrompt {
+			return errDuplicateField, keyPrompt
+		}
+		f.seenPrompt = true
+		f.prompts = countPrompts(body[start:end])
+	case bytes.Equal(key, keyBestOf):
+		if f.seenBestOf {
+			return errDuplicateField, keyBestOf
+		}
+		f.seenBestOf = true
+		if body[start] == 'n' {
+			return nil, nil
+		}
+		v, ok := parseCount(body[start:end])
+		if !ok || v < 1 || v > maxChoices {
+			return errBestOf, nil
+		}
+		f.bestOf = v
+	case bytes.Equal(key, keyEcho):
+		if f.seenEcho {
+			return errDuplicateField, keyEcho
+		}
+		f.seenEcho = true
+		// Anything but false or null may read as true somewhere (pydantic
+		// takes 1 and "true"): bound it as true.
+		f.echo = body[start] != 'f' && body[start] != 'n'
+	default:
+		if k := variantOf(key, readKeys[:]...); k != nil {
+			return errAmbiguousKey, k
+		}
 	}
-	return nil
+	return nil, nil
+}
+
+// streamOptions reads the stream_options value at body[start:end]: where
+// include_usage is, refusing it repeated, spelled as a variant, or escaped
+// into a repeat, since upstreams take the last of repeated keys and the
+// gateway edits one.
+func (f *requestFields) streamOptions(body []byte, start, end int) (*apiError, []byte) {
+	f.soStart, f.soEnd = start, end
+	if body[start] != '{' {
+		return nil, nil
+	}
+	i := skipSpace(body, start+1)
+	f.soFirst = i
+	if body[i] == '}' {
+		return nil, nil
+	}
+	var buf [keyBufLen]byte
+	for {
+		keyEnd := jsonscan.SkipString(body, i)
+		key, ok := keyName(&buf, body[i:keyEnd])
+		if !ok {
+			return errMalformedJSON, nil
+		}
+		i = skipSpace(body, skipSpace(body, keyEnd)+1)
+		valEnd := jsonscan.SkipValue(body, i)
+		switch {
+		case bytes.Equal(key, keyIncludeUsage):
+			if f.usageEnd != 0 {
+				return errDuplicateKey, nameIncludeUsage
+			}
+			f.usageStart, f.usageEnd = i, valEnd
+		case variantOf(key, keyIncludeUsage) != nil:
+			return errAmbiguousKey, nameIncludeUsage
+		}
+		i = skipSpace(body, valEnd)
+		if body[i] == '}' {
+			return nil, nil
+		}
+		i = skipSpace(body, i+1)
+	}
+}
+
+// countPrompts returns how many prompts a legacy completion's prompt holds,
+// at most: a string or an array of token ids is one, any other array has one
+// per element. An element that is not a number counts, so that no mix an
+// upstream might accept is undercounted.
+func countPrompts(v []byte) int64 {
+	if v[0] != '[' {
+		return 1
+	}
+	var n int64
+	i := skipSpace(v, 1)
+	for i < len(v)-1 && v[i] != ']' {
+		if c := v[i]; c != '-' && (c < '0' || c > '9') {
+			n++
+		}
+		i = skipSpace(v, jsonscan.SkipValue(v, i))
+		if v[i] == ',' {
+			i = skipSpace(v, i+1)
+		}
+	}
+	return max(n, 1)
 }
 
 // parseCount reads a JSON integer token (no fraction or exponent, at most 15
@@ -235,27 +415,17 @@ func (f *requestFields) usageEdit(body []byte) (edit, bool) {
 	default:
 		return edit{}, false // not an object: the upstream will say so
 	}
-	at := skipSpace(body, f.soStart+1)
-	if body[at] == '}' {
-		return edit{at: at, end: at, with: addOnlyUsage}, true
+	switch {
+	case f.usageEnd != 0 && body[f.usageStart] == 't':
+		return edit{}, false // asked for by the client: it gets the chunk
+	case f.usageEnd != 0:
+		// parse refused a second include_usage, in any spelling: this one is
+		// the one every upstream reads.
+		return edit{at: f.usageStart, end: f.usageEnd, with: valueTrue}, true
+	case body[f.soFirst] == '}':
+		return edit{at: f.soFirst, end: f.soFirst, with: addOnlyUsage}, true
 	}
-	for i := at; ; {
-		keyEnd := jsonscan.SkipString(body, i)
-		key := body[i+1 : keyEnd-1]
-		i = skipSpace(body, skipSpace(body, keyEnd)+1)
-		valEnd := jsonscan.SkipValue(body, i)
-		if bytes.Equal(key, keyIncludeUsage) {
-			if body[i] == 't' {
-				return edit{}, false // asked for by the client: it gets the chunk
-			}
-			return edit{at: i, end: valEnd, with: valueTrue}, true
-		}
-		i = skipSpace(body, valEnd)
-		if body[i] == '}' {
-			return edit{at: at, end: at, with: addIncludeUsage}, true
-		}
-		i = skipSpace(body, i+1)
-	}
+	return edit{at: f.soFirst, end: f.soFirst, with: addIncludeUsage}, true
 }
 
 // appendEdits appends body to dst with edits applied; they must not overlap.

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bytes"
 	"encoding/json"
 	"testing"
 )
@@ -54,6 +55,25 @@ func TestRequestFieldsRejects(t *testing.T) {
 	f(`{"model":"m","model":"n"}`, errDuplicateField)
 	f(`{"model":"m","mod\u0065l":"n"}`, errDuplicateField)
 	f(`{"model":"m","stream":true,"stream":false}`, errDuplicateField)
+	f(`{"model":"m","stre\u0061m":true,"stream":false}`, errDuplicateField)
+	f(`{"model":"m","prompt":"a","prompt":["b","c"]}`, errDuplicateField)
+	f(`{"model":"m","best_of":1,"best_\u006ff":5}`, errDuplicateField)
+	f(`{"model":"m","echo":false,"echo":true}`, errDuplicateField)
+	f(`{"model":"m","best_of":0}`, errBestOf)
+	f(`{"model":"m","best_of":"2"}`, errBestOf)
+	// Go's encoding/json reads these as the keys they fold to.
+	f(`{"model":"m","MODEL":"n"}`, errAmbiguousKey)
+	f(`{"Model":"m"}`, errAmbiguousKey)
+	f(`{"model":"m","N":3}`, errAmbiguousKey)
+	f(`{"model":"m","max_toKens":3}`, errAmbiguousKey)
+	f(`{"model":"m","\u0053tream":true}`, errAmbiguousKey)
+	// Inside stream_options: the key the gateway edits.
+	f(`{"model":"m","stream_options":{"include_usage":false,"include_usage":false}}`, errDuplicateKey)
+	f(`{"model":"m","stream_options":{"include_usage":true,"include_\u0075sage":false}}`, errDuplicateKey)
+	f(`{"model":"m","stream_options":{"INCLUDE_USAGE":false}}`, errAmbiguousKey)
+	f(`{"model":"m","stream_options":{"include_uſage":false}}`, errAmbiguousKey)
+	f(`{"model":"m","stream_options":{"include_u\u017fage":false}}`, errAmbiguousKey)
+	f(`{"model":"m","stream_options":{"include_usage\0":false}}`, errMalformedJSON)
 }
 
 func TestModelEdit(t *testing.T) {
@@ -77,6 +97,10 @@ func FuzzRequestFields(f *testing.F) {
 		`{"model":"gpt-4o","messages":[{"role":"user","content":"hi"}],"stream":true}`,
 		`{"model":"a\"b","x":[1,2,{"y":"}"}]}`,
 		`{"mod\u0065l":"m"}`, `{"model":"m","model":"n"}`, `[]`, `{"model":1}`, `{`, ` {"stream":false, "model":"\\"} `,
+		`{"model":"m","stream":true,"stream_options":{"include_usage":false,"x":1}}`,
+		`{"model":"m","stream_options":{"include_\u0075sage":false}}`,
+		`{"model":"m","stream_options":{"Include_Usage":false}}`, `{"model":"m","MODEL":"x"}`,
+		`{"model":"m","prompt":["a",[1,2],"b"],"best_of":2,"echo":true}`,
 	} {
 		f.Add([]byte(s))
 	}
@@ -109,15 +133,23 @@ func FuzzRequestFields(f *testing.F) {
 		if want := stream != nil && *stream; rf.stream != want {
 			t.Fatalf("stream of %q: got %v, want %v", body, rf.stream, want)
 		}
-		if e, ok := rf.usageEdit(body); ok {
-			edited := appendEdits(nil, body, e)
+		// The body an upstream gets, decoded as a Go upstream decodes it (the
+		// last of repeated keys wins, names match case-insensitively), must
+		// name the route's model and ask for usage.
+		ue, edited := rf.usageEdit(body)
+		if so := bytes.TrimSpace(std["stream_options"]); len(so) == 0 || so[0] == '{' || so[0] == 'n' {
+			sent := appendEdits(nil, body, rf.modelEdit(appendQuoted(nil, "renamed")))
+			if edited {
+				sent = appendEdits(nil, body, rf.modelEdit(appendQuoted(nil, "renamed")), ue)
+			}
 			var v struct {
+				Model         string `json:"model"`
 				StreamOptions struct {
 					IncludeUsage bool `json:"include_usage"`
 				} `json:"stream_options"`
 			}
-			if err := json.Unmarshal(edited, &v); err != nil || !v.StreamOptions.IncludeUsage {
-				t.Fatalf("usage edit of %q gave %q: %v", body, edited, err)
+			if err := json.Unmarshal(sent, &v); err != nil || v.Model != "renamed" || !v.StreamOptions.IncludeUsage {
+				t.Fatalf("upstream body for %q is %q, which encoding/json reads as %+v (%v)", body, sent, v, err)
 			}
 		}
 		var back map[string]json.RawMessage
@@ -161,6 +193,28 @@ func TestRequestFieldsCounts(t *testing.T) {
 	f(`{"model":"m","max_completion_tokens":100,"max_tokens":5}`, 100, 1)
 	f(`{"model":"m","max_tokens":5,"max_completion_tokens":100}`, 100, 1)
 	f(`{"model":"m","max_tokens":null,"n":null}`, -1, 1)
+
+	p := func(body string, wantPrompts, wantBestOf int64, wantEcho bool) {
+		t.Helper()
+		var rf requestFields
+		if e, d := rf.parse([]byte(body)); e != nil {
+			t.Fatalf("parse(%s): %s %s", body, e.message, d)
+		}
+		if rf.prompts != wantPrompts || rf.bestOf != wantBestOf || rf.echo != wantEcho {
+			t.Fatalf("parse(%s) = prompts %d best_of %d echo %v, want %d %d %v", body, rf.prompts, rf.bestOf, rf.echo,
+				wantPrompts, wantBestOf, wantEcho)
+		}
+	}
+	p(`{"model":"m"}`, 1, 0, false)
+	p(`{"model":"m","prompt":"one"}`, 1, 0, false)
+	p(`{"model":"m","prompt":[1,2,3,-4]}`, 1, 0, false)
+	p(`{"model":"m","prompt":[ "a" , "b","c" ]}`, 3, 0, false)
+	p(`{"model":"m","prompt":[[1,2],[3],[]]}`, 3, 0, false)
+	p(`{"model":"m","prompt":[1,"a",[2]]}`, 2, 0, false)
+	p(`{"model":"m","prompt":[]}`, 1, 0, false)
+	p(`{"model":"m","prompt":null,"best_of":null,"echo":null}`, 1, 0, false)
+	p(`{"model":"m","prompt":["a","b"],"best_of":5,"echo":true}`, 2, 5, true)
+	p(`{"model":"m","echo":1}`, 1, 0, true)
 
 	g := func(body string, want *apiError) {
 		t.Helper()
@@ -214,7 +268,11 @@ func TestUsageEdit(t *testing.T) {
 	f(`{"model":"m","stream_options":{ }}`, `{"model":"m","stream_options":{ "include_usage":true}}`, true)
 	f(`{"model":"m","stream_options":{"x":1}}`, `{"model":"m","stream_options":{"include_usage":true,"x":1}}`, true)
 	f(`{"model":"m","stream_options":{"x":[{"include_usage":1}],"include_usage":false}}`, `{"model":"m","stream_options":{"x":[{"include_usage":1}],"include_usage":true}}`, true)
+	f(`{"model":"m","stream_options":{"include_\u0075sage":false}}`, `{"model":"m","stream_options":{"include_\u0075sage":true}}`, true)
+	f(`{"model":"m","stream_options":{"x":{"include_usage":false,"include_usage":false}, "include_usage" : null }}`,
+		`{"model":"m","stream_options":{"x":{"include_usage":false,"include_usage":false}, "include_usage" : true }}`, true)
 	f(`{"model":"m","stream_options":{"include_usage":true}}`, ``, false)
+	f(`{"model":"m","stream_options":{"include_\u0075sage":true}}`, ``, false)
 	f(`{"model":"m","stream_options":"bogus"}`, ``, false)
 }
 

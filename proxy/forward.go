@@ -48,7 +48,7 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 	if !ok {
 		return
 	}
-	c.model, c.prompt, c.maxOutput = m, prompt, out
+	c.model, c.prompt, c.maxOutput, c.worst = m, prompt, out, a.Worst
 	s.gate.Admit(callCtx(ctx), &a, time.Now(), &c.ticket)
 	setRateHeaders(ctx, &c.ticket)
 	if c.ticket.Refusal != limits.Admitted {
@@ -65,6 +65,8 @@ type claim struct {
 	model     *model
 	prompt    int64 // the prompt estimate charged at admission
 	maxOutput int64 // the most output admitted, all choices together
+	// worst is admission's bound of what the upstream can bill.
+	worst     limits.PicoUSD
 	rec       requestRecord
 	handedOff bool // a stream relay took the request over
 	billed    bool // settle ran
@@ -82,7 +84,16 @@ func (s *Server) settle(c *claim, prompt, completion int64, known bool, requestI
 	r := &c.rec
 	r.prompt, r.completion, r.estimated = prompt, completion, !known
 	r.cost = s.gate.Settle(&c.ticket, prompt, completion, c.model.price, time.Now())
-	s.metrics.used(r.model, r.plan, prompt, completion, r.cost, !known)
+	// What the upstream reports is billed, even past admission's worst case;
+	// but a bill past it means the bound was wrong (a multiplier it does not
+	// know), and a cap may have been passed: count it and say so.
+	overBound := known && r.cost > c.worst
+	if overBound {
+		s.log.Warn("upstream billed more than admission's worst case; billed what it reported", "model", c.model.name,
+			"prompt_tokens", prompt, "completion_tokens", completion, "cost_usd", r.cost.String(),
+			"worst_usd", c.worst.String(), "request_id", string(requestID))
+	}
+	s.metrics.used(r.model, r.plan, prompt, completion, r.cost, !known, overBound)
 }
 
 var bearerPrefix = []byte("bearer ")

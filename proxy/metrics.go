@@ -50,6 +50,7 @@ type usageSeries struct {
 	prompt, completion *vm.Counter
 	spend              *vm.FloatCounter
 	estimated          *vm.Counter
+	overBound          *vm.Counter
 }
 
 type upstreamLabels struct{ upstream, event string }
@@ -168,7 +169,7 @@ func (m *gatewayMetrics) request(endpoint, model, plan string, status int) {
 }
 
 // used counts a settled request's tokens and spend.
-func (m *gatewayMetrics) used(model, plan string, prompt, completion int64, cost limits.PicoUSD, estimated bool) {
+func (m *gatewayMetrics) used(model, plan string, prompt, completion int64, cost limits.PicoUSD, estimated, overBound bool) {
 	l := usageLabels{model, plan}
 	u, ok := m.usage.lookup(l)
 	if !ok {
@@ -177,6 +178,7 @@ func (m *gatewayMetrics) used(model, plan string, prompt, completion int64, cost
 			completion: m.set.GetOrCreateCounter(series("tokenhub_tokens_total", "model", l.model, "plan", l.plan, "type", "completion")),
 			spend:      m.set.GetOrCreateFloatCounter(series("tokenhub_spend_usd_total", "model", l.model, "plan", l.plan)),
 			estimated:  m.set.GetOrCreateCounter(series("tokenhub_usage_estimated_total", "model", l.model, "plan", l.plan)),
+			overBound:  m.set.GetOrCreateCounter(series("tokenhub_usage_over_bound_total", "model", l.model, "plan", l.plan)),
 		})
 	}
 	u.prompt.Add(int(prompt))
@@ -184,6 +186,9 @@ func (m *gatewayMetrics) used(model, plan string, prompt, completion int64, cost
 	u.spend.Add(float64(cost) / 1e12)
 	if estimated {
 		u.estimated.Inc()
+	}
+	if overBound {
+		u.overBound.Inc()
 	}
 }
 

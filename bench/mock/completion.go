@@ -113,7 +113,7 @@ func (s *Server) writeCompletion(ctx *fasthttp.RequestCtx, ep endpoint, r *reque
 		}
 	}
 	b = append(b, `],"usage":`...)
-	b = appendUsage(b, ep, r.promptTokens, n*choices)
+	b = appendUsage(b, ep, r.promptTokens, n*r.generated()+s.opts.OverReportTokens)
 	b = append(b, `,"system_fingerprint":"`+systemFingerprint+`"}`...)
 	ctx.SetContentTypeBytes(contentTypeJSON)
 	ctx.SetBody(b)

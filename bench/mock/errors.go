@@ -60,7 +60,11 @@ var (
 	errBadN = badRequest("n", "invalid_value",
 		"Invalid 'n': expected an integer between 1 and 128.")
 	errTooManyChoices = badRequest("n", "invalid_value",
-		"Invalid 'n': the number of prompts times n must be at most 128.")
+		"Invalid 'n': the number of prompts times best_of (or n) must be at most 128.")
+	errBadBestOf = badRequest("best_of", "invalid_value",
+		"Invalid 'best_of': expected an integer between 1 and 128.")
+	errBestOfBelowN = badRequest("best_of", "invalid_value",
+		"Invalid 'best_of': it must be greater than or equal to n.")
 	errBadDimensions = badRequest("dimensions", "invalid_value",
 		"Invalid 'dimensions': expected an integer between 1 and 16384.")
 	errBadEncodingFormat = badRequest("encoding_format", "invalid_value",

@@ -71,6 +71,10 @@ type Options struct {
 	// no finishing chunk and no [DONE], as when an upstream dies. Buffered
 	// answers are not affected.
 	FailAfterChunks int
+	// OverReportTokens, when positive, is added to the completion tokens every
+	// usage reports: an upstream that bills more than the request could
+	// produce, which a gateway must bill and notice.
+	OverReportTokens int
 }
 
 // Server answers OpenAI API requests. It is safe for concurrent use.
@@ -184,7 +188,7 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	if r.maxTokens > 0 && r.maxTokens < words {
 		words, finish = r.maxTokens, finishLength
 	}
-	if words*r.n*r.prompts > maxAnswerWords {
+	if words*r.generated() > maxAnswerWords {
 		writeError(ctx, errAnswerTooLong)
 		return
 	}

@@ -14,6 +14,7 @@ type request struct {
 	includeUsage bool // stream_options.include_usage
 	maxTokens    int  // max_tokens or max_completion_tokens; 0 when absent
 	n            int  // choices per prompt
+	bestOf       int  // legacy completions: completions generated per prompt, billed, of which n are returned
 	prompts      int  // legacy completions: how many prompts (one choice each, times n)
 	promptTokens int  // the deterministic estimate reported as usage.prompt_tokens
 	input        []byte
@@ -24,6 +25,8 @@ type request struct {
 // parse reads r from body for endpoint ep. It returns the error to answer, or nil.
 func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 	*r = request{n: 1, prompts: 1, dims: defaultDims}
+	// A repeated key overwrites what an earlier one set (null included), as
+	// in the providers' parsers, where the last of repeated keys wins.
 	// Validation first, with sonic's SIMD validator, so the scanners may assume
 	// well-formed JSON.
 	if !sonic.Valid(body) {
@@ -46,6 +49,7 @@ func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 		case "model":
 			switch val := m.value(); {
 			case val[0] == 'n': // null: as if absent
+				r.model = nil
 			case val[0] != '"':
 				return errModelNotString
 			case len(val) > 2:
@@ -54,6 +58,7 @@ func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 		case "stream":
 			r.stream = m.value()[0] == 't'
 		case "stream_options":
+			r.includeUsage = false
 			so := newMembers(body, m.val)
 			for {
 				k, ok := so.next()
@@ -73,22 +78,24 @@ func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 				}
 				return e
 			}
-			if n > 0 {
-				r.maxTokens = n
-			}
+			r.maxTokens = n
 		case "n":
 			n, e := intParam(m.value(), 1, maxChoices, errBadN)
 			if e != nil {
 				return e
 			}
-			if n > 0 {
-				r.n = n
+			r.n = max(n, 1)
+		case "best_of":
+			n, e := intParam(m.value(), 1, maxChoices, errBadBestOf)
+			if e != nil {
+				return e
 			}
+			r.bestOf = n
 		case "messages":
 			if ep != epChat {
 				break
 			}
-			messages = m.val
+			messages, messagesErr = m.val, nil
 			end, e := r.parseMessages(body, m.val)
 			if e != nil {
 				// Reported after the model, as OpenAI checks that first.
@@ -102,6 +109,7 @@ func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 		case "encoding_format":
 			switch string(m.value()) {
 			case `"float"`, "null":
+				r.base64 = false
 			case `"base64"`:
 				r.base64 = true
 			default:
@@ -112,6 +120,7 @@ func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 			if e != nil {
 				return e
 			}
+			r.dims = defaultDims
 			if n > 0 {
 				r.dims = n
 			}
@@ -135,7 +144,13 @@ func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 			return errBadPrompt
 		}
 		r.prompts, r.promptTokens = max(items, 1), tokens
-		if r.prompts*r.n > maxChoices {
+		if r.bestOf == 0 {
+			r.bestOf = r.n
+		}
+		if r.bestOf < r.n {
+			return errBestOfBelowN
+		}
+		if r.prompts*r.bestOf > maxChoices {
 			return errTooManyChoices
 		}
 	case epEmbeddings:
@@ -155,6 +170,12 @@ func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 		r.promptTokens = tokens
 	}
 	return nil
+}
+
+// generated is how many completions the request makes the upstream generate,
+// and bill, for what it returns: best_of per prompt for legacy completions.
+func (r *request) generated() int {
+	return r.prompts * max(r.n, r.bestOf)
 }
 
 // parseMessages checks the chat messages array at body[i] and estimates its

@@ -1,6 +1,10 @@
 package mock
 
-import "github.com/tokenhub/tokenhub/internal/jsonscan"
+import (
+	"bytes"
+
+	"github.com/tokenhub/tokenhub/internal/jsonscan"
+)
 
 // The scanners below read the few fields the mock needs in one pass over the
 // request body, every message's content included. They assume the body is
@@ -16,6 +20,9 @@ type members struct {
 	b   []byte
 	i   int // where to read on from
 	val int // start of the current value; -1 once consumed or skipped
+	// key holds an escaped key's decoded name: a provider reads
+	// "include_\u0075sage" as include_usage, and so must its stand-in.
+	key [32]byte
 }
 
 // newMembers starts an iteration over the object at b[i]; over anything but
@@ -27,9 +34,10 @@ func newMembers(b []byte, i int) members {
 	return members{b: b, i: i + 1, val: -1}
 }
 
-// next moves to the next member and returns its key: its raw bytes between
-// the quotes. Escapes are not decoded, which is fine for a mock: clients do
-// not escape field names.
+// next moves to the next member and returns its key, escapes decoded (a
+// name too long for any field the mock reads is returned raw). A repeated key
+// is returned each time, so the last one read wins, as it does in Python's
+// json and Go's encoding/json: the mock must read a body as providers do.
 func (m *members) next() (key []byte, ok bool) {
 	if m.val >= 0 {
 		m.i = jsonscan.SkipValue(m.b, m.val)
@@ -45,6 +53,11 @@ func (m *members) next() (key []byte, ok bool) {
 	}
 	end := jsonscan.SkipString(m.b, i)
 	key = m.b[i+1 : end-1]
+	if bytes.IndexByte(key, '\\') >= 0 && len(key) <= 6*len(m.key) {
+		if k, ok := jsonscan.AppendUnescaped(m.key[:0], m.b[i:end]); ok && len(k) <= len(m.key) {
+			key = k
+		}
+	}
 	i = jsonscan.SkipSpace(m.b, end) + 1 // past the ':'
 	m.val = jsonscan.SkipSpace(m.b, i)
 	return key, m.val < len(m.b)

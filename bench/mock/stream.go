@@ -22,9 +22,11 @@ type stream struct {
 	finish       string
 	includeUsage bool
 	promptTokens int
-	latency      time.Duration
-	interval     time.Duration
-	failAfter    int
+	// billed is the completion tokens the usage chunk reports.
+	billed    int
+	latency   time.Duration
+	interval  time.Duration
+	failAfter int
 }
 
 // eventWriter sends one server-sent event on its way at once.
@@ -44,6 +46,7 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, ep endpoint, r *request, 
 		finish:       finish,
 		includeUsage: r.includeUsage,
 		promptTokens: r.promptTokens,
+		billed:       n*r.generated() + s.opts.OverReportTokens,
 		latency:      set.latency,
 		interval:     set.interval,
 		failAfter:    set.failAfter,
@@ -129,7 +132,7 @@ func (st *stream) run(w eventWriter) {
 		if st.chat {
 			ep = epChat
 		}
-		b = appendUsage(b, ep, st.promptTokens, st.words*st.choices)
+		b = appendUsage(b, ep, st.promptTokens, st.billed)
 		b = append(b, "}\n\n"...)
 		st.buf = b
 		if w.writeEvent(b) != nil {

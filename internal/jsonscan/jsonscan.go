@@ -5,7 +5,11 @@
 // answers mean nothing.
 package jsonscan
 
-import "bytes"
+import (
+	"bytes"
+	"unicode/utf16"
+	"unicode/utf8"
+)
 
 // SkipSpace returns the index of the first non-space byte at or after i, or
 // len(b) when there is none.
@@ -80,4 +84,87 @@ func SkipValue(b []byte, i int) int {
 		i++
 	}
 	return i
+}
+
+// AppendUnescaped appends the contents of the JSON string literal lit (quotes
+// included) to dst with its escapes decoded, as encoding/json decodes them: a
+// lone or broken surrogate becomes U+FFFD. It reports false for an escape JSON
+// does not define (sonic.Valid lets "\0" through) or a literal that is not
+// one. Readers use it on key names, so that "include_\u0075sage" means to
+// them what it means to every upstream: include_usage.
+func AppendUnescaped(dst, lit []byte) ([]byte, bool) {
+	if len(lit) < 2 || lit[0] != '"' || lit[len(lit)-1] != '"' {
+		return dst, false
+	}
+	s := lit[1 : len(lit)-1]
+	for i := 0; i < len(s); {
+		c := s[i]
+		if c != '\\' {
+			dst = append(dst, c)
+			i++
+			continue
+		}
+		if i+1 >= len(s) {
+			return dst, false
+		}
+		switch s[i+1] {
+		case '"', '\\', '/':
+			dst = append(dst, s[i+1])
+		case 'b':
+			dst = append(dst, '\b')
+		case 'f':
+			dst = append(dst, '\f')
+		case 'n':
+			dst = append(dst, '\n')
+		case 'r':
+			dst = append(dst, '\r')
+		case 't':
+			dst = append(dst, '\t')
+		case 'u':
+			r, ok := hex4(s, i+2)
+			if !ok {
+				return dst, false
+			}
+			i += 6
+			if utf16.IsSurrogate(r) {
+				// A high surrogate pairs with a following \uXXXX low one.
+				if lo, ok := hex4(s, i+2); ok && i+1 < len(s) && s[i] == '\\' && s[i+1] == 'u' {
+					if p := utf16.DecodeRune(r, lo); p != utf8.RuneError {
+						dst = utf8.AppendRune(dst, p)
+						i += 6
+						continue
+					}
+				}
+				r = utf8.RuneError
+			}
+			dst = utf8.AppendRune(dst, r)
+			continue
+		default:
+			return dst, false
+		}
+		i += 2
+	}
+	return dst, true
+}
+
+// hex4 reads the four hex digits at s[i:].
+func hex4(s []byte, i int) (rune, bool) {
+	if i+4 > len(s) {
+		return 0, false
+	}
+	var r rune
+	for _, c := range s[i : i+4] {
+		switch {
+		case c >= '0' && c <= '9':
+			c -= '0'
+		case c >= 'a' && c <= 'f':
+			c -= 'a' - 10
+		case c >= 'A' && c <= 'F':
+			c -= 'A' - 10
+		default:
+			return 0, false
+		}
+		r = r<<4 | rune(c)
+	}
+	return r, true
 }

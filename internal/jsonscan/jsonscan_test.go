@@ -1,6 +1,11 @@
 package jsonscan
 
-import "testing"
+import (
+	"encoding/json"
+	"strings"
+	"testing"
+	"unicode/utf8"
+)
 
 func TestSkip(t *testing.T) {
 	f := func(in string, at int, want int) {
@@ -23,4 +28,54 @@ func TestSkip(t *testing.T) {
 	if got := SkipSpace([]byte("  "), 0); got != 2 {
 		t.Fatalf("SkipSpace at the end = %d, want len", got)
 	}
+}
+
+// TestAppendUnescaped decodes as encoding/json does, including what it makes
+// of broken surrogates, and refuses what JSON does not define.
+func TestAppendUnescaped(t *testing.T) {
+	f := func(lit string, ok bool) {
+		t.Helper()
+		got, gotOK := AppendUnescaped(nil, []byte(lit))
+		var want string
+		wantErr := json.Unmarshal([]byte(lit), &want)
+		if gotOK != ok || ok != (wantErr == nil) {
+			t.Fatalf("AppendUnescaped(%s) ok %v, want %v (encoding/json: %v)", lit, gotOK, ok, wantErr)
+		}
+		if ok && string(got) != want {
+			t.Fatalf("AppendUnescaped(%s) = %q, encoding/json %q", lit, got, want)
+		}
+	}
+	f(`"include_\u0075sage"`, true)
+	f(`"plain"`, true)
+	f(`"\"\\\/\b\f\n\r\t"`, true)
+	f(`"\u00e9\u20AC"`, true)
+	f(`"\ud83d\ude00"`, true)
+	f(`"\ud83d"`, true)
+	f(`"\ud83dx"`, true)
+	f(`"\ude00\ud83d"`, true)
+	f(`"\ud83d\u0041"`, true)
+	f(`"\0"`, false)
+	f(`"\u12"`, false)
+	f(`"\u12g4"`, false)
+	f(`"\x"`, false)
+}
+
+// FuzzAppendUnescaped holds AppendUnescaped to encoding/json on any literal.
+func FuzzAppendUnescaped(f *testing.F) {
+	for _, s := range []string{`"a"`, `"\u0075"`, `"\ud83d\ude00"`, `"\ud800\udc00x"`, `"\"`} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, lit string) {
+		if !utf8.ValidString(lit) || strings.ContainsAny(lit, "\x00\x01\x02\x03\x04\x05\x06\x07\x08\t\n\x0b\x0c\r\x0e\x0f\x10\x11\x12\x13\x14\x15\x16\x17\x18\x19\x1a\x1b\x1c\x1d\x1e\x1f") {
+			return // encoding/json judges raw bytes; readers decode only escapes
+		}
+		var want string
+		if json.Unmarshal([]byte(lit), &want) != nil || strings.TrimSpace(lit) != lit {
+			return
+		}
+		got, ok := AppendUnescaped(nil, []byte(lit))
+		if !ok || string(got) != want {
+			t.Fatalf("AppendUnescaped(%s) = %q %v, encoding/json %q", lit, got, ok, want)
+		}
+	})
 }
