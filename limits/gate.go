@@ -90,9 +90,10 @@ type keyState struct {
 	mu       sync.Mutex
 	req, tok Rate
 	month    Month
-	// spent is the month's spend as far as this node knows: the ledger's
-	// when loaded, plus what this node settled since. loaded says whether
-	// the ledger was read for month.
+	// spent is the month's spend as far as this node knows, when loaded
+	// (only a key with a monthly cap needs it): the ledger's when loaded,
+	// plus what this node settled and had not flushed then, plus what it
+	// settled since. Before the load it means nothing.
 	spent    PicoUSD
 	loaded   bool
 	reserved PicoUSD
@@ -114,7 +115,12 @@ type Gate struct {
 	keys   sync.Map // key id → *keyState
 
 	mu     sync.Mutex
-	outbox []*MonthUsage // pending records of months that have ended
+	outbox []*MonthUsage // pending records of months that have ended, or of a failed flush
+
+	// flushMu is held by Flush while usage moves from pending to the
+	// ledger, and shared by readers that add pending usage to the ledger's,
+	// so they see it in exactly one of the two. Taken before any key's mu.
+	flushMu sync.RWMutex
 
 	sh *shared // nil on one node
 }
@@ -159,14 +165,11 @@ func (g *Gate) Admit(ctx context.Context, a *Admission, now time.Time, t *Ticket
 	defer s.mu.Unlock()
 	if l.Monthly > 0 {
 		if !s.loaded {
-			u, err := g.ledger.Load(ctx, a.KeyID, t.Month)
-			if err != nil {
+			if err := g.loadSpent(ctx, s, a.KeyID, t.Month); err != nil {
 				g.log.Error("limits: month-to-date spend unavailable", "key_id", a.KeyID, "err", err)
 				t.Refusal = RefusedUnavailable
 				return
 			}
-			s.spent += u.Spent
-			s.loaded = true
 		}
 		if s.spent+s.reserved+a.reserve() > l.Monthly.Pico() {
 			t.Refusal, t.Spent, t.Cap = RefusedMonthlyCap, s.spent+s.reserved, l.Monthly.Pico()
@@ -195,6 +198,38 @@ func (g *Gate) Admit(ctx context.Context, a *Admission, now time.Time, t *Ticket
 	s.reserved += a.reserve()
 	t.state, t.reserved = s, a.reserve()
 	g.rateStates(s, t, ns)
+}
+
+// loadSpent sets s.spent to the month's spend: the ledger's, plus what this
+// node settled and has not added to it yet (pending, or back in the outbox
+// after a failed flush). It is called with s.mu held and returns with it
+// held, released meanwhile. Settles before the load count in pending, not on
+// top of the ledger: counting them in both is how spend was counted twice
+// when a key gained a cap. flushMu keeps a flush from moving spend from
+// pending into the ledger between the two reads.
+func (g *Gate) loadSpent(ctx context.Context, s *keyState, keyID string, month Month) error {
+	s.mu.Unlock()
+	g.flushMu.RLock()
+	defer g.flushMu.RUnlock()
+	s.mu.Lock()
+	g.rollover(s, month)
+	if s.loaded {
+		return nil // another request loaded it meanwhile
+	}
+	u, err := g.ledger.Load(ctx, keyID, month)
+	if err != nil {
+		return err
+	}
+	s.spent = u.Spent + s.pending.Spent
+	g.mu.Lock()
+	for _, o := range g.outbox {
+		if o.KeyID == keyID && o.Month == month {
+			s.spent += o.Spent
+		}
+	}
+	g.mu.Unlock()
+	s.loaded = true
+	return nil
 }
 
 func (g *Gate) rateStates(s *keyState, t *Ticket, now int64) {
@@ -316,6 +351,8 @@ func (g *Gate) Flush(ctx context.Context) error {
 	if g.sh != nil {
 		return g.syncShared(ctx, true, false)
 	}
+	g.flushMu.Lock()
+	defer g.flushMu.Unlock()
 	g.mu.Lock()
 	batch := g.outbox
 	g.outbox = nil
@@ -387,6 +424,8 @@ func (g *Gate) Usage(ctx context.Context, keyID string, now time.Time) (*Report,
 	if g.sh != nil {
 		return g.usageShared(ctx, keyID, month)
 	}
+	g.flushMu.RLock()
+	defer g.flushMu.RUnlock()
 	u, err := g.ledger.Load(ctx, keyID, month)
 	if err != nil {
 		return nil, fmt.Errorf("limits: usage of %s: %w", keyID, err)
