@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/tokenhub/tokenhub/limits/journal"
 )
 
 // Limits is what one key may use; zero fields mean "no limit".
@@ -79,6 +82,9 @@ type Ticket struct {
 	model    string
 	tokens   int64
 	reserved PicoUSD
+	// stream names the request's Progress records in the journal; 0 until
+	// its first.
+	stream uint64
 	// The tokens were charged to the node's slice of the global bucket
 	// (tokSlice), or else to the local bucket of tokLimit per minute.
 	tokSlice bool
@@ -123,6 +129,11 @@ type Gate struct {
 	flushMu sync.RWMutex
 
 	sh *shared // nil on one node
+
+	// journal, when set, gets every settled request before Settle returns
+	// (see UseJournal); nil without one.
+	journal      *journal.Journal
+	journalError atomic.Bool // an append failed and was logged
 }
 
 // NewGate returns a Gate recording into ledger.
@@ -306,6 +317,15 @@ func (g *Gate) Settle(t *Ticket, prompt, completion int64, price Price, now time
 		s.tok.Adjust(t.tokLimit, prompt+completion-t.tokens, now.UnixNano())
 	}
 	s.spent += cost
+	if g.journal != nil {
+		// Under s.mu, so that a key's records reach the journal in the
+		// order they reach pending: pending.Seq then covers every record
+		// of the key at or below it.
+		g.appendJournal(journal.Settle, s.pending.KeyID, t, month, prompt, completion, cost, &s.pending.Seq)
+		if s.pending.first == 0 {
+			s.pending.first = s.pending.Seq
+		}
+	}
 	c := Counts{Requests: 1, PromptTokens: prompt, CompletionTokens: completion, Spent: cost}
 	s.pending.Counts.add(&c)
 	m := s.pending.Models[t.model]
@@ -349,10 +369,24 @@ func (g *Gate) rollover(s *keyState, month Month) {
 // its sequence number, which Valkey applies once.
 func (g *Gate) Flush(ctx context.Context) error {
 	if g.sh != nil {
-		return g.syncShared(ctx, true, false)
+		var next int64
+		if g.journal != nil {
+			next = g.journal.Next()
+		}
+		if err := g.syncShared(ctx, true, false); err != nil {
+			return err
+		}
+		return g.releaseJournal(g.unappliedShared(next))
 	}
 	g.flushMu.Lock()
 	defer g.flushMu.Unlock()
+	// Every journal record below next is in the outbox or a pending this
+	// flush takes: a key's record is appended under its lock, which the
+	// walk below takes after this.
+	var next int64
+	if g.journal != nil {
+		next = g.journal.Next()
+	}
 	g.mu.Lock()
 	batch := g.outbox
 	g.outbox = nil
@@ -366,16 +400,15 @@ func (g *Gate) Flush(ctx context.Context) error {
 		s.mu.Unlock()
 		return true
 	})
-	if len(batch) == 0 {
-		return nil
+	if len(batch) > 0 {
+		if err := g.ledger.Add(ctx, batch); err != nil {
+			g.mu.Lock()
+			g.outbox = append(batch, g.outbox...)
+			g.mu.Unlock()
+			return fmt.Errorf("limits: flush %d usage records: %w", len(batch), err)
+		}
 	}
-	if err := g.ledger.Add(ctx, batch); err != nil {
-		g.mu.Lock()
-		g.outbox = append(batch, g.outbox...)
-		g.mu.Unlock()
-		return fmt.Errorf("limits: flush %d usage records: %w", len(batch), err)
-	}
-	return nil
+	return g.releaseJournal(next)
 }
 
 // Run flushes every interval until ctx ends, then once more with a short

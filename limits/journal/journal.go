@@ -101,6 +101,7 @@ type Options struct {
 // Journal is one node's journal. Append is safe for concurrent use.
 type Journal struct {
 	dir    string
+	lock   *os.File
 	nodeID string
 	log    *slog.Logger
 	slots  int64 // records per segment, the header slot included
@@ -153,11 +154,16 @@ func Open(dir string, o Options) (*Journal, error) {
 	j := &Journal{dir: dir, log: o.Log, slots: o.SegmentBytes / RecordSize, sync: o.SyncInterval,
 		stop: make(chan struct{}), stopped: make(chan struct{})}
 	var err error
+	if j.lock, err = lockDir(dir); err != nil {
+		return nil, fmt.Errorf("journal: %w", err)
+	}
 	if j.nodeID, err = loadOrCreateNodeID(dir); err != nil {
+		j.lock.Close()
 		return nil, err
 	}
 	if err := j.openSegments(); err != nil {
 		j.unmapAll()
+		j.lock.Close()
 		return nil, err
 	}
 	// Sequence numbers go on from the last segment's, and never below the
@@ -172,6 +178,7 @@ func Open(dir string, o Options) (*Journal, error) {
 	seg, err := j.create(base)
 	if err != nil {
 		j.unmapAll()
+		j.lock.Close()
 		return nil, err
 	}
 	j.segs = append(j.segs, seg)
@@ -554,8 +561,12 @@ func (j *Journal) syncLoop() {
 	}
 }
 
-// Close syncs and unmaps the journal. Appends racing with Close must not
-// happen: close after the server stopped settling.
+// closedSlots is added to the current segment's slot counter at Close, so
+// that every later append finds it full and, the journal closed, fails.
+const closedSlots = 1 << 48
+
+// Close syncs and unmaps the journal. An append racing with Close either
+// completes before the unmapping or returns ErrClosed.
 func (j *Journal) Close() error {
 	j.mu.Lock()
 	if j.closed {
@@ -564,13 +575,34 @@ func (j *Journal) Close() error {
 	}
 	j.closed = true
 	j.cur.Store(nil)
-	err := j.syncLocked()
+	for _, seg := range j.segs {
+		seg.next.Add(closedSlots)
+	}
 	j.mu.Unlock()
 	close(j.stop)
 	<-j.stopped
 	j.mu.Lock()
 	defer j.mu.Unlock()
-	return errors.Join(err, j.unmapAll())
+	// Appends that reserved a slot before finish writing it (they are past
+	// every wait); then the mappings can go.
+	for deadline := time.Now().Add(time.Second); !j.written(); time.Sleep(time.Millisecond) {
+		if time.Now().After(deadline) {
+			j.log.Error("journal: appends still writing a second after close; leaving the journal mapped")
+			return errors.Join(j.syncLocked(), j.lock.Close())
+		}
+	}
+	return errors.Join(j.syncLocked(), j.unmapAll(), j.lock.Close())
+}
+
+// written reports whether every reserved slot was written, after Close.
+func (j *Journal) written() bool {
+	for _, seg := range j.segs {
+		reserved := min(seg.next.Load()-closedSlots, seg.slots) - 1
+		if seg.committed.Load() < reserved {
+			return false
+		}
+	}
+	return true
 }
 
 func (j *Journal) unmapAll() error {

@@ -65,6 +65,7 @@ func TestAppendSurvivesReopen(t *testing.T) {
 	}
 	wg.Wait()
 	// No Close: the mapping's pages are the kernel's, as when killed.
+	j.abandon()
 	j2 := open(t, dir, Options{SegmentBytes: 64 * RecordSize})
 	rs := all(t, j2)
 	if len(rs) != 800 {
@@ -91,7 +92,6 @@ func TestAppendSurvivesReopen(t *testing.T) {
 	if next := j2.Next(); next <= rs[len(rs)-1].Seq {
 		t.Fatalf("next seq %d after a reopen is not above the last, %d", next, rs[len(rs)-1].Seq)
 	}
-	j.abandon()
 }
 
 // TestTornRecordsAreSkipped: a record half-written (its checksum wrong) and
@@ -245,6 +245,12 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 			t.Errorf("opened with %+v", o)
 		}
 	}
+	// One journal, one process: a second Open of a directory in use fails.
+	busy := t.TempDir()
+	open(t, busy, Options{})
+	if _, err := Open(busy, Options{Log: quiet}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second open of a journal in use: %v", err)
+	}
 	// A node id file that is empty is an error that says what to do.
 	dir := t.TempDir()
 	os.WriteFile(filepath.Join(dir, nodeIDFile), nil, 0o600)
@@ -291,4 +297,5 @@ func (j *Journal) abandon() {
 	j.closed = true
 	j.cur.Store(nil)
 	j.unmapAll()
+	j.lock.Close() // the kernel drops a killed process's locks
 }
