@@ -242,6 +242,7 @@ func (r *streamRelay) step() (done, keep bool) {
 			return true, r.fail(e)
 		}
 		r.emit(r.sc.Pending())
+		r.journal()
 		return true, r.flush(true)
 	}
 	e := errStreamCut
