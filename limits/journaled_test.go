@@ -2,6 +2,8 @@ package limits
 
 import (
 	"context"
+	"errors"
+	"path/filepath"
 	"testing"
 
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
@@ -128,5 +130,66 @@ func TestReplayAppliesWhatAFlushMissed(t *testing.T) {
 			check(n.gate, "after a flushed run")
 			crash(n)
 		})
+	}
+}
+
+// failingLedger is the real bolt ledger whose Add fails while fail is set,
+// as when the disk is full.
+type failingLedger struct {
+	*BoltLedger
+	fail bool
+}
+
+func (l *failingLedger) Add(ctx context.Context, d []*MonthUsage) error {
+	if l.fail {
+		return errors.New("disk full")
+	}
+	return l.BoltLedger.Add(ctx, d)
+}
+
+// TestFlushRecyclesTheJournal: once a flush has applied them, the journal's
+// full segments are removed, so its files stay bounded however long a node
+// runs; while the ledger refuses a flush, they stay.
+func TestFlushRecyclesTheJournal(t *testing.T) {
+	jdir := t.TempDir()
+	j, err := journal.Open(jdir, journal.Options{SegmentBytes: 16 * journal.RecordSize, Log: quiet}) // 15 records a segment
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	bolt, err := OpenBoltLedger(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { bolt.Close() })
+	l := &failingLedger{BoltLedger: bolt, fail: true}
+	g := NewGate(l, quiet)
+	g.UseJournal(j)
+	ctx := context.Background()
+	segments := func() int {
+		m, _ := filepath.Glob(filepath.Join(jdir, "*.journal"))
+		return len(m)
+	}
+	a := Admission{KeyID: "key_a", Model: "m", Worst: 1}
+	for range 100 {
+		var tk Ticket
+		g.Admit(ctx, &a, nov, &tk)
+		g.Settle(&tk, 1, 1, price, nov)
+	}
+	if n := segments(); n != 7 {
+		t.Fatalf("%d segments for 100 records of 15 a segment, want 7", n)
+	}
+	if err := g.Flush(ctx); err == nil {
+		t.Fatal("flush succeeded on a failing ledger")
+	}
+	if n := segments(); n != 7 {
+		t.Fatalf("%d segments after a failed flush, want all 7 kept", n)
+	}
+	l.fail = false
+	if err := g.Flush(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := segments(); n != 1 {
+		t.Fatalf("%d segments after a flush, want the current one", n)
 	}
 }
