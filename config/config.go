@@ -6,6 +6,7 @@
 package config
 
 import (
+	"path/filepath"
 	"time"
 
 	"github.com/tokenhub/tokenhub/keys"
@@ -108,6 +109,32 @@ type Store struct {
 	// Valkey, when set, replaces the embedded store: every node pointed at
 	// the same Valkey shares keys, plans and spend.
 	Valkey *Valkey `yaml:"valkey"`
+	// Journal is this node's usage journal, which every answered request
+	// reaches before its answer is released, so that a node killed between
+	// two flushes to the store loses no usage.
+	Journal Journal `yaml:"journal"`
+}
+
+// Journal configures a node's usage journal.
+type Journal struct {
+	// Dir is the journal's directory; empty means <store.path>/journal. It
+	// holds the node's id: with Valkey, a node started on another node's
+	// directory applies what that node journaled.
+	Dir string `yaml:"dir"`
+	// SyncInterval is how often the journal is written to disk: what a
+	// power loss or kernel crash can lose (a killed process loses nothing).
+	SyncInterval time.Duration `yaml:"sync_interval"`
+	// SegmentSize is the size of one journal file; files are removed once
+	// their usage is in the store.
+	SegmentSize ByteSize `yaml:"segment_size"`
+}
+
+// JournalDir is the journal's directory.
+func (s *Store) JournalDir() string {
+	if s.Journal.Dir != "" {
+		return s.Journal.Dir
+	}
+	return filepath.Join(s.Path, "journal")
 }
 
 // Valkey is the shared store of a multi-node deployment.

@@ -23,7 +23,7 @@ func defaultConfig() Config {
 			StreamDrainTimeout: 30 * time.Second,
 			MaxStreamDrains:    256,
 		},
-		Store: Store{Path: "./data"},
+		Store: Store{Path: "./data", Journal: Journal{SyncInterval: time.Second, SegmentSize: 32 * MiB}},
 		Cache: Cache{MaxKeys: keys.DefaultMaxKeys, NegativeTTL: keys.DefaultNegativeTTL,
 			StaleAfter: keys.DefaultStaleAfter, StaleIfError: keys.DefaultStaleIfError},
 		Log: Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},

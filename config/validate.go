@@ -92,6 +92,10 @@ func (c *Config) validateServer(p *problems) {
 	if c.Store.Path == "" {
 		p.add("store.path", "empty; name a directory, or remove it for the default %s", def.Store.Path)
 	}
+	p.positive("store.journal.sync_interval", c.Store.Journal.SyncInterval, def.Store.Journal.SyncInterval)
+	if n := c.Store.Journal.SegmentSize; n < 64*KiB || n > GiB {
+		p.add("store.journal.segment_size", "%d bytes is out of range; use from 64KiB to 1GiB, or remove it for the default %s", n, def.Store.Journal.SegmentSize)
+	}
 	if c.Cache.MaxKeys < 1000 {
 		p.add("cache.max_keys", "%d is too small to be useful; use at least 1000, or remove it for the default %d", c.Cache.MaxKeys, def.Cache.MaxKeys)
 	}

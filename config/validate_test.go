@@ -90,6 +90,10 @@ func TestValidateRules(t *testing.T) {
 		"server.shutdown_timeout: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 30s")
 	f(func(c *Config) { c.Store.Path = "" },
 		"store.path: empty; name a directory, or remove it for the default ./data")
+	f(func(c *Config) { c.Store.Journal.SyncInterval = 0 },
+		"store.journal.sync_interval: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 1s")
+	f(func(c *Config) { c.Store.Journal.SegmentSize = 1000 },
+		"store.journal.segment_size: 1000 bytes is out of range; use from 64KiB to 1GiB, or remove it for the default 32MiB")
 	f(func(c *Config) { c.Cache.MaxKeys = 999 },
 		"cache.max_keys: 999 is too small to be useful; use at least 1000, or remove it for the default 1000000")
 	f(func(c *Config) { c.Cache.NegativeTTL = 0 },

@@ -21,7 +21,13 @@ type BoltLedger struct {
 	db *bolt.DB
 }
 
-var usageBucket = []byte("usage")
+var (
+	usageBucket = []byte("usage")
+	// appliedBucket holds, per "<key id>/<month>", the sequence number of
+	// the newest journal record of that key-month in the usage bucket: the
+	// records at or below it are applied and replay skips them.
+	appliedBucket = []byte("journal-applied")
+)
 
 // OpenBoltLedger opens (creating) dir/usage.db.
 func OpenBoltLedger(dir string) (*BoltLedger, error) {
@@ -34,7 +40,10 @@ func OpenBoltLedger(dir string) (*BoltLedger, error) {
 		return nil, fmt.Errorf("limits: open %s (locked by another tokenhub process?): %w", path, err)
 	}
 	if err := db.Update(func(tx *bolt.Tx) error {
-		_, err := tx.CreateBucketIfNotExists(usageBucket)
+		if _, err := tx.CreateBucketIfNotExists(usageBucket); err != nil {
+			return err
+		}
+		_, err := tx.CreateBucketIfNotExists(appliedBucket)
 		return err
 	}); err != nil {
 		db.Close()
@@ -98,6 +107,13 @@ func (l *BoltLedger) Add(_ context.Context, deltas []*MonthUsage) error {
 			if err := b.Put(k, arena[start:len(arena):len(arena)]); err != nil {
 				return err
 			}
+			if d.Seq > 0 {
+				// In the same transaction as the counts: applied, and
+				// known to be, together or not at all.
+				if err := putApplied(tx.Bucket(appliedBucket), k, d.Seq); err != nil {
+					return err
+				}
+			}
 		}
 		return nil
 	})
@@ -105,6 +121,30 @@ func (l *BoltLedger) Add(_ context.Context, deltas []*MonthUsage) error {
 		return fmt.Errorf("limits: add usage: %w", err)
 	}
 	return nil
+}
+
+func putApplied(b *bolt.Bucket, k []byte, seq int64) error {
+	if old := b.Get(k); len(old) == 8 && int64(binary.BigEndian.Uint64(old)) >= seq {
+		return nil
+	}
+	v := binary.BigEndian.AppendUint64(make([]byte, 0, 8), uint64(seq))
+	return b.Put(k, v)
+}
+
+// Applied returns the sequence number of the newest journal record of a
+// key-month the ledger holds (0 for none).
+func (l *BoltLedger) Applied(_ context.Context, keyID string, month Month) (int64, error) {
+	var seq int64
+	err := l.db.View(func(tx *bolt.Tx) error {
+		if v := tx.Bucket(appliedBucket).Get(ledgerKey(nil, keyID, month)); len(v) == 8 {
+			seq = int64(binary.BigEndian.Uint64(v))
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("limits: journal sequence of %s: %w", keyID, err)
+	}
+	return seq, nil
 }
 
 // recordV1 opens a binary record; JSON records open with '{'.

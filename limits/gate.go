@@ -5,7 +5,10 @@ import (
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
+
+	"github.com/tokenhub/tokenhub/limits/journal"
 )
 
 // Limits is what one key may use; zero fields mean "no limit".
@@ -79,6 +82,9 @@ type Ticket struct {
 	model    string
 	tokens   int64
 	reserved PicoUSD
+	// stream names the request's Progress records in the journal; 0 until
+	// its first.
+	stream uint64
 	// The tokens were charged to the node's slice of the global bucket
 	// (tokSlice), or else to the local bucket of tokLimit per minute.
 	tokSlice bool
@@ -90,9 +96,10 @@ type keyState struct {
 	mu       sync.Mutex
 	req, tok Rate
 	month    Month
-	// spent is the month's spend as far as this node knows: the ledger's
-	// when loaded, plus what this node settled since. loaded says whether
-	// the ledger was read for month.
+	// spent is the month's spend as far as this node knows, when loaded
+	// (only a key with a monthly cap needs it): the ledger's when loaded,
+	// plus what this node settled and had not flushed then, plus what it
+	// settled since. Before the load it means nothing.
 	spent    PicoUSD
 	loaded   bool
 	reserved PicoUSD
@@ -114,9 +121,19 @@ type Gate struct {
 	keys   sync.Map // key id → *keyState
 
 	mu     sync.Mutex
-	outbox []*MonthUsage // pending records of months that have ended
+	outbox []*MonthUsage // pending records of months that have ended, or of a failed flush
+
+	// flushMu is held by Flush while usage moves from pending to the
+	// ledger, and shared by readers that add pending usage to the ledger's,
+	// so they see it in exactly one of the two. Taken before any key's mu.
+	flushMu sync.RWMutex
 
 	sh *shared // nil on one node
+
+	// journal, when set, gets every settled request before Settle returns
+	// (see UseJournal); nil without one.
+	journal      *journal.Journal
+	journalError atomic.Bool // an append failed and was logged
 }
 
 // NewGate returns a Gate recording into ledger.
@@ -159,14 +176,11 @@ func (g *Gate) Admit(ctx context.Context, a *Admission, now time.Time, t *Ticket
 	defer s.mu.Unlock()
 	if l.Monthly > 0 {
 		if !s.loaded {
-			u, err := g.ledger.Load(ctx, a.KeyID, t.Month)
-			if err != nil {
+			if err := g.loadSpent(ctx, s, a.KeyID, t.Month); err != nil {
 				g.log.Error("limits: month-to-date spend unavailable", "key_id", a.KeyID, "err", err)
 				t.Refusal = RefusedUnavailable
 				return
 			}
-			s.spent += u.Spent
-			s.loaded = true
 		}
 		if s.spent+s.reserved+a.reserve() > l.Monthly.Pico() {
 			t.Refusal, t.Spent, t.Cap = RefusedMonthlyCap, s.spent+s.reserved, l.Monthly.Pico()
@@ -195,6 +209,38 @@ func (g *Gate) Admit(ctx context.Context, a *Admission, now time.Time, t *Ticket
 	s.reserved += a.reserve()
 	t.state, t.reserved = s, a.reserve()
 	g.rateStates(s, t, ns)
+}
+
+// loadSpent sets s.spent to the month's spend: the ledger's, plus what this
+// node settled and has not added to it yet (pending, or back in the outbox
+// after a failed flush). It is called with s.mu held and returns with it
+// held, released meanwhile. Settles before the load count in pending, not on
+// top of the ledger: counting them in both is how spend was counted twice
+// when a key gained a cap. flushMu keeps a flush from moving spend from
+// pending into the ledger between the two reads.
+func (g *Gate) loadSpent(ctx context.Context, s *keyState, keyID string, month Month) error {
+	s.mu.Unlock()
+	g.flushMu.RLock()
+	defer g.flushMu.RUnlock()
+	s.mu.Lock()
+	g.rollover(s, month)
+	if s.loaded {
+		return nil // another request loaded it meanwhile
+	}
+	u, err := g.ledger.Load(ctx, keyID, month)
+	if err != nil {
+		return err
+	}
+	s.spent = u.Spent + s.pending.Spent
+	g.mu.Lock()
+	for _, o := range g.outbox {
+		if o.KeyID == keyID && o.Month == month {
+			s.spent += o.Spent
+		}
+	}
+	g.mu.Unlock()
+	s.loaded = true
+	return nil
 }
 
 func (g *Gate) rateStates(s *keyState, t *Ticket, now int64) {
@@ -271,6 +317,15 @@ func (g *Gate) Settle(t *Ticket, prompt, completion int64, price Price, now time
 		s.tok.Adjust(t.tokLimit, prompt+completion-t.tokens, now.UnixNano())
 	}
 	s.spent += cost
+	if g.journal != nil {
+		// Under s.mu, so that a key's records reach the journal in the
+		// order they reach pending: pending.Seq then covers every record
+		// of the key at or below it.
+		g.appendJournal(journal.Settle, s.pending.KeyID, t, month, prompt, completion, cost, &s.pending.Seq)
+		if s.pending.first == 0 {
+			s.pending.first = s.pending.Seq
+		}
+	}
 	c := Counts{Requests: 1, PromptTokens: prompt, CompletionTokens: completion, Spent: cost}
 	s.pending.Counts.add(&c)
 	m := s.pending.Models[t.model]
@@ -314,7 +369,23 @@ func (g *Gate) rollover(s *keyState, month Month) {
 // its sequence number, which Valkey applies once.
 func (g *Gate) Flush(ctx context.Context) error {
 	if g.sh != nil {
-		return g.syncShared(ctx, true, false)
+		var next int64
+		if g.journal != nil {
+			next = g.journal.Next()
+		}
+		if err := g.syncShared(ctx, true, false); err != nil {
+			return err
+		}
+		return g.releaseJournal(g.unappliedShared(next))
+	}
+	g.flushMu.Lock()
+	defer g.flushMu.Unlock()
+	// Every journal record below next is in the outbox or a pending this
+	// flush takes: a key's record is appended under its lock, which the
+	// walk below takes after this.
+	var next int64
+	if g.journal != nil {
+		next = g.journal.Next()
 	}
 	g.mu.Lock()
 	batch := g.outbox
@@ -329,16 +400,15 @@ func (g *Gate) Flush(ctx context.Context) error {
 		s.mu.Unlock()
 		return true
 	})
-	if len(batch) == 0 {
-		return nil
+	if len(batch) > 0 {
+		if err := g.ledger.Add(ctx, batch); err != nil {
+			g.mu.Lock()
+			g.outbox = append(batch, g.outbox...)
+			g.mu.Unlock()
+			return fmt.Errorf("limits: flush %d usage records: %w", len(batch), err)
+		}
 	}
-	if err := g.ledger.Add(ctx, batch); err != nil {
-		g.mu.Lock()
-		g.outbox = append(batch, g.outbox...)
-		g.mu.Unlock()
-		return fmt.Errorf("limits: flush %d usage records: %w", len(batch), err)
-	}
-	return nil
+	return g.releaseJournal(next)
 }
 
 // Run flushes every interval until ctx ends, then once more with a short
@@ -387,6 +457,8 @@ func (g *Gate) Usage(ctx context.Context, keyID string, now time.Time) (*Report,
 	if g.sh != nil {
 		return g.usageShared(ctx, keyID, month)
 	}
+	g.flushMu.RLock()
+	defer g.flushMu.RUnlock()
 	u, err := g.ledger.Load(ctx, keyID, month)
 	if err != nil {
 		return nil, fmt.Errorf("limits: usage of %s: %w", keyID, err)

@@ -55,11 +55,22 @@ type MonthUsage struct {
 	Month Month
 	Counts
 	Models map[string]*Counts
+	// Seq is the sequence number of the newest journal record whose usage
+	// this holds (0: none, or no journal). A ledger stores it with the
+	// counts, atomically, so that replay skips what is already applied.
+	Seq int64
+	// first is the seq of the oldest journal record it holds (0: none):
+	// the journal keeps what is at or above it.
+	first int64
 }
 
 // add adds o's counts (for any key and month) to u.
 func (u *MonthUsage) add(o *MonthUsage) {
 	u.Counts.add(&o.Counts)
+	u.Seq = max(u.Seq, o.Seq)
+	if o.first > 0 && (u.first == 0 || o.first < u.first) {
+		u.first = o.first
+	}
 	for name, c := range o.Models {
 		if c.zero() {
 			continue
@@ -93,7 +104,7 @@ func (u *MonthUsage) take() *MonthUsage {
 // reset zeroes u, keeping its model entries so that the next Settle of
 // those models does not allocate.
 func (u *MonthUsage) reset() {
-	u.Counts = Counts{}
+	u.Counts, u.Seq, u.first = Counts{}, 0, 0
 	for _, m := range u.Models {
 		*m = Counts{}
 	}

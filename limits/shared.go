@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"github.com/valkey-io/valkey-go"
+
+	"github.com/tokenhub/tokenhub/limits/journal"
 )
 
 // ValkeyOptions configures a Gate whose limits hold across every node that
@@ -173,6 +175,8 @@ type shared struct {
 	seq       atomic.Int64 // the last usage record's sequence number
 
 	syncMu sync.Mutex // one sync at a time
+
+	journal *journal.Journal // Gate.journal, when set
 }
 
 func (sh *shared) clock() int64 { return int64(sh.now().Sub(sh.base)) }
@@ -309,6 +313,22 @@ func (sh *shared) nodes() int64 {
 }
 
 func share(limit, nodes int64) int64 { return max(limit/nodes, 1) }
+
+// recordSeq is the sequence number a usage record is sent with, which
+// Valkey applies once per node and key-month: with a journal, the seq of
+// the newest journal record it holds, so that replay can tell what Valkey
+// applied; without, a clock-based one.
+func (sh *shared) recordSeq(u *MonthUsage) int64 {
+	if sh.journal == nil {
+		return sh.nextSeq()
+	}
+	if u.Seq > 0 {
+		return u.Seq
+	}
+	// None of its settles reached the journal (appends failed, and said
+	// so): a seq above every record's so far, none of which it holds.
+	return sh.journal.Next()
+}
 
 func (sh *shared) nextSeq() int64 {
 	for {
@@ -942,7 +962,8 @@ func (g *Gate) syncShared(ctx context.Context, usage, final bool) error {
 func (sh *shared) syncCurrent(s *keyState, keyID string, clk int64, usage, idle bool) *budgetOp {
 	a := s.sh.acct
 	if a.seq == 0 && usage && !s.pending.Counts.zero() {
-		a.inflight, a.seq = s.pending.take(), sh.nextSeq()
+		a.inflight = s.pending.take()
+		a.seq = sh.recordSeq(a.inflight)
 	}
 	if a.month == 0 {
 		return nil // s has not admitted anything yet
@@ -965,7 +986,7 @@ func (sh *shared) syncCurrent(s *keyState, keyID string, clk int64, usage, idle 
 // unconfirmed record, or its last usage, with all of its lease given back.
 func (sh *shared) syncEnded(s *keyState, keyID string, a *account, clk int64) *budgetOp {
 	if a.seq == 0 && a.pending != nil {
-		a.inflight, a.seq, a.pending = a.pending, sh.nextSeq(), nil
+		a.inflight, a.seq, a.pending = a.pending, sh.recordSeq(a.pending), nil
 	}
 	op := sh.budgetOp(s, keyID, a, clk)
 	op.all = a.pending == nil

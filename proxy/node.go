@@ -11,6 +11,7 @@ import (
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/limits/journal"
 )
 
 // Node is one gateway process's worth of parts: the store (embedded, or the
@@ -29,6 +30,7 @@ type Node struct {
 
 	store   keys.Store
 	ledger  limits.Ledger
+	journal *journal.Journal
 	cancel  context.CancelFunc
 	done    chan struct{}
 	flushed chan struct{}
@@ -72,13 +74,22 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 		return n, fmt.Errorf("proxy: seed plans from config: %w", err)
 	}
 
+	// The journal before the Gate: its directory holds the node's id.
+	n.journal, err = journal.Open(cfg.Store.JournalDir(), journal.Options{
+		SegmentBytes: int64(cfg.Store.Journal.SegmentSize), SyncInterval: cfg.Store.Journal.SyncInterval, Log: log,
+	})
+	if err != nil {
+		return n, fmt.Errorf("proxy: usage journal: %w", err)
+	}
 	if valkeyStore != nil {
 		// Rate limits and budgets are global: nodes lease slices of each key's
 		// buckets and budget from Valkey (see limits.NewValkeyGate).
 		n.Gate, err = limits.NewValkeyGate(limits.ValkeyOptions{
 			Client: valkeyStore.Client(), Prefix: cfg.Store.Valkey.Prefix, Timeout: cfg.Store.Valkey.Timeout,
-			// A unique id per process (host-pid-random): two nodes sharing an id
-			// would share one budget lease and could both spend it.
+			// The journal directory's id, unique to it (the journal locks
+			// its directory): a restarted node, or one given a dead node's
+			// directory, speaks for that node, its usage and its leases.
+			NodeID: n.journal.NodeID(),
 		}, log)
 		if err != nil {
 			return n, err
@@ -88,6 +99,13 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 			return n, err
 		}
 		n.Gate = limits.NewGate(n.ledger, log)
+	}
+
+	n.Gate.UseJournal(n.journal)
+	// Before serving and before the flushes start: what the last run
+	// answered and did not record goes into the store first.
+	if _, err = n.Gate.Replay(ctx); err != nil {
+		return n, err
 	}
 
 	runCtx, cancel := context.WithCancel(context.Background())
@@ -153,6 +171,12 @@ func (n *Node) Close() {
 		n.cancel()
 		<-n.done
 		<-n.flushed // the final flush of usage
+	}
+	if n.journal != nil {
+		// After the final flush: nothing settles any more.
+		if err := n.journal.Close(); err != nil {
+			slog.Default().Warn("closing the usage journal", "err", err)
+		}
 	}
 	if n.ledger != nil {
 		if err := n.ledger.Close(); err != nil {

@@ -53,6 +53,9 @@ type streamRelay struct {
 	// that text's bytes: the running estimate of the output until (and
 	// unless) the upstream reports its usage.
 	contentEvents, contentBytes int64
+	// journaled is contentEvents when the stream's count was last written
+	// to the usage journal.
+	journaled int64
 	// reserveStep is what a stream extends its budget reservation by at a time.
 	reserveStep limits.PicoUSD
 	clientGone  bool
@@ -223,6 +226,7 @@ func (r *streamRelay) step() (done, keep bool) {
 		if e := r.pass(); e != nil {
 			return true, r.fail(e)
 		}
+		r.journal()
 		r.flush(false)
 	}
 	r.sc.Release()
@@ -238,6 +242,7 @@ func (r *streamRelay) step() (done, keep bool) {
 			return true, r.fail(e)
 		}
 		r.emit(r.sc.Pending())
+		// Settling journals the final count before the client can see the end.
 		r.settle()
 		return true, r.flush(true)
 	}
@@ -390,6 +395,21 @@ func (r *streamRelay) pass() *apiError {
 		}
 		r.emit(raw)
 	}
+}
+
+// journal writes the stream's count so far to the usage journal before the
+// text it counts is written to the client, so that a crash before the
+// stream settles still bills what the client received.
+func (r *streamRelay) journal() {
+	if r.contentEvents == r.journaled {
+		return // nothing new to bill
+	}
+	r.journaled = r.contentEvents
+	prompt := r.claim.prompt
+	if r.usageKnown {
+		prompt = r.prompt
+	}
+	r.s.gate.Progress(&r.claim.ticket, prompt, r.produced(), r.claim.model.price, time.Now())
 }
 
 // produced is the output so far: the upstream's count once it reported one,

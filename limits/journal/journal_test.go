@@ -1,0 +1,301 @@
+package journal
+
+import (
+	"bytes"
+	"io"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+)
+
+var quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
+
+func open(t testing.TB, dir string, o Options) *Journal {
+	t.Helper()
+	if o.Log == nil {
+		o.Log = quiet
+	}
+	j, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { j.Close() })
+	return j
+}
+
+func all(t testing.TB, j *Journal) []Record {
+	t.Helper()
+	var rs []Record
+	if err := j.Records(func(r *Record) error { rs = append(rs, *r); return nil }); err != nil {
+		t.Fatal(err)
+	}
+	return rs
+}
+
+func rec(i int64) Record {
+	return Record{Kind: Settle, Month: 202612, Requests: 1, Prompt: i, Completion: 2 * i, Spent: 3 * i,
+		KeyID: "key_0123456789abcdef01234567", Model: "mock"}
+}
+
+// TestAppendSurvivesReopen: records appended (from many goroutines, over
+// several segments) are all read back after the journal is reopened without
+// Close, as after SIGKILL, each with a distinct seq in its segment's order.
+func TestAppendSurvivesReopen(t *testing.T) {
+	dir := t.TempDir()
+	j, err := Open(dir, Options{SegmentBytes: 64 * RecordSize, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var wg sync.WaitGroup
+	for g := range 8 {
+		wg.Go(func() {
+			for i := range 100 {
+				r := rec(int64(g*1000 + i))
+				if _, err := j.Append(&r); err != nil {
+					t.Error(err)
+					return
+				}
+			}
+		})
+	}
+	wg.Wait()
+	// No Close: the mapping's pages are the kernel's, as when killed.
+	j.abandon()
+	j2 := open(t, dir, Options{SegmentBytes: 64 * RecordSize})
+	rs := all(t, j2)
+	if len(rs) != 800 {
+		t.Fatalf("read %d records, want 800", len(rs))
+	}
+	seen := map[int64]bool{}
+	var sum int64
+	for i, r := range rs {
+		if seen[r.Seq] || (i > 0 && r.Seq <= rs[i-1].Seq) {
+			t.Fatalf("record %d: seq %d repeated or out of order", i, r.Seq)
+		}
+		seen[r.Seq] = true
+		if r.Completion != 2*r.Prompt || r.KeyID != "key_0123456789abcdef01234567" || r.Model != "mock" {
+			t.Fatalf("record %d: %+v", i, r)
+		}
+		sum += r.Prompt
+	}
+	if want := int64(8*99*100/2 + 1000*(0+1+2+3+4+5+6+7)*100); sum != want {
+		t.Fatalf("prompt tokens sum %d, want %d", sum, want)
+	}
+	if j2.NodeID() != j.NodeID() || j2.NodeID() == "" {
+		t.Fatalf("node id %q then %q; want one stable id", j.NodeID(), j2.NodeID())
+	}
+	if next := j2.Next(); next <= rs[len(rs)-1].Seq {
+		t.Fatalf("next seq %d after a reopen is not above the last, %d", next, rs[len(rs)-1].Seq)
+	}
+}
+
+// TestTornRecordsAreSkipped: a record half-written (its checksum wrong) and
+// a flipped byte are skipped with a log line; the records around them are
+// read, and the journal opens.
+func TestTornRecordsAreSkipped(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{SegmentBytes: 64 * RecordSize})
+	for i := range 5 {
+		r := rec(int64(i))
+		if _, err := j.Append(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seg := j.cur.Load()
+	seg.data[2*RecordSize+offPrompt] ^= 1          // record 1: a bit flipped
+	clear(seg.data[4*RecordSize : 4*RecordSize+4]) // record 3: checksum never written
+	j.Close()
+	var logged bytes.Buffer
+	j2 := open(t, dir, Options{SegmentBytes: 64 * RecordSize, Log: slog.New(slog.NewTextHandler(&logged, nil))})
+	rs := all(t, j2)
+	var got []int64
+	for _, r := range rs {
+		got = append(got, r.Prompt)
+	}
+	if len(got) != 3 || got[0] != 0 || got[1] != 2 || got[2] != 4 {
+		t.Fatalf("read prompts %v, want [0 2 4]", got)
+	}
+	if !strings.Contains(logged.String(), "records=2") {
+		t.Fatalf("log %q does not count the 2 torn records", logged.String())
+	}
+}
+
+// TestReleaseRemovesAppliedSegments: segments whose records are all below
+// the released seq go; the one appended to stays, and so does one with a
+// record not yet applied.
+func TestReleaseRemovesAppliedSegments(t *testing.T) {
+	dir := t.TempDir()
+	j := open(t, dir, Options{SegmentBytes: 16 * RecordSize}) // 15 records a segment
+	var seqs []int64
+	for i := range 50 {
+		r := rec(int64(i))
+		seq, err := j.Append(&r)
+		if err != nil {
+			t.Fatal(err)
+		}
+		seqs = append(seqs, seq)
+	}
+	files := func() int {
+		m, _ := filepath.Glob(filepath.Join(dir, "*"+segmentSuffix))
+		return len(m)
+	}
+	if n := files(); n != 4 {
+		t.Fatalf("%d segments for 50 records of 15 a segment, want 4", n)
+	}
+	if err := j.Release(seqs[20]); err != nil { // records 0..19 applied: the first segment only
+		t.Fatal(err)
+	}
+	if n := files(); n != 3 {
+		t.Fatalf("%d segments after releasing the first, want 3", n)
+	}
+	if err := j.Release(j.Next()); err != nil {
+		t.Fatal(err)
+	}
+	if n := files(); n != 1 {
+		t.Fatalf("%d segments after releasing all, want the current one", n)
+	}
+	if rs := all(t, j); len(rs) != 5 || rs[0].Prompt != 45 {
+		t.Fatalf("kept records %v, want the current segment's 45..49", rs)
+	}
+}
+
+// TestLongModelNameKeepsAHash: model names over MaxModel bytes are kept
+// distinct by a hash of the whole name; a key id over MaxKeyID is refused.
+func TestLongModelNameKeepsAHash(t *testing.T) {
+	j := open(t, t.TempDir(), Options{})
+	long := strings.Repeat("m", 100)
+	for _, model := range []string{long + "a", long + "b"} {
+		r := rec(1)
+		r.Model = model
+		if _, err := j.Append(&r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	rs := all(t, j)
+	if len(rs) != 2 || rs[0].Model == rs[1].Model || len(rs[0].Model) != MaxModel || !strings.HasPrefix(rs[0].Model, long[:47]+"#") {
+		t.Fatalf("models %q and %q", rs[0].Model, rs[1].Model)
+	}
+	r := rec(1)
+	r.KeyID = strings.Repeat("k", MaxKeyID+1)
+	if _, err := j.Append(&r); err == nil {
+		t.Fatal("appended a key id over MaxKeyID")
+	}
+}
+
+// FuzzDecode: any bytes, as a torn or corrupted slot, decode to a record
+// that passed its checksum or to nothing; never a panic, never a string
+// longer than its bound.
+func FuzzDecode(f *testing.F) {
+	var b [RecordSize]byte
+	r := rec(7)
+	encode(b[:], &r, 42)
+	f.Add(b[:])
+	f.Add(b[:RecordSize/2])
+	f.Add(make([]byte, RecordSize))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		var r Record
+		ok, torn := Decode(data, &r)
+		if ok && (torn || len(r.KeyID) > MaxKeyID || len(r.Model) > MaxModel) {
+			t.Fatalf("decoded %+v, torn %v", r, torn)
+		}
+	})
+}
+
+// FuzzRecordsTornTail: a segment whose tail is overwritten by arbitrary
+// bytes (a torn write, a corrupt disk) still opens, yields the records
+// before the damage intact, and never a record whose seq is not its place.
+func FuzzRecordsTornTail(f *testing.F) {
+	f.Add(uint16(3), []byte{1, 2, 3})
+	f.Add(uint16(0), bytes.Repeat([]byte{0xff}, 3*RecordSize))
+	f.Fuzz(func(t *testing.T, at uint16, tail []byte) {
+		dir := t.TempDir()
+		j := open(t, dir, Options{SegmentBytes: 16 * RecordSize})
+		for i := range 10 {
+			r := rec(int64(i))
+			if _, err := j.Append(&r); err != nil {
+				t.Fatal(err)
+			}
+		}
+		seg := j.cur.Load()
+		off := RecordSize + int(at)%(10*RecordSize)
+		copy(seg.data[off:], tail)
+		j.Close()
+		j2 := open(t, dir, Options{SegmentBytes: 16 * RecordSize})
+		intact := (off - RecordSize) / RecordSize
+		rs := all(t, j2)
+		if len(rs) < intact {
+			t.Fatalf("%d records read, want at least the %d before the damage", len(rs), intact)
+		}
+		for i, r := range rs {
+			if i < intact && r.Prompt != int64(i) {
+				t.Fatalf("record %d: %+v", i, r)
+			}
+		}
+	})
+}
+
+func TestOpenRejectsBadOptions(t *testing.T) {
+	for _, o := range []Options{{SegmentBytes: RecordSize}, {SegmentBytes: 2 << 30}, {SyncInterval: -1}} {
+		if _, err := Open(t.TempDir(), o); err == nil {
+			t.Errorf("opened with %+v", o)
+		}
+	}
+	// One journal, one process: a second Open of a directory in use fails.
+	busy := t.TempDir()
+	open(t, busy, Options{})
+	if _, err := Open(busy, Options{Log: quiet}); err == nil || !strings.Contains(err.Error(), "in use") {
+		t.Errorf("second open of a journal in use: %v", err)
+	}
+	// A node id file that is empty is an error that says what to do.
+	dir := t.TempDir()
+	os.WriteFile(filepath.Join(dir, nodeIDFile), nil, 0o600)
+	if _, err := Open(dir, Options{Log: quiet}); err == nil || !strings.Contains(err.Error(), "remove it") {
+		t.Errorf("empty node id: %v", err)
+	}
+}
+
+func BenchmarkAppend(b *testing.B) {
+	b.Run("sync 1s", func(b *testing.B) { benchAppend(b, Options{}) })
+	b.Run("no sync", func(b *testing.B) { benchAppend(b, Options{SyncInterval: time.Hour}) })
+}
+
+func benchAppend(b *testing.B, o Options) {
+	j := open(b, b.TempDir(), o)
+	r := rec(1)
+	b.ReportAllocs()
+	// CPU time per append, user and system (page faults) together: on a
+	// machine shared with other work the wall time says more about the
+	// neighbours than about the append.
+	start := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := j.Append(&r); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+}
+
+func cpuTime() time.Duration {
+	var ru syscall.Rusage
+	syscall.Getrusage(syscall.RUSAGE_SELF, &ru)
+	return time.Duration(ru.Utime.Nano() + ru.Stime.Nano())
+}
+
+// abandon drops j as SIGKILL would: no sync, no more appends.
+func (j *Journal) abandon() {
+	close(j.stop)
+	<-j.stopped
+	j.mu.Lock()
+	defer j.mu.Unlock()
+	j.closed = true
+	j.cur.Store(nil)
+	j.unmapAll()
+	j.lock.Close() // the kernel drops a killed process's locks
+}

@@ -1,0 +1,277 @@
+package limits
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"time"
+
+	"github.com/valkey-io/valkey-go"
+
+	"github.com/tokenhub/tokenhub/limits/journal"
+)
+
+// UseJournal makes g write every settled request, and a stream's running
+// count (Progress), to j before Settle and Progress return, so that usage
+// answered is not lost when the process dies before the next flush. Call it
+// before serving, then Replay.
+func (g *Gate) UseJournal(j *journal.Journal) {
+	g.journal = j
+	if g.sh != nil {
+		g.sh.journal = j
+	}
+}
+
+// appendJournal writes one record of t's key, storing its seq in *seq
+// (unless the append failed: then the failure is logged once until an
+// append succeeds again, and the request goes on unjournaled rather than
+// failing).
+func (g *Gate) appendJournal(kind journal.Kind, keyID string, t *Ticket, month Month, prompt, completion int64, cost PicoUSD, seq *int64) {
+	r := journal.Record{Kind: kind, Month: int32(month), Stream: t.stream, Requests: 1,
+		Prompt: prompt, Completion: completion, Spent: int64(cost), KeyID: keyID, Model: t.model}
+	n, err := g.journal.Append(&r)
+	if err != nil {
+		if !g.journalError.Swap(true) {
+			g.log.Error("limits: usage journal append failed; usage since the last flush is lost if the process dies", "err", err)
+		}
+		return
+	}
+	g.journalError.Store(false)
+	if seq != nil {
+		*seq = n
+	}
+}
+
+// Progress journals what an admitted stream has produced so far (prompt and
+// completion counted from its start), superseded by a later Progress and by
+// its Settle: if the process dies before Settle, replay bills this. It does
+// nothing without a journal, or for a settled ticket.
+func (g *Gate) Progress(t *Ticket, prompt, completion int64, price Price, now time.Time) {
+	s := t.state
+	if g.journal == nil || s == nil {
+		return
+	}
+	if t.stream == 0 {
+		t.stream = g.journal.StreamID()
+	}
+	g.appendJournal(journal.Progress, s.pending.KeyID, t, MonthOf(now), prompt, completion, price.Cost(prompt, completion), nil)
+}
+
+// releaseJournal lets the journal remove the segments whose records are all
+// below next, now applied.
+func (g *Gate) releaseJournal(next int64) error {
+	if g.journal == nil || next == 0 {
+		return nil
+	}
+	if err := g.journal.Release(next); err != nil {
+		return fmt.Errorf("limits: %w", err)
+	}
+	return nil
+}
+
+// appliedLedger is a ledger that stores the journal sequence number of what
+// it applied (see MonthUsage.Seq).
+type appliedLedger interface {
+	Applied(ctx context.Context, keyID string, month Month) (int64, error)
+}
+
+type keyMonth struct {
+	key   string
+	month Month
+}
+
+// Replay applies what the journal holds and the ledger does not: at start,
+// before serving. Settled requests are applied when their seq is above the
+// one the ledger stored for their key-month; a stream the process died
+// relaying (Progress records and no Settle) is first settled in the journal
+// at its last count, then applied the same way, so a second replay (or one
+// after a crash during this one) finds it settled and applied and counts it
+// nothing more. It returns the number of records applied.
+func (g *Gate) Replay(ctx context.Context) (int, error) {
+	if g.journal == nil {
+		return 0, nil
+	}
+	var settles []journal.Record
+	progress := map[uint64]journal.Record{} // the last of each stream
+	settled := map[uint64]bool{}
+	err := g.journal.Records(func(r *journal.Record) error {
+		switch r.Kind {
+		case journal.Settle:
+			settles = append(settles, *r)
+			if r.Stream != 0 {
+				settled[r.Stream] = true
+			}
+		case journal.Progress:
+			if last, ok := progress[r.Stream]; !ok || r.Seq > last.Seq {
+				progress[r.Stream] = *r
+			}
+		}
+		return nil
+	})
+	if err != nil {
+		return 0, fmt.Errorf("limits: replay: %w", err)
+	}
+	orphans := 0
+	for id, r := range progress {
+		if settled[id] {
+			continue
+		}
+		r.Kind = journal.Settle
+		seq, err := g.journal.Append(&r)
+		if err != nil {
+			return 0, fmt.Errorf("limits: replay: settle a stream cut by a crash: %w", err)
+		}
+		r.Seq = seq
+		settles = append(settles, r)
+		orphans++
+	}
+	if orphans > 0 {
+		// The settles must be on disk before the ledger counts them: else
+		// a power loss could keep the count and lose what says it is done.
+		if err := g.journal.Sync(); err != nil {
+			return 0, fmt.Errorf("limits: replay: %w", err)
+		}
+		g.log.Warn("limits: replay settled streams cut by a crash at their last journaled count", "streams", orphans)
+	}
+	n, err := g.applyJournal(ctx, settles)
+	if err != nil {
+		return 0, err
+	}
+	if n > 0 {
+		g.log.Warn("limits: replayed usage the last run answered and did not record", "records", n)
+	}
+	return n, g.releaseJournal(g.journal.Next())
+}
+
+// applyJournal adds the settles the ledger does not hold yet to it.
+func (g *Gate) applyJournal(ctx context.Context, settles []journal.Record) (int, error) {
+	if g.sh != nil {
+		return g.applyJournalShared(ctx, settles)
+	}
+	al, ok := g.ledger.(appliedLedger)
+	if !ok {
+		return 0, errors.New("limits: replay: the ledger does not record journal sequence numbers")
+	}
+	applied := map[keyMonth]int64{}
+	batch := map[keyMonth]*MonthUsage{}
+	n := 0
+	for i := range settles {
+		r := &settles[i]
+		km := keyMonth{r.KeyID, Month(r.Month)}
+		seq, ok := applied[km]
+		if !ok {
+			var err error
+			if seq, err = al.Applied(ctx, km.key, km.month); err != nil {
+				return 0, fmt.Errorf("limits: replay: %w", err)
+			}
+			applied[km] = seq
+		}
+		if r.Seq <= seq {
+			continue
+		}
+		u := batch[km]
+		if u == nil {
+			u = &MonthUsage{KeyID: km.key, Month: km.month, Models: map[string]*Counts{}}
+			batch[km] = u
+		}
+		addRecord(u, r)
+		n++
+	}
+	if len(batch) == 0 {
+		return 0, nil
+	}
+	deltas := make([]*MonthUsage, 0, len(batch))
+	for _, u := range batch {
+		deltas = append(deltas, u)
+	}
+	if err := g.ledger.Add(ctx, deltas); err != nil {
+		return 0, fmt.Errorf("limits: replay: %w", err)
+	}
+	return n, nil
+}
+
+// addRecord adds a journal record's usage to u.
+func addRecord(u *MonthUsage, r *journal.Record) {
+	c := Counts{Requests: r.Requests, PromptTokens: r.Prompt, CompletionTokens: r.Completion, Spent: PicoUSD(r.Spent)}
+	u.Counts.add(&c)
+	m := u.Models[r.Model]
+	if m == nil {
+		m = &Counts{}
+		u.Models[r.Model] = m
+	}
+	m.add(&c)
+	u.Seq = max(u.Seq, r.Seq)
+}
+
+// unappliedShared is the seq of the oldest journal record a shared Gate has
+// not had Valkey confirm: next, unless a key holds an older one in pending
+// usage or in an unconfirmed record.
+func (g *Gate) unappliedShared(next int64) int64 {
+	if next == 0 {
+		return 0
+	}
+	low := next
+	older := func(u *MonthUsage) {
+		if u != nil && u.first > 0 && u.first < low {
+			low = u.first
+		}
+	}
+	g.keys.Range(func(_, v any) bool {
+		s := v.(*keyState)
+		s.mu.Lock()
+		older(&s.pending)
+		older(s.sh.acct.inflight)
+		for _, a := range s.sh.ended {
+			older(a.inflight)
+			older(a.pending)
+		}
+		s.mu.Unlock()
+		return true
+	})
+	return low
+}
+
+// applyJournalShared is applyJournal on Valkey: per key-month, the records
+// above the seq Valkey holds for this node are sent as one record with the
+// newest seq, through the budget script, which applies a seq once and turns
+// the node's lease into spend by as much; the rest of the lease the node
+// held before it died is given back with it.
+func (g *Gate) applyJournalShared(ctx context.Context, settles []journal.Record) (int, error) {
+	sh := g.sh
+	byMonth := map[keyMonth][]*journal.Record{}
+	for i := range settles {
+		r := &settles[i]
+		km := keyMonth{r.KeyID, Month(r.Month)}
+		byMonth[km] = append(byMonth[km], r)
+	}
+	n := 0
+	seqField := "seq:" + sh.node
+	for km, rs := range byMonth {
+		key := sh.ledger.monthKey(km.key, km.month)
+		cctx, cancel := context.WithTimeout(ctx, sh.ledger.timeout)
+		stored, err := sh.ledger.c.Do(cctx, sh.ledger.c.B().Hget().Key(key).Field(seqField).Build()).AsInt64()
+		cancel()
+		if err != nil && !valkey.IsValkeyNil(err) {
+			return n, fmt.Errorf("limits: replay: read %s's applied seq: %w", km.key, err)
+		}
+		u := &MonthUsage{KeyID: km.key, Month: km.month, Models: map[string]*Counts{}}
+		for _, r := range rs {
+			if r.Seq > stored {
+				addRecord(u, r)
+				n++
+			}
+		}
+		if u.Seq == 0 {
+			continue
+		}
+		args := []string{sh.node, sh.ttlMs, strconv.FormatInt(u.Seq, 10), "0", "1", "0", "0", "0", "0"}
+		cctx, cancel = context.WithTimeout(ctx, sh.ledger.timeout)
+		_, err = parseBudgetReply(budgetScript.Exec(cctx, sh.ledger.c, []string{key}, usageArgs(args, u)))
+		cancel()
+		if err != nil {
+			return n, fmt.Errorf("limits: replay: apply %s's usage: %w", km.key, err)
+		}
+	}
+	return n, nil
+}
