@@ -2,6 +2,7 @@ package keys
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"os"
@@ -17,6 +18,12 @@ const (
 	bucketKeys   = "keys"   // key id → key record
 	bucketHashes = "hashes" // raw 32-byte secret hash → key id
 	bucketPlans  = "plans"  // plan name → plan record
+	// bucketPlanUsers maps a plan name to how many unrevoked keys name it
+	// (8 bytes big-endian; absent means none), so that DeletePlan checks one
+	// entry instead of every key. PutKey maintains it in the transaction
+	// that writes the key. Files from before it existed lack the bucket;
+	// OpenBolt derives it from the keys, once, when it creates it.
+	bucketPlanUsers = "plan-users"
 )
 
 // boltLockTimeout is how long OpenBolt waits for another process to release
@@ -51,13 +58,59 @@ func OpenBolt(dir string) (*BoltStore, error) {
 				return fmt.Errorf("bucket %s: %w", name, err)
 			}
 		}
-		return nil
+		return derivePlanUsers(tx)
 	})
 	if err != nil {
 		db.Close()
 		return nil, fmt.Errorf("keys: open %s: %w", path, err)
 	}
 	return &BoltStore{db: db, path: path}, nil
+}
+
+// derivePlanUsers creates bucketPlanUsers from the stored keys if the file
+// does not have it yet. It runs in OpenBolt's transaction, which holds the
+// file's only writer, so no key write can slip between the count and the
+// bucket's creation.
+func derivePlanUsers(tx *bolt.Tx) error {
+	if tx.Bucket([]byte(bucketPlanUsers)) != nil {
+		return nil
+	}
+	users, err := tx.CreateBucket([]byte(bucketPlanUsers))
+	if err != nil {
+		return fmt.Errorf("bucket %s: %w", bucketPlanUsers, err)
+	}
+	return tx.Bucket([]byte(bucketKeys)).ForEach(func(_, rec []byte) error {
+		k, err := decodeKey(rec)
+		if err != nil {
+			return err
+		}
+		if !k.RevokedAt.IsZero() {
+			return nil
+		}
+		return addPlanUser(users, k.Plan, 1)
+	})
+}
+
+// addPlanUser adds delta to plan's count of unrevoked keys, removing the
+// entry at zero.
+func addPlanUser(users *bolt.Bucket, plan string, delta int64) error {
+	var n uint64
+	if b := users.Get([]byte(plan)); len(b) == 8 {
+		n = binary.BigEndian.Uint64(b)
+	}
+	n = uint64(int64(n) + delta)
+	if int64(n) <= 0 {
+		return users.Delete([]byte(plan))
+	}
+	return users.Put([]byte(plan), binary.BigEndian.AppendUint64(nil, n))
+}
+
+// planUsers returns how many unrevoked keys name plan.
+func planUsers(users *bolt.Bucket, plan string) uint64 {
+	if b := users.Get([]byte(plan)); len(b) == 8 {
+		return binary.BigEndian.Uint64(b)
+	}
+	return 0
 }
 
 // Path returns the database file's path.
@@ -90,6 +143,9 @@ func (s *BoltStore) PutKey(ctx context.Context, k *Key) error {
 		if err := checkPut(prev, k); err != nil {
 			return err
 		}
+		if err := putPlanUsers(tx, prev, k); err != nil {
+			return err
+		}
 		if prev != nil && prev.Hash != k.Hash {
 			if err := hashes.Delete(prev.Hash[:]); err != nil {
 				return err
@@ -120,6 +176,26 @@ func checkPut(prev, k *Key) error {
 	}
 	if prev != nil && !prev.RevokedAt.IsZero() && k.RevokedAt.IsZero() {
 		return fmt.Errorf("%w: a revoked key cannot be restored", ErrRevoked)
+	}
+	return nil
+}
+
+// putPlanUsers is PutKey's part in the plan-users invariant: an unrevoked
+// key may be written only onto a plan that exists, and the counts follow
+// the key from prev (the stored record, nil when none) to k.
+func putPlanUsers(tx *bolt.Tx, prev, k *Key) error {
+	active := k.RevokedAt.IsZero()
+	if active && tx.Bucket([]byte(bucketPlans)).Get([]byte(k.Plan)) == nil {
+		return fmt.Errorf("plan %q: %w", k.Plan, ErrPlanNotFound)
+	}
+	users := tx.Bucket([]byte(bucketPlanUsers))
+	if prev != nil && prev.RevokedAt.IsZero() {
+		if err := addPlanUser(users, prev.Plan, -1); err != nil {
+			return err
+		}
+	}
+	if active {
+		return addPlanUser(users, k.Plan, 1)
 	}
 	return nil
 }
@@ -275,6 +351,9 @@ func (s *BoltStore) DeletePlan(ctx context.Context, name string) error {
 		b := tx.Bucket([]byte(bucketPlans))
 		if b.Get([]byte(name)) == nil {
 			return ErrNotFound
+		}
+		if n := planUsers(tx.Bucket([]byte(bucketPlanUsers)), name); n > 0 {
+			return fmt.Errorf("%w by %d unrevoked keys", ErrPlanInUse, n)
 		}
 		return b.Delete([]byte(name))
 	})

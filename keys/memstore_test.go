@@ -54,6 +54,9 @@ func (m *memStore) PutKey(ctx context.Context, k *Key) error {
 	if err := checkPut(old, k); err != nil {
 		return fmt.Errorf("keys: put key %s: %w", k.ID, err)
 	}
+	if _, ok := m.plans[k.Plan]; !ok && k.RevokedAt.IsZero() {
+		return fmt.Errorf("keys: put key %s: plan %q: %w", k.ID, k.Plan, ErrPlanNotFound)
+	}
 	if old != nil {
 		delete(m.hashes, old.Hash)
 	}
@@ -61,6 +64,16 @@ func (m *memStore) PutKey(ctx context.Context, k *Key) error {
 	m.keys[k.ID] = k.Clone()
 	m.hashes[k.Hash] = k.ID
 	return nil
+}
+
+// putStranded stores k as it is, bypassing PutKey's plan check: a key left
+// on a deleted plan by data written before plan deletes were atomic, which
+// the Registry must still handle.
+func (m *memStore) putStranded(k *Key) {
+	m.mu.Lock()
+	defer m.mu.Unlock()
+	m.keys[k.ID] = k.Clone()
+	m.hashes[k.Hash] = k.ID
 }
 
 func (m *memStore) KeyByID(ctx context.Context, id string) (*Key, error) {
@@ -159,6 +172,12 @@ func (m *memStore) DeletePlan(ctx context.Context, name string) error {
 	}
 	if _, ok := m.plans[name]; !ok {
 		return fmt.Errorf("keys: delete plan %s: %w", name, ErrNotFound)
+	}
+	// Under m.mu the scan is as atomic as the real stores' counts.
+	for _, k := range m.keys {
+		if k.Plan == name && k.RevokedAt.IsZero() {
+			return fmt.Errorf("keys: delete plan %s: %w by key %s", name, ErrPlanInUse, k.ID)
+		}
 	}
 	delete(m.plans, name)
 	return nil

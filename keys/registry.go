@@ -486,9 +486,8 @@ func (r *Registry) CreateKey(ctx context.Context, spec KeySpec) (*Key, string, e
 	}
 	r.adminMu.Lock()
 	defer r.adminMu.Unlock()
-	if err := r.requirePlan(ctx, plan); err != nil {
-		return nil, "", fmt.Errorf("keys: create key: %w", err)
-	}
+	// The plan's existence is checked by PutKey, in the step that writes
+	// the key: a check here could pass just before another node deletes it.
 	id, err := r.unusedKeyID(ctx)
 	if err != nil {
 		return nil, "", fmt.Errorf("keys: create key: %w", err)
@@ -540,16 +539,6 @@ func (r *Registry) unusedKeyID(ctx context.Context) (string, error) {
 // a substring would keep the whole secret alive in memory with the Key.
 func last4(secret string) string {
 	return strings.Clone(secret[len(secret)-4:])
-}
-
-// requirePlan returns an error wrapping ErrPlanNotFound if the plan does not
-// exist.
-func (r *Registry) requirePlan(ctx context.Context, name string) error {
-	_, err := r.store.Plan(ctx, name)
-	if errors.Is(err, ErrNotFound) {
-		return fmt.Errorf("plan %q: %w", name, ErrPlanNotFound)
-	}
-	return err
 }
 
 // Key returns the key with the given id from the store.
@@ -632,11 +621,7 @@ func (r *Registry) UpdateKey(ctx context.Context, id string, ch KeyChanges) (*Ke
 	}
 	r.adminMu.Lock()
 	defer r.adminMu.Unlock()
-	if ch.Plan != nil {
-		if err := r.requirePlan(ctx, *ch.Plan); err != nil {
-			return nil, fmt.Errorf("keys: update key %s: %w", id, err)
-		}
-	}
+	// A new plan's existence is checked by PutKey, as in CreateKey.
 	k, err := r.modifyKey(ctx, id, func(k *Key) (bool, error) {
 		if ch.Name != nil {
 			k.Name = *ch.Name
@@ -739,19 +724,13 @@ func (r *Registry) Plans(ctx context.Context) ([]*Plan, error) {
 
 // DeletePlan deletes a plan that no unrevoked key uses; otherwise it returns
 // an error wrapping ErrPlanInUse. Expired keys count as users: only
-// revocation releases a plan.
+// revocation releases a plan. The store checks this in the step that
+// deletes (see Store.DeletePlan), so a key created on, or moved onto, the
+// plan by another node at the same moment either makes the delete fail or
+// fails itself with ErrPlanNotFound.
 func (r *Registry) DeletePlan(ctx context.Context, name string) error {
 	r.adminMu.Lock()
 	defer r.adminMu.Unlock()
-	all, err := r.store.Keys(ctx)
-	if err != nil {
-		return fmt.Errorf("keys: delete plan %s: %w", name, err)
-	}
-	for _, k := range all {
-		if k.Plan == name && k.RevokedAt.IsZero() {
-			return fmt.Errorf("keys: delete plan %s: %w by key %s", name, ErrPlanInUse, k.ID)
-		}
-	}
 	if err := r.store.DeletePlan(ctx, name); err != nil {
 		return err
 	}

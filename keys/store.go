@@ -21,7 +21,11 @@ type Store interface {
 	// k.Revision+1. Revocation is terminal: a write that would clear a stored
 	// RevokedAt is refused with an error wrapping ErrRevoked. When the
 	// replacement carries a different Hash (a rotation), the old hash stops
-	// resolving in the same atomic step.
+	// resolving in the same atomic step. An unrevoked key may only be written
+	// onto a plan that exists, checked in the same atomic step (else the
+	// error wraps ErrPlanNotFound), so that together with DeletePlan no
+	// unrevoked key ever names a missing plan, however writes interleave
+	// across nodes.
 	PutKey(ctx context.Context, k *Key) error
 	// KeyByID returns the key with the given id.
 	KeyByID(ctx context.Context, id string) (*Key, error)
@@ -30,14 +34,17 @@ type Store interface {
 	// Keys returns all keys ordered by CreatedAt, then ID.
 	Keys(ctx context.Context) ([]*Key, error)
 	// PutPlan validates p with Compile and inserts or replaces the plan of
-	// that name. Errors from validation wrap ErrInvalidPlan.
+	// that name, whole: the last write wins. Errors from validation wrap
+	// ErrInvalidPlan.
 	PutPlan(ctx context.Context, p *Plan) error
 	// Plan returns the named plan, compiled.
 	Plan(ctx context.Context, name string) (*Plan, error)
 	// Plans returns all plans ordered by name, compiled.
 	Plans(ctx context.Context) ([]*Plan, error)
-	// DeletePlan removes the named plan. It does not check whether keys use
-	// it; Registry.DeletePlan does.
+	// DeletePlan removes the named plan unless an unrevoked key names it
+	// (then the error wraps ErrPlanInUse), checked in the same atomic step
+	// as the delete. Expired keys count as users: only revocation releases
+	// a plan.
 	DeletePlan(ctx context.Context, name string) error
 	// Close releases the store's resources. Calls after Close fail.
 	Close() error

@@ -28,11 +28,23 @@ import (
 //	{<prefix>}:keys               set of every key id
 //	{<prefix>}:plan:<name>        plan record (JSON, see record.go)
 //	{<prefix>}:plans              set of every plan name
+//	{<prefix>}:plan-users         hash: plan name → count of unrevoked keys
+//	{<prefix>}:plan-users-derived present once plan-users counts every key
 //
 // The sets exist so that listing never needs SCAN, which in a cluster would
 // have to visit every node. Every write also publishes its invalidations
 // (see invalidation.go) on InvalidationChannel(prefix), from inside its
 // script.
+//
+// plan-users lets deletePlanScript check "no unrevoked key uses the plan"
+// without visiting every key. putKeyScript maintains it while
+// plan-users-derived exists. Stores written before it existed have neither
+// name: the first deletePlanScript counts every key (O(keys), once) and
+// creates the marker in the same atomic step, so however many nodes start
+// or delete at once, the counts are derived exactly once and no key write
+// falls between the count and the marker. To re-derive (say, after nodes of
+// an older version wrote keys without maintaining the counts), delete both
+// names: the next plan delete counts again.
 
 // Defaults of ValkeyOptions.
 // The defaults are the usage ledger's: the key store and the ledger share
@@ -84,6 +96,8 @@ type ValkeyStore struct {
 	planPrefix string // "{prefix}:plan:"
 	keysSet    string // "{prefix}:keys"
 	plansSet   string // "{prefix}:plans"
+	planUsers  string // "{prefix}:plan-users"
+	derived    string // "{prefix}:plan-users-derived"
 	channel    string // InvalidationChannel(prefix)
 }
 
@@ -178,6 +192,8 @@ func newValkeyStore(c valkey.Client, prefix string, timeout time.Duration, owns 
 		planPrefix: tag + "plan:",
 		keysSet:    tag + "keys",
 		plansSet:   tag + "plans",
+		planUsers:  tag + "plan-users",
+		derived:    tag + "plan-users-derived",
 		channel:    InvalidationChannel(prefix),
 	}
 }

@@ -29,13 +29,21 @@ func (s *ValkeyStore) hashKey(hash [32]byte) string {
 // node that read a key before another node revoked it cannot write it back
 // unrevoked.
 //
-//	KEYS: record, new hash index entry, set of ids
+//	KEYS: record, new hash index entry, set of ids, the new record's plan
+//	      record, plan-users, plan-users-derived
 //	ARGV: id, record, prefix of hash index names, invalidation channel,
 //	      prefix of key invalidation messages, new hash in hex,
-//	      expected stored revision, "1" if the new record is revoked
+//	      expected stored revision, "1" if the new record is revoked,
+//	      the new record's plan name
 //	returns {1} when written, {0, owner} when another key owns the hash,
 //	        {2, stored revision} on a revision mismatch, {3} when the write
-//	        would clear a revocation
+//	        would clear a revocation, {4} when an unrevoked record names a
+//	        plan that does not exist
+//
+// An unrevoked record may be written only onto a plan that exists, checked
+// in the same step, so a concurrent plan delete either sees this key in the
+// plan's count of unrevoked keys (plan-users, see valkey.go) or happens
+// first and makes this write fail.
 //
 // Running it twice has the effect of running it once: a second run finds
 // exactly the record it would write, down to the random id of the write
@@ -63,6 +71,19 @@ if rev ~= tonumber(ARGV[7]) then
 end
 if prev and prev.revoked_at and ARGV[8] ~= '1' then
   return {3}
+end
+if ARGV[8] ~= '1' and redis.call('EXISTS', KEYS[4]) == 0 then
+  return {4}
+end
+if redis.call('EXISTS', KEYS[6]) == 1 then
+  if prev and not prev.revoked_at then
+    if redis.call('HINCRBY', KEYS[5], prev.plan, -1) <= 0 then
+      redis.call('HDEL', KEYS[5], prev.plan)
+    end
+  end
+  if ARGV[8] ~= '1' then
+    redis.call('HINCRBY', KEYS[5], ARGV[9], 1)
+  end
 end
 if prev then
   local oldHex = prev.hash
@@ -105,9 +126,9 @@ func (s *ValkeyStore) PutKey(ctx context.Context, k *Key) error {
 		revoked = "1"
 	}
 	res, err := putKeyScript.Exec(ctx, s.c,
-		[]string{s.keyPrefix + k.ID, s.hashPrefix + hashHex, s.keysSet},
+		[]string{s.keyPrefix + k.ID, s.hashPrefix + hashHex, s.keysSet, s.planPrefix + k.Plan, s.planUsers, s.derived},
 		[]string{k.ID, string(rec), s.hashPrefix, s.channel, msgKey, hashHex,
-			strconv.FormatUint(k.Revision, 10), revoked},
+			strconv.FormatUint(k.Revision, 10), revoked, k.Plan},
 	).ToArray()
 	if err != nil {
 		return fmt.Errorf("keys: valkey: put key %s: %w", k.ID, err)
@@ -137,6 +158,8 @@ func (s *ValkeyStore) PutKey(ctx context.Context, k *Key) error {
 		return fmt.Errorf("keys: valkey: put key %s: %w: revision %d, stored %d", k.ID, ErrConflict, k.Revision, stored)
 	case 3:
 		return fmt.Errorf("keys: valkey: put key %s: %w: a revoked key cannot be restored", k.ID, ErrRevoked)
+	case 4:
+		return fmt.Errorf("keys: valkey: put key %s: plan %q: %w", k.ID, k.Plan, ErrPlanNotFound)
 	}
 	return fmt.Errorf("keys: valkey: put key %s: script returned status %d", k.ID, status)
 }

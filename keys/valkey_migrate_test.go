@@ -173,8 +173,14 @@ func TestCopyStoreStopsAtFirstError(t *testing.T) {
 	}
 	defer dst.Close()
 	created := time.Date(2025, 3, 1, 12, 0, 0, 0, time.UTC)
-	a := &keys.Key{ID: "key_00000000000000000000000a", Hash: hashOf("a"), CreatedAt: created}
-	b := &keys.Key{ID: "key_00000000000000000000000b", Hash: hashOf("b"), CreatedAt: created.Add(time.Second)}
+	free := &keys.Plan{Name: "free"}
+	for _, s := range []keys.Store{src, dst} {
+		if err := s.PutPlan(ctx, free); err != nil {
+			t.Fatal(err)
+		}
+	}
+	a := &keys.Key{ID: "key_00000000000000000000000a", Plan: "free", Hash: hashOf("a"), CreatedAt: created}
+	b := &keys.Key{ID: "key_00000000000000000000000b", Plan: "free", Hash: hashOf("b"), CreatedAt: created.Add(time.Second)}
 	for _, k := range []*keys.Key{a, b} {
 		if err := src.PutKey(ctx, k); err != nil {
 			t.Fatal(err)
@@ -182,13 +188,13 @@ func TestCopyStoreStopsAtFirstError(t *testing.T) {
 	}
 	// dst already gave b's hash to another key: copying b must fail, not
 	// steal the hash.
-	squatter := &keys.Key{ID: "key_00000000000000000000000c", Hash: b.Hash, CreatedAt: created}
+	squatter := &keys.Key{ID: "key_00000000000000000000000c", Plan: "free", Hash: b.Hash, CreatedAt: created}
 	if err := dst.PutKey(ctx, squatter); err != nil {
 		t.Fatal(err)
 	}
 	nk, np, err := keys.CopyStore(ctx, dst, src)
-	if !errors.Is(err, keys.ErrInvalidKey) || nk != 1 || np != 0 {
-		t.Fatalf("CopyStore = %d keys, %d plans, %v; want 1, 0 and ErrInvalidKey", nk, np, err)
+	if !errors.Is(err, keys.ErrInvalidKey) || nk != 1 || np != 1 {
+		t.Fatalf("CopyStore = %d keys, %d plans, %v; want 1, 1 and ErrInvalidKey", nk, np, err)
 	}
 	if k, err := dst.KeyByHash(ctx, b.Hash); err != nil || k.ID != squatter.ID {
 		t.Fatalf("b's hash in dst resolves to %v, %v; want the key that had it", k, err)

@@ -84,23 +84,47 @@ func (s *ValkeyStore) Plans(ctx context.Context) ([]*Plan, error) {
 }
 
 // deletePlanScript removes a plan record and its name from the set and
-// publishes its invalidation.
+// publishes its invalidation, unless unrevoked keys name the plan. It reads
+// that from plan-users, which putKeyScript keeps current; on a store that
+// has no counts yet it derives them first, in the same atomic step (see
+// valkey.go). Key records are read by names built inside, like in
+// putKeyScript.
 //
-//	KEYS: record, set of names
-//	ARGV: name, invalidation channel, invalidation message
-//	returns 1 when deleted, 0 when there was no such plan
+//	KEYS: record, set of names, plan-users, plan-users-derived, set of key ids
+//	ARGV: name, invalidation channel, invalidation message, prefix of key
+//	      record names
+//	returns {1} when deleted, {0} when there was no such plan, {2, count}
+//	        when count unrevoked keys use it
 //
 // valkey-go may retry it when a connection breaks. Otherwise the first
 // delete after a server restart fails with EOF on the connection the restart
 // closed. The price is that in the rare case of a reply lost after the
 // delete ran, the retry reports ErrNotFound: the plan is gone either way.
 var deletePlanScript = valkey.NewLuaScriptRetryable(`
-if redis.call('DEL', KEYS[1]) == 0 then
-  return 0
+if redis.call('EXISTS', KEYS[4]) == 0 then
+  redis.call('DEL', KEYS[3])
+  for _, id in ipairs(redis.call('SMEMBERS', KEYS[5])) do
+    local rec = redis.call('GET', ARGV[4] .. id)
+    if rec then
+      local k = cjson.decode(rec)
+      if not k.revoked_at then
+        redis.call('HINCRBY', KEYS[3], k.plan, 1)
+      end
+    end
+  end
+  redis.call('SET', KEYS[4], '1')
 end
+if redis.call('EXISTS', KEYS[1]) == 0 then
+  return {0}
+end
+local users = tonumber(redis.call('HGET', KEYS[3], ARGV[1]) or '0')
+if users > 0 then
+  return {2, users}
+end
+redis.call('DEL', KEYS[1])
 redis.call('SREM', KEYS[2], ARGV[1])
 redis.call('PUBLISH', ARGV[2], ARGV[3])
-return 1
+return {1}
 `)
 
 // DeletePlan implements Store.
@@ -113,13 +137,30 @@ func (s *ValkeyStore) DeletePlan(ctx context.Context, name string) error {
 		return fmt.Errorf("keys: valkey: delete plan %s: %w", name, err)
 	}
 	defer cancel()
-	n, err := deletePlanScript.Exec(ctx, s.c, []string{s.planPrefix + name, s.plansSet},
-		[]string{name, s.channel, PlanInvalidation(name)}).AsInt64()
-	if err == nil && n == 0 {
-		err = ErrNotFound
-	}
+	res, err := deletePlanScript.Exec(ctx, s.c,
+		[]string{s.planPrefix + name, s.plansSet, s.planUsers, s.derived, s.keysSet},
+		[]string{name, s.channel, PlanInvalidation(name), s.keyPrefix}).ToArray()
 	if err != nil {
 		return fmt.Errorf("keys: valkey: delete plan %s: %w", name, err)
 	}
-	return nil
+	if len(res) == 0 {
+		return fmt.Errorf("keys: valkey: delete plan %s: script returned nothing", name)
+	}
+	status, err := res[0].AsInt64()
+	if err != nil {
+		return fmt.Errorf("keys: valkey: delete plan %s: script status: %w", name, err)
+	}
+	switch status {
+	case 1:
+		return nil
+	case 0:
+		return fmt.Errorf("keys: valkey: delete plan %s: %w", name, ErrNotFound)
+	case 2:
+		var users int64
+		if len(res) > 1 {
+			users, _ = res[1].AsInt64()
+		}
+		return fmt.Errorf("keys: valkey: delete plan %s: %w by %d unrevoked keys", name, ErrPlanInUse, users)
+	}
+	return fmt.Errorf("keys: valkey: delete plan %s: script returned status %d", name, status)
 }

@@ -201,6 +201,9 @@ func TestValkeyPrefixIsolation(t *testing.T) {
 	other := *k
 	other.ID = "key_000000000000000000000002"
 	other.Revision = 0 // a new record in that prefix
+	if err := two.PutPlan(ctx, &keys.Plan{Name: "free"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := two.PutKey(ctx, &other); err != nil {
 		t.Fatalf("PutKey of the same hash in the other prefix: %v", err)
 	}
@@ -214,8 +217,11 @@ func TestValkeyHashOwnedByAnotherKey(t *testing.T) {
 	s := openValkey(t, srv, "owned", 0)
 	defer s.Close()
 	ctx := context.Background()
-	a := &keys.Key{ID: "key_00000000000000000000000a", Hash: hashOf("a"), CreatedAt: time.Now()}
-	b := &keys.Key{ID: "key_00000000000000000000000b", Hash: hashOf("a"), CreatedAt: time.Now()}
+	a := &keys.Key{ID: "key_00000000000000000000000a", Plan: "free", Hash: hashOf("a"), CreatedAt: time.Now()}
+	b := &keys.Key{ID: "key_00000000000000000000000b", Plan: "free", Hash: hashOf("a"), CreatedAt: time.Now()}
+	if err := s.PutPlan(ctx, &keys.Plan{Name: "free"}); err != nil {
+		t.Fatal(err)
+	}
 	if err := s.PutKey(ctx, a); err != nil {
 		t.Fatal(err)
 	}
@@ -240,10 +246,11 @@ func storeCalls(k *keys.Key) []struct {
 		{"KeyByID", func(ctx context.Context, s keys.Store) error { _, err := s.KeyByID(ctx, k.ID); return err }},
 		{"KeyByHash", func(ctx context.Context, s keys.Store) error { _, err := s.KeyByHash(ctx, k.Hash); return err }},
 		{"Keys", func(ctx context.Context, s keys.Store) error { _, err := s.Keys(ctx); return err }},
-		{"PutPlan", func(ctx context.Context, s keys.Store) error { return s.PutPlan(ctx, &keys.Plan{Name: "free"}) }},
-		{"Plan", func(ctx context.Context, s keys.Store) error { _, err := s.Plan(ctx, "free"); return err }},
+		// A plan of its own, which no key uses, so that DeletePlan succeeds.
+		{"PutPlan", func(ctx context.Context, s keys.Store) error { return s.PutPlan(ctx, &keys.Plan{Name: "spare"}) }},
+		{"Plan", func(ctx context.Context, s keys.Store) error { _, err := s.Plan(ctx, "spare"); return err }},
 		{"Plans", func(ctx context.Context, s keys.Store) error { _, err := s.Plans(ctx); return err }},
-		{"DeletePlan", func(ctx context.Context, s keys.Store) error { return s.DeletePlan(ctx, "free") }},
+		{"DeletePlan", func(ctx context.Context, s keys.Store) error { return s.DeletePlan(ctx, "spare") }},
 	}
 }
 
@@ -402,7 +409,7 @@ func TestOpenValkeyErrors(t *testing.T) {
 func TestOpenValkeyAuthAndDB(t *testing.T) {
 	srv := valkeytest.Start(t)
 	srv.Do(t, "ACL", "SETUSER", "tokenhub", "on", ">s3cret", "~{tokenhub}:*", "&tokenhub:invalidate",
-		"+get", "+set", "+del", "+mget", "+sadd", "+srem", "+smembers", "+evalsha", "+eval", "+evalsha_ro", "+eval_ro",
+		"+get", "+set", "+del", "+exists", "+mget", "+sadd", "+srem", "+smembers", "+hget", "+hincrby", "+hdel", "+evalsha", "+eval", "+evalsha_ro", "+eval_ro",
 		"+publish", "+ping", "+hello", "+client|setname", "+client|setinfo", "+select")
 	srv.Do(t, "CONFIG", "SET", "requirepass", "default-pass")
 	ctx := context.Background()
@@ -418,7 +425,10 @@ func TestOpenValkeyAuthAndDB(t *testing.T) {
 	}
 	db1 := open(keys.ValkeyOptions{Username: "tokenhub", Password: "s3cret", DB: 1})
 	db0 := open(keys.ValkeyOptions{Password: "default-pass"})
-	for _, c := range storeCalls(&keys.Key{ID: "key_000000000000000000000001", Hash: hashOf("acl")}) {
+	if err := db1.PutPlan(ctx, &keys.Plan{Name: "free"}); err != nil {
+		t.Fatalf("PutPlan as an ACL user limited to the prefix: %v", err)
+	}
+	for _, c := range storeCalls(&keys.Key{ID: "key_000000000000000000000001", Plan: "free", Hash: hashOf("acl")}) {
 		if err := c.call(ctx, db1); err != nil {
 			t.Fatalf("%s as an ACL user limited to the prefix: %v", c.name, err)
 		}

@@ -315,6 +315,8 @@ func (s *Server) adminFailed(ctx *fasthttp.RequestCtx, err error) {
 		writeAdminError(ctx, fasthttp.StatusConflict, "key_revoked", "", "The key is revoked; a revoked key cannot be rotated. Create a new key.")
 	case errors.Is(err, keys.ErrPlanInUse):
 		writeAdminError(ctx, fasthttp.StatusConflict, "plan_in_use", "", "Active keys use this plan; move them to another plan or revoke them first.")
+	case errors.Is(err, keys.ErrConflict):
+		writeAdminError(ctx, fasthttp.StatusConflict, "conflict", "", "The "+resourceName(ctx)+" kept changing under concurrent writes; read it again and retry.")
 	case errors.Is(err, keys.ErrInvalidKey):
 		writeAdminError(ctx, fasthttp.StatusBadRequest, "invalid_value", "", err.Error())
 	case errors.Is(err, keys.ErrInvalidPlan):

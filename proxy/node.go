@@ -60,8 +60,14 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 			return n, err
 		}
 		n.store = valkeyStore
-	} else if n.store, err = keys.OpenBolt(cfg.Store.Path); err != nil {
-		return n, err
+	} else {
+		// Assigned only on success: a nil *BoltStore in n.store would be a
+		// non-nil Store, and Close would run on it.
+		boltStore, err := keys.OpenBolt(cfg.Store.Path)
+		if err != nil {
+			return n, err
+		}
+		n.store = boltStore
 	}
 
 	n.Registry, err = keys.NewRegistry(n.store, keys.RegistryOptions{

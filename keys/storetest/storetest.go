@@ -40,6 +40,9 @@ func Run(t *testing.T, f Factory) {
 	t.Run("ConcurrentReadModifyWrite", func(t *testing.T) { testConcurrentReadModifyWrite(t, f) })
 	t.Run("RevocationIsTerminal", func(t *testing.T) { testRevocationIsTerminal(t, f) })
 	t.Run("Reopen", func(t *testing.T) { testReopen(t, f) })
+	t.Run("KeysNeedTheirPlan", func(t *testing.T) { testKeysNeedTheirPlan(t, f) })
+	t.Run("PlanInUse", func(t *testing.T) { testPlanInUse(t, f) })
+	t.Run("PlanInUseAfterReopen", func(t *testing.T) { testPlanInUseAfterReopen(t, f) })
 }
 
 // open returns a store from f that is closed when t ends.
@@ -47,6 +50,17 @@ func open(t *testing.T, f Factory) keys.Store {
 	t.Helper()
 	s := f.Open(t)
 	t.Cleanup(func() { s.Close() })
+	return s
+}
+
+// openWithPlans returns a store from f holding an empty plan of each name,
+// for keys to be written onto.
+func openWithPlans(t *testing.T, f Factory, names ...string) keys.Store {
+	t.Helper()
+	s := open(t, f)
+	for _, name := range names {
+		mustPutPlan(t, s, &keys.Plan{Name: name, Models: []string{"*"}})
+	}
 	return s
 }
 
@@ -137,7 +151,7 @@ func checkHashNotFound(t *testing.T, s keys.Store, hash [32]byte) {
 }
 
 func testKeyByIDAndHash(t *testing.T, f Factory) {
-	s := open(t, f)
+	s := openWithPlans(t, f, "free", "pro")
 	ctx := context.Background()
 
 	active := newKey(1, "free")
@@ -170,7 +184,7 @@ func testKeyByIDAndHash(t *testing.T, f Factory) {
 }
 
 func testRotate(t *testing.T, f Factory) {
-	s := open(t, f)
+	s := openWithPlans(t, f, "free")
 	k := newKey(1, "free")
 	mustPutKey(t, s, k)
 	other := newKey(2, "free")
@@ -194,7 +208,7 @@ func testRotate(t *testing.T, f Factory) {
 }
 
 func testHashOwnedByAnotherKey(t *testing.T, f Factory) {
-	s := open(t, f)
+	s := openWithPlans(t, f, "free")
 	a := newKey(1, "free")
 	mustPutKey(t, s, a)
 	b := newKey(2, "free")
@@ -210,7 +224,7 @@ func testHashOwnedByAnotherKey(t *testing.T, f Factory) {
 }
 
 func testKeysOrder(t *testing.T, f Factory) {
-	s := open(t, f)
+	s := openWithPlans(t, f, "p")
 	ctx := context.Background()
 
 	if all, err := s.Keys(ctx); err != nil || len(all) != 0 {
@@ -334,7 +348,7 @@ func testInvalidPlan(t *testing.T, f Factory) {
 }
 
 func testCopies(t *testing.T, f Factory) {
-	s := open(t, f)
+	s := openWithPlans(t, f, "free")
 	ctx := context.Background()
 	k := newKey(1, "free")
 	want := *k
@@ -506,7 +520,7 @@ func putErr(t *testing.T, s keys.Store, k *keys.Key, want error) {
 }
 
 func testCompareAndSet(t *testing.T, f Factory) {
-	s := open(t, f)
+	s := openWithPlans(t, f, "free")
 	ctx := context.Background()
 	k := newKey(1, "free")
 	mustPutKey(t, s, k)
@@ -558,7 +572,7 @@ func testCompareAndSet(t *testing.T, f Factory) {
 // testConcurrentReadModifyWrite runs increments as read, modify, compare-
 // and-set, retry from many goroutines: none may be lost.
 func testConcurrentReadModifyWrite(t *testing.T, f Factory) {
-	s := open(t, f)
+	s := openWithPlans(t, f, "free")
 	ctx := context.Background()
 	k := newKey(1, "free")
 	mustPutKey(t, s, k)
@@ -603,7 +617,7 @@ func testConcurrentReadModifyWrite(t *testing.T, f Factory) {
 }
 
 func testRevocationIsTerminal(t *testing.T, f Factory) {
-	s := open(t, f)
+	s := openWithPlans(t, f, "free")
 	k := newKey(1, "free")
 	mustPutKey(t, s, k)
 	revoked := k.Clone()
@@ -625,4 +639,110 @@ func testRevocationIsTerminal(t *testing.T, f Factory) {
 	renamed.Name = "renamed after revocation"
 	mustPutKey(t, s, renamed)
 	checkKey(t, s, renamed)
+}
+
+// deleteErr asserts that DeletePlan(name) fails with want, or succeeds when
+// want is nil.
+func deleteErr(t *testing.T, s keys.Store, name string, want error) {
+	t.Helper()
+	err := s.DeletePlan(context.Background(), name)
+	if want == nil && err != nil || want != nil && !errors.Is(err, want) {
+		t.Fatalf("DeletePlan(%s) = %v, want %v", name, err, want)
+	}
+}
+
+// testKeysNeedTheirPlan: an unrevoked key is written only onto a plan that
+// exists, in the same atomic step as the write, and a refused write changes
+// nothing.
+func testKeysNeedTheirPlan(t *testing.T, f Factory) {
+	s := openWithPlans(t, f, "free")
+	ctx := context.Background()
+	putErr(t, s, newKey(1, "missing"), keys.ErrPlanNotFound)
+	if k, err := s.KeyByID(ctx, newKey(1, "").ID); !errors.Is(err, keys.ErrNotFound) {
+		t.Fatalf("KeyByID after a refused create = %v, %v; want ErrNotFound", k, err)
+	}
+	checkHashNotFound(t, s, hashOf(1))
+	putErr(t, s, newKey(1, ""), keys.ErrPlanNotFound)
+
+	k := newKey(2, "free")
+	mustPutKey(t, s, k)
+	moved := k.Clone()
+	moved.Plan = "missing"
+	putErr(t, s, moved, keys.ErrPlanNotFound)
+	checkKey(t, s, k)
+	deleteErr(t, s, "free", keys.ErrPlanInUse)
+
+	// A revoked key uses no plan, so revoking or renaming it needs none:
+	// that is how a key stranded on a missing plan by older data is retired.
+	revoked := newKey(3, "missing")
+	revoked.RevokedAt = base()
+	mustPutKey(t, s, revoked)
+	revoked.Name = "renamed"
+	mustPutKey(t, s, revoked)
+	checkKey(t, s, revoked)
+}
+
+// testPlanInUse: DeletePlan refuses while an unrevoked key (expired ones
+// included) names the plan, follows keys as they move between plans and are
+// revoked, and is not fooled by rotations, rewrites or plan replacement.
+func testPlanInUse(t *testing.T, f Factory) {
+	s := openWithPlans(t, f, "a", "b", "unused")
+	deleteErr(t, s, "unused", nil)
+	deleteErr(t, s, "unused", keys.ErrNotFound)
+
+	one, two := newKey(1, "a"), newKey(2, "a")
+	two.ExpiresAt = base().Add(-time.Hour) // expired long ago: still a user
+	mustPutKey(t, s, one)
+	mustPutKey(t, s, two)
+	deleteErr(t, s, "a", keys.ErrPlanInUse)
+	deleteErr(t, s, "b", nil)
+	mustPutPlan(t, s, &keys.Plan{Name: "b", Models: []string{"*"}})
+
+	// Rewrites and rotations of a key keep one use, not two.
+	one.Name = "renamed"
+	mustPutKey(t, s, one)
+	one.Hash = hashOf(11)
+	mustPutKey(t, s, one)
+	// Replacing the plan is not deleting it: its users stay.
+	mustPutPlan(t, s, &keys.Plan{Name: "a", Models: []string{"gpt-4o"}})
+
+	one.Plan = "b"
+	mustPutKey(t, s, one)
+	deleteErr(t, s, "a", keys.ErrPlanInUse) // two still uses it
+	deleteErr(t, s, "b", keys.ErrPlanInUse)
+
+	two.RevokedAt = base()
+	mustPutKey(t, s, two)
+	two.Name = "revoked and renamed"
+	mustPutKey(t, s, two)
+	deleteErr(t, s, "a", nil)
+
+	// A refused move leaves the counts as they were.
+	one.Plan = "a"
+	putErr(t, s, one, keys.ErrPlanNotFound)
+	one.Plan = "b"
+	deleteErr(t, s, "b", keys.ErrPlanInUse)
+	one.RevokedAt = base()
+	mustPutKey(t, s, one)
+	deleteErr(t, s, "b", nil)
+}
+
+// testPlanInUseAfterReopen: what DeletePlan knows of a plan's users survives
+// a restart.
+func testPlanInUseAfterReopen(t *testing.T, f Factory) {
+	s := f.Open(t)
+	ctx := context.Background()
+	mustPutPlan(t, s, &keys.Plan{Name: "kept", Models: []string{"*"}})
+	k := newKey(1, "kept")
+	mustPutKey(t, s, k)
+	s = f.Reopen(t, s)
+	defer s.Close()
+	deleteErr(t, s, "kept", keys.ErrPlanInUse)
+	got, err := s.KeyByID(ctx, k.ID)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got.RevokedAt = base()
+	mustPutKey(t, s, got)
+	deleteErr(t, s, "kept", nil)
 }
