@@ -78,6 +78,8 @@ var (
 		message: "The request was not received in time."}
 	errBadRequest = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_request",
 		message: "The HTTP request could not be parsed."}
+	errBareLFRequest = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_request",
+		message: "The HTTP request could not be parsed: header lines must end with CRLF."}
 	errUnknownURL = &apiError{status: fasthttp.StatusNotFound, typ: typeInvalidRequest, code: "unknown_url",
 		message: "Invalid URL: "}
 	errMethodNotAllowed = &apiError{status: fasthttp.StatusMethodNotAllowed, typ: typeInvalidRequest, code: "method_not_allowed",
@@ -190,6 +192,8 @@ func serverError(ctx *fasthttp.RequestCtx, err error) {
 		e = errHeaderTooLarge
 	case errors.As(err, &netErr) && netErr.Timeout():
 		e = errRequestTimeout
+	case errors.Is(err, errBareLF):
+		e = errBareLFRequest
 	default:
 		e = errBadRequest
 	}

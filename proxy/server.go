@@ -153,6 +153,9 @@ func (s *Server) newHTTPServer(cfg *config.Config, h fasthttp.RequestHandler) *f
 		ReadBufferSize: 4 << 10,
 		TCPKeepalive:   true,
 		Logger:         fasthttpLogger{s.log},
+		// Keeps the raw request out of fasthttp's error texts; fasthttpLogger
+		// does not log those texts either, this is the second lock.
+		SecureErrorLogMessage: true,
 	}
 }
 
@@ -289,11 +292,52 @@ func healthz(ctx *fasthttp.RequestCtx) {
 	ctx.SetBodyString(`{"status":"ok"}`)
 }
 
-// fasthttpLogger routes fasthttp's own messages into slog.
+// fasthttpLogger routes fasthttp's own messages into slog without what a
+// client sent. fasthttp formats its errors with the raw request in them
+// (headers with their keys, body bytes), so an error is logged only as its
+// class; addresses and numbers pass; any other argument is redacted. The
+// format string is fasthttp's own constant text.
 type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Warn(fmt.Sprintf(format, args...), "source", "fasthttp")
+	safe := make([]any, len(args))
+	for i, a := range args {
+		safe[i] = logSafe(a)
+	}
+	l.log.Warn(fmt.Sprintf(format, safe...), "source", "fasthttp")
+}
+
+// logSafe returns what of a fasthttp log argument may be logged.
+func logSafe(a any) any {
+	switch v := a.(type) {
+	case net.Addr:
+		return v.String()
+	case int, int64, uint64, uint32, int32, time.Duration:
+		return v
+	case error:
+		return errorClass(v)
+	}
+	return "[redacted]"
+}
+
+// errorClass names what went wrong with a connection in words of our own,
+// never the error's text, which may quote the request.
+func errorClass(err error) string {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, errBareLF):
+		return "request line ends without CR"
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return "request body too large"
+	case errors.As(err, &small):
+		return "request headers too large"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout"
+	case errors.Is(err, net.ErrClosed):
+		return "connection closed"
+	}
+	return "malformed request"
 }
 
 // callCtx is the context of the store and gate calls a request makes: never
