@@ -3,6 +3,7 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
@@ -171,12 +172,16 @@ func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
 	public.POST("/v1/embeddings", s.embeddings)
 	public.GET("/v1/models", s.listModels)
 	public.GET("/v1/models/{model}", s.getModel)
-	public.GET("/v1/keys/{id}/usage", s.keyUsage)
 	public.GET("/healthz", healthz)
 	public.GET("/readyz", s.readyz)
 
 	r := public
-	if cfg.Admin.Listen != "" {
+	if cfg.Admin.Listen == "" {
+		public.GET("/v1/keys/{id}/usage", s.keyUsage)
+	} else {
+		// The admin side lives only on admin.listen: here the admin key is
+		// no key at all, as it is for inference.
+		public.GET("/v1/keys/{id}/usage", s.refuseAdminKey(s.keyUsage))
 		admin = s.newRouter()
 		admin.GET("/healthz", healthz)
 		admin.GET("/readyz", s.readyz)
@@ -277,7 +282,35 @@ func unknownURL(ctx *fasthttp.RequestCtx) {
 	writeError(ctx, errUnknownURL, methodAndPath(ctx))
 }
 
+// refuseAdminKey wraps a public handler that would take the admin key, for
+// a listener where the admin side is not served.
+func (s *Server) refuseAdminKey(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if token := bearerToken(ctx); token != nil && s.isAdmin(token) {
+			writeError(ctx, errUnknownKey, nil)
+			return
+		}
+		h(ctx)
+	}
+}
+
 func methodNotAllowed(ctx *fasthttp.RequestCtx) {
+	// The router lists OPTIONS among the allowed methods although it is
+	// not served (HandleOPTIONS is off): an Allow header names only what
+	// answers.
+	allow := ctx.Response.Header.Peek(fasthttp.HeaderAllow)
+	var kept []byte
+	for m := range bytes.SplitSeq(allow, []byte(",")) {
+		m = bytes.TrimSpace(m)
+		if len(m) == 0 || string(m) == fasthttp.MethodOptions {
+			continue
+		}
+		if len(kept) > 0 {
+			kept = append(kept, ", "...)
+		}
+		kept = append(kept, m...)
+	}
+	ctx.Response.Header.SetBytesV(fasthttp.HeaderAllow, kept)
 	writeError(ctx, errMethodNotAllowed, methodAndPath(ctx))
 }
 
