@@ -74,6 +74,11 @@ type Server struct {
 	// MaxStreamDrains caps the streams drained at once; past it, a stream
 	// whose client left is cut and billed an estimate.
 	MaxStreamDrains int `yaml:"max_stream_drains"`
+	// MaxBodyBytesInFlight bounds the request body bytes the node holds at
+	// once, all requests together: each request reserves its declared length
+	// before its body is read, and one that finds the budget spent gets 503.
+	// It is never less than MaxBodyBytes, so the largest body can be read.
+	MaxBodyBytesInFlight ByteSize `yaml:"max_body_bytes_in_flight"`
 }
 
 // Admin configures the operators' endpoints.

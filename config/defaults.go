@@ -22,6 +22,9 @@ func defaultConfig() Config {
 			ShutdownTimeout:    30 * time.Second,
 			StreamDrainTimeout: 30 * time.Second,
 			MaxStreamDrains:    256,
+			// Four bodies of the largest default size, or thousands of
+			// ordinary prompts, at once; well under what a laptop holds.
+			MaxBodyBytesInFlight: 64 * MiB,
 		},
 		Store: Store{Path: "./data", Journal: Journal{SyncInterval: time.Second, SegmentSize: 32 * MiB}},
 		Cache: Cache{MaxKeys: keys.DefaultMaxKeys, NegativeTTL: keys.DefaultNegativeTTL,

@@ -35,7 +35,7 @@ func TestDefaultsApplied(t *testing.T) {
 		Listen:       "127.0.0.1:8080",
 		MaxBodyBytes: 16777216,
 		Server: Server{ReadTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 30 * time.Second,
-			StreamDrainTimeout: 30 * time.Second, MaxStreamDrains: 256},
+			StreamDrainTimeout: 30 * time.Second, MaxStreamDrains: 256, MaxBodyBytesInFlight: 64 * MiB},
 		Store: Store{Path: "./data", Journal: Journal{SyncInterval: time.Second, SegmentSize: 32 << 20}},
 		Cache: Cache{MaxKeys: 1000000, NegativeTTL: 2 * time.Second, StaleAfter: time.Second, StaleIfError: 4 * time.Second},
 		Log:   Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
@@ -159,7 +159,7 @@ func TestUnknownKeyRejected(t *testing.T) {
 	f(minimal+"lisen: :80\n",
 		"config: test.yaml: line 3: lisen: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, upstreams, models, plans")
 	f(minimal+"server:\n  read_timout: 1s\n",
-		"config: test.yaml: line 4: server.read_timout: unknown key; the keys allowed here are read_timeout, idle_timeout, shutdown_timeout, stream_drain_timeout, max_stream_drains")
+		"config: test.yaml: line 4: server.read_timout: unknown key; the keys allowed here are read_timeout, idle_timeout, shutdown_timeout, stream_drain_timeout, max_stream_drains, max_body_bytes_in_flight")
 	f(`upstreams:
   - {name: mock, base_url: "inproc://mock"}
   - {name: b, base_url: "inproc://mock", maxconns: 1}

@@ -86,6 +86,10 @@ func (c *Config) validateServer(p *problems) {
 	p.positive("server.idle_timeout", c.Server.IdleTimeout, def.Server.IdleTimeout)
 	p.positive("server.shutdown_timeout", c.Server.ShutdownTimeout, def.Server.ShutdownTimeout)
 	p.positive("server.stream_drain_timeout", c.Server.StreamDrainTimeout, def.Server.StreamDrainTimeout)
+	if c.Server.MaxBodyBytesInFlight < KiB || c.Server.MaxBodyBytesInFlight > 64*GiB {
+		p.add("server.max_body_bytes_in_flight", "%d bytes is out of range; use from 1KiB to 64GiB, or remove it for the default %s",
+			c.Server.MaxBodyBytesInFlight, def.Server.MaxBodyBytesInFlight)
+	}
 	if c.Server.MaxStreamDrains < 0 {
 		p.add("server.max_stream_drains", "%d is negative; use 0 to never drain, or remove it for the default %d", c.Server.MaxStreamDrains, def.Server.MaxStreamDrains)
 	}

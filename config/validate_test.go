@@ -82,6 +82,8 @@ func TestValidateRules(t *testing.T) {
 		"max_body_bytes: 1023 bytes is out of range; use from 1KiB to 1GiB, or remove it for the default 16MiB")
 	f(func(c *Config) { c.MaxBodyBytes = GiB + 1 },
 		"max_body_bytes: 1073741825 bytes is out of range; use from 1KiB to 1GiB, or remove it for the default 16MiB")
+	f(func(c *Config) { c.Server.MaxBodyBytesInFlight = 0 },
+		"server.max_body_bytes_in_flight: 0 bytes is out of range; use from 1KiB to 64GiB, or remove it for the default 64MiB")
 	f(func(c *Config) { c.Server.ReadTimeout = 0 },
 		"server.read_timeout: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 30s")
 	f(func(c *Config) { c.Server.IdleTimeout = -time.Second },

@@ -24,6 +24,9 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 // adminHandler serves one request on the admin listener.
 func (s *Server) adminHandler(ctx *fasthttp.RequestCtx) {
 	s.ids.set(ctx)
-	s.adminRouter.Handler(ctx)
+	if s.bodyFits(ctx) {
+		s.adminRouter.Handler(ctx)
+		closeIfBodyUnread(ctx)
+	}
 	s.countOther(ctx)
 }

@@ -72,12 +72,18 @@ var (
 		message: "Your plan does not include the model: "}
 	errBodyTooLarge = &apiError{status: fasthttp.StatusRequestEntityTooLarge, typ: typeInvalidRequest, code: "request_too_large",
 		message: "The request body is larger than this gateway accepts (max_body_bytes)."}
+	errBodiesBusy = &apiError{status: fasthttp.StatusServiceUnavailable, typ: typeServer, code: "server_busy",
+		message: "The gateway is holding as many request bodies as it may at once (server.max_body_bytes_in_flight); retry shortly."}
+	errBodyIncomplete = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_request",
+		message: "The request body could not be read to its end."}
 	errHeaderTooLarge = &apiError{status: fasthttp.StatusRequestHeaderFieldsTooLarge, typ: typeInvalidRequest, code: "headers_too_large",
 		message: "The request headers are too large."}
 	errRequestTimeout = &apiError{status: fasthttp.StatusRequestTimeout, typ: typeInvalidRequest, code: "request_timeout",
 		message: "The request was not received in time."}
 	errBadRequest = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_request",
 		message: "The HTTP request could not be parsed."}
+	errBareLFRequest = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_request",
+		message: "The HTTP request could not be parsed: header lines must end with CRLF."}
 	errUnknownURL = &apiError{status: fasthttp.StatusNotFound, typ: typeInvalidRequest, code: "unknown_url",
 		message: "Invalid URL: "}
 	errMethodNotAllowed = &apiError{status: fasthttp.StatusMethodNotAllowed, typ: typeInvalidRequest, code: "method_not_allowed",
@@ -194,6 +200,8 @@ func serverError(ctx *fasthttp.RequestCtx, err error) {
 		e = errHeaderTooLarge
 	case errors.As(err, &netErr) && netErr.Timeout():
 		e = errRequestTimeout
+	case errors.Is(err, errBareLF):
+		e = errBareLFRequest
 	default:
 		e = errBadRequest
 	}

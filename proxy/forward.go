@@ -23,13 +23,26 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 	var c claim
 	c.rec = requestRecord{start: ctx.Time(), ep: ep}
 	defer s.finishHandler(ctx, &c)
+	// The body is read only once the key is known good, and what it may
+	// hold is reserved first (see readBody); released when this returns.
+	var bodyHeld int64
+	defer s.bodies.release(&bodyHeld)
 	key, plan, ok := s.authenticate(ctx)
 	if !ok {
 		return
 	}
 	c.rec.keyID, c.rec.plan = key.ID, plan.Name
+	body, e := s.readBody(ctx, &bodyHeld)
+	if e != nil {
+		if e == errBodiesBusy {
+			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		}
+		writeError(ctx, e, nil)
+		ctx.SetConnectionClose()
+		return
+	}
 	var f requestFields
-	if e, detail := f.parse(ctx.PostBody()); e != nil {
+	if e, detail := f.parse(body); e != nil {
 		writeError(ctx, e, detail)
 		return
 	}
@@ -121,7 +134,12 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*keys.Key, *keys.Plan, 
 // bearerToken returns the token of an "Authorization: Bearer <token>" header,
 // or nil when there is none.
 func bearerToken(ctx *fasthttp.RequestCtx) []byte {
-	h := ctx.Request.Header.Peek(fasthttp.HeaderAuthorization)
+	return bearerTokenOf(&ctx.Request.Header)
+}
+
+// bearerTokenOf is bearerToken from the request's headers alone.
+func bearerTokenOf(hdr *fasthttp.RequestHeader) []byte {
+	h := hdr.Peek(fasthttp.HeaderAuthorization)
 	if len(h) <= len(bearerPrefix) {
 		return nil
 	}

@@ -41,3 +41,66 @@ func transientAcceptError(err error) bool {
 		errors.Is(err, syscall.ENOBUFS) || errors.Is(err, syscall.ENOMEM) ||
 		errors.Is(err, syscall.ECONNABORTED) || errors.Is(err, syscall.ECONNRESET)
 }
+
+// errBareLF is a request whose header lines end in LF without CR.
+var errBareLF = errors.New("proxy: request header line ends with a bare LF")
+
+// strictLinesListener gives each connection a check of its first request's
+// header block for bare LF line ends. fasthttp waits for CRLFCRLF to end a
+// header block, so a client ending lines in bare LF (which RFC 9112 lets a
+// server refuse) would wait, holding the connection, until read_timeout; with
+// the check it gets a 400 at once.
+type strictLinesListener struct{ net.Listener }
+
+func (l strictLinesListener) Accept() (net.Conn, error) {
+	c, err := l.Listener.Accept()
+	if err != nil {
+		return c, err
+	}
+	return &strictLinesConn{Conn: c}, nil
+}
+
+// strictLinesConn refuses a bare LF in the first header block read from it.
+// Only the first request is checked: later ones on a keep-alive connection
+// come from a client that has already shown it sends CRLF, and scanning every
+// read would cost the hot path; a body may hold bare LFs anyway.
+type strictLinesConn struct {
+	net.Conn
+	done    bool // the first header block has ended (or was refused)
+	crlfRun int  // how much of CRLFCRLF the bytes read so far end with
+	prev    byte
+	scanned int
+}
+
+// strictLinesScanMax bounds the scan: a header block longer than fasthttp's
+// read buffer is refused by fasthttp itself (431).
+const strictLinesScanMax = 8 << 10
+
+func (c *strictLinesConn) Read(p []byte) (int, error) {
+	n, err := c.Conn.Read(p)
+	if c.done || n <= 0 {
+		return n, err
+	}
+	for _, b := range p[:n] {
+		switch {
+		case b == '\n' && c.prev != '\r':
+			c.done = true
+			return n, errBareLF
+		case b == '\r' && (c.crlfRun == 0 || c.crlfRun == 2):
+			c.crlfRun++
+		case b == '\n' && (c.crlfRun == 1 || c.crlfRun == 3):
+			c.crlfRun++
+		default:
+			c.crlfRun = 0
+		}
+		c.prev = b
+		c.scanned++
+		// A block starting with CRLF (a blank line before the request,
+		// which RFC 9112 tolerates) is not its end.
+		if c.crlfRun == 4 && c.scanned > 4 || c.scanned >= strictLinesScanMax {
+			c.done = true
+			break
+		}
+	}
+	return n, err
+}

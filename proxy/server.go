@@ -3,12 +3,15 @@
 package proxy
 
 import (
+	"bytes"
 	"context"
 	"crypto/sha256"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net"
+	"sync"
 	"sync/atomic"
 	"time"
 
@@ -78,6 +81,13 @@ type Server struct {
 	maxDrains          int64
 	drainTimeout       time.Duration
 	streamWriteTimeout time.Duration
+
+	// bodies bounds the request body bytes held at once; maxBody is
+	// max_body_bytes.
+	bodies  bodyBudget
+	maxBody int64
+	// bodyBufs are the buffers request bodies are read into, *[]byte.
+	bodyBufs sync.Pool
 }
 
 // New builds a Server; it starts nothing until Serve.
@@ -106,7 +116,10 @@ func New(o Options) (*Server, error) {
 		// A stream's client that takes nothing for this long is gone.
 		streamWriteTimeout: cfg.Server.IdleTimeout,
 		metrics:            o.metrics,
+		maxBody:            int64(cfg.MaxBodyBytes),
 	}
+	s.bodies.init(max(int64(cfg.Server.MaxBodyBytesInFlight), int64(cfg.MaxBodyBytes)))
+	s.bodyBufs.New = func() any { return new([]byte) }
 	if s.metrics == nil {
 		s.metrics = newGatewayMetrics()
 	}
@@ -125,16 +138,21 @@ func New(o Options) (*Server, error) {
 		}
 	}
 	s.router, s.adminRouter = s.routes(cfg)
-	s.http = s.newHTTPServer(cfg, s.Handler)
-	if s.adminRouter != nil {
-		s.adminHTTP = s.newHTTPServer(cfg, s.adminHandler)
+	if s.adminRouter == nil {
+		s.http = s.newHTTPServer(cfg, s.Handler, s.admitBody(true, true))
+	} else {
+		s.http = s.newHTTPServer(cfg, s.Handler, s.admitBody(true, false))
+		s.adminHTTP = s.newHTTPServer(cfg, s.adminHandler, s.admitBody(false, true))
 	}
 	return s, nil
 }
 
-func (s *Server) newHTTPServer(cfg *config.Config, h fasthttp.RequestHandler) *fasthttp.Server {
+func (s *Server) newHTTPServer(cfg *config.Config, h fasthttp.RequestHandler,
+	headers func(*fasthttp.RequestHeader) fasthttp.RequestConfig) *fasthttp.Server {
 	return &fasthttp.Server{
-		Handler:                      h,
+		Handler: h,
+		// Refuses a body without a well-formed key from its headers.
+		HeaderReceived:               headers,
 		ErrorHandler:                 s.serverError,
 		ConnState:                    s.conns.track,
 		NoDefaultServerHeader:        true,
@@ -153,6 +171,9 @@ func (s *Server) newHTTPServer(cfg *config.Config, h fasthttp.RequestHandler) *f
 		ReadBufferSize: 4 << 10,
 		TCPKeepalive:   true,
 		Logger:         fasthttpLogger{s.log},
+		// Keeps the raw request out of fasthttp's error texts; fasthttpLogger
+		// does not log those texts either, this is the second lock.
+		SecureErrorLogMessage: true,
 	}
 }
 
@@ -168,12 +189,16 @@ func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
 	public.POST("/v1/embeddings", s.embeddings)
 	public.GET("/v1/models", s.listModels)
 	public.GET("/v1/models/{model}", s.getModel)
-	public.GET("/v1/keys/{id}/usage", s.keyUsage)
 	public.GET("/healthz", healthz)
 	public.GET("/readyz", s.readyz)
 
 	r := public
-	if cfg.Admin.Listen != "" {
+	if cfg.Admin.Listen == "" {
+		public.GET("/v1/keys/{id}/usage", s.keyUsage)
+	} else {
+		// The admin side lives only on admin.listen: here the admin key is
+		// no key at all, as it is for inference.
+		public.GET("/v1/keys/{id}/usage", s.refuseAdminKey(s.keyUsage))
 		admin = s.newRouter()
 		admin.GET("/healthz", healthz)
 		admin.GET("/readyz", s.readyz)
@@ -232,8 +257,185 @@ func (s *Server) newRouter() *router.Router {
 // x-request-id.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	s.ids.set(ctx)
-	s.router.Handler(ctx)
+	if s.bodyFits(ctx) {
+		s.router.Handler(ctx)
+		closeIfBodyUnread(ctx)
+	}
 	s.countOther(ctx)
+}
+
+// admitBody returns fasthttp's HeaderReceived hook for a listener: a request
+// with a body whose bearer token is neither a well-formed user key (when
+// user) nor the admin key (when admin) will be refused from its headers, so
+// fasthttp is told it has no body and does not wait for one, and the
+// connection is closed after the answer (its unread body must not be read as
+// a next request). The handler authenticates and answers the refusal.
+//
+// The hook checks the key's form and checksum, not the store: a second
+// lookup per request would double the cache's work and, for a key not yet
+// cached, the store round trips. A well-formed unknown key (forging the
+// checksum is easy) costs what fasthttp reads before the handler, at most
+// 8 KiB, and is then refused before the rest is read.
+func (s *Server) admitBody(user, admin bool) func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
+	return func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+		if cl := h.ContentLength(); cl != 0 && cl != -2 && !s.mayHaveBody(h, user, admin) {
+			h.SetContentLength(0)
+			h.SetConnectionClose()
+		}
+		return fasthttp.RequestConfig{}
+	}
+}
+
+func (s *Server) mayHaveBody(h *fasthttp.RequestHeader, user, admin bool) bool {
+	token := bearerTokenOf(h)
+	if token == nil {
+		return false
+	}
+	if user {
+		if _, err := keys.ParseSecret(token); err == nil {
+			return true
+		}
+	}
+	return admin && s.isAdmin(token)
+}
+
+// bodyFits answers 413 to a request declaring a body over max_body_bytes,
+// on every route, before anything reads it.
+func (s *Server) bodyFits(ctx *fasthttp.RequestCtx) bool {
+	if int64(ctx.Request.Header.ContentLength()) <= s.maxBody {
+		return true
+	}
+	writeError(ctx, errBodyTooLarge, nil)
+	ctx.SetConnectionClose()
+	lingerDrain(ctx.Conn())
+	return false
+}
+
+// closeIfBodyUnread closes the connection after a request whose handler
+// answered without reading its body: the rest of the body would otherwise
+// be read (or parsed) as the next request.
+func closeIfBodyUnread(ctx *fasthttp.RequestCtx) {
+	if ctx.Request.IsBodyStream() && ctx.Request.Header.ContentLength() != 0 {
+		ctx.SetConnectionClose()
+	}
+}
+
+// bodyBudget is the node-wide bound on request body bytes held at once
+// (server.max_body_bytes_in_flight). A request reserves before it reads and
+// releases when its handler returns; one that finds too little left is
+// refused rather than queued, so the bound never turns into a wait.
+type bodyBudget struct {
+	left atomic.Int64
+	size int64
+}
+
+func (b *bodyBudget) init(size int64) {
+	b.size = size
+	b.left.Store(size)
+}
+
+// reserve takes n bytes, or nothing and false when fewer are left.
+func (b *bodyBudget) reserve(n int64) bool {
+	if b.left.Add(-n) < 0 {
+		b.left.Add(n)
+		return false
+	}
+	return true
+}
+
+// release gives back *held bytes and zeroes it.
+func (b *bodyBudget) release(held *int64) {
+	b.left.Add(*held)
+	*held = 0
+}
+
+// inUse is how many bytes are reserved now.
+func (b *bodyBudget) inUse() int64 { return b.size - b.left.Load() }
+
+// readBody reads the request body after reserving its declared length (a
+// chunked body reserves as it arrives), growing its buffer with the bytes
+// that arrive, never to more than max_body_bytes; *held is what it reserved,
+// for the caller to release.
+func (s *Server) readBody(ctx *fasthttp.RequestCtx, held *int64) ([]byte, *apiError) {
+	cl := int64(ctx.Request.Header.ContentLength())
+	if cl == 0 || !ctx.Request.IsBodyStream() {
+		return ctx.PostBody(), nil
+	}
+	if cl > 0 {
+		if !s.bodies.reserve(cl) {
+			return nil, errBodiesBusy
+		}
+		*held = cl
+	}
+	// Not ctx.PostBody: on a stream fasthttp logs a warning per call, and
+	// puts a read error's text in place of the body.
+	p := s.bodyBufs.Get().(*[]byte)
+	defer func() {
+		if cap(*p) <= maxPooledBody {
+			s.bodyBufs.Put(p)
+		} else {
+			*p = nil
+			s.bodyBufs.Put(p)
+		}
+	}()
+	b, e := s.readStream(ctx.RequestBodyStream(), (*p)[:0], cl, held)
+	*p = b
+	if e != nil {
+		return nil, e
+	}
+	// Copied into the request's own pooled buffer: the upstream request
+	// may outlive this handler (a stream relay).
+	ctx.Request.SetBody(b)
+	return ctx.Request.Body(), nil
+}
+
+// maxPooledBody is the largest body buffer kept for the next request: a
+// rare large body's memory goes back to the runtime.
+const maxPooledBody = 1 << 20
+
+// chunkedStep is how much a chunked body reserves at least at a time.
+const chunkedStep = 64 << 10
+
+// readStream appends the body read from r to dst, growing it as bytes arrive
+// (at most to the declared length cl, or to max_body_bytes when chunked,
+// cl < 0, reserving as it grows).
+func (s *Server) readStream(r io.Reader, dst []byte, cl int64, held *int64) ([]byte, *apiError) {
+	limit := cl
+	if cl < 0 {
+		limit = s.maxBody
+	}
+	for {
+		if len(dst) == cap(dst) {
+			if int64(len(dst)) > limit {
+				return dst, errBodyTooLarge
+			}
+			next := min(max(2*int64(cap(dst)), 4<<10), limit+1)
+			if cl < 0 && next > *held {
+				step := min(max(next, 2**held, chunkedStep), s.maxBody+1) - *held
+				if !s.bodies.reserve(step) {
+					return dst, errBodiesBusy
+				}
+				*held += step
+			}
+			grown := make([]byte, len(dst), next)
+			copy(grown, dst)
+			dst = grown
+		}
+		n, err := r.Read(dst[len(dst):cap(dst)])
+		dst = dst[:len(dst)+n]
+		if int64(len(dst)) > limit {
+			return dst, errBodyTooLarge
+		}
+		if err == io.EOF {
+			if cl > 0 && int64(len(dst)) != cl {
+				return dst, errBodyIncomplete
+			}
+			return dst, nil
+		}
+		if err != nil {
+			return dst, errBodyIncomplete
+		}
+	}
 }
 
 // Serve accepts connections on ln until Shutdown, with TLS when the config
@@ -274,7 +476,35 @@ func unknownURL(ctx *fasthttp.RequestCtx) {
 	writeError(ctx, errUnknownURL, methodAndPath(ctx))
 }
 
+// refuseAdminKey wraps a public handler that would take the admin key, for
+// a listener where the admin side is not served.
+func (s *Server) refuseAdminKey(h fasthttp.RequestHandler) fasthttp.RequestHandler {
+	return func(ctx *fasthttp.RequestCtx) {
+		if token := bearerToken(ctx); token != nil && s.isAdmin(token) {
+			writeError(ctx, errUnknownKey, nil)
+			return
+		}
+		h(ctx)
+	}
+}
+
 func methodNotAllowed(ctx *fasthttp.RequestCtx) {
+	// The router lists OPTIONS among the allowed methods although it is
+	// not served (HandleOPTIONS is off): an Allow header names only what
+	// answers.
+	allow := ctx.Response.Header.Peek(fasthttp.HeaderAllow)
+	var kept []byte
+	for m := range bytes.SplitSeq(allow, []byte(",")) {
+		m = bytes.TrimSpace(m)
+		if len(m) == 0 || string(m) == fasthttp.MethodOptions {
+			continue
+		}
+		if len(kept) > 0 {
+			kept = append(kept, ", "...)
+		}
+		kept = append(kept, m...)
+	}
+	ctx.Response.Header.SetBytesV(fasthttp.HeaderAllow, kept)
 	writeError(ctx, errMethodNotAllowed, methodAndPath(ctx))
 }
 
@@ -289,11 +519,52 @@ func healthz(ctx *fasthttp.RequestCtx) {
 	ctx.SetBodyString(`{"status":"ok"}`)
 }
 
-// fasthttpLogger routes fasthttp's own messages into slog.
+// fasthttpLogger routes fasthttp's own messages into slog without what a
+// client sent. fasthttp formats its errors with the raw request in them
+// (headers with their keys, body bytes), so an error is logged only as its
+// class; addresses and numbers pass; any other argument is redacted. The
+// format string is fasthttp's own constant text.
 type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {
-	l.log.Warn(fmt.Sprintf(format, args...), "source", "fasthttp")
+	safe := make([]any, len(args))
+	for i, a := range args {
+		safe[i] = logSafe(a)
+	}
+	l.log.Warn(fmt.Sprintf(format, safe...), "source", "fasthttp")
+}
+
+// logSafe returns what of a fasthttp log argument may be logged.
+func logSafe(a any) any {
+	switch v := a.(type) {
+	case net.Addr:
+		return v.String()
+	case int, int64, uint64, uint32, int32, time.Duration:
+		return v
+	case error:
+		return errorClass(v)
+	}
+	return "[redacted]"
+}
+
+// errorClass names what went wrong with a connection in words of our own,
+// never the error's text, which may quote the request.
+func errorClass(err error) string {
+	var small *fasthttp.ErrSmallBuffer
+	var netErr net.Error
+	switch {
+	case errors.Is(err, errBareLF):
+		return "request line ends without CR"
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		return "request body too large"
+	case errors.As(err, &small):
+		return "request headers too large"
+	case errors.As(err, &netErr) && netErr.Timeout():
+		return "timeout"
+	case errors.Is(err, net.ErrClosed):
+		return "connection closed"
+	}
+	return "malformed request"
 }
 
 // callCtx is the context of the store and gate calls a request makes: never

@@ -44,11 +44,12 @@ func loadCertificate(c config.TLS) (*tls.Certificate, error) {
 }
 
 // listener returns ln as the servers accept on it: through passing accept
-// errors, and with TLS when the config has a certificate.
+// errors, with TLS when the config has a certificate, and with the first
+// request's line ends checked on the plain text (see strictLinesConn).
 func (s *Server) listener(ln net.Listener) net.Listener {
 	ln = retryListener{Listener: ln, log: s.log}
-	if s.tls == nil {
-		return ln
+	if s.tls != nil {
+		ln = tls.NewListener(ln, s.tls.config)
 	}
-	return tls.NewListener(ln, s.tls.config)
+	return strictLinesListener{ln}
 }
