@@ -362,11 +362,11 @@ func startGateway(t *testing.T) *gateway {
 		node.Close()
 		t.Fatal(err)
 	}
-	go node.Serve(ln) //nolint:errcheck // Serve ends with Shutdown
+	go node.Serve(ln) // Serve ends with Shutdown
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
-		node.Shutdown(ctx) //nolint:errcheck
+		node.Shutdown(ctx)
 		node.Close()
 	})
 	return &gateway{url: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 10 * time.Second}}

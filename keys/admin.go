@@ -89,17 +89,17 @@ func writeFileOnce(path string, data []byte) (bool, error) {
 	if err != nil {
 		return false, err
 	}
-	defer os.Remove(tmp.Name())
+	defer os.Remove(tmp.Name()) //nolint:errcheck // gone already once linked or renamed
 	if err := tmp.Chmod(0o600); err != nil {
-		tmp.Close()
+		tmp.Close() //nolint:errcheck // the failure above is the one returned
 		return false, err
 	}
 	if _, err := tmp.Write(data); err != nil {
-		tmp.Close()
+		tmp.Close() //nolint:errcheck // the failure above is the one returned
 		return false, err
 	}
 	if err := tmp.Sync(); err != nil {
-		tmp.Close()
+		tmp.Close() //nolint:errcheck // the failure above is the one returned
 		return false, err
 	}
 	if err := tmp.Close(); err != nil {
@@ -119,7 +119,7 @@ func writeFileOnce(path string, data []byte) (bool, error) {
 	// Make the new directory entry itself durable.
 	if d, err := os.Open(dir); err == nil {
 		err = d.Sync()
-		d.Close()
+		d.Close() //nolint:errcheck // a directory opened only to sync it
 		if err != nil {
 			return false, err
 		}

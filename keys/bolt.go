@@ -61,7 +61,7 @@ func OpenBolt(dir string) (*BoltStore, error) {
 		return derivePlanUsers(tx)
 	})
 	if err != nil {
-		db.Close()
+		db.Close() //nolint:errcheck // opening failed: that error is returned
 		return nil, fmt.Errorf("keys: open %s: %w", path, err)
 	}
 	return &BoltStore{db: db, path: path}, nil

@@ -46,7 +46,7 @@ func OpenBoltLedger(dir string) (*BoltLedger, error) {
 		_, err := tx.CreateBucketIfNotExists(appliedBucket)
 		return err
 	}); err != nil {
-		db.Close()
+		db.Close() //nolint:errcheck // opening failed: that error is returned
 		return nil, fmt.Errorf("limits: init %s: %w", path, err)
 	}
 	return &BoltLedger{db: db}, nil

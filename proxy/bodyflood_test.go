@@ -46,7 +46,7 @@ func dialDeclaring(t *testing.T, url, auth string, contentLength int, first stri
 // answer and below the tests' read_timeout, so a hang fails.
 func readAnswer(t *testing.T, c net.Conn, br *bufio.Reader) (*http.Response, string) {
 	t.Helper()
-	c.SetReadDeadline(time.Now().Add(30 * time.Second)) //nolint:errcheck
+	c.SetReadDeadline(time.Now().Add(30 * time.Second))
 	resp, err := http.ReadResponse(br, nil)
 	if err != nil {
 		t.Fatalf("no answer: %v", err)

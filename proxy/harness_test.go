@@ -30,7 +30,7 @@ func startUpstream(t testing.TB, h fasthttp.RequestHandler) string {
 		t.Fatal(err)
 	}
 	srv := &fasthttp.Server{Handler: h, NoDefaultServerHeader: true}
-	go srv.Serve(ln) //nolint:errcheck
+	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Shutdown() })
 	return "http://" + ln.Addr().String() + "/v1"
 }
@@ -116,7 +116,7 @@ func startNodeLogging(t testing.TB, yaml string, logTo io.Writer) *gateway {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go node.Serve(ln) //nolint:errcheck
+	go node.Serve(ln)
 	if iv := node.Invalidator; iv != nil {
 		// A node's first subscription flushes its cache; wait for it so that
 		// tests warm caches that stay warm.
@@ -137,7 +137,7 @@ func (g *gateway) stop() {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
-	g.node.Shutdown(ctx) //nolint:errcheck
+	g.node.Shutdown(ctx)
 	g.node.Close()
 	g.node = nil
 }

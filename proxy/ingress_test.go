@@ -27,9 +27,9 @@ func rawExchange(t *testing.T, url, raw string, closeWrite bool) (status int, an
 		t.Fatalf("write: %v", err)
 	}
 	if closeWrite {
-		c.(*net.TCPConn).CloseWrite() //nolint:errcheck
+		c.(*net.TCPConn).CloseWrite()
 	}
-	c.SetReadDeadline(time.Now().Add(20 * time.Second)) //nolint:errcheck
+	c.SetReadDeadline(time.Now().Add(20 * time.Second))
 	b, err := io.ReadAll(c)
 	if err != nil && !isConnReset(err) {
 		t.Fatalf("read the answer: %v (got %q)", err, b)

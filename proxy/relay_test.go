@@ -81,8 +81,8 @@ func (r *relay) pipe(c net.Conn) {
 	}
 	r.conns[c], r.conns[up] = struct{}{}, struct{}{}
 	r.mu.Unlock()
-	go func() { io.Copy(up, c); up.Close(); c.Close() }() //nolint:errcheck
-	io.Copy(c, up)                                        //nolint:errcheck
+	go func() { io.Copy(up, c); up.Close(); c.Close() }()
+	io.Copy(c, up)
 	c.Close()
 	up.Close()
 }

@@ -56,7 +56,7 @@ func startFileNode(t *testing.T, yaml string) *fileNode {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go node.Serve(ln) //nolint:errcheck
+	go node.Serve(ln)
 	scheme := "http://"
 	if cfg.TLS.Enabled() {
 		scheme = "https://"
@@ -69,7 +69,7 @@ func startFileNode(t *testing.T, yaml string) *fileNode {
 		if err != nil {
 			t.Fatal(err)
 		}
-		go node.ServeAdmin(aln) //nolint:errcheck
+		go node.ServeAdmin(aln)
 		n.adminURL = scheme + aln.Addr().String()
 	}
 	if iv := node.Invalidator; iv != nil {

@@ -31,7 +31,7 @@ func TestShutdownWaitsForStreams(t *testing.T) {
 		defer cancel()
 		shut <- g.node.Shutdown(ctx)
 	}()
-	idle.c.SetReadDeadline(time.Now().Add(time.Second)) //nolint:errcheck
+	idle.c.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := idle.br.ReadByte(); err != io.EOF {
 		t.Fatalf("idle keep-alive connection: %v, want it closed (EOF) at once", err)
 	}

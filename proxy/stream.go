@@ -186,7 +186,7 @@ func unwrapConn(hijacked net.Conn) net.Conn {
 	var b [1]byte
 	c.SetReadDeadline(time.Unix(1, 0)) //nolint:errcheck // the read then fails, which is the same
 	n, _ := hijacked.Read(b[:])
-	c.SetReadDeadline(time.Time{}) //nolint:errcheck
+	c.SetReadDeadline(time.Time{}) //nolint:errcheck // a failed reset shows on the next read
 	if n == 0 {
 		return c
 	}

@@ -80,7 +80,7 @@ func TestUpstreamConnWritesOnlyToOpenConnections(t *testing.T) {
 					t.Fatal("what the peer did never reached the socket")
 				}
 			}
-			c.SetWriteDeadline(time.Now().Add(5 * time.Second)) //nolint:errcheck // a request begins
+			c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // a request begins
 			n, err := c.Write([]byte("POST /v1/chat/completions HTTP/1.1\r\n"))
 			if got := errors.Is(err, errNotSent); got != wantNotSent || (got && n != 0) {
 				t.Fatalf("write: %d bytes, err %v; want errNotSent %v", n, err, wantNotSent)
@@ -96,8 +96,8 @@ func TestUpstreamConnWritesOnlyToOpenConnections(t *testing.T) {
 	}
 	alive := func(net.Conn) {}
 	closed := func(c net.Conn) { c.Close() }
-	reset := func(c net.Conn) { c.(*net.TCPConn).SetLinger(0); c.Close() }                 //nolint:errcheck
-	chatty := func(c net.Conn) { c.Write([]byte("HTTP/1.1 408 Request Timeout\r\n\r\n")) } //nolint:errcheck
+	reset := func(c net.Conn) { c.(*net.TCPConn).SetLinger(0); c.Close() }
+	chatty := func(c net.Conn) { c.Write([]byte("HTTP/1.1 408 Request Timeout\r\n\r\n")) }
 	established := func(state string, _, _ bool) bool { return state == "01" }
 	finReceived := func(state string, _, _ bool) bool { return state == "08" }
 	resetReceived := func(_ string, _, found bool) bool { return !found }
@@ -120,7 +120,7 @@ func BenchmarkPeerProbe(b *testing.B) {
 	defer ln.Close()
 	go func() {
 		if c, err := ln.Accept(); err == nil {
-			io.Copy(io.Discard, c) //nolint:errcheck
+			io.Copy(io.Discard, c)
 			c.Close()
 		}
 	}()

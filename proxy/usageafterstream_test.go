@@ -22,8 +22,8 @@ func TestUsageIsSettledBeforeTheStreamEnds(t *testing.T) {
 	slowFinish := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		ctx.SetContentType("text/event-stream")
 		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-			w.WriteString(rawStreamBody) //nolint:errcheck
-			w.Flush()                    //nolint:errcheck
+			w.WriteString(rawStreamBody)
+			w.Flush()
 			time.Sleep(50 * time.Millisecond)
 		})
 	})

@@ -120,7 +120,7 @@ func TestRunKeys(t *testing.T) {
 		mu.Unlock()
 		ctx.SetBodyString("ok")
 	}}
-	go srv.Serve(ln) //nolint:errcheck // ends at shutdown
+	go srv.Serve(ln) // ends at shutdown
 	t.Cleanup(func() { _ = srv.Shutdown() })
 
 	keys := &Keys{Secrets: secrets(10), Dist: Cycle}

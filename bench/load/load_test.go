@@ -22,7 +22,7 @@ func startMock(t *testing.T, o mock.Options) (*mock.Server, string) {
 	}
 	s := mock.New(o)
 	srv := &fasthttp.Server{Handler: s.Handler}
-	go srv.Serve(ln) //nolint:errcheck // ends at shutdown
+	go srv.Serve(ln) // ends at shutdown
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

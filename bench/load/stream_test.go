@@ -42,7 +42,7 @@ func startCountingMock(t *testing.T, o mock.Options) (*countingListener, string)
 	}
 	cl := &countingListener{Listener: ln}
 	srv := &fasthttp.Server{Handler: mock.New(o).Handler}
-	go srv.Serve(cl) //nolint:errcheck // ends at shutdown
+	go srv.Serve(cl) // ends at shutdown
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()
@@ -150,7 +150,7 @@ func serveRaw(t *testing.T, answer func(w io.Writer)) (addr string, accepted *at
 					if err != nil {
 						return
 					}
-					io.Copy(io.Discard, req.Body) //nolint:errcheck // the test fails on the answer if not
+					io.Copy(io.Discard, req.Body) // the test fails on the answer if not
 					answer(c)
 					if req.Close {
 						return

@@ -26,7 +26,7 @@ func start(t *testing.T, o Options) *testServer {
 	}
 	s := New(o)
 	srv := &fasthttp.Server{Handler: s.Handler, NoDefaultServerHeader: true}
-	go srv.Serve(ln) //nolint:errcheck // ends at shutdown
+	go srv.Serve(ln) // ends at shutdown
 	t.Cleanup(func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -75,7 +75,7 @@ func startTokenhub(t *testing.T, config string) *process {
 	}
 	go func() { p.exit <- p.cmd.Wait() }()
 	t.Cleanup(func() {
-		p.cmd.Process.Kill() //nolint:errcheck // already gone when the test waited for it
+		p.cmd.Process.Kill() // already gone when the test waited for it
 		if t.Failed() {
 			t.Logf("tokenhub log:\n%s", p.log.String())
 		}
@@ -252,7 +252,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	if resp, err := http.ReadResponse(idleR, nil); err != nil || resp.StatusCode != 200 {
 		t.Fatalf("healthz on the idle connection: %v", err)
 	} else {
-		io.Copy(io.Discard, resp.Body) //nolint:errcheck
+		io.Copy(io.Discard, resp.Body)
 	}
 
 	body, closer := stream(t, p.url, key)
@@ -260,7 +260,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	p.signal(syscall.SIGTERM)
 	p.waitLog("shutting down", 2*time.Second)
 
-	idle.SetReadDeadline(time.Now().Add(time.Second)) //nolint:errcheck
+	idle.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := idleR.ReadByte(); err != io.EOF {
 		t.Fatalf("idle keep-alive connection after SIGTERM: %v, want it closed (EOF)", err)
 	}

@@ -49,7 +49,7 @@ func Run(t *testing.T, f Factory) {
 func open(t *testing.T, f Factory) keys.Store {
 	t.Helper()
 	s := f.Open(t)
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { s.Close() }) //nolint:errcheck // a test's store, torn down
 	return s
 }
 
@@ -485,7 +485,7 @@ func testReopen(t *testing.T, f Factory) {
 	mustPutKey(t, s, a)
 
 	s = f.Reopen(t, s)
-	t.Cleanup(func() { s.Close() })
+	t.Cleanup(func() { s.Close() }) //nolint:errcheck // a test's store, torn down
 
 	checkKey(t, s, a)
 	checkKey(t, s, b)
@@ -736,7 +736,7 @@ func testPlanInUseAfterReopen(t *testing.T, f Factory) {
 	k := newKey(1, "kept")
 	mustPutKey(t, s, k)
 	s = f.Reopen(t, s)
-	defer s.Close()
+	defer s.Close() //nolint:errcheck // a test's store, torn down
 	deleteErr(t, s, "kept", keys.ErrPlanInUse)
 	got, err := s.KeyByID(ctx, k.ID)
 	if err != nil {
