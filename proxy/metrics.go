@@ -80,6 +80,9 @@ var (
 )
 
 func newGatewayMetrics() *gatewayMetrics {
+	// # HELP and # TYPE lines on every series (see withHelp). The switch is
+	// the library's, process-wide and atomic; every gateway wants it on.
+	vm.ExposeMetadata(true)
 	m := &gatewayMetrics{set: vm.NewSet()}
 	for ep, name := range endpointNames {
 		m.gateway[ep] = m.set.NewPrometheusHistogramExt(`tokenhub_gateway_duration_seconds{endpoint="`+name+`"}`, gatewayBuckets)
@@ -108,8 +111,10 @@ func (m *gatewayMetrics) watchRegistry(reg *keys.Registry) {
 // write renders every series, then the process's and the Go runtime's
 // (go_memstats_*, process_cpu_seconds_total, process_resident_memory_bytes…).
 func (m *gatewayMetrics) write(w io.Writer) {
-	m.set.WritePrometheus(w)
-	vm.WriteProcessMetrics(w)
+	withHelp(w, func(w io.Writer) {
+		m.set.WritePrometheus(w)
+		vm.WriteProcessMetrics(w)
+	})
 }
 
 // seriesMap maps labels to their series. A lookup loads a map nobody

@@ -1,0 +1,62 @@
+package proxy
+
+import (
+	"bytes"
+	"io"
+	"sync"
+)
+
+// metricHelp is the # HELP text of every series family tokenhub defines;
+// VictoriaMetrics/metrics writes the # HELP and # TYPE lines (once
+// ExposeMetadata is on) but has no place for the text, so withHelp adds it.
+// TestMetricsHaveHelpAndType fails on a family missing here.
+var metricHelp = map[string]string{
+	"tokenhub_requests_total":            "Requests answered (a stream when it ends), by endpoint, model, plan and status.",
+	"tokenhub_gateway_duration_seconds":  "Time tokenhub itself added to a request: all of it but the upstream's.",
+	"tokenhub_upstream_duration_seconds": "Upstream's time to its answer (a stream's: to its headers).",
+	"tokenhub_stream_ttfb_seconds":       "A stream's time to its first event at the client.",
+	"tokenhub_tokens_total":              "Tokens billed, by model, plan and type (prompt, completion).",
+	"tokenhub_spend_usd_total":           "Dollars billed, by model and plan.",
+	"tokenhub_usage_estimated_total":     "Requests billed an estimate because the upstream sent no usage.",
+	"tokenhub_usage_over_bound_total":    "Requests whose upstream-reported usage cost more than admission's worst case.",
+	"tokenhub_open_streams":              "Streams being relayed now.",
+	"tokenhub_upstream_events_total":     "Upstream failures and failovers, by upstream and event.",
+	"tokenhub_key_cache_lookups_total":   "Key cache lookups, by result.",
+	"tokenhub_valkey_duration_seconds":   "Duration of every Valkey command and pipeline.",
+	"tokenhub_valkey_errors_total":       "Valkey commands and pipelines that failed.",
+	"tokenhub_access_log_dropped_total":  "Access log lines dropped because the writer fell behind.",
+}
+
+var (
+	helpPrefix = []byte("# HELP ")
+	scrapeBufs = sync.Pool{New: func() any { return new(bytes.Buffer) }}
+)
+
+// withHelp copies a rendering to w, completing each bare "# HELP name" line
+// with the family's text. A scrape is a cold path: clarity over speed.
+func withHelp(w io.Writer, render func(io.Writer)) {
+	b := scrapeBufs.Get().(*bytes.Buffer)
+	defer scrapeBufs.Put(b)
+	b.Reset()
+	render(b)
+	out := make([]byte, 0, b.Len()+4096)
+	for rest := b.Bytes(); len(rest) > 0; {
+		line := rest
+		if i := bytes.IndexByte(rest, '\n'); i >= 0 {
+			line, rest = rest[:i+1], rest[i+1:]
+		} else {
+			rest = nil
+		}
+		if name, ok := bytes.CutPrefix(bytes.TrimSuffix(line, []byte("\n")), helpPrefix); ok && bytes.IndexByte(name, ' ') < 0 {
+			if text, known := metricHelp[string(name)]; known {
+				out = append(out, line[:len(line)-1]...)
+				out = append(out, ' ')
+				out = append(out, text...)
+				out = append(out, '\n')
+				continue
+			}
+		}
+		out = append(out, line...)
+	}
+	w.Write(out) //nolint:errcheck // a scrape the client abandoned
+}
