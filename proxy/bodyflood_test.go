@@ -11,7 +11,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // floodConns is how many connections the attacker's tests open at once.

@@ -5,7 +5,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // TestUsageAdminKeyOnlyOnAdminListener: with admin.listen set the admin side

@@ -14,7 +14,7 @@ import (
 	"github.com/openai/openai-go/v3/packages/param"
 	"github.com/valyala/fasthttp"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 func asAPIError(err error, target **openai.Error) bool { return errors.As(err, target) }

@@ -18,8 +18,8 @@ import (
 	"github.com/openai/openai-go/v3/option"
 	"github.com/valyala/fasthttp"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // startUpstream serves h on a free loopback port and returns its base URL (with /v1).

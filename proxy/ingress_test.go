@@ -9,7 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // rawExchange writes raw to a new connection to the gateway, half-closes

@@ -6,7 +6,7 @@ import (
 	"strings"
 	"testing"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 func TestKeysLifecycle(t *testing.T) {

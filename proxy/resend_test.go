@@ -14,7 +14,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // rawUpstream is an OpenAI-like upstream on a plain TCP listener whose

@@ -13,7 +13,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // usageOf reads a key's month-to-date usage from the admin API.

@@ -16,8 +16,8 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/fasthttputil"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // endpoint is one of the inference endpoints the gateway forwards.

@@ -10,7 +10,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // startMock serves a mock with o on 127.0.0.1 until the test ends.

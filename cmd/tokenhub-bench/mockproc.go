@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // mockEnv, set to 1 in this program's environment, makes it serve the mock

@@ -11,7 +11,7 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub/bench/load"
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // The streaming scenario: what the gateway adds to a stream's first byte and

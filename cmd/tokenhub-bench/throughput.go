@@ -12,7 +12,7 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub/bench/load"
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // proxiedRunner runs the throughput scenario of load's scenario name (chat,

@@ -1,5 +1,5 @@
 // Command tokenhub-mock serves the OpenAI-compatible fake upstream of package
-// bench/mock over HTTP, for benchmarking a gateway against it by hand.
+// internal/mock over HTTP, for benchmarking a gateway against it by hand.
 package main
 
 import (
@@ -13,7 +13,7 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/tokenhub/tokenhub/bench/mock"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 func main() {

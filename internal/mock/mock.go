@@ -10,6 +10,9 @@
 // are appended into pooled buffers and requests are read with one scan, never
 // decoded, so a buffered answer costs no allocations.
 //
+// It lives in internal/ because production code (the built-in model) imports
+// it, and production code must not import the bench tooling.
+//
 // Behaviour is set per server with [Options] and per request with headers:
 // X-Mock-Latency and X-Mock-Interval (Go durations), X-Mock-Chunks,
 // X-Mock-Status and X-Mock-Fail-After (integers) override the options of the
