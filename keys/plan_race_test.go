@@ -7,7 +7,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/tokenhub/tokenhub/keys"
 )
 
@@ -19,16 +18,7 @@ import (
 func racePlanDelete(t *testing.T, a, b keys.Store) {
 	t.Helper()
 	ctx := context.Background()
-	regA, err := keys.NewRegistry(a, keys.RegistryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer regA.Close()
-	regB, err := keys.NewRegistry(b, keys.RegistryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer regB.Close()
+	regA, regB := twoNodes(t, a, b)
 	if err := regA.PutPlan(ctx, &keys.Plan{Name: "base", Models: []string{"*"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -113,19 +103,7 @@ func checkNoDanglingKeys(t *testing.T, s keys.Store, when string) {
 }
 
 func TestPlanDeleteRacesKeyWritesAcrossValkeyNodes(t *testing.T) {
-	srv := valkeytest.Start(t)
-	a := openValkey(t, srv, "planrace", 0)
-	defer a.Close()
-	b := openValkey(t, srv, "planrace", 0)
-	defer b.Close()
-	racePlanDelete(t, a, b)
+	raceOnValkey(t, "planrace", racePlanDelete)
 }
 
-func TestPlanDeleteRacesKeyWritesOnBolt(t *testing.T) {
-	s, err := keys.OpenBolt(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	racePlanDelete(t, s, s)
-}
+func TestPlanDeleteRacesKeyWritesOnBolt(t *testing.T) { raceOnBolt(t, racePlanDelete) }

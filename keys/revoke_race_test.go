@@ -6,7 +6,6 @@ import (
 	"sync"
 	"testing"
 
-	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/tokenhub/tokenhub/keys"
 )
 
@@ -18,16 +17,7 @@ import (
 func raceRevoke(t *testing.T, a, b keys.Store) {
 	t.Helper()
 	ctx := context.Background()
-	regA, err := keys.NewRegistry(a, keys.RegistryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer regA.Close()
-	regB, err := keys.NewRegistry(b, keys.RegistryOptions{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer regB.Close()
+	regA, regB := twoNodes(t, a, b)
 	if err := regA.PutPlan(ctx, &keys.Plan{Name: "free", Models: []string{"*"}}); err != nil {
 		t.Fatal(err)
 	}
@@ -83,20 +73,6 @@ func raceRevoke(t *testing.T, a, b keys.Store) {
 	}
 }
 
-func TestRevokeRacesEditsAcrossValkeyNodes(t *testing.T) {
-	srv := valkeytest.Start(t)
-	a := openValkey(t, srv, "race", 0)
-	defer a.Close()
-	b := openValkey(t, srv, "race", 0)
-	defer b.Close()
-	raceRevoke(t, a, b)
-}
+func TestRevokeRacesEditsAcrossValkeyNodes(t *testing.T) { raceOnValkey(t, "race", raceRevoke) }
 
-func TestRevokeRacesEditsOnBolt(t *testing.T) {
-	s, err := keys.OpenBolt(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer s.Close()
-	raceRevoke(t, s, s)
-}
+func TestRevokeRacesEditsOnBolt(t *testing.T) { raceOnBolt(t, raceRevoke) }
