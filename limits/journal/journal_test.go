@@ -466,6 +466,30 @@ func BenchmarkAppend(b *testing.B) {
 	b.Run("no sync", func(b *testing.B) { benchAppend(b, Options{SyncInterval: time.Hour}) })
 }
 
+// BenchmarkAppendPinned is a stream's Progress: a pinned append, then a
+// Renew as on a read without text (nothing to copy while the segment is
+// the same), on each goroutine's own stream.
+func BenchmarkAppendPinned(b *testing.B) {
+	j := open(b, b.TempDir(), Options{})
+	r := rec(1)
+	r.Kind = Progress
+	b.ReportAllocs()
+	start := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		var p Pin
+		for pb.Next() {
+			if _, err := j.AppendPinned(&r, &p); err != nil {
+				b.Fatal(err)
+			}
+			if err := j.Renew(&p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		j.Unpin(&p)
+	})
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
+}
+
 func benchAppend(b *testing.B, o Options) {
 	j := open(b, b.TempDir(), o)
 	r := rec(1)
