@@ -326,9 +326,9 @@ func (g *Gate) Settle(t *Ticket, prompt, completion int64, price Price, now time
 		if s.pending.first == 0 {
 			s.pending.first = s.pending.Seq
 		}
-		// The Settle supersedes the stream's Progress (or, if its append
-		// failed, nothing will: the failure is logged and the pin would
-		// keep a segment for ever).
+		// The Settle supersedes the stream's Progress. Unpinned even when
+		// its append failed (logged): a pin no one drops would hold back
+		// the journal's recycling for good.
 		g.journal.Unpin(&t.pin)
 	}
 	c := Counts{Requests: 1, PromptTokens: prompt, CompletionTokens: completion, Spent: cost}
