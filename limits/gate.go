@@ -83,8 +83,9 @@ type Ticket struct {
 	tokens   int64
 	reserved PicoUSD
 	// stream names the request's Progress records in the journal; 0 until
-	// its first.
+	// its first. pin keeps the latest of them in the journal until Settle.
 	stream uint64
+	pin    journal.Pin
 	// The tokens were charged to the node's slice of the global bucket
 	// (tokSlice), or else to the local bucket of tokLimit per minute.
 	tokSlice bool
@@ -325,6 +326,10 @@ func (g *Gate) Settle(t *Ticket, prompt, completion int64, price Price, now time
 		if s.pending.first == 0 {
 			s.pending.first = s.pending.Seq
 		}
+		// The Settle supersedes the stream's Progress. Unpinned even when
+		// its append failed (logged): a pin no one drops would hold back
+		// the journal's recycling for good.
+		g.journal.Unpin(&t.pin)
 	}
 	c := Counts{Requests: 1, PromptTokens: prompt, CompletionTokens: completion, Spent: cost}
 	s.pending.Counts.add(&c)

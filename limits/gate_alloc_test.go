@@ -20,7 +20,7 @@ func TestAllocsAdmitSettle(t *testing.T) {
 }
 
 // allocsAdmitSettle fails t unless an admitted request's Admit, a stream's
-// Progress and Settle on g allocate nothing.
+// Progress and RenewProgress, and Settle on g allocate nothing.
 func allocsAdmitSettle(t *testing.T, g *Gate) {
 	a := Admission{KeyID: "key_alloc", Model: "m", Limits: Limits{RPM: 1_000_000_000, TPM: 1_000_000_000, MaxRequest: 1_000_000_000, Monthly: 1_000_000_000}, Tokens: 300, Worst: 1000}
 	run := func() {
@@ -30,10 +30,11 @@ func allocsAdmitSettle(t *testing.T, g *Gate) {
 			t.Fatalf("refused %d", tk.Refusal)
 		}
 		g.Progress(&tk, 100, 150, price, nov)
+		g.RenewProgress(&tk)
 		g.Settle(&tk, 100, 200, price, nov)
 	}
 	run() // creates the key's state and loads its month
 	if n := testing.AllocsPerRun(1000, run); n != 0 {
-		t.Fatalf("Admit+Progress+Settle allocate %v times, want 0", n)
+		t.Fatalf("Admit+Progress+RenewProgress+Settle allocate %v times, want 0", n)
 	}
 }

@@ -30,23 +30,36 @@ func (g *Gate) UseJournal(j *journal.Journal) {
 func (g *Gate) appendJournal(kind journal.Kind, keyID string, t *Ticket, month Month, prompt, completion int64, cost PicoUSD, seq *int64) {
 	r := journal.Record{Kind: kind, Month: int32(month), Stream: t.stream, Requests: 1,
 		Prompt: prompt, Completion: completion, Spent: int64(cost), KeyID: keyID, Model: t.model}
-	n, err := g.journal.Append(&r)
-	if err != nil {
-		if !g.journalError.Swap(true) {
-			g.log.Error("limits: usage journal append failed; usage since the last flush is lost if the process dies", "err", err)
-		}
+	var n int64
+	var err error
+	if kind == journal.Progress {
+		n, err = g.journal.AppendPinned(&r, &t.pin)
+	} else {
+		n, err = g.journal.Append(&r)
+	}
+	g.journaled(err)
+	if err == nil && seq != nil {
+		*seq = n
+	}
+}
+
+// journaled logs a failed append, once until an append succeeds again.
+func (g *Gate) journaled(err error) {
+	if err == nil {
+		g.journalError.Store(false)
 		return
 	}
-	g.journalError.Store(false)
-	if seq != nil {
-		*seq = n
+	if !g.journalError.Swap(true) {
+		g.log.Error("limits: usage journal append failed; usage since the last flush is lost if the process dies", "err", err)
 	}
 }
 
 // Progress journals what an admitted stream has produced so far (prompt and
 // completion counted from its start), superseded by a later Progress and by
-// its Settle: if the process dies before Settle, replay bills this. It does
-// nothing without a journal, or for a settled ticket.
+// its Settle: if the process dies before Settle, replay bills this. The
+// journal keeps the latest Progress of a stream until its Settle, however
+// much else is applied and recycled meanwhile. It does nothing without a
+// journal, or for a settled ticket.
 func (g *Gate) Progress(t *Ticket, prompt, completion int64, price Price, now time.Time) {
 	s := t.state
 	if g.journal == nil || s == nil {
@@ -56,6 +69,22 @@ func (g *Gate) Progress(t *Ticket, prompt, completion int64, price Price, now ti
 		t.stream = g.journal.StreamID()
 	}
 	g.appendJournal(journal.Progress, s.pending.KeyID, t, MonthOf(now), prompt, completion, price.Cost(prompt, completion), nil)
+}
+
+// RenewProgress journals an admitted stream's last Progress again when the
+// journal has moved on to a new segment since: call it after each upstream
+// read that carried nothing new to bill. A stream that relays no text for
+// long then holds back from recycling only the segments filled since its
+// last read (a silent upstream is cut after its event timeout), not every
+// segment since its last text. It costs one atomic load while the segment
+// is the same, and does nothing without a journal or for a settled ticket.
+func (g *Gate) RenewProgress(t *Ticket) {
+	if g.journal == nil || t.state == nil {
+		return
+	}
+	if err := g.journal.Renew(&t.pin); err != nil {
+		g.journaled(err)
+	}
 }
 
 // releaseJournal lets the journal remove the segments whose records are all

@@ -193,3 +193,131 @@ func TestFlushRecyclesTheJournal(t *testing.T) {
 		t.Fatalf("%d segments after a flush, want the current one", n)
 	}
 }
+
+// TestSilentStreamOutlivesRecycling: a stream journals its count, then
+// relays no text while other requests fill, flush and recycle several
+// segments; the node dies. Replay bills the stream what the client got,
+// exactly once, and a second replay adds nothing; a stream that settled
+// before the crash is billed its Settle alone, never its Progress on top;
+// a stream whose Progress was renewed (copied forward, as the relay does on
+// reads without text) is billed it once. On the bolt ledger and on Valkey.
+func TestSilentStreamOutlivesRecycling(t *testing.T) {
+	cases := []struct {
+		name           string
+		renew, settled bool
+	}{
+		{"cut by the crash", false, false},
+		{"settled before the crash", false, true},
+		{"renewed, cut by the crash", true, false},
+		{"renewed, settled before the crash", true, true},
+	}
+	for _, store := range []string{"embedded", "valkey"} {
+		for _, tc := range cases {
+			renew, settled := tc.renew, tc.settled
+			t.Run(store+"/"+tc.name, func(t *testing.T) {
+				dir, jdir := t.TempDir(), t.TempDir()
+				var srv *valkeytest.Server
+				if store == "valkey" {
+					srv = valkeytest.Start(t)
+				}
+				var closers []func()
+				start := func() (*Gate, *journal.Journal) {
+					j, err := journal.Open(jdir, journal.Options{SegmentBytes: 16 * journal.RecordSize, Log: quiet}) // 15 records a segment
+					if err != nil {
+						t.Fatal(err)
+					}
+					closers = append(closers, func() { j.Close() })
+					var g *Gate
+					if srv != nil {
+						g = sharedGate(t, valkeyClient(t, srv), "silent", j.NodeID(), nil, ValkeyOptions{})
+					} else {
+						l, err := OpenBoltLedger(dir)
+						if err != nil {
+							t.Fatal(err)
+						}
+						closers = append(closers, func() { l.Close() })
+						g = NewGate(l, quiet)
+					}
+					g.UseJournal(j)
+					return g, j
+				}
+				// crash drops the node without a flush; closing the journal
+				// only releases what the kernel releases for a dead process.
+				crash := func() {
+					for _, c := range closers {
+						c()
+					}
+					closers = nil
+				}
+				segments := func() int {
+					m, _ := filepath.Glob(filepath.Join(jdir, "*.journal"))
+					return len(m)
+				}
+				ctx := context.Background()
+				g, _ := start()
+				if _, err := g.Replay(ctx); err != nil {
+					t.Fatal(err)
+				}
+				silent := Admission{KeyID: "key_silent", Model: "m", Worst: price.Cost(10, 100)}
+				var stream Ticket
+				g.Admit(ctx, &silent, nov, &stream)
+				g.Progress(&stream, 10, 9, price, nov) // the client got 9 tokens, then no text for long
+				// A stream beside it that settles a segment later: its
+				// Progress shares the silent one's segment, its Settle not.
+				short := Admission{KeyID: "key_short", Model: "m", Worst: price.Cost(10, 100)}
+				var shortStream Ticket
+				g.Admit(ctx, &short, nov, &shortStream)
+				g.Progress(&shortStream, 10, 5, price, nov)
+				busy := Admission{KeyID: "key_busy", Model: "m", Worst: price.Cost(10, 10)}
+				for i := range 100 { // 7 segments' worth, flushed as they go
+					if i == 20 {
+						g.Settle(&shortStream, 10, 5, price, nov)
+					}
+					var tk Ticket
+					g.Admit(ctx, &busy, nov, &tk)
+					g.Settle(&tk, 1, 1, price, nov)
+					if i%10 == 9 {
+						if err := g.Flush(ctx); err != nil {
+							t.Fatal(err)
+						}
+					}
+					if renew {
+						g.RenewProgress(&stream) // a read that brought no text
+					}
+				}
+				// Without renewing, the journal keeps every segment from the
+				// stream's record on (all 7); renewed, it recycles as usual.
+				if n := segments(); (renew && n > 3) || (!renew && n != 7) {
+					t.Fatalf("%d segments after 103 flushed records of 15 a segment (renewed %v)", n, renew)
+				}
+				if settled {
+					g.Settle(&stream, 10, 9, price, nov)
+				}
+				crash()
+
+				want := Counts{Requests: 1, PromptTokens: 10, CompletionTokens: 9, Spent: price.Cost(10, 9)}
+				wantBusy := Counts{Requests: 100, PromptTokens: 100, CompletionTokens: 100, Spent: 100 * price.Cost(1, 1)}
+				wantShort := Counts{Requests: 1, PromptTokens: 10, CompletionTokens: 5, Spent: price.Cost(10, 5)}
+				for _, what := range []string{"after a restart", "after a second restart"} {
+					g, _ := start()
+					if _, err := g.Replay(ctx); err != nil {
+						t.Fatal(err)
+					}
+					for _, c := range []struct {
+						key  string
+						want Counts
+					}{{"key_silent", want}, {"key_busy", wantBusy}, {"key_short", wantShort}} {
+						r, err := g.Usage(ctx, c.key, nov)
+						if err != nil {
+							t.Fatal(err)
+						}
+						if r.Usage.Counts != c.want {
+							t.Fatalf("%s: %s recorded %+v, want %+v", what, c.key, r.Usage.Counts, c.want)
+						}
+					}
+					crash()
+				}
+			})
+		}
+	}
+}

@@ -402,7 +402,11 @@ func (r *streamRelay) pass() *apiError {
 // stream settles still bills what the client received.
 func (r *streamRelay) journal() {
 	if r.contentEvents == r.journaled {
-		return // nothing new to bill
+		// Nothing new to bill; the last count is copied forward if the
+		// journal moved on, so a stream without text does not hold back
+		// the recycling of every segment filled since its last.
+		r.s.gate.RenewProgress(&r.claim.ticket)
+		return
 	}
 	r.journaled = r.contentEvents
 	prompt := r.claim.prompt

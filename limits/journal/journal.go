@@ -128,6 +128,19 @@ type segment struct {
 	slots     int64
 	next      atomic.Int64 // next free slot
 	committed atomic.Int64 // records written
+	// pins counts the Pins on records of the segment: open streams whose
+	// latest record is here. Release keeps the segment while it is not 0.
+	pins atomic.Int64
+}
+
+// Pin keeps the segment holding a stream's latest record from being
+// removed by Release, however much is appended and applied after it: the
+// stream has not settled, so that record is what a replay bills if the
+// process dies now. The zero Pin holds nothing. A Pin belongs to one
+// stream and is used by one goroutine at a time.
+type Pin struct {
+	seg  *segment
+	slot int64
 }
 
 // Open opens the journal in dir, creating it, and starts a new segment for
@@ -331,6 +344,47 @@ func (j *Journal) Append(r *Record) (int64, error) {
 	if len(r.KeyID) > MaxKeyID {
 		return 0, fmt.Errorf("journal: key id of %d bytes is over %d", len(r.KeyID), MaxKeyID)
 	}
+	return j.append(r, nil)
+}
+
+// AppendPinned is Append for a stream's running count: once r is written,
+// p holds r's segment instead of the one it held, so r is kept until the
+// stream's Unpin. When the append fails, p still holds the stream's
+// previous record, the latest one journaled.
+func (j *Journal) AppendPinned(r *Record, p *Pin) (int64, error) {
+	if len(r.KeyID) > MaxKeyID {
+		return 0, fmt.Errorf("journal: key id of %d bytes is over %d", len(r.KeyID), MaxKeyID)
+	}
+	return j.append(r, p)
+}
+
+// Renew appends a copy of p's record, with a new seq, and moves p to it,
+// when that record is in a segment appended to no more: a stream that
+// relays nothing new for long then keeps at most the segments filled since
+// its last Renew, not every one since its last text. It does nothing for
+// the zero Pin or a record in the segment being appended to (one atomic
+// load), so it can be called after every read of a stream.
+func (j *Journal) Renew(p *Pin) error {
+	if p.seg == nil || p.seg == j.cur.Load() {
+		return nil
+	}
+	_, err := j.append(nil, p)
+	return err
+}
+
+// Unpin lets Release remove p's segment once its records are applied: the
+// stream settled (its Settle record, appended first, is what a replay
+// bills now). p becomes the zero Pin.
+func (j *Journal) Unpin(p *Pin) {
+	if p.seg != nil {
+		p.seg.pins.Add(-1)
+	}
+	*p = Pin{}
+}
+
+// append writes r into the next slot, or without r a copy of p's record
+// with its seq renewed; with p, it moves p to that slot once written.
+func (j *Journal) append(r *Record, p *Pin) (int64, error) {
 	for {
 		seg := j.cur.Load()
 		if seg == nil {
@@ -339,8 +393,27 @@ func (j *Journal) Append(r *Record) (int64, error) {
 		slot := seg.next.Add(1) - 1
 		if slot < seg.slots {
 			seq := seg.base + slot - 1
-			encode(seg.data[slot*RecordSize:(slot+1)*RecordSize], r, seq)
-			seg.committed.Add(1)
+			b := seg.data[slot*RecordSize : (slot+1)*RecordSize]
+			if r != nil {
+				encode(b, r, seq)
+			} else {
+				// p's segment is mapped: it is pinned, and Close unmaps
+				// only once the slot reserved here is written.
+				reseq(b, p.seg.data[p.slot*RecordSize:(p.slot+1)*RecordSize], seq)
+			}
+			if p != nil {
+				// The new pin is counted before the record is, and the old
+				// one released after: Release, which reads committed and
+				// then pins, never finds neither segment pinned.
+				seg.pins.Add(1)
+				seg.committed.Add(1)
+				if p.seg != nil {
+					p.seg.pins.Add(-1)
+				}
+				p.seg, p.slot = seg, slot
+			} else {
+				seg.committed.Add(1)
+			}
 			return seq, nil
 		}
 		if err := j.rotate(seg); err != nil {
@@ -400,6 +473,13 @@ func encode(b []byte, r *Record, seq int64) {
 	}
 	// The checksum last: a record the process died writing fails it.
 	le.PutUint32(b[0:], crc32.Checksum(b[4:RecordSize], crcTable))
+}
+
+// reseq writes into b the record raw with seq in place of its own.
+func reseq(b, raw []byte, seq int64) {
+	copy(b[4:], raw[4:RecordSize])
+	binary.LittleEndian.PutUint64(b[offSeq:], uint64(seq))
+	binary.LittleEndian.PutUint32(b[0:], crc32.Checksum(b[4:RecordSize], crcTable))
 }
 
 func fnv64a(s string) uint64 {
@@ -493,8 +573,12 @@ func (j *Journal) Next() int64 {
 	return seg.base + min(seg.next.Load(), seg.slots) - 1
 }
 
-// Release removes the segments all of whose records are below seq (applied
-// to the store) and written, except the one appended to.
+// Release removes the oldest segments all of whose records are below seq
+// (applied to the store) and written, up to the first that is not, the one
+// appended to, or one pinned (holding the latest record of a stream not
+// settled; see Pin). What is kept is always every record from some seq on:
+// a stream's Progress is never kept without its Settle, which would make a
+// replay take the stream for one cut by a crash and bill it twice.
 func (j *Journal) Release(seq int64) error {
 	j.mu.Lock()
 	defer j.mu.Unlock()
@@ -503,7 +587,8 @@ func (j *Journal) Release(seq int64) error {
 	var errs []error
 	for i, seg := range j.segs {
 		end := seg.base + seg.slots - 1 // first seq after the segment
-		if seg == cur || end > seq || seg.committed.Load() < seg.slots-1 {
+		// committed before pins: see append.
+		if seg == cur || end > seq || seg.committed.Load() < seg.slots-1 || seg.pins.Load() != 0 {
 			keep = append(keep, j.segs[i:]...)
 			break
 		}

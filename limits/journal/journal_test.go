@@ -164,6 +164,208 @@ func TestReleaseRemovesAppliedSegments(t *testing.T) {
 	}
 }
 
+// TestPinKeepsAStreamsLatestRecord: the segment holding a stream's latest
+// record stays through releases of everything after it, and so do those
+// after it (a Progress is never kept without what follows it), while those
+// before it go; Renew copies the record forward so the old ones can go too;
+// after Unpin nothing is kept for it. Reopened as after SIGKILL, the
+// journal still holds the stream's count.
+func TestPinKeepsAStreamsLatestRecord(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{SegmentBytes: 16 * RecordSize} // 15 records a segment
+	j, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files := func() int {
+		m, _ := filepath.Glob(filepath.Join(dir, "*"+segmentSuffix))
+		return len(m)
+	}
+	fill := func(n int) {
+		for i := range n {
+			r := rec(int64(i))
+			if _, err := j.Append(&r); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	progress := func(completion int64) Record {
+		return Record{Kind: Progress, Month: 202612, Stream: 77, Requests: 1, Prompt: 10, Completion: completion,
+			Spent: 3 * completion, KeyID: "key_silent", Model: "mock"}
+	}
+	// latest is the stream's last record in a journal reopened from dir.
+	latest := func() Record {
+		t.Helper()
+		j.abandon()
+		j, err = Open(dir, Options{SegmentBytes: o.SegmentBytes, Log: quiet})
+		if err != nil {
+			t.Fatal(err)
+		}
+		var last Record
+		for _, r := range all(t, j) {
+			if r.Stream == 77 && r.Seq > last.Seq {
+				last = r
+			}
+		}
+		return last
+	}
+
+	var p Pin
+	fill(20) // the first segment full, the second begun
+	first := progress(3)
+	if _, err := j.AppendPinned(&first, &p); err != nil {
+		t.Fatal(err)
+	}
+	second := progress(9)
+	if second.Seq, err = j.AppendPinned(&second, &p); err != nil { // supersedes the first, in the same segment
+		t.Fatal(err)
+	}
+	fill(60) // four segments more
+	if err := j.Release(j.Next()); err != nil {
+		t.Fatal(err)
+	}
+	if n := files(); n != 5 {
+		t.Fatalf("%d segments after releasing all, want 5: the pinned one and those after it, not the one before", n)
+	}
+	if got := latest(); got.Completion != 9 || got.Kind != Progress {
+		t.Fatalf("stream's latest record after a crash %+v, want its Progress of 9", got)
+	}
+
+	// A Pin does not outlive its process; here the same one is made on the
+	// reopened journal's segment, to renew it.
+	p = Pin{}
+	for _, seg := range j.segs {
+		if seg.base <= second.Seq && second.Seq < seg.base+seg.slots-1 {
+			p = Pin{seg: seg, slot: second.Seq - seg.base + 1}
+			seg.pins.Add(1)
+		}
+	}
+	if p.seg == nil {
+		t.Fatal("the pinned segment is gone after a reopen")
+	}
+	before := j.Next()
+	if err := j.Renew(&p); err != nil {
+		t.Fatal(err)
+	}
+	if j.Next() != before+1 || p.seg != j.cur.Load() {
+		t.Fatal("Renew did not copy the record into the current segment")
+	}
+	if err := j.Renew(&p); err != nil || j.Next() != before+1 {
+		t.Fatalf("a second Renew in the same segment appended (%v)", err)
+	}
+	fill(15)
+	if err := j.Release(j.Next()); err != nil {
+		t.Fatal(err)
+	}
+	if n := files(); n != 2 {
+		t.Fatalf("%d segments after a renew and a release, want 2: the renewed one and the current one", n)
+	}
+	if got := latest(); got.Completion != 9 || got.Prompt != 10 || got.Spent != 27 || got.KeyID != "key_silent" || got.Seq != before {
+		t.Fatalf("stream's latest record after renew and a crash %+v, want its Progress of 9 at seq %d", got, before)
+	}
+
+	p = Pin{}
+	for _, seg := range j.segs {
+		if seg.base <= before && before < seg.base+seg.slots-1 {
+			p = Pin{seg: seg, slot: before - seg.base + 1}
+			seg.pins.Add(1)
+		}
+	}
+	fill(15)
+	j.Unpin(&p)
+	if p != (Pin{}) {
+		t.Fatal("Unpin left the pin set")
+	}
+	if err := j.Release(j.Next()); err != nil {
+		t.Fatal(err)
+	}
+	if n := files(); n != 1 {
+		t.Fatalf("%d segments after unpin and a release, want the current one", n)
+	}
+	j.Close()
+}
+
+// TestPinsHoldUnderConcurrentRelease: streams journal their counts, pinned,
+// and renew them, while other appends fill segments and a flusher releases
+// everything as applied, all at once. Reopened as after SIGKILL, every
+// stream's latest record holds its last count.
+func TestPinsHoldUnderConcurrentRelease(t *testing.T) {
+	dir := t.TempDir()
+	o := Options{SegmentBytes: 16 * RecordSize}
+	j, err := Open(dir, o)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const streams, counts = 6, 200
+	var wg sync.WaitGroup
+	done := make(chan struct{})
+	wg.Go(func() { // other requests settling
+		for i := 0; ; i++ {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			r := rec(int64(i))
+			if _, err := j.Append(&r); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	wg.Go(func() { // flushes: everything appended is applied
+		for {
+			select {
+			case <-done:
+				return
+			default:
+			}
+			if err := j.Release(j.Next()); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	var relays sync.WaitGroup
+	for s := range streams {
+		relays.Go(func() {
+			var p Pin
+			for c := int64(1); c <= counts; c++ {
+				r := Record{Kind: Progress, Month: 202612, Stream: uint64(s + 1), Requests: 1, Completion: c, KeyID: "key_s", Model: "mock"}
+				if _, err := j.AppendPinned(&r, &p); err != nil {
+					t.Error(err)
+					return
+				}
+				for range 3 { // reads without text
+					if err := j.Renew(&p); err != nil {
+						t.Error(err)
+						return
+					}
+				}
+			}
+		})
+	}
+	relays.Wait()
+	close(done)
+	wg.Wait()
+	if err := j.Release(j.Next()); err != nil {
+		t.Fatal(err)
+	}
+	j.abandon()
+	j2 := open(t, dir, o)
+	last := map[uint64]Record{}
+	for _, r := range all(t, j2) {
+		if r.Kind == Progress && r.Seq > last[r.Stream].Seq {
+			last[r.Stream] = r
+		}
+	}
+	for s := range uint64(streams) {
+		if got := last[s+1].Completion; got != counts {
+			t.Errorf("stream %d: latest count after a crash %d, want %d", s+1, got, counts)
+		}
+	}
+}
+
 // TestLongModelNameKeepsAHash: model names over MaxModel bytes are kept
 // distinct by a hash of the whole name; a key id over MaxKeyID is refused.
 func TestLongModelNameKeepsAHash(t *testing.T) {
@@ -262,6 +464,30 @@ func TestOpenRejectsBadOptions(t *testing.T) {
 func BenchmarkAppend(b *testing.B) {
 	b.Run("sync 1s", func(b *testing.B) { benchAppend(b, Options{}) })
 	b.Run("no sync", func(b *testing.B) { benchAppend(b, Options{SyncInterval: time.Hour}) })
+}
+
+// BenchmarkAppendPinned is a stream's Progress: a pinned append, then a
+// Renew as on a read without text (nothing to copy while the segment is
+// the same), on each goroutine's own stream.
+func BenchmarkAppendPinned(b *testing.B) {
+	j := open(b, b.TempDir(), Options{})
+	r := rec(1)
+	r.Kind = Progress
+	b.ReportAllocs()
+	start := cpuTime()
+	b.RunParallel(func(pb *testing.PB) {
+		var p Pin
+		for pb.Next() {
+			if _, err := j.AppendPinned(&r, &p); err != nil {
+				b.Fatal(err)
+			}
+			if err := j.Renew(&p); err != nil {
+				b.Fatal(err)
+			}
+		}
+		j.Unpin(&p)
+	})
+	b.ReportMetric(float64(cpuTime()-start)/float64(b.N), "cpu-ns/op")
 }
 
 func benchAppend(b *testing.B, o Options) {
