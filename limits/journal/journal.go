@@ -171,12 +171,12 @@ func Open(dir string, o Options) (*Journal, error) {
 		return nil, fmt.Errorf("journal: %w", err)
 	}
 	if j.nodeID, err = loadOrCreateNodeID(dir); err != nil {
-		j.lock.Close()
+		j.lock.Close() //nolint:errcheck // opening failed: that error is returned
 		return nil, err
 	}
 	if err := j.openSegments(); err != nil {
-		j.unmapAll()
-		j.lock.Close()
+		j.unmapAll()   //nolint:errcheck // opening failed: that error is returned
+		j.lock.Close() //nolint:errcheck // likewise
 		return nil, err
 	}
 	// Sequence numbers go on from the last segment's, and never below the
@@ -190,8 +190,8 @@ func Open(dir string, o Options) (*Journal, error) {
 	}
 	seg, err := j.create(base)
 	if err != nil {
-		j.unmapAll()
-		j.lock.Close()
+		j.unmapAll()   //nolint:errcheck // opening failed: that error is returned
+		j.lock.Close() //nolint:errcheck // likewise
 		return nil, err
 	}
 	j.segs = append(j.segs, seg)
@@ -277,17 +277,17 @@ func (j *Journal) mapExisting(path string, base int64) (*segment, error) {
 	}
 	st, err := f.Stat()
 	if err != nil {
-		f.Close()
+		f.Close() //nolint:errcheck // only read so far; the failure above is returned
 		return nil, err
 	}
 	size := st.Size() / RecordSize * RecordSize
 	if size < 2*RecordSize {
-		f.Close()
+		f.Close() //nolint:errcheck // only read so far
 		return nil, fmt.Errorf("%d bytes is shorter than a header and a record", st.Size())
 	}
 	data, err := mmap(f, int(size))
 	if err != nil {
-		f.Close()
+		f.Close() //nolint:errcheck // only read so far; the failure above is returned
 		return nil, err
 	}
 	seg := &segment{path: path, f: f, data: data, base: base, slots: size / RecordSize}
@@ -309,24 +309,25 @@ func (j *Journal) create(base int64) (*segment, error) {
 	// with MAP_POPULATE as well cost appends more than it saved: the
 	// first store to each page faults anyway, for dirty tracking.)
 	if err := allocate(f, size); err != nil {
-		f.Close()
-		os.Remove(path)
+		f.Close()       //nolint:errcheck // never used: the failure above is returned
+		os.Remove(path) //nolint:errcheck // likewise; a leftover is skipped at open
 		return nil, fmt.Errorf("journal: size segment: %w", err)
+	}
+	// The directory entry must reach the disk too, or a power loss could
+	// lose a whole segment whose pages were synced.
+	if err := syncDir(j.dir); err != nil {
+		f.Close()       //nolint:errcheck // never used: the failure above is returned
+		os.Remove(path) //nolint:errcheck // likewise
+		return nil, fmt.Errorf("journal: create segment: %w", err)
 	}
 	data, err := mmap(f, int(size))
 	if err != nil {
-		f.Close()
-		os.Remove(path)
+		f.Close()       //nolint:errcheck // never used: the failure above is returned
+		os.Remove(path) //nolint:errcheck // likewise
 		return nil, fmt.Errorf("journal: map segment: %w", err)
 	}
 	copy(data, headerMagic)
 	binary.LittleEndian.PutUint64(data[32:], uint64(base))
-	// The directory entry must reach the disk too, or a power loss could
-	// lose a whole segment whose pages were synced.
-	if d, err := os.Open(j.dir); err == nil {
-		d.Sync()
-		d.Close()
-	}
 	seg := &segment{path: path, f: f, data: data, base: base, slots: j.slots}
 	seg.next.Store(1)
 	return seg, nil
@@ -699,4 +700,18 @@ func (j *Journal) unmapAll() error {
 	}
 	j.segs = nil
 	return errors.Join(errs...)
+}
+
+// syncDir makes dir's entries durable: a file created or removed in it is
+// not, until its directory is synced.
+func syncDir(dir string) error {
+	d, err := os.Open(dir)
+	if err != nil {
+		return err
+	}
+	err = d.Sync()
+	if cerr := d.Close(); err == nil {
+		err = cerr
+	}
+	return err
 }

@@ -27,7 +27,7 @@ func lockDir(dir string) (*os.File, error) {
 		return nil, err
 	}
 	if err := unix.Flock(int(f.Fd()), unix.LOCK_EX|unix.LOCK_NB); err != nil {
-		f.Close()
+		f.Close() //nolint:errcheck // the lock file, never locked: the failure below is returned
 		return nil, fmt.Errorf("%s is in use by another tokenhub process: %w", dir, err)
 	}
 	return f, nil
