@@ -75,9 +75,11 @@ type Server struct {
 	// whose client left is cut and billed an estimate.
 	MaxStreamDrains int `yaml:"max_stream_drains"`
 	// MaxBodyBytesInFlight bounds the request body bytes the node holds at
-	// once, all requests together: each request reserves its declared length
-	// before its body is read, and one that finds the budget spent gets 503.
-	// It is never less than MaxBodyBytes, so the largest body can be read.
+	// once, all requests together: from its headers, each keyed request
+	// reserves the buffer its body will be read into (its declared length
+	// rounded up to a power of two; for a chunked body, MaxBodyBytes so
+	// rounded), and one that finds the budget spent gets 503 unread. It is
+	// never less than one chunked body's reservation, so any body can be read.
 	MaxBodyBytesInFlight ByteSize `yaml:"max_body_bytes_in_flight"`
 }
 

@@ -24,9 +24,6 @@ func (s *Server) ServeAdmin(ln net.Listener) error {
 // adminHandler serves one request on the admin listener.
 func (s *Server) adminHandler(ctx *fasthttp.RequestCtx) {
 	s.ids.set(ctx)
-	if s.bodyFits(ctx) {
-		s.adminRouter.Handler(ctx)
-		closeIfBodyUnread(ctx)
-	}
+	s.route(ctx, s.adminRouter)
 	s.countOther(ctx)
 }

@@ -19,14 +19,17 @@ func TestAllocsServeChat(t *testing.T) {
 		body := bytes.Replace(benchBody, []byte(`"gpt-4o-mini"`), []byte(`"`+model+`"`), 1)
 		req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\n" +
 			"Authorization: Bearer " + key + "\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + string(body))
-		var c fakeConn
+		c := newFakeConn(g.srv)
 		serve := func() {
 			c.reset(req)
-			if err := g.srv.http.ServeConn(&c); err != nil {
+			if err := g.srv.http.ServeConn(c); err != nil {
 				t.Fatal(err)
 			}
 			if !bytes.HasPrefix(c.status(), []byte("HTTP/1.1 200")) || !bytes.Equal(c.body(), staticChatBody) {
 				t.Fatalf("answer: %s", c.w.Bytes())
+			}
+			if n := g.srv.bodies.inUse(); n != 0 {
+				t.Fatalf("%d body bytes still reserved after the request", n)
 			}
 		}
 		for range 200 { // warm pools, the key cache (ristretto applies sets asynchronously) and upstream conns
@@ -55,10 +58,10 @@ plans: [{name: all, models: ["*"]}]
 	g.warm(t, key)
 	req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\n" +
 		"Authorization: Bearer " + key + "\r\nContent-Length: " + itoa(len(chatBody)) + "\r\n\r\n" + string(chatBody))
-	var c fakeConn
+	c := newFakeConn(g.srv)
 	serve := func() {
 		c.reset(req)
-		if err := g.srv.http.ServeConn(&c); err != nil {
+		if err := g.srv.http.ServeConn(c); err != nil {
 			t.Fatal(err)
 		}
 		if !bytes.HasPrefix(c.status(), []byte("HTTP/1.1 200")) {

@@ -19,10 +19,10 @@ func BenchmarkServeChat(b *testing.B) {
 		"Authorization: Bearer " + key + "\r\nContent-Length: " + itoa(len(chatBody)) + "\r\n\r\n" + string(chatBody))
 	b.ReportAllocs()
 	b.RunParallel(func(pb *testing.PB) {
-		var c fakeConn
+		c := newFakeConn(g.srv)
 		for pb.Next() {
 			c.reset(req)
-			if err := g.srv.http.ServeConn(&c); err != nil {
+			if err := g.srv.http.ServeConn(c); err != nil {
 				b.Fatal(err)
 			}
 			if !bytes.HasPrefix(c.status(), []byte("HTTP/1.1 200")) {

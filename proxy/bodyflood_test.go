@@ -95,3 +95,62 @@ func TestBodyFloodWithoutKey(t *testing.T) {
 		t.Fatalf("heap grew %d MiB for %d keyless connections", grew>>20, floodConns)
 	}
 }
+
+// TestBodyFloodWithKey: with a valid key, 200 connections declaring 16 MiB
+// and trickling hold at most server.max_body_bytes_in_flight (64 MiB by
+// default): those that fit reserve it, every other one is answered 503
+// server_busy with retry-after from its headers, /healthz answers meanwhile,
+// and once the clients go the budget is whole again.
+func TestBodyFloodWithKey(t *testing.T) {
+	_, up := startMock(t, mock.Options{})
+	g := startGateway(t, "server: {read_timeout: 10m}\n"+yamlModels(up), "")
+	key := g.newKey("all").Key
+	const declared = 16 << 20
+	budget := g.srv.bodies.size
+	fit := int(budget / declared)
+	before := heapInUse()
+	answers := make(chan string, floodConns)
+	conns := make([]net.Conn, floodConns)
+	for i := range conns {
+		c, br := dialDeclaring(t, g.url, "Bearer "+key, declared, `{"model":"mock","messages":[`+strings.Repeat(" ", 10<<10))
+		conns[i] = c
+		go func() {
+			resp, err := http.ReadResponse(br, nil)
+			if err != nil {
+				answers <- "no answer: " + err.Error()
+				return
+			}
+			b, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			answers <- fmt.Sprintf("%d retry-after=%s close=%v %s", resp.StatusCode, resp.Header.Get("Retry-After"), resp.Close, b)
+		}()
+	}
+	timeout := time.After(60 * time.Second)
+	for i := range floodConns - fit {
+		select {
+		case a := <-answers:
+			if !strings.HasPrefix(a, "503 retry-after=1 close=true ") || !strings.Contains(a, `"code":"server_busy"`) {
+				t.Fatalf("answer %d past the budget: %s, want 503 server_busy, retry-after 1, Connection: close", i, a)
+			}
+		case <-timeout:
+			t.Fatalf("after 60s %d of the %d connections past the budget are answered (%d of %d bytes reserved)",
+				i, floodConns-fit, g.srv.bodies.inUse(), budget)
+		}
+	}
+	if got := g.srv.bodies.inUse(); got != int64(fit)*declared {
+		t.Fatalf("%d body bytes reserved, want %d (%d bodies of 16 MiB)", got, int64(fit)*declared, fit)
+	}
+	if status, _, b := g.do("GET", "/healthz", "", nil); status != http.StatusOK {
+		t.Fatalf("/healthz during the flood: %d %s", status, b)
+	}
+	grew := int64(heapInUse()) - int64(before)
+	t.Logf("heap in use grew %.1f MiB for %d keyed connections declaring 16 MiB (budget %d MiB)", float64(grew)/(1<<20), floodConns, budget>>20)
+	if grew > 128<<20 {
+		t.Fatalf("heap grew %d MiB for %d keyed connections declaring 16 MiB", grew>>20, floodConns)
+	}
+	// The clients that fit leave mid-body: what they reserved comes back.
+	for _, c := range conns {
+		c.Close()
+	}
+	eventually(t, "the budget whole after the clients left", func() bool { return g.srv.bodies.inUse() == 0 })
+}

@@ -74,8 +74,6 @@ var (
 		message: "The request body is larger than this gateway accepts (max_body_bytes)."}
 	errBodiesBusy = &apiError{status: fasthttp.StatusServiceUnavailable, typ: typeServer, code: "server_busy",
 		message: "The gateway is holding as many request bodies as it may at once (server.max_body_bytes_in_flight); retry shortly."}
-	errBodyIncomplete = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "invalid_request",
-		message: "The request body could not be read to its end."}
 	errHeaderTooLarge = &apiError{status: fasthttp.StatusRequestHeaderFieldsTooLarge, typ: typeInvalidRequest, code: "headers_too_large",
 		message: "The request headers are too large."}
 	errRequestTimeout = &apiError{status: fasthttp.StatusRequestTimeout, typ: typeInvalidRequest, code: "request_timeout",

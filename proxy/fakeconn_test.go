@@ -10,24 +10,29 @@ import (
 
 // fakeConn feeds one request to fasthttp's ServeConn and keeps what it writes,
 // as fasthttp's own TestAllocationServeConn does, so the whole server path is
-// measured, not just the handler.
+// measured, not just the handler. Like a connection of the server's
+// listener, it has a slot in the body budget (see clientConn).
 type fakeConn struct {
 	net.Conn
-	r bytes.Reader
-	w bytes.Buffer
+	r    bytes.Reader
+	w    bytes.Buffer
+	slot bodySlot
 }
+
+func newFakeConn(s *Server) *fakeConn { return &fakeConn{slot: bodySlot{budget: &s.bodies}} }
 
 var fakeAddr = &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1), Port: 1234}
 
 func (c *fakeConn) Read(p []byte) (int, error)       { return c.r.Read(p) }
 func (c *fakeConn) Write(p []byte) (int, error)      { return c.w.Write(p) }
-func (c *fakeConn) Close() error                     { return nil }
+func (c *fakeConn) Close() error                     { c.slot.close(); return nil }
+func (c *fakeConn) bodySlot() *bodySlot              { return &c.slot }
 func (c *fakeConn) LocalAddr() net.Addr              { return fakeAddr }
 func (c *fakeConn) RemoteAddr() net.Addr             { return fakeAddr }
 func (c *fakeConn) SetDeadline(time.Time) error      { return nil }
 func (c *fakeConn) SetReadDeadline(time.Time) error  { return nil }
 func (c *fakeConn) SetWriteDeadline(time.Time) error { return nil }
-func (c *fakeConn) reset(req []byte)                 { c.r.Reset(req); c.w.Reset() }
+func (c *fakeConn) reset(req []byte)                 { c.r.Reset(req); c.w.Reset(); c.slot.closed.Store(false) }
 func (c *fakeConn) status() []byte                   { return c.w.Bytes()[:min(12, c.w.Len())] }
 func (c *fakeConn) body() []byte                     { return c.w.Bytes()[bytes.Index(c.w.Bytes(), []byte("\r\n\r\n"))+4:] }
 

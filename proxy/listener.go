@@ -45,38 +45,59 @@ func transientAcceptError(err error) bool {
 // errBareLF is a request whose header lines end in LF without CR.
 var errBareLF = errors.New("proxy: request header line ends with a bare LF")
 
-// strictLinesListener gives each connection a check of its first request's
-// header block for bare LF line ends. fasthttp waits for CRLFCRLF to end a
-// header block, so a client ending lines in bare LF (which RFC 9112 lets a
-// server refuse) would wait, holding the connection, until read_timeout; with
-// the check it gets a 400 at once.
-type strictLinesListener struct{ net.Listener }
+// clientListener wraps each accepted connection in a clientConn: the check of
+// its first request's header block for bare LF line ends, and its slot in the
+// node's body budget.
+type clientListener struct {
+	net.Listener
+	bodies *bodyBudget
+}
 
-func (l strictLinesListener) Accept() (net.Conn, error) {
+func (l clientListener) Accept() (net.Conn, error) {
 	c, err := l.Listener.Accept()
 	if err != nil {
 		return c, err
 	}
-	return &strictLinesConn{Conn: c}, nil
+	return &clientConn{Conn: c, body: bodySlot{budget: l.bodies}}, nil
 }
 
-// strictLinesConn refuses a bare LF in the first header block read from it.
+// clientConn is a client connection as the servers see it (ctx.Conn(), with
+// TLS or without: the TLS connection is under it).
+//
+// It refuses a bare LF in the first header block read from it. fasthttp
+// waits for CRLFCRLF to end a header block, so a client ending lines in bare
+// LF (which RFC 9112 lets a server refuse) would wait, holding the
+// connection, until read_timeout; with the check it gets a 400 at once.
 // Only the first request is checked: later ones on a keep-alive connection
 // come from a client that has already shown it sends CRLF, and scanning every
 // read would cost the hot path; a body may hold bare LFs anyway.
-type strictLinesConn struct {
+//
+// It holds what the request being read on it reserved of the body budget;
+// Close gives that back, whatever path the request took.
+type clientConn struct {
 	net.Conn
 	done    bool // the first header block has ended (or was refused)
 	crlfRun int  // how much of CRLFCRLF the bytes read so far end with
 	prev    byte
 	scanned int
+	body    bodySlot
+}
+
+func (c *clientConn) bodySlot() *bodySlot { return &c.body }
+
+// Close gives back the connection's body reservation and closes it; the
+// safety net for a request that ends with neither its handler nor the error
+// handler run (a failed "100 Continue" write, a hijack's close).
+func (c *clientConn) Close() error {
+	c.body.close()
+	return c.Conn.Close()
 }
 
 // strictLinesScanMax bounds the scan: a header block longer than fasthttp's
 // read buffer is refused by fasthttp itself (431).
 const strictLinesScanMax = 8 << 10
 
-func (c *strictLinesConn) Read(p []byte) (int, error) {
+func (c *clientConn) Read(p []byte) (int, error) {
 	n, err := c.Conn.Read(p)
 	if c.done || n <= 0 {
 		return n, err

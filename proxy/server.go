@@ -8,12 +8,12 @@ import (
 	"crypto/sha256"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
+	"math/bits"
 	"net"
-	"sync"
 	"sync/atomic"
 	"time"
+	"unsafe"
 
 	"github.com/fasthttp/router"
 	"github.com/valyala/fasthttp"
@@ -83,11 +83,10 @@ type Server struct {
 	streamWriteTimeout time.Duration
 
 	// bodies bounds the request body bytes held at once; maxBody is
-	// max_body_bytes.
-	bodies  bodyBudget
-	maxBody int64
-	// bodyBufs are the buffers request bodies are read into, *[]byte.
-	bodyBufs sync.Pool
+	// max_body_bytes, chunkedBody what a chunked body reserves of bodies.
+	bodies      bodyBudget
+	maxBody     int64
+	chunkedBody int64
 }
 
 // New builds a Server; it starts nothing until Serve.
@@ -118,8 +117,10 @@ func New(o Options) (*Server, error) {
 		metrics:            o.metrics,
 		maxBody:            int64(cfg.MaxBodyBytes),
 	}
-	s.bodies.init(max(int64(cfg.Server.MaxBodyBytesInFlight), int64(cfg.MaxBodyBytes)))
-	s.bodyBufs.New = func() any { return new([]byte) }
+	// A chunked body may grow fasthttp's buffer to max_body_bytes plus its
+	// last chunk's CRLF, rounded up. The budget always fits one such body.
+	s.chunkedBody = bodyCap(s.maxBody + 2)
+	s.bodies.init(max(int64(cfg.Server.MaxBodyBytesInFlight), s.chunkedBody))
 	if s.metrics == nil {
 		s.metrics = newGatewayMetrics()
 	}
@@ -151,7 +152,8 @@ func (s *Server) newHTTPServer(cfg *config.Config, h fasthttp.RequestHandler,
 	headers func(*fasthttp.RequestHeader) fasthttp.RequestConfig) *fasthttp.Server {
 	return &fasthttp.Server{
 		Handler: h,
-		// Refuses a body without a well-formed key from its headers.
+		// Refuses a body without a well-formed key, or without room in the
+		// body budget, from its headers.
 		HeaderReceived:               headers,
 		ErrorHandler:                 s.serverError,
 		ConnState:                    s.conns.track,
@@ -257,11 +259,32 @@ func (s *Server) newRouter() *router.Router {
 // x-request-id.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	s.ids.set(ctx)
-	if s.bodyFits(ctx) {
-		s.router.Handler(ctx)
+	s.route(ctx, s.router)
+	s.countOther(ctx)
+}
+
+// route serves a request on r, or answers 503 server_busy when the header
+// hook refused its body for want of budget; then gives back what its body
+// reserved (see admitBody). A handler that keeps the body past its return
+// (a stream relay's upstream request) holds it outside the budget from then.
+func (s *Server) route(ctx *fasthttp.RequestCtx, r *router.Router) {
+	slot := bodySlotOf(ctx.Conn())
+	switch {
+	case slot != nil && slot.refused:
+		slot.refused = false
+		ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
+		writeError(ctx, errBodiesBusy, nil)
+		ctx.SetConnectionClose()
+		// The client may be sending the body still: the 503 must not be
+		// lost to a reset (see lingerDrain).
+		lingerDrain(ctx.Conn())
+	case s.bodyFits(ctx):
+		r.Handler(ctx)
 		closeIfBodyUnread(ctx)
 	}
-	s.countOther(ctx)
+	if slot != nil {
+		slot.release()
+	}
 }
 
 // admitBody returns fasthttp's HeaderReceived hook for a listener: a request
@@ -271,6 +294,16 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 // connection is closed after the answer (its unread body must not be read as
 // a next request). The handler authenticates and answers the refusal.
 //
+// A body that passes reserves, from the node's body budget, what fasthttp
+// will allocate to read it (bodyCap of its length; chunkedBody when
+// chunked), before fasthttp allocates it; one that finds too little left is
+// refused the same way and answered 503 server_busy (see route), never
+// queued, so the bound never turns into a wait. The reservation is held in
+// the connection's slot (one request at a time per HTTP/1 connection) and
+// given back by the handler's end (route), the error handler (a body read
+// that failed: too large, timed out, cut) or, failing both, the
+// connection's Close.
+//
 // The hook checks the key's form and checksum, not the store: a second
 // lookup per request would double the cache's work and, for a key not yet
 // cached, the store round trips. A well-formed unknown key (forging the
@@ -278,13 +311,50 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 // 8 KiB, and is then refused before the rest is read.
 func (s *Server) admitBody(user, admin bool) func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
 	return func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
-		if cl := h.ContentLength(); cl != 0 && cl != -2 && !s.mayHaveBody(h, user, admin) {
-			h.SetContentLength(0)
-			h.SetConnectionClose()
+		cl := int64(h.ContentLength())
+		if cl == 0 || cl == -2 || cl > s.maxBody {
+			// No body, or one fasthttp refuses (413) without reading it.
+			return fasthttp.RequestConfig{}
+		}
+		if !s.mayHaveBody(h, user, admin) {
+			refuseBody(h)
+			return fasthttp.RequestConfig{}
+		}
+		need := s.chunkedBody
+		if cl > 0 {
+			need = bodyCap(cl)
+		}
+		slot := bodySlotOf(requestCtxOf(h).Conn())
+		if slot == nil {
+			// Not a connection of our listeners: nothing to hold the
+			// reservation, so no body.
+			refuseBody(h)
+			return fasthttp.RequestConfig{}
+		}
+		if slot.refused = !slot.reserve(need); slot.refused {
+			refuseBody(h)
 		}
 		return fasthttp.RequestConfig{}
 	}
 }
+
+// refuseBody tells fasthttp that the request has no body, and to close the
+// connection after its answer.
+func refuseBody(h *fasthttp.RequestHeader) {
+	h.SetContentLength(0)
+	h.SetConnectionClose()
+}
+
+// requestCtxOf returns the RequestCtx whose request header h is. fasthttp
+// calls HeaderReceived with &ctx.Request.Header (serveConnCounted) and gives
+// the hook no other way to the request's connection;
+// TestRequestCtxOfHeader pins this.
+func requestCtxOf(h *fasthttp.RequestHeader) *fasthttp.RequestCtx {
+	return (*fasthttp.RequestCtx)(unsafe.Add(unsafe.Pointer(h), -requestHeaderOffset))
+}
+
+const requestHeaderOffset = int(unsafe.Offsetof((*fasthttp.RequestCtx)(nil).Request) +
+	unsafe.Offsetof((*fasthttp.Request)(nil).Header))
 
 func (s *Server) mayHaveBody(h *fasthttp.RequestHeader, user, admin bool) bool {
 	token := bearerTokenOf(h)
@@ -321,9 +391,7 @@ func closeIfBodyUnread(ctx *fasthttp.RequestCtx) {
 }
 
 // bodyBudget is the node-wide bound on request body bytes held at once
-// (server.max_body_bytes_in_flight). A request reserves before it reads and
-// releases when its handler returns; one that finds too little left is
-// refused rather than queued, so the bound never turns into a wait.
+// (server.max_body_bytes_in_flight); see admitBody.
 type bodyBudget struct {
 	left atomic.Int64
 	size int64
@@ -352,90 +420,80 @@ func (b *bodyBudget) release(held *int64) {
 // inUse is how many bytes are reserved now.
 func (b *bodyBudget) inUse() int64 { return b.size - b.left.Load() }
 
-// readBody reads the request body after reserving its declared length (a
-// chunked body reserves as it arrives), growing its buffer with the bytes
-// that arrive, never to more than max_body_bytes; *held is what it reserved,
-// for the caller to release.
-func (s *Server) readBody(ctx *fasthttp.RequestCtx, held *int64) ([]byte, *apiError) {
-	cl := int64(ctx.Request.Header.ContentLength())
-	if cl == 0 || !ctx.Request.IsBodyStream() {
-		return ctx.PostBody(), nil
+// bodyCap is the capacity of the buffer fasthttp allocates to read a body of
+// n bytes (appendBodyFixedSize: n rounded up to a power of two, up to
+// 100 MiB; n beyond); TestBodyCap pins it.
+func bodyCap(n int64) int64 {
+	if n > 100<<20 {
+		return n
 	}
-	if cl > 0 {
-		if !s.bodies.reserve(cl) {
-			return nil, errBodiesBusy
-		}
-		*held = cl
-	}
-	// Not ctx.PostBody: on a stream fasthttp logs a warning per call, and
-	// puts a read error's text in place of the body.
-	p := s.bodyBufs.Get().(*[]byte)
-	defer func() {
-		if cap(*p) <= maxPooledBody {
-			s.bodyBufs.Put(p)
-		} else {
-			*p = nil
-			s.bodyBufs.Put(p)
-		}
-	}()
-	b, e := s.readStream(ctx.RequestBodyStream(), (*p)[:0], cl, held)
-	*p = b
-	if e != nil {
-		return nil, e
-	}
-	// Copied into the request's own pooled buffer: the upstream request
-	// may outlive this handler (a stream relay).
-	ctx.Request.SetBody(b)
-	return ctx.Request.Body(), nil
+	return 1 << bits.Len64(uint64(n-1))
 }
 
-// maxPooledBody is the largest body buffer kept for the next request: a
-// rare large body's memory goes back to the runtime.
-const maxPooledBody = 1 << 20
+// bodySlot is one connection's share of the body budget: what the request
+// being read on it reserved. Releasing swaps it to zero, so that the
+// handler's end, the error handler and the connection's Close may each
+// release and the bytes go back once.
+type bodySlot struct {
+	budget *bodyBudget
+	held   atomic.Int64
+	closed atomic.Bool
+	// refused is set by the header hook when the request found the budget
+	// spent, for the handler to answer 503; only the connection's serving
+	// goroutine touches it.
+	refused bool
+}
 
-// chunkedStep is how much a chunked body reserves at least at a time.
-const chunkedStep = 64 << 10
-
-// readStream appends the body read from r to dst, growing it as bytes arrive
-// (at most to the declared length cl, or to max_body_bytes when chunked,
-// cl < 0, reserving as it grows).
-func (s *Server) readStream(r io.Reader, dst []byte, cl int64, held *int64) ([]byte, *apiError) {
-	limit := cl
-	if cl < 0 {
-		limit = s.maxBody
+// reserve takes n bytes of the budget for the request being read, or
+// nothing and false when fewer are left.
+func (b *bodySlot) reserve(n int64) bool {
+	// A previous request's reservation that no path gave back (none known).
+	b.release()
+	if !b.budget.reserve(n) {
+		return false
 	}
+	b.held.Store(n)
+	if b.closed.Load() {
+		// Close ran meanwhile and may have found nothing held.
+		b.release()
+	}
+	return true
+}
+
+func (b *bodySlot) release() {
+	if n := b.held.Swap(0); n != 0 {
+		b.budget.left.Add(n)
+	}
+}
+
+func (b *bodySlot) close() {
+	b.closed.Store(true)
+	b.release()
+}
+
+// bodySlotOf returns the body slot of the connection a request came on: a
+// clientConn, possibly under the wrappers a stream relay puts on it when it
+// hands the connection back (handedConn, prefixedConn); nil for another.
+func bodySlotOf(c net.Conn) *bodySlot {
 	for {
-		if len(dst) == cap(dst) {
-			if int64(len(dst)) > limit {
-				return dst, errBodyTooLarge
-			}
-			next := min(max(2*int64(cap(dst)), 4<<10), limit+1)
-			if cl < 0 && next > *held {
-				step := min(max(next, 2**held, chunkedStep), s.maxBody+1) - *held
-				if !s.bodies.reserve(step) {
-					return dst, errBodiesBusy
-				}
-				*held += step
-			}
-			grown := make([]byte, len(dst), next)
-			copy(grown, dst)
-			dst = grown
-		}
-		n, err := r.Read(dst[len(dst):cap(dst)])
-		dst = dst[:len(dst)+n]
-		if int64(len(dst)) > limit {
-			return dst, errBodyTooLarge
-		}
-		if err == io.EOF {
-			if cl > 0 && int64(len(dst)) != cl {
-				return dst, errBodyIncomplete
-			}
-			return dst, nil
-		}
-		if err != nil {
-			return dst, errBodyIncomplete
+		switch v := c.(type) {
+		case interface{ bodySlot() *bodySlot }:
+			return v.bodySlot()
+		case *handedConn:
+			c = v.Conn
+		case *prefixedConn:
+			c = v.Conn
+		default:
+			return nil
 		}
 	}
+}
+
+// readBody returns the request body, which fasthttp has read before the
+// handler ran, within what the header hook reserved for it (admitBody).
+// Nothing is reserved here, so *held stays as it is.
+func (s *Server) readBody(ctx *fasthttp.RequestCtx, held *int64) ([]byte, *apiError) {
+	return ctx.PostBody(), nil
 }
 
 // Serve accepts connections on ln until Shutdown, with TLS when the config
@@ -463,6 +521,12 @@ func (s *Server) Close() {
 
 func (s *Server) serverError(ctx *fasthttp.RequestCtx, err error) {
 	s.ids.set(ctx)
+	// The request ends here, its body read or not: what it reserved goes
+	// back (see admitBody).
+	if slot := bodySlotOf(ctx.Conn()); slot != nil {
+		slot.refused = false
+		slot.release()
+	}
 	serverError(ctx, err)
 }
 

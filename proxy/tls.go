@@ -45,11 +45,12 @@ func loadCertificate(c config.TLS) (*tls.Certificate, error) {
 
 // listener returns ln as the servers accept on it: through passing accept
 // errors, with TLS when the config has a certificate, and with the first
-// request's line ends checked on the plain text (see strictLinesConn).
+// request's line ends checked on the plain text and a slot in the body
+// budget (see clientConn).
 func (s *Server) listener(ln net.Listener) net.Listener {
 	ln = retryListener{Listener: ln, log: s.log}
 	if s.tls != nil {
 		ln = tls.NewListener(ln, s.tls.config)
 	}
-	return strictLinesListener{ln}
+	return clientListener{Listener: ln, bodies: &s.bodies}
 }
