@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/tokenhub/tokenhub/internal/eventually"
 )
 
 // lossyPubSub delivers published messages to its subscriber, or silently
@@ -110,9 +112,5 @@ func TestInvalidatorBoundsStalenessWhenMessagesAreLost(t *testing.T) {
 
 func waitFor(t *testing.T, cond func() bool, what string) {
 	t.Helper()
-	for deadline := time.Now().Add(3 * time.Second); !cond(); time.Sleep(2 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("not %s after 3s", what)
-		}
-	}
+	eventually.True(t, what, cond)
 }

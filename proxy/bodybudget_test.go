@@ -7,20 +7,10 @@ import (
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/mock"
 )
-
-// eventually waits, with a deadline far above any honest wait, for cond.
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(30 * time.Second); !cond(); time.Sleep(5 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("after 30s, still not: %s", what)
-		}
-	}
-}
 
 // chunked encodes parts as a chunked body, ended when last.
 func chunked(last bool, parts ...string) string {
@@ -51,9 +41,9 @@ func TestBodyBudget(t *testing.T) {
 
 	// Two trickling clients declaring 300 KiB hold 512 KiB each: all of it.
 	first, _ := dialDeclaring(t, g.url, "Bearer "+key, 300<<10, strings.Repeat(" ", 1<<10))
-	eventually(t, "the first body reserved (512 KiB)", inUse(512<<10))
+	eventually.True(t, "the first body reserved (512 KiB)", inUse(512<<10))
 	second, _ := dialDeclaring(t, g.url, "Bearer "+key, 300<<10, strings.Repeat(" ", 1<<10))
-	eventually(t, "both bodies reserved (1 MiB)", inUse(1<<20))
+	eventually.True(t, "both bodies reserved (1 MiB)", inUse(1<<20))
 
 	c, br := dialDeclaring(t, g.url, "Bearer "+key, 1<<10, strings.Repeat(" ", 1<<10))
 	resp, body := readAnswer(t, c, br)
@@ -68,7 +58,7 @@ func TestBodyBudget(t *testing.T) {
 	}
 
 	second.Close()
-	eventually(t, "the second client's reservation back after it left mid-body", inUse(512<<10))
+	eventually.True(t, "the second client's reservation back after it left mid-body", inUse(512<<10))
 
 	// Served requests give theirs back when the handler ends, before the
 	// answer is written; several on one keep-alive connection.
@@ -91,31 +81,31 @@ func TestBodyBudget(t *testing.T) {
 	}
 
 	first.Close()
-	eventually(t, "the budget whole after the first client left", inUse(0))
+	eventually.True(t, "the budget whole after the first client left", inUse(0))
 
 	// A chunked body reserves max_body_bytes rounded up (1 MiB here): it
 	// is refused while anything else is held...
 	held, _ := dialDeclaring(t, g.url, "Bearer "+key, 1, "")
-	eventually(t, "a 1-byte body reserved", inUse(1))
+	eventually.True(t, "a 1-byte body reserved", inUse(1))
 	c, br = dialDeclaring(t, g.url, "Bearer "+key, -1, chunked(true, "{}"))
 	if resp, body := readAnswer(t, c, br); resp.StatusCode != http.StatusServiceUnavailable {
 		t.Fatalf("chunked body with 1 byte of the budget held: %d %s, want 503", resp.StatusCode, body)
 	}
 	held.Close()
-	eventually(t, "the budget whole", inUse(0))
+	eventually.True(t, "the budget whole", inUse(0))
 	// ... is 413 past max_body_bytes, and gives its reservation back...
 	big := strings.Repeat("a", 64<<10)
 	c, br = dialDeclaring(t, g.url, "Bearer "+key, -1, chunked(false, big, big, big, big, big, big, big, big, big, big))
 	if resp, body := readAnswer(t, c, br); resp.StatusCode != http.StatusRequestEntityTooLarge {
 		t.Fatalf("chunked body over max_body_bytes: %d %s, want 413", resp.StatusCode, body)
 	}
-	eventually(t, "the budget whole after a chunked 413", inUse(0))
+	eventually.True(t, "the budget whole after a chunked 413", inUse(0))
 	// ... and is served when it fits.
 	c, br = dialDeclaring(t, g.url, "Bearer "+key, -1, chunked(true, `{"model":`, `"mock","messages":[{"role":`, `"user","content":"hi"}]}`))
 	if resp, body := readAnswer(t, c, br); resp.StatusCode != http.StatusOK {
 		t.Fatalf("a small chunked body: %d %s", resp.StatusCode, body)
 	}
-	eventually(t, "the budget whole after a chunked request", inUse(0))
+	eventually.True(t, "the budget whole after a chunked request", inUse(0))
 }
 
 // TestBodyBudgetReadTimeout: a client that stops sending its body is cut at
@@ -125,11 +115,11 @@ func TestBodyBudgetReadTimeout(t *testing.T) {
 	g := startGateway(t, "server: {read_timeout: 1s}\n"+yamlModels(up), "")
 	key := g.newKey("all").Key
 	c, br := dialDeclaring(t, g.url, "Bearer "+key, 100<<10, "{")
-	eventually(t, "the body reserved (128 KiB)", func() bool { return g.srv.bodies.inUse() == 128<<10 })
+	eventually.True(t, "the body reserved (128 KiB)", func() bool { return g.srv.bodies.inUse() == 128<<10 })
 	if resp, body := readAnswer(t, c, br); resp.StatusCode != http.StatusRequestTimeout {
 		t.Fatalf("a body stopped halfway: %d %s, want 408", resp.StatusCode, body)
 	}
-	eventually(t, "the budget whole after the read timeout", func() bool { return g.srv.bodies.inUse() == 0 })
+	eventually.True(t, "the budget whole after the read timeout", func() bool { return g.srv.bodies.inUse() == 0 })
 }
 
 // TestAdminBodyBounded: the Keys API's bodies are bounded and reserved like
@@ -155,7 +145,7 @@ func TestAdminBodyBounded(t *testing.T) {
 	if resp, body := send(chunked(true, `{"name":"c","plan":"all"}`)); resp.StatusCode != http.StatusCreated {
 		t.Fatalf("small chunked create: %d %s", resp.StatusCode, body)
 	}
-	eventually(t, "the budget whole", func() bool { return g.srv.bodies.inUse() == 0 })
+	eventually.True(t, "the budget whole", func() bool { return g.srv.bodies.inUse() == 0 })
 	if l := log.String(); strings.Contains(l, "aaaa") || strings.Contains(l, g.adminKey) {
 		t.Fatalf("the log quotes a request:\n%s", l)
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
@@ -152,5 +153,5 @@ func TestBodyFloodWithKey(t *testing.T) {
 	for _, c := range conns {
 		c.Close()
 	}
-	eventually(t, "the budget whole after the clients left", func() bool { return g.srv.bodies.inUse() == 0 })
+	eventually.True(t, "the budget whole after the clients left", func() bool { return g.srv.bodies.inUse() == 0 })
 }

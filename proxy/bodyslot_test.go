@@ -13,6 +13,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
@@ -166,6 +167,6 @@ func TestBodySlotAfterStream(t *testing.T) {
 		if stream && !strings.Contains(got, "data: [DONE]") {
 			t.Fatalf("stream without its end: %s", got)
 		}
-		eventually(t, "the budget whole", func() bool { return g.srv.bodies.inUse() == 0 })
+		eventually.True(t, "the budget whole", func() bool { return g.srv.bodies.inUse() == 0 })
 	}
 }

@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/mock"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/tokenhub/tokenhub/keys"
@@ -71,12 +72,10 @@ plans: [{name: all, models: ["*"]}]
 
 	var m map[string]float64
 	// A stream is counted when it ends, after the client has read it all.
-	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	eventually.True(t, "the stream counted", func() bool {
 		m = g.scrape()
-		if m[`tokenhub_stream_ttfb_seconds_count`] == 1 || time.Now().After(deadline) {
-			break
-		}
-	}
+		return m[`tokenhub_stream_ttfb_seconds_count`] == 1
+	})
 	want := map[string]float64{
 		`tokenhub_requests_total{endpoint="chat",model="mock",plan="all",status="200"}`:  3,
 		`tokenhub_requests_total{endpoint="chat",model="",plan="",status="401"}`:         1,
@@ -182,21 +181,21 @@ type accessLine struct {
 // accessLines waits until the log holds n access lines and returns them.
 func accessLines(t *testing.T, log *logBuffer, n int) []accessLine {
 	t.Helper()
-	for deadline := time.Now().Add(3 * time.Second); ; time.Sleep(10 * time.Millisecond) {
-		var lines []accessLine
+	var lines []accessLine
+	eventually.True(t, fmt.Sprintf("%d access lines", n), func() bool {
+		lines = lines[:0]
 		for _, l := range strings.Split(strings.TrimSpace(log.String()), "\n") {
 			var a accessLine
 			if json.Unmarshal([]byte(l), &a) == nil && a.Msg == "request" {
 				lines = append(lines, a)
 			}
 		}
-		if len(lines) >= n || time.Now().After(deadline) {
-			if len(lines) != n {
-				t.Fatalf("%d access lines, want %d:\n%s", len(lines), n, log.String())
-			}
-			return lines
-		}
+		return len(lines) >= n
+	})
+	if len(lines) != n {
+		t.Fatalf("%d access lines, want %d:\n%s", len(lines), n, log.String())
 	}
+	return lines
 }
 
 // TestAccessLog: a JSON line per request, written off the request path,

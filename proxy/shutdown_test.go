@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
@@ -35,18 +36,14 @@ func TestShutdownWaitsForStreams(t *testing.T) {
 	if _, err := idle.br.ReadByte(); err != io.EOF {
 		t.Fatalf("idle keep-alive connection: %v, want it closed (EOF) at once", err)
 	}
-	refused := false
-	for deadline := time.Now().Add(time.Second); !refused && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+	eventually.True(t, "refusing new connections during the shutdown", func() bool {
 		c, err := net.Dial("tcp", strings.TrimPrefix(g.url, "http://"))
 		if err != nil {
-			refused = true
-		} else {
-			c.Close()
+			return true
 		}
-	}
-	if !refused {
-		t.Fatal("new connections still accepted 1s into the shutdown")
-	}
+		c.Close()
+		return false
+	})
 	b, err := io.ReadAll(resp.Body)
 	if err != nil || !strings.HasSuffix(string(b), "data: [DONE]\n\n") {
 		t.Fatalf("the stream did not finish: %v\n%s", err, b)
