@@ -119,7 +119,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*keys.Key, *keys.Plan, 
 		writeError(ctx, errMissingKey, nil)
 		return nil, nil, false
 	}
-	k, p, err := s.registry.Authenticate(callCtx(ctx), token)
+	k, p, err := s.keyOf(ctx, token)
 	if err != nil {
 		e := authError(err)
 		if e == errStoreDown {
@@ -129,6 +129,20 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*keys.Key, *keys.Plan, 
 		return nil, nil, false
 	}
 	return k, p, true
+}
+
+// keyOf authenticates the request's key token: with the header hook's check
+// when it made one for this request less than keyCheckFor ago (a request
+// with a body), else with a lookup now.
+func (s *Server) keyOf(ctx *fasthttp.RequestCtx, token []byte) (*keys.Key, *keys.Plan, error) {
+	if slot := bodySlotOf(ctx.Conn()); slot != nil {
+		c := slot.check
+		slot.check = keyCheck{}
+		if !c.at.IsZero() && ctx.Time().Sub(c.at) < keyCheckFor {
+			return c.key, c.plan, c.err
+		}
+	}
+	return s.registry.Authenticate(callCtx(ctx), token)
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>" header,
