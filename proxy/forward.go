@@ -23,26 +23,16 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 	var c claim
 	c.rec = requestRecord{start: ctx.Time(), ep: ep}
 	defer s.finishHandler(ctx, &c)
-	// The body is read only once the key is known good, and what it may
-	// hold is reserved first (see readBody); released when this returns.
-	var bodyHeld int64
-	defer s.bodies.release(&bodyHeld)
+	// fasthttp has read the body before this runs, and only for a key that
+	// authenticates, within what the header hook reserved for it (see
+	// admitBody); a refused body is empty and the key's error answers.
 	key, plan, ok := s.authenticate(ctx)
 	if !ok {
 		return
 	}
 	c.rec.keyID, c.rec.plan = key.ID, plan.Name
-	body, e := s.readBody(ctx, &bodyHeld)
-	if e != nil {
-		if e == errBodiesBusy {
-			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		}
-		writeError(ctx, e, nil)
-		ctx.SetConnectionClose()
-		return
-	}
 	var f requestFields
-	if e, detail := f.parse(body); e != nil {
+	if e, detail := f.parse(ctx.PostBody()); e != nil {
 		writeError(ctx, e, detail)
 		return
 	}

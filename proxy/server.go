@@ -280,7 +280,6 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, r *router.Router) {
 		lingerDrain(ctx.Conn())
 	case s.bodyFits(ctx):
 		r.Handler(ctx)
-		closeIfBodyUnread(ctx)
 	}
 	if slot != nil {
 		slot.check = keyCheck{}
@@ -416,15 +415,6 @@ func (s *Server) bodyFits(ctx *fasthttp.RequestCtx) bool {
 	return false
 }
 
-// closeIfBodyUnread closes the connection after a request whose handler
-// answered without reading its body: the rest of the body would otherwise
-// be read (or parsed) as the next request.
-func closeIfBodyUnread(ctx *fasthttp.RequestCtx) {
-	if ctx.Request.IsBodyStream() && ctx.Request.Header.ContentLength() != 0 {
-		ctx.SetConnectionClose()
-	}
-}
-
 // bodyBudget is the node-wide bound on request body bytes held at once
 // (server.max_body_bytes_in_flight); see admitBody.
 type bodyBudget struct {
@@ -444,12 +434,6 @@ func (b *bodyBudget) reserve(n int64) bool {
 		return false
 	}
 	return true
-}
-
-// release gives back *held bytes and zeroes it.
-func (b *bodyBudget) release(held *int64) {
-	b.left.Add(*held)
-	*held = 0
 }
 
 // inUse is how many bytes are reserved now.
@@ -524,13 +508,6 @@ func bodySlotOf(c net.Conn) *bodySlot {
 			return nil
 		}
 	}
-}
-
-// readBody returns the request body, which fasthttp has read before the
-// handler ran, within what the header hook reserved for it (admitBody).
-// Nothing is reserved here, so *held stays as it is.
-func (s *Server) readBody(ctx *fasthttp.RequestCtx, held *int64) ([]byte, *apiError) {
-	return ctx.PostBody(), nil
 }
 
 // Serve accepts connections on ln until Shutdown, with TLS when the config
