@@ -23,26 +23,16 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 	var c claim
 	c.rec = requestRecord{start: ctx.Time(), ep: ep}
 	defer s.finishHandler(ctx, &c)
-	// The body is read only once the key is known good, and what it may
-	// hold is reserved first (see readBody); released when this returns.
-	var bodyHeld int64
-	defer s.bodies.release(&bodyHeld)
+	// fasthttp has read the body before this runs, and only for a key that
+	// authenticates, within what the header hook reserved for it (see
+	// admitBody); a refused body is empty and the key's error answers.
 	key, plan, ok := s.authenticate(ctx)
 	if !ok {
 		return
 	}
 	c.rec.keyID, c.rec.plan = key.ID, plan.Name
-	body, e := s.readBody(ctx, &bodyHeld)
-	if e != nil {
-		if e == errBodiesBusy {
-			ctx.Response.Header.Set(fasthttp.HeaderRetryAfter, "1")
-		}
-		writeError(ctx, e, nil)
-		ctx.SetConnectionClose()
-		return
-	}
 	var f requestFields
-	if e, detail := f.parse(body); e != nil {
+	if e, detail := f.parse(ctx.PostBody()); e != nil {
 		writeError(ctx, e, detail)
 		return
 	}
@@ -119,7 +109,7 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*keys.Key, *keys.Plan, 
 		writeError(ctx, errMissingKey, nil)
 		return nil, nil, false
 	}
-	k, p, err := s.registry.Authenticate(callCtx(ctx), token)
+	k, p, err := s.keyOf(ctx, token)
 	if err != nil {
 		e := authError(err)
 		if e == errStoreDown {
@@ -129,6 +119,20 @@ func (s *Server) authenticate(ctx *fasthttp.RequestCtx) (*keys.Key, *keys.Plan, 
 		return nil, nil, false
 	}
 	return k, p, true
+}
+
+// keyOf authenticates the request's key token: with the header hook's check
+// when it made one for this request less than keyCheckFor ago (a request
+// with a body), else with a lookup now.
+func (s *Server) keyOf(ctx *fasthttp.RequestCtx, token []byte) (*keys.Key, *keys.Plan, error) {
+	if slot := bodySlotOf(ctx.Conn()); slot != nil {
+		c := slot.check
+		slot.check = keyCheck{}
+		if !c.at.IsZero() && ctx.Time().Sub(c.at) < keyCheckFor {
+			return c.key, c.plan, c.err
+		}
+	}
+	return s.registry.Authenticate(callCtx(ctx), token)
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>" header,

@@ -280,19 +280,22 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, r *router.Router) {
 		lingerDrain(ctx.Conn())
 	case s.bodyFits(ctx):
 		r.Handler(ctx)
-		closeIfBodyUnread(ctx)
 	}
 	if slot != nil {
+		slot.check = keyCheck{}
 		slot.release()
 	}
 }
 
 // admitBody returns fasthttp's HeaderReceived hook for a listener: a request
-// with a body whose bearer token is neither a well-formed user key (when
-// user) nor the admin key (when admin) will be refused from its headers, so
-// fasthttp is told it has no body and does not wait for one, and the
-// connection is closed after the answer (its unread body must not be read as
-// a next request). The handler authenticates and answers the refusal.
+// with a body whose bearer token is neither a user key that authenticates
+// (when user: known, unrevoked, unexpired, on a plan; Registry.Authenticate,
+// from its cache or the store) nor the admin key (when admin) will be refused
+// from its headers, so fasthttp is told it has no body and does not wait for
+// one, and the connection is closed after the answer (its unread body must
+// not be read as a next request). The handler answers the refusal (401, or
+// 503 store_unavailable) from the hook's check, which the connection's slot
+// keeps for it (see keyCheck): the key is looked up once per request.
 //
 // A body that passes reserves, from the node's body budget, what fasthttp
 // will allocate to read it (bodyCap of its length; chunkedBody when
@@ -304,32 +307,38 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, r *router.Router) {
 // that failed: too large, timed out, cut) or, failing both, the
 // connection's Close.
 //
-// The hook checks the key's form and checksum, not the store: a second
-// lookup per request would double the cache's work and, for a key not yet
-// cached, the store round trips. A well-formed unknown key (forging the
-// checksum is easy) costs what fasthttp reads before the handler, at most
-// 8 KiB, and is then refused before the rest is read.
+// The key is checked against the store, not just for its form: its checksum
+// is easy to forge, and a forged key that reserved would hold its share of
+// the budget until read_timeout, so four such connections declaring 16 MiB
+// would deny every body on the node. A request with a refused body costs
+// what fasthttp read with its headers, at most its 4 KiB read buffer.
 func (s *Server) admitBody(user, admin bool) func(*fasthttp.RequestHeader) fasthttp.RequestConfig {
 	return func(h *fasthttp.RequestHeader) fasthttp.RequestConfig {
+		ctx := requestCtxOf(h)
+		slot := bodySlotOf(ctx.Conn())
+		if slot != nil {
+			// A check left by a request no path finished (none known) is
+			// not this request's.
+			slot.check = keyCheck{}
+		}
 		cl := int64(h.ContentLength())
 		if cl == 0 || cl == -2 || cl > s.maxBody {
 			// No body, or one fasthttp refuses (413) without reading it.
 			return fasthttp.RequestConfig{}
 		}
-		if !s.mayHaveBody(h, user, admin) {
+		if slot == nil {
+			// Not a connection of our listeners: nothing to hold the
+			// reservation (or the key's check), so no body.
+			refuseBody(h)
+			return fasthttp.RequestConfig{}
+		}
+		if !s.mayHaveBody(ctx, slot, user, admin) {
 			refuseBody(h)
 			return fasthttp.RequestConfig{}
 		}
 		need := s.chunkedBody
 		if cl > 0 {
 			need = bodyCap(cl)
-		}
-		slot := bodySlotOf(requestCtxOf(h).Conn())
-		if slot == nil {
-			// Not a connection of our listeners: nothing to hold the
-			// reservation, so no body.
-			refuseBody(h)
-			return fasthttp.RequestConfig{}
 		}
 		if slot.refused = !slot.reserve(need); slot.refused {
 			refuseBody(h)
@@ -356,18 +365,43 @@ func requestCtxOf(h *fasthttp.RequestHeader) *fasthttp.RequestCtx {
 const requestHeaderOffset = int(unsafe.Offsetof((*fasthttp.RequestCtx)(nil).Request) +
 	unsafe.Offsetof((*fasthttp.Request)(nil).Header))
 
-func (s *Server) mayHaveBody(h *fasthttp.RequestHeader, user, admin bool) bool {
-	token := bearerTokenOf(h)
+// mayHaveBody reports whether the request's bearer token may send a body:
+// a user key that authenticates (when user), whose check it leaves in slot
+// for the handler, or the admin key (when admin).
+func (s *Server) mayHaveBody(ctx *fasthttp.RequestCtx, slot *bodySlot, user, admin bool) bool {
+	token := bearerToken(ctx)
 	if token == nil {
 		return false
 	}
 	if user {
-		if _, err := keys.ParseSecret(token); err == nil {
+		c := &slot.check
+		c.key, c.plan, c.err = s.registry.Authenticate(callCtx(ctx), token)
+		c.at = time.Now()
+		if c.err == nil {
 			return true
 		}
 	}
 	return admin && s.isAdmin(token)
 }
+
+// keyCheck is the header hook's authentication of a request's key, kept in
+// its connection's slot for the handler (see Server.keyOf): a request with
+// a body costs one key lookup, as one without does, in the cache's work, in
+// its counts and, for a key not cached yet, in store round trips.
+type keyCheck struct {
+	key  *keys.Key
+	plan *keys.Plan
+	err  error
+	at   time.Time // when it was made; zero when there is none
+}
+
+// keyCheckFor is how long after the headers the hook's check stands for the
+// handler. An honest body arrives with its headers or just after; one that
+// takes longer is checked again once it has arrived, so a key revoked while
+// its body trickles in is refused then (TestBodyKeyRevokedWhileArriving).
+// Within it a request counts as authenticated at its headers, up to this
+// much earlier than its handler runs.
+const keyCheckFor = time.Second
 
 // bodyFits answers 413 to a request declaring a body over max_body_bytes,
 // on every route, before anything reads it.
@@ -379,15 +413,6 @@ func (s *Server) bodyFits(ctx *fasthttp.RequestCtx) bool {
 	ctx.SetConnectionClose()
 	lingerDrain(ctx.Conn())
 	return false
-}
-
-// closeIfBodyUnread closes the connection after a request whose handler
-// answered without reading its body: the rest of the body would otherwise
-// be read (or parsed) as the next request.
-func closeIfBodyUnread(ctx *fasthttp.RequestCtx) {
-	if ctx.Request.IsBodyStream() && ctx.Request.Header.ContentLength() != 0 {
-		ctx.SetConnectionClose()
-	}
 }
 
 // bodyBudget is the node-wide bound on request body bytes held at once
@@ -409,12 +434,6 @@ func (b *bodyBudget) reserve(n int64) bool {
 		return false
 	}
 	return true
-}
-
-// release gives back *held bytes and zeroes it.
-func (b *bodyBudget) release(held *int64) {
-	b.left.Add(*held)
-	*held = 0
 }
 
 // inUse is how many bytes are reserved now.
@@ -439,9 +458,11 @@ type bodySlot struct {
 	held   atomic.Int64
 	closed atomic.Bool
 	// refused is set by the header hook when the request found the budget
-	// spent, for the handler to answer 503; only the connection's serving
-	// goroutine touches it.
+	// spent, for the handler to answer 503; check is the hook's check of
+	// the request's key. Only the connection's serving goroutine touches
+	// them.
 	refused bool
+	check   keyCheck
 }
 
 // reserve takes n bytes of the budget for the request being read, or
@@ -489,13 +510,6 @@ func bodySlotOf(c net.Conn) *bodySlot {
 	}
 }
 
-// readBody returns the request body, which fasthttp has read before the
-// handler ran, within what the header hook reserved for it (admitBody).
-// Nothing is reserved here, so *held stays as it is.
-func (s *Server) readBody(ctx *fasthttp.RequestCtx, held *int64) ([]byte, *apiError) {
-	return ctx.PostBody(), nil
-}
-
 // Serve accepts connections on ln until Shutdown, with TLS when the config
 // has a certificate.
 func (s *Server) Serve(ln net.Listener) error {
@@ -525,6 +539,7 @@ func (s *Server) serverError(ctx *fasthttp.RequestCtx, err error) {
 	// back (see admitBody).
 	if slot := bodySlotOf(ctx.Conn()); slot != nil {
 		slot.refused = false
+		slot.check = keyCheck{}
 		slot.release()
 	}
 	serverError(ctx, err)
