@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/mock"
 	"github.com/tokenhub/tokenhub/keys"
 )
@@ -46,7 +47,7 @@ func TestBodyNeedsAKeyThatAuthenticates(t *testing.T) {
 	g.admin("DELETE", "/v1/keys/"+revoked.ID, nil, http.StatusOK, nil)
 	var expired apiKey
 	g.admin("POST", "/v1/keys", map[string]any{"name": "short", "plan": "all", "expires_in": 1}, http.StatusCreated, &expired)
-	eventually(t, "the key with expires_in 1 expired", func() bool {
+	eventually.True(t, "the key with expires_in 1 expired", func() bool {
 		st, _, body := g.do("GET", "/v1/models", expired.Key, nil)
 		return st == http.StatusUnauthorized && strings.Contains(string(body), "expired")
 	})
@@ -108,7 +109,7 @@ func TestBodyKeyRevokedWhileArriving(t *testing.T) {
 	k := g.newKey("all")
 	body := `{"model":"mock","messages":[{"role":"user","content":"hi"}]}`
 	c, br := dialDeclaring(t, g.url, "Bearer "+k.Key, len(body), body[:10])
-	eventually(t, "the body reserved", func() bool { return g.srv.bodies.inUse() == bodyCap(int64(len(body))) })
+	eventually.True(t, "the body reserved", func() bool { return g.srv.bodies.inUse() == bodyCap(int64(len(body))) })
 	g.admin("DELETE", "/v1/keys/"+k.ID, nil, http.StatusOK, nil)
 	// Not synchronisation: the hook's check must be older than it may be
 	// used for; any longer wait proves the same.
@@ -120,7 +121,7 @@ func TestBodyKeyRevokedWhileArriving(t *testing.T) {
 	if resp.StatusCode != http.StatusUnauthorized || !strings.Contains(got, "revoked") {
 		t.Fatalf("a key revoked while its body arrived: %d %s, want 401 revoked", resp.StatusCode, got)
 	}
-	eventually(t, "the budget whole", func() bool { return g.srv.bodies.inUse() == 0 })
+	eventually.True(t, "the budget whole", func() bool { return g.srv.bodies.inUse() == 0 })
 }
 
 // TestBodyKeyLookedUpOnce: the header hook's lookup of a body's key is the
