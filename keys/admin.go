@@ -57,7 +57,7 @@ func readAdminKey(path string) (string, error) {
 	if err != nil {
 		return "", fmt.Errorf("keys: admin key: %w", err)
 	}
-	defer f.Close()
+	defer f.Close() //nolint:errcheck // only read from
 	fi, err := f.Stat()
 	if err != nil {
 		return "", fmt.Errorf("keys: admin key: %w", err)

@@ -46,9 +46,9 @@ func TestRequestCtxOfHeader(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	go srv.Serve(ln)                     //nolint:errcheck
-	t.Cleanup(func() { srv.Shutdown() }) //nolint:errcheck
-	for range 2 {                        // two connections, two requests each (keep-alive)
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown() })
+	for range 2 { // two connections, two requests each (keep-alive)
 		c, err := net.Dial("tcp", ln.Addr().String())
 		if err != nil {
 			t.Fatal(err)
