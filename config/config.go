@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
-	"github.com/tokenhub/tokenhub/limits"
 )
 
 // InprocMock is the base_url of the built-in mock provider, which runs in the
@@ -265,9 +265,9 @@ type Route struct {
 // Price is a model's price in micro-dollars per million tokens.
 type Price struct {
 	// InputPerMTok is the price of a million prompt tokens.
-	InputPerMTok limits.MicroUSD `yaml:"input_per_mtok"`
+	InputPerMTok usd.Micro `yaml:"input_per_mtok"`
 	// OutputPerMTok is the price of a million completion tokens.
-	OutputPerMTok limits.MicroUSD `yaml:"output_per_mtok"`
+	OutputPerMTok usd.Micro `yaml:"output_per_mtok"`
 }
 
 // Upstream returns the upstream called name, or nil.

@@ -9,7 +9,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // fieldPaths adds to out the path of every YAML key reachable from t, with
@@ -167,7 +167,7 @@ func TestDefaultContents(t *testing.T) {
 	if c.Listen != "127.0.0.1:8080" || c.Store.Path != "./data" || c.AdminKey != "" {
 		t.Fatalf("listen %q, store.path %q, admin_key %q", c.Listen, c.Store.Path, c.AdminKey)
 	}
-	price := func(model string, in, out limits.MicroUSD) {
+	price := func(model string, in, out usd.Micro) {
 		t.Helper()
 		for _, m := range c.Models {
 			if m.Name == model {

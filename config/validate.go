@@ -16,8 +16,8 @@ import (
 	"unicode"
 
 	"github.com/tokenhub/tokenhub/internal/name"
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
-	"github.com/tokenhub/tokenhub/limits"
 )
 
 // Validate checks c and reports all its problems at once, joined with
@@ -318,11 +318,11 @@ func (c *Config) validateModels(p *problems) {
 			}
 		}
 		// The bounds keep every cost (price × tokens, in pico-dollars) in an int64.
-		if m.Price.InputPerMTok < 0 || m.Price.InputPerMTok > limits.MaxPricePerMTok {
-			p.add(at+".price.input_per_mtok", "must be from 0 to %s dollars (got %s)", limits.MaxPricePerMTok, m.Price.InputPerMTok)
+		if m.Price.InputPerMTok < 0 || m.Price.InputPerMTok > usd.MaxPricePerMTok {
+			p.add(at+".price.input_per_mtok", "must be from 0 to %s dollars (got %s)", usd.MaxPricePerMTok, m.Price.InputPerMTok)
 		}
-		if m.Price.OutputPerMTok < 0 || m.Price.OutputPerMTok > limits.MaxPricePerMTok {
-			p.add(at+".price.output_per_mtok", "must be from 0 to %s dollars (got %s)", limits.MaxPricePerMTok, m.Price.OutputPerMTok)
+		if m.Price.OutputPerMTok < 0 || m.Price.OutputPerMTok > usd.MaxPricePerMTok {
+			p.add(at+".price.output_per_mtok", "must be from 0 to %s dollars (got %s)", usd.MaxPricePerMTok, m.Price.OutputPerMTok)
 		}
 		if m.MaxOutputTokens < 1 || m.MaxOutputTokens > maxOutputTokens {
 			p.add(at+".max_output_tokens", "must be from 1 to %d (got %d); remove it for the default %d", maxOutputTokens, m.MaxOutputTokens, defaultModel().MaxOutputTokens)

@@ -11,6 +11,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/tokenhub/tokenhub/internal/name"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // The Valkey layout of limits. A key's names share the hash tag
@@ -360,7 +361,7 @@ func (l *ValkeyLedger) load(ctx context.Context, keyID string, month Month, node
 		case "completion_tokens":
 			c.CompletionTokens = n
 		case "spent":
-			c.Spent = PicoUSD(n)
+			c.Spent = usd.Pico(n)
 		}
 	}
 	return u, seq, nil
