@@ -10,6 +10,7 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub/internal/usd"
+	"github.com/tokenhub/tokenhub/internal/valkeyx"
 	"github.com/tokenhub/tokenhub/keys"
 )
 
@@ -165,8 +166,8 @@ type Valkey struct {
 
 // StoreOptions are the options of the Valkey store this block describes,
 // the same for a node and for `tokenhub migrate`.
-func (v *Valkey) StoreOptions() keys.ValkeyOptions {
-	return keys.ValkeyOptions{Addrs: v.Addrs, Username: v.Username, Password: v.Password, DB: v.DB, TLS: v.TLS,
+func (v *Valkey) StoreOptions() valkeyx.Options {
+	return valkeyx.Options{Addrs: v.Addrs, Username: v.Username, Password: v.Password, DB: v.DB, TLS: v.TLS,
 		Prefix: v.Prefix, Timeout: v.Timeout}
 }
 

@@ -3,6 +3,7 @@ package config
 import (
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/valkeyx"
 	"github.com/tokenhub/tokenhub/keys"
 )
 
@@ -45,7 +46,7 @@ func defaultUpstream() Upstream {
 }
 
 func defaultValkey() Valkey {
-	return Valkey{Prefix: keys.DefaultValkeyPrefix, Timeout: keys.DefaultValkeyTimeout}
+	return Valkey{Prefix: valkeyx.DefaultPrefix, Timeout: valkeyx.DefaultTimeout}
 }
 
 // UnmarshalYAML decodes the valkey block over its defaults; see Upstream.UnmarshalYAML.

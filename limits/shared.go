@@ -16,6 +16,7 @@ import (
 	"github.com/valkey-io/valkey-go"
 
 	"github.com/tokenhub/tokenhub/internal/usd"
+	"github.com/tokenhub/tokenhub/internal/valkeyx"
 	"github.com/tokenhub/tokenhub/limits/journal"
 )
 
@@ -26,9 +27,9 @@ type ValkeyOptions struct {
 	// (keys.ValkeyStore.Client). The Gate does not close it.
 	Client valkey.Client
 	// Prefix namespaces every name, as the key store's does; empty means
-	// DefaultValkeyPrefix. It must satisfy keys.ValidName.
+	// valkeyx.DefaultPrefix. It must satisfy name.Valid.
 	Prefix string
-	// Timeout bounds every Valkey call; zero means DefaultValkeyTimeout.
+	// Timeout bounds every Valkey call; zero means valkeyx.DefaultTimeout.
 	Timeout time.Duration
 	// NodeID names this node in Valkey; it must be unique among running
 	// nodes. Empty means hostname-pid-random. A stable ID lets a restarted
@@ -123,7 +124,7 @@ func NewValkeyGate(o ValkeyOptions, log *slog.Logger) (*Gate, error) {
 	g.sh = &shared{
 		ledger:   ledger,
 		node:     o.NodeID,
-		nodesKey: "{" + ledger.prefix + "}:limits:nodes",
+		nodesKey: valkeyx.Tag(ledger.prefix) + ":limits:nodes",
 		fixed:    int64(o.Nodes),
 		idle:     int64(o.IdleReturn),
 		ttl:      int64(o.LeaseTTL),

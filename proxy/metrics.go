@@ -207,7 +207,7 @@ func (m *gatewayMetrics) upstreamEvent(upstream, event string) {
 	c.Inc()
 }
 
-// observeValkey is keys.ValkeyOptions.Observe.
+// observeValkey is valkeyx.Options.Observe.
 func (m *gatewayMetrics) observeValkey(d time.Duration, err error) {
 	m.valkey.Update(d.Seconds())
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"testing"
 
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
+	"github.com/tokenhub/tokenhub/internal/valkeyx"
 	"github.com/tokenhub/tokenhub/keys"
 )
 
@@ -90,7 +91,7 @@ func TestMigrate(t *testing.T) {
 		t.Fatalf("migrate: exit %d: %s%s", code, out.String(), errOut.String())
 	}
 
-	dst, err := keys.OpenValkey(ctx, keys.ValkeyOptions{Addrs: []string{v.Addr()}, Prefix: "migrated"})
+	dst, err := keys.OpenValkey(ctx, valkeyx.Options{Addrs: []string{v.Addr()}, Prefix: "migrated"})
 	if err != nil {
 		t.Fatal(err)
 	}
