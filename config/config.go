@@ -11,7 +11,6 @@ import (
 
 	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/internal/valkeyx"
-	"github.com/tokenhub/tokenhub/keys"
 )
 
 // InprocMock is the base_url of the built-in mock provider, which runs in the
@@ -45,7 +44,7 @@ type Config struct {
 	// Models are the names clients may ask for, each routed to upstreams.
 	Models []Model `yaml:"models"`
 	// Plans are the plans declared in the file; keys reference them by name.
-	Plans []*keys.Plan `yaml:"plans"`
+	Plans []*Plan `yaml:"plans"`
 
 	// File is the path Load read this configuration from, which a reload
 	// reads again; empty for the built-in default and for Parse.

@@ -17,12 +17,11 @@ import (
 
 	"github.com/tokenhub/tokenhub/internal/name"
 	"github.com/tokenhub/tokenhub/internal/usd"
-	"github.com/tokenhub/tokenhub/keys"
 )
 
 // Validate checks c and reports all its problems at once, joined with
-// errors.Join, each naming the field's path and the fix. It compiles c.Plans
-// (keys.Plan.Compile), so they are ready to use when it returns nil.
+// errors.Join, each naming the field's path and the fix. Plans are checked
+// by keys.Plan.Compile's rules, so the node's seeding accepts them.
 func (c *Config) Validate() error {
 	var p problems
 	c.validateServer(&p)
@@ -175,7 +174,7 @@ func (c *Config) validateValkey(p *problems, v *Valkey) {
 	if v.DB < 0 {
 		p.add("store.valkey.db", "%d is negative; use 0 or a database number", v.DB)
 	}
-	if !keys.ValidName(v.Prefix) {
+	if !name.Valid(v.Prefix) {
 		p.add("store.valkey.prefix", "%q is not a valid prefix; use %s", v.Prefix, name.Rule)
 	}
 	p.positive("store.valkey.timeout", v.Timeout, def.Timeout)
@@ -187,7 +186,7 @@ func (c *Config) validateUpstreams(p *problems) {
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		at := fmt.Sprintf("upstreams[%d]", i)
-		if !keys.ValidName(u.Name) {
+		if !name.Valid(u.Name) {
 			p.add(at+".name", "%q is not a valid name; use %s", u.Name, name.Rule)
 		} else if j, dup := seen[u.Name]; dup {
 			p.add(at+".name", "%q is also the name of upstreams[%d]; give each upstream its own name", u.Name, j)
@@ -330,7 +329,7 @@ func (c *Config) validateModels(p *problems) {
 	}
 }
 
-// maxOutputTokens bounds a model's max_output_tokens (see limits.MaxPricePerMTok).
+// maxOutputTokens bounds a model's max_output_tokens (see usd.MaxPricePerMTok).
 const maxOutputTokens = 10_000_000
 
 func (c *Config) validatePlans(p *problems) {
@@ -341,7 +340,7 @@ func (c *Config) validatePlans(p *problems) {
 			p.add(at, "empty entry; remove it")
 			continue
 		}
-		if err := pl.Compile(); err != nil {
+		if err := pl.check(); err != nil {
 			p.add(at, "%v", err)
 			continue
 		}
