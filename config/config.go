@@ -9,8 +9,8 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/tokenhub/tokenhub/keys"
-	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/internal/usd"
+	"github.com/tokenhub/tokenhub/internal/valkeyx"
 )
 
 // InprocMock is the base_url of the built-in mock provider, which runs in the
@@ -44,7 +44,7 @@ type Config struct {
 	// Models are the names clients may ask for, each routed to upstreams.
 	Models []Model `yaml:"models"`
 	// Plans are the plans declared in the file; keys reference them by name.
-	Plans []*keys.Plan `yaml:"plans"`
+	Plans []*Plan `yaml:"plans"`
 
 	// File is the path Load read this configuration from, which a reload
 	// reads again; empty for the built-in default and for Parse.
@@ -165,8 +165,8 @@ type Valkey struct {
 
 // StoreOptions are the options of the Valkey store this block describes,
 // the same for a node and for `tokenhub migrate`.
-func (v *Valkey) StoreOptions() keys.ValkeyOptions {
-	return keys.ValkeyOptions{Addrs: v.Addrs, Username: v.Username, Password: v.Password, DB: v.DB, TLS: v.TLS,
+func (v *Valkey) StoreOptions() valkeyx.Options {
+	return valkeyx.Options{Addrs: v.Addrs, Username: v.Username, Password: v.Password, DB: v.DB, TLS: v.TLS,
 		Prefix: v.Prefix, Timeout: v.Timeout}
 }
 
@@ -265,9 +265,9 @@ type Route struct {
 // Price is a model's price in micro-dollars per million tokens.
 type Price struct {
 	// InputPerMTok is the price of a million prompt tokens.
-	InputPerMTok limits.MicroUSD `yaml:"input_per_mtok"`
+	InputPerMTok usd.Micro `yaml:"input_per_mtok"`
 	// OutputPerMTok is the price of a million completion tokens.
-	OutputPerMTok limits.MicroUSD `yaml:"output_per_mtok"`
+	OutputPerMTok usd.Micro `yaml:"output_per_mtok"`
 }
 
 // Upstream returns the upstream called name, or nil.

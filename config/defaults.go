@@ -3,7 +3,7 @@ package config
 import (
 	"time"
 
-	"github.com/tokenhub/tokenhub/keys"
+	"github.com/tokenhub/tokenhub/internal/valkeyx"
 )
 
 // Defaults are filled in before decoding, not after, so that a key written
@@ -27,9 +27,21 @@ func defaultConfig() Config {
 			MaxBodyBytesInFlight: 64 * MiB,
 		},
 		Store: Store{Path: "./data", Journal: Journal{SyncInterval: time.Second, SegmentSize: 32 * MiB}},
-		Cache: Cache{MaxKeys: keys.DefaultMaxKeys, NegativeTTL: keys.DefaultNegativeTTL,
-			StaleAfter: keys.DefaultStaleAfter, StaleIfError: keys.DefaultStaleIfError},
-		Log: Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
+		Cache: defaultCache(),
+		Log:   Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
+	}
+}
+
+// defaultCache is the one source of the key cache's defaults: keys takes
+// every value explicitly from here (through the node). StaleAfter plus
+// StaleIfError, with a second for a message in flight, stays within the
+// 5-second revocation promise (TestCacheDefaultsKeepRevocationPromise).
+func defaultCache() Cache {
+	return Cache{
+		MaxKeys:      1_000_000,
+		NegativeTTL:  2 * time.Second,
+		StaleAfter:   time.Second,
+		StaleIfError: 4 * time.Second,
 	}
 }
 
@@ -45,7 +57,7 @@ func defaultUpstream() Upstream {
 }
 
 func defaultValkey() Valkey {
-	return Valkey{Prefix: keys.DefaultValkeyPrefix, Timeout: keys.DefaultValkeyTimeout}
+	return Valkey{Prefix: valkeyx.DefaultPrefix, Timeout: valkeyx.DefaultTimeout}
 }
 
 // UnmarshalYAML decodes the valkey block over its defaults; see Upstream.UnmarshalYAML.

@@ -6,10 +6,11 @@ import (
 	"reflect"
 	"slices"
 	"testing"
+	"time"
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // fieldPaths adds to out the path of every YAML key reachable from t, with
@@ -76,7 +77,7 @@ func TestExampleDocumentsEveryField(t *testing.T) {
 	present, commented := make(map[string]bool), make(map[string]bool)
 	documentedPaths(&root, "", present, commented)
 
-	// The reflection must see through keys.Plan and the nested lists, or the
+	// The reflection must see through Plan and the nested lists, or the
 	// check below would pass vacuously.
 	for _, p := range []string{"plans[].monthly_usd", "models[].routes[].weight", "upstreams[].headers", "cache.negative_ttl"} {
 		if !fields[p] {
@@ -167,7 +168,7 @@ func TestDefaultContents(t *testing.T) {
 	if c.Listen != "127.0.0.1:8080" || c.Store.Path != "./data" || c.AdminKey != "" {
 		t.Fatalf("listen %q, store.path %q, admin_key %q", c.Listen, c.Store.Path, c.AdminKey)
 	}
-	price := func(model string, in, out limits.MicroUSD) {
+	price := func(model string, in, out usd.Micro) {
 		t.Helper()
 		for _, m := range c.Models {
 			if m.Name == model {
@@ -202,14 +203,23 @@ func TestDefaultContents(t *testing.T) {
 		free.RPM != 60 || free.TPM != 100000 || free.MaxRequestUSD != 500_000 || free.MonthlyUSD != 10_000_000 {
 		t.Fatalf("free plan = %+v", free)
 	}
-	f := func(model string, want bool) {
-		t.Helper()
-		if got := free.Allows([]byte(model)); got != want {
-			t.Fatalf("free.Allows(%q) = %v, want %v", model, got, want)
-		}
+	// Which models the free plan's globs admit is keys' rule, checked where
+	// the node turns these plans into keys' (proxy's TestDefaultPlansAllow).
+}
+
+// TestCacheDefaultsKeepRevocationPromise: the cache's defaults are the
+// config's alone (keys takes them explicitly), so the 5-second revocation
+// promise is checked here: a node cut off from the store serves a key for
+// StaleIfError after it last knew it current, and a revocation message
+// needs up to a second to arrive.
+func TestCacheDefaultsKeepRevocationPromise(t *testing.T) {
+	def := defaultConfig().Cache
+	if def.StaleIfError+time.Second > 5*time.Second {
+		t.Fatalf("cache.stale_if_error %v leaves no room for a message's delay within the 5s promise", def.StaleIfError)
 	}
-	f("mock", true)
-	f("text-embedding-3-small", true)
-	f("gpt-4o", false)
-	f("claude-sonnet-4-6", false)
+	// 3 heartbeats of 500ms plus StaleAfter bound a change's spread while
+	// pub/sub is down (keys.Invalidator); validate allows at most 3s.
+	if def.StaleAfter <= 0 || 1500*time.Millisecond+def.StaleAfter > 5*time.Second {
+		t.Fatalf("cache.stale_after %v breaks the 5s promise", def.StaleAfter)
+	}
 }

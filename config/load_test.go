@@ -209,7 +209,7 @@ func TestMalformedDocuments(t *testing.T) {
 	f(minimal+"---\nlisten: :80\n", "config: test.yaml: line 3: a second YAML document; put the whole configuration in one")
 	f("- 1\n", "config: test.yaml: line 1: cannot unmarshal !!seq into config.Config")
 	f(minimal+"listen: a\nlisten: b\n", `config: test.yaml: line 4: mapping key "listen" already defined at line 3`)
-	f(minimal+"plans: {}\nlisten: [a]\n", "config: test.yaml: 2 problems:\nline 3: cannot unmarshal !!map into []*keys.Plan\nline 4: cannot unmarshal !!seq into string")
+	f(minimal+"plans: {}\nlisten: [a]\n", "config: test.yaml: 2 problems:\nline 3: cannot unmarshal !!map into []*config.Plan\nline 4: cannot unmarshal !!seq into string")
 }
 
 func TestOptionalUpstreams(t *testing.T) {

@@ -7,7 +7,7 @@ import (
 
 	"go.yaml.in/yaml/v3"
 
-	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // checkNode reports every mapping key under n that names no field of t, the
@@ -16,7 +16,7 @@ import (
 // decoding text: Parse decodes a tree it has already expanded, and this also
 // gives messages a reader can act on.
 //
-// It checks money amounts too, because limits.MicroUSD's decoding errors
+// It checks money amounts too, because usd.Micro's decoding errors
 // carry neither line nor field.
 func checkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 	for t.Kind() == reflect.Pointer {
@@ -24,8 +24,8 @@ func checkNode(n *yaml.Node, t reflect.Type, path string, errs *[]error) {
 	}
 	switch n.Kind {
 	case yaml.ScalarNode:
-		if t == reflect.TypeFor[limits.MicroUSD]() && n.ShortTag() != "!!null" {
-			if _, err := limits.ParseUSD(n.Value); err != nil {
+		if t == reflect.TypeFor[usd.Micro]() && n.ShortTag() != "!!null" {
+			if _, err := usd.Parse(n.Value); err != nil {
 				*errs = append(*errs, fmt.Errorf("line %d: %s: %v; write US dollars such as 2.50", n.Line, path, err))
 			}
 		}

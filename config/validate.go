@@ -16,13 +16,12 @@ import (
 	"unicode"
 
 	"github.com/tokenhub/tokenhub/internal/name"
-	"github.com/tokenhub/tokenhub/keys"
-	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // Validate checks c and reports all its problems at once, joined with
-// errors.Join, each naming the field's path and the fix. It compiles c.Plans
-// (keys.Plan.Compile), so they are ready to use when it returns nil.
+// errors.Join, each naming the field's path and the fix. Plans are checked
+// by keys.Plan.Compile's rules, so the node's seeding accepts them.
 func (c *Config) Validate() error {
 	var p problems
 	c.validateServer(&p)
@@ -175,7 +174,7 @@ func (c *Config) validateValkey(p *problems, v *Valkey) {
 	if v.DB < 0 {
 		p.add("store.valkey.db", "%d is negative; use 0 or a database number", v.DB)
 	}
-	if !keys.ValidName(v.Prefix) {
+	if !name.Valid(v.Prefix) {
 		p.add("store.valkey.prefix", "%q is not a valid prefix; use %s", v.Prefix, name.Rule)
 	}
 	p.positive("store.valkey.timeout", v.Timeout, def.Timeout)
@@ -187,7 +186,7 @@ func (c *Config) validateUpstreams(p *problems) {
 	for i := range c.Upstreams {
 		u := &c.Upstreams[i]
 		at := fmt.Sprintf("upstreams[%d]", i)
-		if !keys.ValidName(u.Name) {
+		if !name.Valid(u.Name) {
 			p.add(at+".name", "%q is not a valid name; use %s", u.Name, name.Rule)
 		} else if j, dup := seen[u.Name]; dup {
 			p.add(at+".name", "%q is also the name of upstreams[%d]; give each upstream its own name", u.Name, j)
@@ -318,11 +317,11 @@ func (c *Config) validateModels(p *problems) {
 			}
 		}
 		// The bounds keep every cost (price × tokens, in pico-dollars) in an int64.
-		if m.Price.InputPerMTok < 0 || m.Price.InputPerMTok > limits.MaxPricePerMTok {
-			p.add(at+".price.input_per_mtok", "must be from 0 to %s dollars (got %s)", limits.MaxPricePerMTok, m.Price.InputPerMTok)
+		if m.Price.InputPerMTok < 0 || m.Price.InputPerMTok > usd.MaxPricePerMTok {
+			p.add(at+".price.input_per_mtok", "must be from 0 to %s dollars (got %s)", usd.MaxPricePerMTok, m.Price.InputPerMTok)
 		}
-		if m.Price.OutputPerMTok < 0 || m.Price.OutputPerMTok > limits.MaxPricePerMTok {
-			p.add(at+".price.output_per_mtok", "must be from 0 to %s dollars (got %s)", limits.MaxPricePerMTok, m.Price.OutputPerMTok)
+		if m.Price.OutputPerMTok < 0 || m.Price.OutputPerMTok > usd.MaxPricePerMTok {
+			p.add(at+".price.output_per_mtok", "must be from 0 to %s dollars (got %s)", usd.MaxPricePerMTok, m.Price.OutputPerMTok)
 		}
 		if m.MaxOutputTokens < 1 || m.MaxOutputTokens > maxOutputTokens {
 			p.add(at+".max_output_tokens", "must be from 1 to %d (got %d); remove it for the default %d", maxOutputTokens, m.MaxOutputTokens, defaultModel().MaxOutputTokens)
@@ -330,7 +329,7 @@ func (c *Config) validateModels(p *problems) {
 	}
 }
 
-// maxOutputTokens bounds a model's max_output_tokens (see limits.MaxPricePerMTok).
+// maxOutputTokens bounds a model's max_output_tokens (see usd.MaxPricePerMTok).
 const maxOutputTokens = 10_000_000
 
 func (c *Config) validatePlans(p *problems) {
@@ -341,7 +340,7 @@ func (c *Config) validatePlans(p *problems) {
 			p.add(at, "empty entry; remove it")
 			continue
 		}
-		if err := pl.Compile(); err != nil {
+		if err := pl.check(); err != nil {
 			p.add(at, "%v", err)
 			continue
 		}

@@ -13,8 +13,6 @@ import (
 	"strings"
 	"testing"
 	"time"
-
-	"github.com/tokenhub/tokenhub/keys"
 )
 
 // validDoc exercises every list: two upstreams, two models, one plan.
@@ -40,8 +38,8 @@ func TestValidConfigPasses(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if !c.Plans[0].Allows([]byte("m")) {
-		t.Fatal("Validate left plans[0] uncompiled")
+	if c.Plans[0].Name != "free" || c.Plans[0].RPM != 60 {
+		t.Fatalf("plans[0] = %+v, want free at 60 rpm", c.Plans[0])
 	}
 	for _, listen := range []string{":8080", "127.0.0.1:0", "[::1]:443", "localhost:65535"} {
 		c.Listen = listen
@@ -182,7 +180,7 @@ func TestValidateRules(t *testing.T) {
 		`plans[0]: invalid plan: name "free plan": use 1-64 characters of letters, digits, '-', '_' or '.'`)
 	f(func(c *Config) { c.Plans[0].RPM = -1 },
 		`plans[0]: invalid plan: plan "free": rpm, tpm, max_request_usd and monthly_usd must not be negative`)
-	f(func(c *Config) { c.Plans = append(c.Plans, &keys.Plan{Name: "free"}) },
+	f(func(c *Config) { c.Plans = append(c.Plans, &Plan{Name: "free"}) },
 		`plans[1].name: "free" is also the name of plans[0]; give each plan its own name`)
 }
 

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"os"
+	"time"
 
 	"github.com/tokenhub/tokenhub/keys"
 )
@@ -20,7 +21,9 @@ func ExampleRegistry() {
 		panic(err)
 	}
 	defer store.Close()
-	reg, err := keys.NewRegistry(store, keys.RegistryOptions{})
+	reg, err := keys.NewRegistry(store, keys.RegistryOptions{
+		MaxKeys: 10_000, NegativeTTL: 2 * time.Second, StaleIfError: 4 * time.Second,
+	})
 	if err != nil {
 		panic(err)
 	}

@@ -3,6 +3,7 @@ package keys
 import (
 	"context"
 	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"strings"
 	"sync/atomic"
@@ -39,14 +40,15 @@ func PlanInvalidation(name string) string { return msgPlan + name }
 // AllInvalidation is the message that empties every node's cache.
 const AllInvalidation = msgAll
 
-// InvalidatorOptions tunes an Invalidator. Zero values select the defaults,
-// which keep a change made on any node from being served anywhere for more
-// than about 3 seconds (see Invalidator).
+// InvalidatorOptions tunes an Invalidator. StaleAfter is required (config's
+// cache.stale_after holds its default); zero Heartbeat and Retry select
+// theirs. With StaleAfter at most 2s, a change made on any node is served
+// nowhere for more than about 3 seconds (see Invalidator).
 type InvalidatorOptions struct {
 	// Heartbeat is how often this node proves the channel works; default 500ms.
 	Heartbeat time.Duration
 	// StaleAfter is the age past which cached entries are re-read while the
-	// channel is not known to work; default 1s.
+	// channel is not known to work; required.
 	StaleAfter time.Duration
 	// Retry is the pause before subscribing again after the subscription
 	// broke; default 250ms.
@@ -61,7 +63,8 @@ type InvalidatorOptions struct {
 // the Registry re-reads any entry older than StaleAfter, and when the
 // subscription comes back every entry is marked for re-reading, since
 // messages may have been lost meanwhile. A change thus reaches every node within at most
-// 3*Heartbeat + StaleAfter (2.5s with the defaults) even with pub/sub down.
+// 3*Heartbeat + StaleAfter (2.5s with the default Heartbeat and config's
+// default StaleAfter of 1s) even with pub/sub down.
 type Invalidator struct {
 	reg  *Registry
 	ps   PubSub
@@ -73,17 +76,13 @@ type Invalidator struct {
 	healthy    atomic.Bool
 }
 
-// DefaultStaleAfter is InvalidatorOptions.StaleAfter's default (and the
-// config's cache.stale_after).
-const DefaultStaleAfter = time.Second
-
 // NewInvalidator returns an Invalidator for reg listening on ps; Run starts it.
-func NewInvalidator(reg *Registry, ps PubSub, opts InvalidatorOptions) *Invalidator {
+func NewInvalidator(reg *Registry, ps PubSub, opts InvalidatorOptions) (*Invalidator, error) {
+	if opts.StaleAfter <= 0 {
+		return nil, fmt.Errorf("keys: new invalidator: stale-after %v: must be positive", opts.StaleAfter)
+	}
 	if opts.Heartbeat <= 0 {
 		opts.Heartbeat = 500 * time.Millisecond
-	}
-	if opts.StaleAfter <= 0 {
-		opts.StaleAfter = DefaultStaleAfter
 	}
 	if opts.Retry <= 0 {
 		opts.Retry = 250 * time.Millisecond
@@ -93,7 +92,7 @@ func NewInvalidator(reg *Registry, ps PubSub, opts InvalidatorOptions) *Invalida
 	}
 	// Until the first subscription is in place, nothing guarantees coherence.
 	reg.SetMaxAge(opts.StaleAfter)
-	return &Invalidator{reg: reg, ps: ps, opts: opts, log: opts.Logger}
+	return &Invalidator{reg: reg, ps: ps, opts: opts, log: opts.Logger}, nil
 }
 
 // Healthy reports whether invalidations are currently known to arrive.

@@ -62,7 +62,7 @@ func TestInvalidatorBoundsStalenessWhenMessagesAreLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer store.Close()
-	reg, err := NewRegistry(store, RegistryOptions{})
+	reg, err := NewRegistry(store, RegistryOptions{MaxKeys: 1000, NegativeTTL: testNegativeTTL, StaleIfError: testStaleIfError})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -77,9 +77,12 @@ func TestInvalidatorBoundsStalenessWhenMessagesAreLost(t *testing.T) {
 	}
 
 	ps := &lossyPubSub{}
-	iv := NewInvalidator(reg, ps, InvalidatorOptions{
+	iv, err := NewInvalidator(reg, ps, InvalidatorOptions{
 		Heartbeat: 20 * time.Millisecond, StaleAfter: 50 * time.Millisecond, Logger: slog.New(slog.NewTextHandler(io.Discard, nil)),
 	})
+	if err != nil {
+		t.Fatal(err)
+	}
 	runCtx, cancel := context.WithCancel(ctx)
 	defer cancel()
 	go iv.Run(runCtx)

@@ -6,7 +6,7 @@ import (
 	"strings"
 
 	"github.com/tokenhub/tokenhub/internal/name"
-	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // Plan is what a key is allowed: which models, at what rates, for how much money.
@@ -16,11 +16,11 @@ type Plan struct {
 	Name string `json:"name" yaml:"name"`
 	// Models lists exact model names and globs where '*' matches any run of
 	// characters ("gpt-4o*", "*"). A model matching none of them is refused.
-	Models        []string        `json:"models" yaml:"models"`
-	RPM           int64           `json:"rpm" yaml:"rpm"`
-	TPM           int64           `json:"tpm" yaml:"tpm"`
-	MaxRequestUSD limits.MicroUSD `json:"max_request_usd" yaml:"max_request_usd"`
-	MonthlyUSD    limits.MicroUSD `json:"monthly_usd" yaml:"monthly_usd"`
+	Models        []string  `json:"models" yaml:"models"`
+	RPM           int64     `json:"rpm" yaml:"rpm"`
+	TPM           int64     `json:"tpm" yaml:"tpm"`
+	MaxRequestUSD usd.Micro `json:"max_request_usd" yaml:"max_request_usd"`
+	MonthlyUSD    usd.Micro `json:"monthly_usd" yaml:"monthly_usd"`
 
 	exact    map[string]struct{}
 	globs    []string
@@ -42,8 +42,8 @@ func (p *Plan) Compile() error {
 	if p.RPM < 0 || p.TPM < 0 || p.MaxRequestUSD < 0 || p.MonthlyUSD < 0 {
 		return fmt.Errorf("%w: plan %q: rpm, tpm, max_request_usd and monthly_usd must not be negative", ErrInvalidPlan, p.Name)
 	}
-	if p.MaxRequestUSD > limits.MaxCapUSD || p.MonthlyUSD > limits.MaxCapUSD {
-		return fmt.Errorf("%w: plan %q: max_request_usd and monthly_usd must be at most %s dollars (0 means no limit)", ErrInvalidPlan, p.Name, limits.MaxCapUSD)
+	if p.MaxRequestUSD > usd.MaxCap || p.MonthlyUSD > usd.MaxCap {
+		return fmt.Errorf("%w: plan %q: max_request_usd and monthly_usd must be at most %s dollars (0 means no limit)", ErrInvalidPlan, p.Name, usd.MaxCap)
 	}
 	if p.RPM > maxPerMinute || p.TPM > maxPerMinute {
 		return fmt.Errorf("%w: plan %q: rpm and tpm must be at most %d (0 means no limit)", ErrInvalidPlan, p.Name, maxPerMinute)

@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // The record encoding is the on-disk (and, later, in-Valkey) form of keys and
@@ -137,8 +137,8 @@ func decodePlan(b []byte) (*Plan, error) {
 		Models:        r.Models,
 		RPM:           r.RPM,
 		TPM:           r.TPM,
-		MaxRequestUSD: limits.MicroUSD(r.MaxRequestMicroUSD),
-		MonthlyUSD:    limits.MicroUSD(r.MonthlyMicroUSD),
+		MaxRequestUSD: usd.Micro(r.MaxRequestMicroUSD),
+		MonthlyUSD:    usd.Micro(r.MonthlyMicroUSD),
 	}
 	if err := p.Compile(); err != nil {
 		return nil, fmt.Errorf("keys: decode plan %s: %w", r.Name, err)

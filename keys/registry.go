@@ -16,10 +16,11 @@ import (
 
 // RegistryOptions tunes a Registry. Zero values select the defaults.
 type RegistryOptions struct {
-	// MaxKeys is how many key records the cache holds; default 1_000_000.
+	// MaxKeys is how many key records the cache holds; required (config's
+	// cache.max_keys holds the default).
 	MaxKeys int64
 	// NegativeTTL is how long a well-formed but unknown secret is remembered as
-	// unknown, so repeating it costs no store read; default 2s. The memory for
+	// unknown, so repeating it costs no store read; required. The memory for
 	// this is bounded (MaxKeys/10 entries, at least 1024).
 	NegativeTTL time.Duration
 	// StaleIfError bounds how long a cached key or plan is still served
@@ -27,9 +28,9 @@ type RegistryOptions struct {
 	// node knew it current: its last successful read or, while invalidations
 	// arrive (see Invalidator), the last message received. Since a revocation
 	// made elsewhere after that moment cannot reach this node, it is how late
-	// a cut-off node may honour a revoked key; the default, 4s, keeps the
-	// 5-second promise with 1s for the message's own delay. Unknown keys get
-	// ErrUnavailable meanwhile.
+	// a cut-off node may honour a revoked key: at most 4s keeps the 5-second
+	// promise with 1s for the message's own delay (config's default).
+	// Required. Unknown keys get ErrUnavailable meanwhile.
 	StaleIfError time.Duration
 	// StoreRetry is how long after a failed store read the store is left
 	// alone (cached entries served, misses refused at once), so an outage
@@ -120,13 +121,12 @@ type planEntry struct {
 	filledAt int64
 }
 
-// Defaults of RegistryOptions (and of the config's cache block).
+// Tunables of the Registry that no operator sets. The cache's sizes and
+// bounds (RegistryOptions) have their defaults in the config, their one
+// source.
 const (
-	DefaultMaxKeys      = 1_000_000
-	DefaultNegativeTTL  = 2 * time.Second
-	DefaultStaleIfError = 4 * time.Second
-	defaultStoreRetry   = 500 * time.Millisecond
-	minUnknownEntries   = 1024
+	defaultStoreRetry = 500 * time.Millisecond
+	minUnknownEntries = 1024
 	// cacheBufferItems is ristretto's recommended access-batch size.
 	cacheBufferItems = 64
 )
@@ -137,14 +137,13 @@ func NewRegistry(store Store, opts RegistryOptions) (*Registry, error) {
 	if store == nil {
 		return nil, errors.New("keys: new registry: nil store")
 	}
-	if opts.MaxKeys <= 0 {
-		opts.MaxKeys = DefaultMaxKeys
-	}
-	if opts.NegativeTTL <= 0 {
-		opts.NegativeTTL = DefaultNegativeTTL
-	}
-	if opts.StaleIfError <= 0 {
-		opts.StaleIfError = DefaultStaleIfError
+	switch {
+	case opts.MaxKeys <= 0:
+		return nil, fmt.Errorf("keys: new registry: max keys %d: must be positive", opts.MaxKeys)
+	case opts.NegativeTTL <= 0:
+		return nil, fmt.Errorf("keys: new registry: negative TTL %v: must be positive", opts.NegativeTTL)
+	case opts.StaleIfError <= 0:
+		return nil, fmt.Errorf("keys: new registry: stale-if-error %v: must be positive", opts.StaleIfError)
 	}
 	if opts.StoreRetry <= 0 {
 		opts.StoreRetry = defaultStoreRetry

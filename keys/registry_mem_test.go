@@ -59,7 +59,7 @@ func TestCachedKeyMemory(t *testing.T) {
 	// Room for every key and a quarter more, as tokenhub-bench configures
 	// cache.max_keys, so that the admission policy never has to choose.
 	maxKeys := int64(n + n/4)
-	r, err := NewRegistry(store, RegistryOptions{MaxKeys: maxKeys})
+	r, err := NewRegistry(store, RegistryOptions{MaxKeys: maxKeys, NegativeTTL: testNegativeTTL, StaleIfError: testStaleIfError})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -49,13 +49,19 @@ type fixture struct {
 	r     *Registry
 }
 
-const testNegativeTTL = 2 * time.Second
+// The cache's settings in tests: the config's defaults (config.defaultCache),
+// which keys takes explicitly.
+const (
+	testNegativeTTL  = 2 * time.Second
+	testStaleIfError = 4 * time.Second
+	testStaleAfter   = time.Second
+)
 
 func newFixture(t *testing.T) *fixture {
 	t.Helper()
 	fx := &fixture{t: t, ctx: context.Background(), store: &countingStore{Store: newMemStore()}, clock: &fakeClock{}}
 	fx.clock.ns.Store(time.Date(2025, 6, 1, 0, 0, 0, 0, time.UTC).UnixNano())
-	r, err := NewRegistry(fx.store, RegistryOptions{MaxKeys: 1000, NegativeTTL: testNegativeTTL, Now: fx.clock.Now})
+	r, err := NewRegistry(fx.store, RegistryOptions{MaxKeys: 1000, NegativeTTL: testNegativeTTL, StaleIfError: testStaleIfError, Now: fx.clock.Now})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -707,15 +713,36 @@ func TestRegistryClose(t *testing.T) {
 }
 
 func TestNewRegistryNilStore(t *testing.T) {
-	if r, err := NewRegistry(nil, RegistryOptions{}); err == nil {
+	if r, err := NewRegistry(nil, RegistryOptions{MaxKeys: 1000, NegativeTTL: testNegativeTTL, StaleIfError: testStaleIfError}); err == nil {
 		r.Close()
 		t.Fatal("NewRegistry(nil) succeeded")
 	}
 }
 
+// TestNewRegistryRequiresCacheSettings: the cache's defaults live in the
+// config alone, so a caller that leaves a setting out gets an error naming
+// it, not a second, silently different default.
+func TestNewRegistryRequiresCacheSettings(t *testing.T) {
+	f := func(o RegistryOptions, want string) {
+		t.Helper()
+		r, err := NewRegistry(newMemStore(), o)
+		if err == nil {
+			r.Close()
+			t.Fatalf("NewRegistry(%+v) succeeded, want an error mentioning %q", o, want)
+		}
+		if !strings.Contains(err.Error(), want) {
+			t.Fatalf("NewRegistry(%+v) = %q, want it to mention %q", o, err, want)
+		}
+	}
+	f(RegistryOptions{NegativeTTL: testNegativeTTL, StaleIfError: testStaleIfError}, "max keys 0")
+	f(RegistryOptions{MaxKeys: -1, NegativeTTL: testNegativeTTL, StaleIfError: testStaleIfError}, "max keys -1")
+	f(RegistryOptions{MaxKeys: 1000, StaleIfError: testStaleIfError}, "negative TTL 0s")
+	f(RegistryOptions{MaxKeys: 1000, NegativeTTL: testNegativeTTL}, "stale-if-error 0s")
+}
+
 // newBenchRegistry returns a registry with one key, warmed into the cache.
 func newBenchRegistry(b *testing.B) (*Registry, []byte) {
-	r, err := NewRegistry(newMemStore(), RegistryOptions{MaxKeys: 10_000})
+	r, err := NewRegistry(newMemStore(), RegistryOptions{MaxKeys: 10_000, NegativeTTL: testNegativeTTL, StaleIfError: testStaleIfError})
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -2,21 +2,25 @@ package keys_test
 
 import (
 	"testing"
+	"time"
 
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/tokenhub/tokenhub/keys"
 )
 
+// cacheSettings are the config's cache defaults, which keys takes explicitly.
+var cacheSettings = keys.RegistryOptions{MaxKeys: 10_000, NegativeTTL: 2 * time.Second, StaleIfError: 4 * time.Second}
+
 // twoNodes returns a Registry on each of a and b: two nodes on one store,
 // as the race tests want them. They are closed when the test ends.
 func twoNodes(t *testing.T, a, b keys.Store) (*keys.Registry, *keys.Registry) {
 	t.Helper()
-	regA, err := keys.NewRegistry(a, keys.RegistryOptions{})
+	regA, err := keys.NewRegistry(a, cacheSettings)
 	if err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(regA.Close)
-	regB, err := keys.NewRegistry(b, keys.RegistryOptions{})
+	regB, err := keys.NewRegistry(b, cacheSettings)
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -2,19 +2,15 @@ package keys
 
 import (
 	"context"
-	"crypto/tls"
 	"errors"
 	"fmt"
-	"net"
 	"slices"
-	"strings"
 	"sync/atomic"
 	"time"
 
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/tokenhub/tokenhub/internal/name"
-	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/internal/valkeyx"
 )
 
 // The Valkey layout. Every name starts with the hash tag "{<prefix>}", so all
@@ -46,42 +42,6 @@ import (
 // an older version wrote keys without maintaining the counts), delete both
 // names: the next plan delete counts again.
 
-// Defaults of ValkeyOptions.
-// The defaults are the usage ledger's: the key store and the ledger share
-// one Valkey, one prefix and one bound on a call.
-const (
-	// DefaultValkeyPrefix is the Prefix used when none is given.
-	DefaultValkeyPrefix = limits.DefaultValkeyPrefix
-	// DefaultValkeyTimeout is the Timeout used when none is given: well
-	// above a round trip in one data centre, well below a client's patience.
-	DefaultValkeyTimeout = limits.DefaultValkeyTimeout
-)
-
-// ValkeyOptions says how to reach Valkey and where in it the store lives.
-type ValkeyOptions struct {
-	// Addrs are host:port addresses. One address may be a standalone server
-	// or a cluster endpoint; valkey-go detects which. Several must be nodes
-	// of one cluster.
-	Addrs []string
-	// Username and Password authenticate (an ACL user, or just a password).
-	Username, Password string
-	// DB is the database number of a standalone server.
-	DB int
-	// TLS connects with TLS 1.2 or later, verifying every node's
-	// certificate against the first address's host name.
-	TLS bool
-	// Prefix namespaces every name, so several deployments can share a
-	// server. It must satisfy ValidName; empty means DefaultValkeyPrefix.
-	Prefix string
-	// Timeout bounds every call of the store, so a dead server fails
-	// requests fast instead of hanging them. Zero means DefaultValkeyTimeout.
-	Timeout time.Duration
-	// Observe, when set, is called after every command the client sends (a
-	// pipeline counts as one), with its duration and error; a nil reply is
-	// not an error. It is how metrics see Valkey.
-	Observe func(d time.Duration, err error)
-}
-
 // ValkeyStore is the shared Store of a multi-node deployment: every node
 // pointed at the same Valkey and prefix sees the same keys and plans. Each
 // write is one Lua script, so it is atomic for every reader on every node.
@@ -104,64 +64,16 @@ type ValkeyStore struct {
 // errStoreClosed is returned by every method after Close.
 var errStoreClosed = errors.New("store closed")
 
-// OpenValkey connects to the Valkey that o describes and checks that it
-// answers. The store owns the client: Close closes it.
-func OpenValkey(ctx context.Context, o ValkeyOptions) (*ValkeyStore, error) {
-	if o.Prefix == "" {
-		o.Prefix = DefaultValkeyPrefix
-	}
-	if o.Timeout == 0 {
-		o.Timeout = DefaultValkeyTimeout
-	}
-	switch {
-	case len(o.Addrs) == 0:
-		return nil, errors.New("keys: valkey: no addresses")
-	case !ValidName(o.Prefix):
-		return nil, fmt.Errorf("keys: valkey: prefix %q: use %s", o.Prefix, name.Rule)
-	case o.Timeout < 0:
-		return nil, fmt.Errorf("keys: valkey: timeout %v is negative", o.Timeout)
-	}
-	addrs := strings.Join(o.Addrs, ",")
-	// The connection timeouts decide when a connection is declared dead and
-	// redialed, not how long a call may take (Timeout does): twice a call's
-	// budget, so one slow call does not tear down a healthy connection, and
-	// at least a second, so a TLS handshake over a WAN fits.
-	connTimeout := max(2*o.Timeout, time.Second)
-	opt := valkey.ClientOption{
-		InitAddress:      slices.Clone(o.Addrs),
-		Username:         o.Username,
-		Password:         o.Password,
-		SelectDB:         o.DB,
-		ClientName:       "tokenhub",
-		Dialer:           net.Dialer{Timeout: connTimeout},
-		ConnWriteTimeout: connTimeout,
-		// The Registry caches records itself and invalidates over pub/sub;
-		// a second, server-assisted cache would only cost memory.
-		DisableCache: true,
-	}
-	if o.TLS {
-		host, _, err := net.SplitHostPort(o.Addrs[0])
-		if err != nil {
-			return nil, fmt.Errorf("keys: valkey: address %q: %w", o.Addrs[0], err)
-		}
-		opt.TLSConfig = &tls.Config{MinVersion: tls.VersionTLS12, ServerName: host}
-	}
-	// NewClient dials synchronously, bounded by Dialer.Timeout rather than ctx.
-	c, err := valkey.NewClient(opt)
+// OpenValkey connects to the Valkey that o describes (see valkeyx.Open) and
+// returns the store in it under o.Prefix. The store owns the client: Close
+// closes it.
+func OpenValkey(ctx context.Context, o valkeyx.Options) (*ValkeyStore, error) {
+	o = o.WithDefaults()
+	c, err := valkeyx.Open(ctx, o)
 	if err != nil {
-		return nil, fmt.Errorf("keys: valkey: connect to %s: %w", addrs, err)
+		return nil, fmt.Errorf("keys: %w", err)
 	}
-	if o.Observe != nil {
-		c = observedClient{Client: c, observe: o.Observe}
-	}
-	s := newValkeyStore(c, o.Prefix, o.Timeout, true)
-	ctx, cancel := context.WithTimeout(ctx, o.Timeout)
-	defer cancel()
-	if err := c.Do(ctx, c.B().Ping().Build()).Error(); err != nil {
-		c.Close()
-		return nil, fmt.Errorf("keys: valkey: ping %s: %w", addrs, err)
-	}
-	return s, nil
+	return newValkeyStore(c, o.Prefix, o.Timeout, true), nil
 }
 
 // NewValkeyStore returns a store that uses c, which the caller keeps owning:
@@ -169,11 +81,9 @@ func OpenValkey(ctx context.Context, o ValkeyOptions) (*ValkeyStore, error) {
 // It panics if prefix does not satisfy ValidName; configuration is validated
 // before it gets here.
 func NewValkeyStore(c valkey.Client, prefix string, timeout time.Duration) *ValkeyStore {
-	if prefix == "" {
-		prefix = DefaultValkeyPrefix
-	}
+	prefix = valkeyx.Prefix(prefix)
 	if timeout <= 0 {
-		timeout = DefaultValkeyTimeout
+		timeout = valkeyx.DefaultTimeout
 	}
 	if !ValidName(prefix) {
 		panic(fmt.Sprintf("keys: NewValkeyStore: invalid prefix %q", prefix))
@@ -182,7 +92,7 @@ func NewValkeyStore(c valkey.Client, prefix string, timeout time.Duration) *Valk
 }
 
 func newValkeyStore(c valkey.Client, prefix string, timeout time.Duration, owns bool) *ValkeyStore {
-	tag := "{" + prefix + "}:"
+	tag := valkeyx.Tag(prefix) + ":"
 	return &ValkeyStore{
 		c:          c,
 		ownsClient: owns,

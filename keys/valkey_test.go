@@ -13,6 +13,7 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
+	"github.com/tokenhub/tokenhub/internal/valkeyx"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/keys/storetest"
 	"github.com/valkey-io/valkey-go"
@@ -21,7 +22,7 @@ import (
 // openValkey opens a store on srv under prefix, or fails t. The caller closes it.
 func openValkey(t *testing.T, srv *valkeytest.Server, prefix string, timeout time.Duration) *keys.ValkeyStore {
 	t.Helper()
-	s, err := keys.OpenValkey(context.Background(), keys.ValkeyOptions{
+	s, err := keys.OpenValkey(context.Background(), valkeyx.Options{
 		Addrs: []string{srv.Addr()}, Prefix: prefix, Timeout: timeout,
 	})
 	if err != nil {
@@ -371,7 +372,7 @@ func TestValkeyCallerDeadline(t *testing.T) {
 func TestOpenValkeyErrors(t *testing.T) {
 	down := valkeytest.Start(t)
 	down.Stop()
-	f := func(o keys.ValkeyOptions, want string) {
+	f := func(o valkeyx.Options, want string) {
 		t.Helper()
 		start := time.Now()
 		s, err := keys.OpenValkey(context.Background(), o)
@@ -387,21 +388,21 @@ func TestOpenValkeyErrors(t *testing.T) {
 			t.Fatalf("OpenValkey(%+v) took %v to fail", o, took)
 		}
 	}
-	f(keys.ValkeyOptions{}, "no addresses")
-	f(keys.ValkeyOptions{Addrs: []string{down.Addr()}, Prefix: "a/b"}, `prefix "a/b"`)
-	f(keys.ValkeyOptions{Addrs: []string{down.Addr()}, Prefix: "{x}"}, `prefix "{x}"`)
-	f(keys.ValkeyOptions{Addrs: []string{down.Addr()}, Timeout: -time.Second}, "negative")
-	f(keys.ValkeyOptions{Addrs: []string{down.Addr()}}, "connect to "+down.Addr())
-	f(keys.ValkeyOptions{Addrs: []string{down.Addr()}, TLS: true}, "connect to "+down.Addr())
+	f(valkeyx.Options{}, "no addresses")
+	f(valkeyx.Options{Addrs: []string{down.Addr()}, Prefix: "a/b"}, `prefix "a/b"`)
+	f(valkeyx.Options{Addrs: []string{down.Addr()}, Prefix: "{x}"}, `prefix "{x}"`)
+	f(valkeyx.Options{Addrs: []string{down.Addr()}, Timeout: -time.Second}, "negative")
+	f(valkeyx.Options{Addrs: []string{down.Addr()}}, "connect to "+down.Addr())
+	f(valkeyx.Options{Addrs: []string{down.Addr()}, TLS: true}, "connect to "+down.Addr())
 
 	// A server that speaks no TLS never answers the handshake; the dial
 	// timeout (a second here) ends it.
 	plain := valkeytest.Start(t)
-	f(keys.ValkeyOptions{Addrs: []string{plain.Addr()}, TLS: true}, "connect to "+plain.Addr())
+	f(valkeyx.Options{Addrs: []string{plain.Addr()}, TLS: true}, "connect to "+plain.Addr())
 	// Credentials are checked when connecting, not on first use.
 	plain.Do(t, "CONFIG", "SET", "requirepass", "s3cret")
-	f(keys.ValkeyOptions{Addrs: []string{plain.Addr()}}, "NOAUTH")
-	f(keys.ValkeyOptions{Addrs: []string{plain.Addr()}, Password: "wrong"}, "WRONGPASS")
+	f(valkeyx.Options{Addrs: []string{plain.Addr()}}, "NOAUTH")
+	f(valkeyx.Options{Addrs: []string{plain.Addr()}, Password: "wrong"}, "WRONGPASS")
 }
 
 // TestOpenValkeyAuthAndDB connects as an ACL user with only the permissions
@@ -413,7 +414,7 @@ func TestOpenValkeyAuthAndDB(t *testing.T) {
 		"+publish", "+ping", "+hello", "+client|setname", "+client|setinfo", "+select")
 	srv.Do(t, "CONFIG", "SET", "requirepass", "default-pass")
 	ctx := context.Background()
-	open := func(o keys.ValkeyOptions) *keys.ValkeyStore {
+	open := func(o valkeyx.Options) *keys.ValkeyStore {
 		t.Helper()
 		o.Addrs = []string{srv.Addr()}
 		s, err := keys.OpenValkey(ctx, o)
@@ -423,8 +424,8 @@ func TestOpenValkeyAuthAndDB(t *testing.T) {
 		t.Cleanup(func() { s.Close() })
 		return s
 	}
-	db1 := open(keys.ValkeyOptions{Username: "tokenhub", Password: "s3cret", DB: 1})
-	db0 := open(keys.ValkeyOptions{Password: "default-pass"})
+	db1 := open(valkeyx.Options{Username: "tokenhub", Password: "s3cret", DB: 1})
+	db0 := open(valkeyx.Options{Password: "default-pass"})
 	if err := db1.PutPlan(ctx, &keys.Plan{Name: "free"}); err != nil {
 		t.Fatalf("PutPlan as an ACL user limited to the prefix: %v", err)
 	}

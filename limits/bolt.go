@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	bolt "go.etcd.io/bbolt"
 )
 
@@ -168,7 +169,7 @@ func readCounts(v []byte) (Counts, []byte, bool) {
 		}
 		f[i], v = x, v[n:]
 	}
-	return Counts{Requests: int64(f[0]), PromptTokens: int64(f[1]), CompletionTokens: int64(f[2]), Spent: PicoUSD(f[3])}, v, true
+	return Counts{Requests: int64(f[0]), PromptTokens: int64(f[1]), CompletionTokens: int64(f[2]), Spent: usd.Pico(f[3])}, v, true
 }
 
 // mergeRecord appends to b the record of old (binary, JSON, or nil for
@@ -339,13 +340,13 @@ func decodeJSONUsage(v []byte, u *MonthUsage) error {
 		return fmt.Errorf("limits: decode usage of %s: %w", u.KeyID, err)
 	}
 	u.Counts = rec.Counts
-	u.Spent = PicoUSD(rec.Spent)
+	u.Spent = usd.Pico(rec.Spent)
 	for name, m := range rec.Models {
 		if u.Models == nil {
 			u.Models = make(map[string]*Counts)
 		}
 		c := m.Counts
-		c.Spent = PicoUSD(m.Spent)
+		c.Spent = usd.Pico(m.Spent)
 		u.Models[name] = &c
 	}
 	return nil

@@ -7,10 +7,11 @@ import (
 	"reflect"
 	"testing"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	bolt "go.etcd.io/bbolt"
 )
 
-func usage(key string, req, prompt, completion int64, spent PicoUSD, models map[string]Counts) *MonthUsage {
+func usage(key string, req, prompt, completion int64, spent usd.Pico, models map[string]Counts) *MonthUsage {
 	u := &MonthUsage{KeyID: key, Month: 202611, Counts: Counts{Requests: req, PromptTokens: prompt, CompletionTokens: completion, Spent: spent}}
 	for name, c := range models {
 		if u.Models == nil {

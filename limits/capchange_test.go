@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 )
 
@@ -102,7 +103,7 @@ func (l *heldLedger) Add(ctx context.Context, deltas []*MonthUsage) error {
 func TestSpendLoadRacesAFlush(t *testing.T) {
 	perRequest := price.Cost(60, 50) // $0.00016; 30 of them $0.0048 of a $0.008 cap
 	for _, tc := range []struct {
-		worst PicoUSD
+		worst usd.Pico
 		want  Refusal
 	}{
 		{price.Cost(1000, 1200), RefusedMonthlyCap}, // $0.0034 does not fit

@@ -6,6 +6,7 @@ import (
 	"os"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/limits"
 )
 
@@ -22,7 +23,7 @@ func ExampleGate() {
 	defer ledger.Close()
 	gate := limits.NewGate(ledger, nil)
 
-	price := limits.Price{InputPerMTok: 150_000, OutputPerMTok: 600_000} // $0.15 and $0.60 per Mtok
+	price := usd.Price{InputPerMTok: 150_000, OutputPerMTok: 600_000} // $0.15 and $0.60 per Mtok
 	now := time.Date(2026, 12, 1, 12, 0, 0, 0, time.UTC)
 	admit := func(maxTokens int64) *limits.Ticket {
 		a := limits.Admission{

@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 )
 
@@ -29,8 +30,8 @@ func TestExtendStopsStreamsAtTheCap(t *testing.T) {
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			gates := tc.gates(t)
-			step := price.Cost(0, 100) // $0.0002
-			capUSD := MicroUSD(10_000) // $0.01: 50 steps
+			step := price.Cost(0, 100)  // $0.0002
+			capUSD := usd.Micro(10_000) // $0.01: 50 steps
 			a := Admission{KeyID: "key_s", Model: "m", Limits: Limits{Monthly: capUSD, RPM: 1000},
 				Worst: price.Cost(0, 1000), Reserve: step}
 			const streams = 20 // 20 × 10 steps wanted, 50 fit

@@ -8,6 +8,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/limits/journal"
 )
 
@@ -15,8 +16,8 @@ import (
 type Limits struct {
 	RPM        int64
 	TPM        int64
-	MaxRequest MicroUSD
-	Monthly    MicroUSD
+	MaxRequest usd.Micro
+	Monthly    usd.Micro
 }
 
 // Refusal says why a request was not admitted.
@@ -46,16 +47,16 @@ type Admission struct {
 	// Worst is the most the request can cost; it is checked against the
 	// per-request cap and, unless Reserve is set, reserved against the
 	// monthly one.
-	Worst PicoUSD
+	Worst usd.Pico
 	// Reserve, when set, is reserved against the monthly cap instead of
 	// Worst: a part of it, for a request that will Extend its reservation as
 	// it goes (a stream), so an open-ended stream does not hold the model's
 	// whole output of the budget.
-	Reserve PicoUSD
+	Reserve usd.Pico
 }
 
 // reserve is what admission reserves against the monthly cap.
-func (a *Admission) reserve() PicoUSD {
+func (a *Admission) reserve() usd.Pico {
 	if a.Reserve > 0 {
 		return a.Reserve
 	}
@@ -74,14 +75,14 @@ type Ticket struct {
 	// Spent and Cap are the month's spend (with what is reserved, or on a
 	// shared Gate leased, against it) and cap, set when the monthly cap
 	// refused, for the message; Month is the month admitted in.
-	Spent, Cap PicoUSD
+	Spent, Cap usd.Pico
 	Month      Month
 
 	state    *keyState
 	limits   Limits
 	model    string
 	tokens   int64
-	reserved PicoUSD
+	reserved usd.Pico
 	// stream names the request's Progress records in the journal; 0 until
 	// its first. pin keeps the latest of them in the journal until Settle.
 	stream uint64
@@ -101,9 +102,9 @@ type keyState struct {
 	// (only a key with a monthly cap needs it): the ledger's when loaded,
 	// plus what this node settled and had not flushed then, plus what it
 	// settled since. Before the load it means nothing.
-	spent    PicoUSD
+	spent    usd.Pico
 	loaded   bool
-	reserved PicoUSD
+	reserved usd.Pico
 	// pending is settled here and not yet added to the ledger.
 	pending MonthUsage
 	// sh is the key's shared state, in a Gate made by NewValkeyGate; req
@@ -259,7 +260,7 @@ func (t *Ticket) Capped() bool { return t.limits.Monthly > 0 }
 
 // Reserved is what an admitted request holds of the monthly budget: what
 // Admit reserved, plus what Extend added.
-func (t *Ticket) Reserved() PicoUSD { return t.reserved }
+func (t *Ticket) Reserved() usd.Pico { return t.reserved }
 
 // Extend reserves more of the monthly budget for an admitted request whose
 // running cost outgrew its reservation, as a stream does while it produces.
@@ -268,7 +269,7 @@ func (t *Ticket) Reserved() PicoUSD { return t.reserved }
 // unreachable and the held lease falls short); the request should then stop
 // producing and settle what it used. Rates are not charged again. Without a
 // monthly cap it always succeeds.
-func (g *Gate) Extend(ctx context.Context, t *Ticket, more PicoUSD, now time.Time) bool {
+func (g *Gate) Extend(ctx context.Context, t *Ticket, more usd.Pico, now time.Time) bool {
 	s := t.state
 	if s == nil || more <= 0 {
 		return s != nil
@@ -297,7 +298,7 @@ func (g *Gate) Extend(ctx context.Context, t *Ticket, more PicoUSD, now time.Tim
 // releases its reservation: the tokens bucket is corrected from the estimate
 // to the real count. It returns the cost billed. Settling a refused or
 // already settled ticket does nothing (and returns 0).
-func (g *Gate) Settle(t *Ticket, prompt, completion int64, price Price, now time.Time) PicoUSD {
+func (g *Gate) Settle(t *Ticket, prompt, completion int64, price usd.Price, now time.Time) usd.Pico {
 	s := t.state
 	if s == nil {
 		return 0
@@ -450,7 +451,7 @@ func (g *Gate) Run(ctx context.Context, interval time.Duration) {
 type Report struct {
 	Month    Month
 	Usage    *MonthUsage
-	Reserved PicoUSD
+	Reserved usd.Pico
 }
 
 // Usage reports a key's month to date: the ledger's records plus what this

@@ -2,6 +2,7 @@ package limits
 
 import (
 	"context"
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"io"
 	"log/slog"
 	"sync"
@@ -11,7 +12,7 @@ import (
 
 var (
 	quiet = slog.New(slog.NewTextHandler(io.Discard, nil))
-	price = Price{InputPerMTok: 1_000_000, OutputPerMTok: 2_000_000} // $1 and $2 per million
+	price = usd.Price{InputPerMTok: 1_000_000, OutputPerMTok: 2_000_000} // $1 and $2 per million
 	nov   = time.Date(2026, 11, 24, 12, 0, 0, 0, time.UTC)
 )
 
@@ -87,12 +88,12 @@ func TestSettleReleasesTheUnusedReservation(t *testing.T) {
 
 func TestPerRequestCap(t *testing.T) {
 	g, _, _ := newGate(t)
-	a := Admission{KeyID: "k", Limits: Limits{MaxRequest: 500_000, RPM: 10}, Worst: MicroUSD(500_001).Pico()}
+	a := Admission{KeyID: "k", Limits: Limits{MaxRequest: 500_000, RPM: 10}, Worst: usd.Micro(500_001).Pico()}
 	var tk Ticket
-	if g.Admit(context.Background(), &a, nov, &tk); tk.Refusal != RefusedRequestCap || tk.Cap != MicroUSD(500_000).Pico() {
+	if g.Admit(context.Background(), &a, nov, &tk); tk.Refusal != RefusedRequestCap || tk.Cap != usd.Micro(500_000).Pico() {
 		t.Fatalf("refusal %d cap %s", tk.Refusal, tk.Cap)
 	}
-	a.Worst = MicroUSD(500_000).Pico()
+	a.Worst = usd.Micro(500_000).Pico()
 	if g.Admit(context.Background(), &a, nov, &tk); tk.Refusal != Admitted || tk.Requests.Remaining != 9 {
 		t.Fatalf("at the cap: refusal %d, %+v (a refused request must not spend the rate)", tk.Refusal, tk.Requests)
 	}

@@ -9,6 +9,7 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/limits/journal"
 )
 
@@ -27,7 +28,7 @@ func (g *Gate) UseJournal(j *journal.Journal) {
 // (unless the append failed: then the failure is logged once until an
 // append succeeds again, and the request goes on unjournaled rather than
 // failing).
-func (g *Gate) appendJournal(kind journal.Kind, keyID string, t *Ticket, month Month, prompt, completion int64, cost PicoUSD, seq *int64) {
+func (g *Gate) appendJournal(kind journal.Kind, keyID string, t *Ticket, month Month, prompt, completion int64, cost usd.Pico, seq *int64) {
 	r := journal.Record{Kind: kind, Month: int32(month), Stream: t.stream, Requests: 1,
 		Prompt: prompt, Completion: completion, Spent: int64(cost), KeyID: keyID, Model: t.model}
 	var n int64
@@ -60,7 +61,7 @@ func (g *Gate) journaled(err error) {
 // journal keeps the latest Progress of a stream until its Settle, however
 // much else is applied and recycled meanwhile. It does nothing without a
 // journal, or for a settled ticket.
-func (g *Gate) Progress(t *Ticket, prompt, completion int64, price Price, now time.Time) {
+func (g *Gate) Progress(t *Ticket, prompt, completion int64, price usd.Price, now time.Time) {
 	s := t.state
 	if g.journal == nil || s == nil {
 		return
@@ -222,7 +223,7 @@ func (g *Gate) applyJournal(ctx context.Context, settles []journal.Record) (int,
 
 // addRecord adds a journal record's usage to u.
 func addRecord(u *MonthUsage, r *journal.Record) {
-	c := Counts{Requests: r.Requests, PromptTokens: r.Prompt, CompletionTokens: r.Completion, Spent: PicoUSD(r.Spent)}
+	c := Counts{Requests: r.Requests, PromptTokens: r.Prompt, CompletionTokens: r.Completion, Spent: usd.Pico(r.Spent)}
 	u.Counts.add(&c)
 	m := u.Models[r.Model]
 	if m == nil {

@@ -2,6 +2,7 @@ package limits
 
 import (
 	"context"
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"time"
 )
 
@@ -34,10 +35,10 @@ func (m Month) End() time.Time { return m.Start().AddDate(0, 1, 0) }
 
 // Counts are what requests used.
 type Counts struct {
-	Requests         int64   `json:"requests"`
-	PromptTokens     int64   `json:"prompt_tokens"`
-	CompletionTokens int64   `json:"completion_tokens"`
-	Spent            PicoUSD `json:"-"`
+	Requests         int64    `json:"requests"`
+	PromptTokens     int64    `json:"prompt_tokens"`
+	CompletionTokens int64    `json:"completion_tokens"`
+	Spent            usd.Pico `json:"-"`
 }
 
 func (c *Counts) add(o *Counts) {

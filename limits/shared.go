@@ -15,6 +15,8 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
+	"github.com/tokenhub/tokenhub/internal/valkeyx"
 	"github.com/tokenhub/tokenhub/limits/journal"
 )
 
@@ -25,9 +27,9 @@ type ValkeyOptions struct {
 	// (keys.ValkeyStore.Client). The Gate does not close it.
 	Client valkey.Client
 	// Prefix namespaces every name, as the key store's does; empty means
-	// DefaultValkeyPrefix. It must satisfy keys.ValidName.
+	// valkeyx.DefaultPrefix. It must satisfy name.Valid.
 	Prefix string
-	// Timeout bounds every Valkey call; zero means DefaultValkeyTimeout.
+	// Timeout bounds every Valkey call; zero means valkeyx.DefaultTimeout.
 	Timeout time.Duration
 	// NodeID names this node in Valkey; it must be unique among running
 	// nodes. Empty means hostname-pid-random. A stable ID lets a restarted
@@ -122,7 +124,7 @@ func NewValkeyGate(o ValkeyOptions, log *slog.Logger) (*Gate, error) {
 	g.sh = &shared{
 		ledger:   ledger,
 		node:     o.NodeID,
-		nodesKey: "{" + ledger.prefix + "}:limits:nodes",
+		nodesKey: valkeyx.Tag(ledger.prefix) + ":limits:nodes",
 		fixed:    int64(o.Nodes),
 		idle:     int64(o.IdleReturn),
 		ttl:      int64(o.LeaseTTL),
@@ -241,7 +243,7 @@ type account struct {
 	month Month
 	// lease is what Valkey holds for this node, as last confirmed, less
 	// what was given back since; the part not reserved or spent is free.
-	lease PicoUSD
+	lease usd.Pico
 	// until is the clock before which the lease may be spent: half a lease
 	// TTL after the last call Valkey confirmed was sent; 0 before any.
 	until int64
@@ -255,13 +257,13 @@ type account struct {
 	closed  bool
 	// refused is Valkey's last refusal of a grant.
 	refused struct {
-		until int64   // clock until which it stands
-		cap   PicoUSD // the cap it was refused under
-		room  PicoUSD // what the cap left then, beyond every lease
+		until int64    // clock until which it stands
+		cap   usd.Pico // the cap it was refused under
+		room  usd.Pico // what the cap left then, beyond every lease
 	}
 }
 
-func (a *account) unconfirmed() PicoUSD {
+func (a *account) unconfirmed() usd.Pico {
 	if a.inflight == nil {
 		return 0
 	}
@@ -269,14 +271,14 @@ func (a *account) unconfirmed() PicoUSD {
 }
 
 // free is what s's lease has left for new reservations.
-func (s *keyState) free() PicoUSD {
+func (s *keyState) free() usd.Pico {
 	a := s.sh.acct
 	return a.lease - s.reserved - s.pending.Spent - a.unconfirmed()
 }
 
 // covers says whether s's lease can take a reservation of r now: it has r
 // free, and (for anything to reserve) Valkey confirmed it recently enough.
-func (s *keyState) covers(r PicoUSD, clk int64) bool {
+func (s *keyState) covers(r usd.Pico, clk int64) bool {
 	return s.free() >= r && (r <= 0 || s.sh.acct.valid(clk))
 }
 
@@ -427,7 +429,7 @@ func (g *Gate) admitShared(ctx context.Context, s *keyState, a *Admission, ns in
 // from Valkey when the lease falls short, exactly as an admission's budget
 // is, but no rate is charged. With Valkey unreachable only the lease held
 // can cover it.
-func (g *Gate) extendShared(ctx context.Context, s *keyState, t *Ticket, more PicoUSD, ns int64) bool {
+func (g *Gate) extendShared(ctx context.Context, s *keyState, t *Ticket, more usd.Pico, ns int64) bool {
 	sh, k := g.sh, s.sh
 	a := Admission{KeyID: s.pending.KeyID, Model: t.model, Limits: Limits{Monthly: t.limits.Monthly}, Worst: more}
 	n := needs{budget: true}
@@ -681,17 +683,17 @@ type budgetOp struct {
 	sent  int64 // clock when composed
 	seq   int64
 	rec   *MonthUsage
-	back  PicoUSD
+	back  usd.Pico
 	all   bool
-	need  PicoUSD
-	extra PicoUSD
-	cap   PicoUSD
-	spare PicoUSD
+	need  usd.Pico
+	extra usd.Pico
+	cap   usd.Pico
+	spare usd.Pico
 	reply budgetReply
 }
 
 type budgetReply struct {
-	granted, lease, spent, leased PicoUSD
+	granted, lease, spent, leased usd.Pico
 }
 
 // budgetOp starts a call for s's account a, carrying its unconfirmed record.
@@ -729,12 +731,12 @@ func parseBudgetReply(res valkey.ValkeyResult) (budgetReply, error) {
 	if len(vals) != 4 {
 		return r, fmt.Errorf("limits: valkey: budget script returned %d values", len(vals))
 	}
-	for i, p := range []*PicoUSD{&r.granted, &r.lease, &r.spent, &r.leased} {
+	for i, p := range []*usd.Pico{&r.granted, &r.lease, &r.spent, &r.leased} {
 		n, err := strconv.ParseInt(vals[i], 10, 64)
 		if err != nil {
 			return r, fmt.Errorf("limits: valkey: budget script returned %q", vals[i])
 		}
-		*p = PicoUSD(n)
+		*p = usd.Pico(n)
 	}
 	return r, nil
 }

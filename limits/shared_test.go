@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/valkey-io/valkey-go"
 )
@@ -74,7 +75,7 @@ func hget(t testing.TB, c valkey.Client, key, field string) string {
 	return v
 }
 
-func pico(t testing.TB, s string) PicoUSD {
+func pico(t testing.TB, s string) usd.Pico {
 	t.Helper()
 	if s == "" {
 		return 0
@@ -83,7 +84,7 @@ func pico(t testing.TB, s string) PicoUSD {
 	if err != nil {
 		t.Fatal(err)
 	}
-	return PicoUSD(n)
+	return usd.Pico(n)
 }
 
 // TestSharedBudgetHoldsUnderConcurrency: 100 requests at once over two nodes
@@ -127,9 +128,9 @@ func TestSharedBudgetHoldsUnderConcurrency(t *testing.T) {
 		t.Fatal(err)
 	}
 	spent := r.Usage.Spent
-	capUSD := MicroUSD(30_000).Pico()
+	capUSD := usd.Micro(30_000).Pico()
 	t.Logf("admitted %d, spent %s of %s", admitted.Load(), spent, capUSD)
-	if spent > capUSD || spent < capUSD-worst || r.Usage.Requests != admitted.Load() || spent != PicoUSD(admitted.Load())*worst {
+	if spent > capUSD || spent < capUSD-worst || r.Usage.Requests != admitted.Load() || spent != usd.Pico(admitted.Load())*worst {
 		t.Fatalf("admitted %d, spent %s, requests %d; want spend in (cap − worst, cap]", admitted.Load(), spent, r.Usage.Requests)
 	}
 	key := "{budget:key_a}:spend:202611"
@@ -300,7 +301,7 @@ func TestSharedIdleLeaseReturns(t *testing.T) {
 	if got := tat(); got != 13*iv {
 		t.Fatalf("after one request the global bucket lent %v of tokens, want 13 (the request and a slice of 12)", got/iv)
 	}
-	if lease := pico(t, hget(t, c, spend, "lease:a")); lease != a.Worst+MicroUSD(1_000_000).Pico()/50 {
+	if lease := pico(t, hget(t, c, spend, "lease:a")); lease != a.Worst+usd.Micro(1_000_000).Pico()/50 {
 		t.Fatalf("lease %s, want the worst case and a fiftieth of the cap", lease)
 	}
 	// Busy: nothing goes back.
@@ -488,8 +489,8 @@ func TestBudgetScript(t *testing.T) {
 		}
 		return r
 	}
-	capUSD := MicroUSD(50_000_000_000).Pico() // $50,000
-	odd := PicoUSD(12_345_678_901_234_567)    // $12,345.678901234567
+	capUSD := usd.Micro(50_000_000_000).Pico() // $50,000
+	odd := usd.Pico(12_345_678_901_234_567)    // $12,345.678901234567
 	r := call(g, budgetOp{need: odd, extra: capUSD / 50, cap: capUSD})
 	if want := odd + capUSD/50; r.granted != want || r.lease != want || r.leased != want {
 		t.Fatalf("far from the cap: %+v, want the need and a whole fiftieth", r)
@@ -515,7 +516,7 @@ func TestBudgetScript(t *testing.T) {
 	need := left - 800
 	r = call(other, budgetOp{need: need, extra: capUSD / 50, cap: capUSD})
 	if r.granted != need+100 {
-		t.Fatalf("near the cap granted %s, want the need and %s", r.granted, PicoUSD(100))
+		t.Fatalf("near the cap granted %s, want the need and %s", r.granted, usd.Pico(100))
 	}
 	// Past what is left: refused, and the spare goes back.
 	r = call(other, budgetOp{need: 701, extra: 1, cap: capUSD, spare: 50})
@@ -628,7 +629,7 @@ func TestValkeyLedger(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx := context.Background()
-	big := PicoUSD(1<<53 + 1) // not a float64
+	big := usd.Pico(1<<53 + 1) // not a float64
 	d := &MonthUsage{KeyID: "k", Month: 202611, Counts: Counts{Requests: 2, PromptTokens: 10, CompletionTokens: 20, Spent: big},
 		Models: map[string]*Counts{"a": {Requests: 2, PromptTokens: 10, CompletionTokens: 20, Spent: big}, "idle": {}}}
 	if err := l.Add(ctx, []*MonthUsage{d, d, {KeyID: "k", Month: 202612, Counts: Counts{Requests: 1}}}); err != nil {
@@ -818,7 +819,7 @@ func TestSharedBudgetStress(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	capUSD := MicroUSD(1_000_000).Pico()
+	capUSD := usd.Micro(1_000_000).Pico()
 	t.Logf("%d requests spent %s of %s", r.Usage.Requests, r.Usage.Spent, capUSD)
 	if r.Usage.Spent > capUSD || r.Usage.Spent < capUSD-a.Worst {
 		t.Fatalf("spent %s, want within a worst case (%s) under the cap", r.Usage.Spent, a.Worst)

@@ -10,7 +10,8 @@ import (
 
 	"github.com/valkey-io/valkey-go"
 
-	"github.com/tokenhub/tokenhub/internal/name"
+	"github.com/tokenhub/tokenhub/internal/usd"
+	"github.com/tokenhub/tokenhub/internal/valkeyx"
 )
 
 // The Valkey layout of limits. A key's names share the hash tag
@@ -35,15 +36,6 @@ import (
 // Money is integer pico-dollars throughout. Lua numbers are doubles, exact
 // only to 2^53 (about $9007 in pico-dollars), so the scripts do money in two
 // parts, dollars and pico-dollars, and write it back as decimal strings.
-
-// Defaults of ValkeyOptions.
-const (
-	// DefaultValkeyPrefix is the Prefix used when none is given; it is the
-	// key store's default too, and a deployment normally uses one prefix.
-	DefaultValkeyPrefix = "tokenhub"
-	// DefaultValkeyTimeout bounds each Valkey call when no Timeout is given.
-	DefaultValkeyTimeout = 500 * time.Millisecond
-)
 
 // luaMoney is the prelude of the scripts that handle money: two-part
 // arithmetic on non-negative pico-dollar amounts, and the usage counters.
@@ -277,22 +269,15 @@ type ValkeyLedger struct {
 }
 
 // NewValkeyLedger returns a ledger in c under prefix (empty means
-// DefaultValkeyPrefix), each call bounded by timeout (zero means
-// DefaultValkeyTimeout). The caller keeps owning c.
+// valkeyx.DefaultPrefix), each call bounded by timeout (zero means
+// valkeyx.DefaultTimeout). The caller keeps owning c.
 func NewValkeyLedger(c valkey.Client, prefix string, timeout time.Duration) (*ValkeyLedger, error) {
-	if prefix == "" {
-		prefix = DefaultValkeyPrefix
-	}
-	if timeout == 0 {
-		timeout = DefaultValkeyTimeout
-	}
-	switch {
-	case c == nil:
+	prefix, timeout = valkeyx.Prefix(prefix), valkeyx.Timeout(timeout)
+	if c == nil {
 		return nil, errors.New("limits: valkey: no client")
-	case !name.Valid(prefix):
-		return nil, fmt.Errorf("limits: valkey: prefix %q: use %s", prefix, name.Rule)
-	case timeout < 0:
-		return nil, fmt.Errorf("limits: valkey: timeout %v is negative", timeout)
+	}
+	if err := valkeyx.Check(prefix, timeout); err != nil {
+		return nil, fmt.Errorf("limits: valkey: %w", err)
 	}
 	return &ValkeyLedger{c: c, prefix: prefix, timeout: timeout}, nil
 }
@@ -360,7 +345,7 @@ func (l *ValkeyLedger) load(ctx context.Context, keyID string, month Month, node
 		case "completion_tokens":
 			c.CompletionTokens = n
 		case "spent":
-			c.Spent = PicoUSD(n)
+			c.Spent = usd.Pico(n)
 		}
 	}
 	return u, seq, nil

@@ -9,7 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub/config"
-	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // requestRecord is what one inference request's metrics and access log line
@@ -27,7 +27,7 @@ type requestRecord struct {
 	upstreamDur, gatewayDur time.Duration
 	ttfb                    time.Duration // streams: until the first event reached the client
 	prompt, completion      int64
-	cost                    limits.PicoUSD
+	cost                    usd.Pico
 	estimated               bool
 	streamError             string // the code of the error event that ended a stream
 }

@@ -10,8 +10,8 @@ import (
 	"github.com/bytedance/sonic"
 	"github.com/valyala/fasthttp"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
-	"github.com/tokenhub/tokenhub/limits"
 )
 
 // The Keys and Plans APIs are the cold path: clarity over speed, plain structs
@@ -233,13 +233,13 @@ func (s *Server) rotateKey(ctx *fasthttp.RequestCtx) {
 
 // planJSON is a plan as the Plans API shows and takes it.
 type planJSON struct {
-	Name          string          `json:"name"`
-	Object        string          `json:"object"`
-	Models        []string        `json:"models"`
-	RPM           int64           `json:"rpm"`
-	TPM           int64           `json:"tpm"`
-	MaxRequestUSD limits.MicroUSD `json:"max_request_usd"`
-	MonthlyUSD    limits.MicroUSD `json:"monthly_usd"`
+	Name          string    `json:"name"`
+	Object        string    `json:"object"`
+	Models        []string  `json:"models"`
+	RPM           int64     `json:"rpm"`
+	TPM           int64     `json:"tpm"`
+	MaxRequestUSD usd.Micro `json:"max_request_usd"`
+	MonthlyUSD    usd.Micro `json:"monthly_usd"`
 }
 
 func renderPlan(p *keys.Plan) planJSON {

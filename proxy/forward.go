@@ -7,6 +7,7 @@ import (
 	"github.com/bytedance/sonic"
 	"github.com/valyala/fasthttp"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
 	"github.com/tokenhub/tokenhub/sse"
@@ -69,7 +70,7 @@ type claim struct {
 	prompt    int64 // the prompt estimate charged at admission
 	maxOutput int64 // the most output admitted, all choices together
 	// worst is admission's bound of what the upstream can bill.
-	worst     limits.PicoUSD
+	worst     usd.Pico
 	rec       requestRecord
 	handedOff bool // a stream relay took the request over
 	billed    bool // settle ran

@@ -11,8 +11,8 @@ import (
 	vm "github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
-	"github.com/tokenhub/tokenhub/limits"
 )
 
 // gatewayMetrics is what /metrics shows. Every series a request touches is
@@ -174,7 +174,7 @@ func (m *gatewayMetrics) request(endpoint, model, plan string, status int) {
 }
 
 // used counts a settled request's tokens and spend.
-func (m *gatewayMetrics) used(model, plan string, prompt, completion int64, cost limits.PicoUSD, estimated, overBound bool) {
+func (m *gatewayMetrics) used(model, plan string, prompt, completion int64, cost usd.Pico, estimated, overBound bool) {
 	l := usageLabels{model, plan}
 	u, ok := m.usage.lookup(l)
 	if !ok {
@@ -207,7 +207,7 @@ func (m *gatewayMetrics) upstreamEvent(upstream, event string) {
 	c.Inc()
 }
 
-// observeValkey is keys.ValkeyOptions.Observe.
+// observeValkey is valkeyx.Options.Observe.
 func (m *gatewayMetrics) observeValkey(d time.Duration, err error) {
 	m.valkey.Update(d.Seconds())
 	if err != nil {

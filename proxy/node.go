@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"slices"
 	"time"
 
 	"github.com/tokenhub/tokenhub/config"
@@ -76,8 +77,18 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 	if err != nil {
 		return n, err
 	}
-	if err = n.Registry.SeedPlans(ctx, cfg.Plans); err != nil {
+	if err = n.Registry.SeedPlans(ctx, keysPlans(cfg.Plans)); err != nil {
 		return n, fmt.Errorf("proxy: seed plans from config: %w", err)
+	}
+	if valkeyStore != nil {
+		// Made before any goroutine starts, so that its error needs no
+		// unwinding; it bounds the cache's age from now on, which only errs
+		// on the side of re-reading.
+		n.Invalidator, err = keys.NewInvalidator(n.Registry, keys.NewValkeyPubSub(valkeyStore.Client(), cfg.Store.Valkey.Prefix),
+			keys.InvalidatorOptions{StaleAfter: cfg.Cache.StaleAfter, Logger: log})
+		if err != nil {
+			return n, err
+		}
 	}
 
 	// The journal before the Gate: its directory holds the node's id.
@@ -120,9 +131,7 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 		defer close(n.flushed)
 		n.Gate.Run(runCtx, time.Second)
 	}()
-	if valkeyStore != nil {
-		n.Invalidator = keys.NewInvalidator(n.Registry, keys.NewValkeyPubSub(valkeyStore.Client(), cfg.Store.Valkey.Prefix),
-			keys.InvalidatorOptions{StaleAfter: cfg.Cache.StaleAfter, Logger: log})
+	if n.Invalidator != nil {
 		go func() {
 			defer close(n.done)
 			n.Invalidator.Run(runCtx)
@@ -200,4 +209,19 @@ func (n *Node) Close() {
 			slog.Default().Warn("closing the store", "err", err)
 		}
 	}
+}
+
+// keysPlans converts the plans the file declares into the key store's
+// plans, field by field; SeedPlans compiles them. config.Validate checked
+// them by the same rules, so a node does not refuse a file check-config
+// passed.
+func keysPlans(plans []*config.Plan) []*keys.Plan {
+	out := make([]*keys.Plan, 0, len(plans))
+	for _, p := range plans {
+		out = append(out, &keys.Plan{
+			Name: p.Name, Models: slices.Clone(p.Models), RPM: p.RPM, TPM: p.TPM,
+			MaxRequestUSD: p.MaxRequestUSD, MonthlyUSD: p.MonthlyUSD,
+		})
+	}
+	return out
 }

@@ -156,7 +156,7 @@ func (s *Server) reloadLocked(ctx context.Context) (*ReloadSummary, error) {
 	if err != nil {
 		return nil, &invalidConfigError{err}
 	}
-	if err := s.registry.SeedPlans(ctx, next.Plans); err != nil {
+	if err := s.registry.SeedPlans(ctx, keysPlans(next.Plans)); err != nil {
 		for _, u := range r.retired(old) { // the upstreams this reload made
 			u.release()
 		}

@@ -7,7 +7,7 @@ import (
 	"sort"
 
 	"github.com/tokenhub/tokenhub/config"
-	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // routing is what a reload replaces in one step: the served models and the
@@ -87,7 +87,7 @@ type model struct {
 	created     int64
 	routes      []route
 	totalWeight int
-	price       limits.Price
+	price       usd.Price
 	maxOutput   int64 // most completion tokens one request may produce
 }
 
@@ -111,7 +111,7 @@ func newModelTable(models []config.Model, upstreams map[string]*Upstream, create
 	for i := range models {
 		mc := &models[i]
 		m := &model{name: mc.Name, ownedBy: mc.OwnedBy, created: created, maxOutput: mc.MaxOutputTokens,
-			price: limits.Price{InputPerMTok: mc.Price.InputPerMTok, OutputPerMTok: mc.Price.OutputPerMTok}}
+			price: usd.Price{InputPerMTok: mc.Price.InputPerMTok, OutputPerMTok: mc.Price.OutputPerMTok}}
 		for _, rc := range mc.Routes {
 			up := upstreams[rc.Upstream]
 			if up == nil {

@@ -12,7 +12,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/sse"
 )
 
@@ -57,7 +57,7 @@ type streamRelay struct {
 	// to the usage journal.
 	journaled int64
 	// reserveStep is what a stream extends its budget reservation by at a time.
-	reserveStep limits.PicoUSD
+	reserveStep usd.Pico
 	clientGone  bool
 	drainStart  time.Time
 

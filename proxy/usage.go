@@ -8,8 +8,8 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
-	"github.com/tokenhub/tokenhub/limits"
 )
 
 // usageJSON is a key's month to date as GET /v1/keys/{id}/usage shows it.
@@ -38,7 +38,7 @@ type modelUsageJSON struct {
 	SpendUSD   json.Number `json:"spend_usd"`
 }
 
-func usd(p limits.PicoUSD) json.Number { return json.Number(p.String()) }
+func dollarsJSON(p usd.Pico) json.Number { return json.Number(p.String()) }
 
 // keyUsage answers GET /v1/keys/{id}/usage for the admin, or for the key
 // itself (so an application can watch its own budget).
@@ -82,15 +82,15 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 		Object: "key.usage", KeyID: id, Month: r.Month.Start().Format("2006-01"),
 		PeriodStart: r.Month.Start().Unix(), PeriodEnd: r.Month.End().Unix(),
 		Requests: u.Requests, Prompt: u.PromptTokens, Completion: u.CompletionTokens,
-		SpendUSD: usd(u.Spent), ReservedUSD: usd(r.Reserved), Models: []modelUsageJSON{},
+		SpendUSD: dollarsJSON(u.Spent), ReservedUSD: dollarsJSON(r.Reserved), Models: []modelUsageJSON{},
 	}
 	if p != nil && p.MonthlyUSD > 0 {
-		cap, left := usd(p.MonthlyUSD.Pico()), usd(max(p.MonthlyUSD.Pico()-u.Spent-r.Reserved, 0))
+		cap, left := dollarsJSON(p.MonthlyUSD.Pico()), dollarsJSON(max(p.MonthlyUSD.Pico()-u.Spent-r.Reserved, 0))
 		out.MonthlyUSD, out.RemainingUSD = &cap, &left
 	}
 	for name, c := range u.Models {
 		out.Models = append(out.Models, modelUsageJSON{Model: name, Requests: c.Requests,
-			Prompt: c.PromptTokens, Completion: c.CompletionTokens, SpendUSD: usd(c.Spent)})
+			Prompt: c.PromptTokens, Completion: c.CompletionTokens, SpendUSD: dollarsJSON(c.Spent)})
 	}
 	slices.SortFunc(out.Models, func(a, b modelUsageJSON) int { return strings.Compare(a.Model, b.Model) })
 	writeJSON(ctx, fasthttp.StatusOK, out)

@@ -9,10 +9,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
+	"github.com/tokenhub/tokenhub/internal/valkeyx"
 	"github.com/tokenhub/tokenhub/keys"
 )
+
+// cacheSettings are the config's cache defaults, which keys takes explicitly.
+var cacheSettings = keys.RegistryOptions{MaxKeys: 10_000, NegativeTTL: 2 * time.Second, StaleIfError: 4 * time.Second}
 
 func TestRun(t *testing.T) {
 	dir := t.TempDir()
@@ -61,7 +66,7 @@ func TestMigrate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	reg, err := keys.NewRegistry(bolt, keys.RegistryOptions{})
+	reg, err := keys.NewRegistry(bolt, cacheSettings)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -90,12 +95,12 @@ func TestMigrate(t *testing.T) {
 		t.Fatalf("migrate: exit %d: %s%s", code, out.String(), errOut.String())
 	}
 
-	dst, err := keys.OpenValkey(ctx, keys.ValkeyOptions{Addrs: []string{v.Addr()}, Prefix: "migrated"})
+	dst, err := keys.OpenValkey(ctx, valkeyx.Options{Addrs: []string{v.Addr()}, Prefix: "migrated"})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer dst.Close()
-	vreg, err := keys.NewRegistry(dst, keys.RegistryOptions{})
+	vreg, err := keys.NewRegistry(dst, cacheSettings)
 	if err != nil {
 		t.Fatal(err)
 	}

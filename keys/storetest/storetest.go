@@ -13,8 +13,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
-	"github.com/tokenhub/tokenhub/limits"
 )
 
 // Factory opens stores for the suite.
@@ -271,7 +271,7 @@ func testPlans(t *testing.T, f Factory) {
 		t.Fatalf("Plan(pro): %v", err)
 	}
 	if got.Name != "pro" || got.RPM != 600 || got.TPM != 1_000_000 ||
-		got.MaxRequestUSD != limits.MicroUSD(2_500_000) || got.MonthlyUSD != limits.MicroUSD(100_000_000) ||
+		got.MaxRequestUSD != usd.Micro(2_500_000) || got.MonthlyUSD != usd.Micro(100_000_000) ||
 		!slices.Equal(got.Models, pro.Models) {
 		t.Fatalf("Plan(pro) = %+v, want %+v", got, pro)
 	}

@@ -1,18 +1,18 @@
-package limits
+package usd
 
 import "testing"
 
-func TestParseUSD(t *testing.T) {
-	f := func(in string, want MicroUSD) {
+func TestParse(t *testing.T) {
+	f := func(in string, want Micro) {
 		t.Helper()
-		got, err := ParseUSD(in)
+		got, err := Parse(in)
 		if err != nil {
-			t.Fatalf("ParseUSD(%q): %v", in, err)
+			t.Fatalf("Parse(%q): %v", in, err)
 		}
 		if got != want {
-			t.Fatalf("ParseUSD(%q) = %d, want %d", in, got, want)
+			t.Fatalf("Parse(%q) = %d, want %d", in, got, want)
 		}
-		if back, _ := ParseUSD(got.String()); back != got {
+		if back, _ := Parse(got.String()); back != got {
 			t.Fatalf("round trip of %q through %q gave %d", in, got.String(), back)
 		}
 	}
@@ -26,16 +26,16 @@ func TestParseUSD(t *testing.T) {
 	f(" 2.50 ", 2_500_000)
 }
 
-func TestParseUSDRejects(t *testing.T) {
+func TestParseRejects(t *testing.T) {
 	for _, in := range []string{"", "-1", "abc", "1.2.3", "0.0000001", "1e3", ".", "99999999999999999999"} {
-		if _, err := ParseUSD(in); err == nil {
-			t.Errorf("ParseUSD(%q) accepted, want an error", in)
+		if _, err := Parse(in); err == nil {
+			t.Errorf("Parse(%q) accepted, want an error", in)
 		}
 	}
 }
 
-func TestMicroUSDString(t *testing.T) {
-	f := func(m MicroUSD, want string) {
+func TestMicroString(t *testing.T) {
+	f := func(m Micro, want string) {
 		t.Helper()
 		if got := m.String(); got != want {
 			t.Fatalf("%d.String() = %q, want %q", int64(m), got, want)
@@ -64,28 +64,28 @@ func TestCost(t *testing.T) {
 }
 
 func TestAppendUSDRoundsUp(t *testing.T) {
-	if got := string(PicoUSD(1).AppendUSD(nil)); got != "0.000001" {
+	if got := string(Pico(1).AppendUSD(nil)); got != "0.000001" {
 		t.Fatalf("1 pico-dollar shows as %s", got)
 	}
-	if got := string(MicroUSD(500_000).Pico().AppendUSD(nil)); got != "0.5" {
+	if got := string(Micro(500_000).Pico().AppendUSD(nil)); got != "0.5" {
 		t.Fatalf("half a dollar shows as %s", got)
 	}
 }
 
-func TestPicoUSDString(t *testing.T) {
+func TestPicoString(t *testing.T) {
 	for _, tc := range []struct {
-		p    PicoUSD
+		p    Pico
 		want string
 	}{
 		{0, "0"},
-		{MicroUSD(10_000_000).Pico(), "10"},
+		{Micro(10_000_000).Pico(), "10"},
 		{1, "0.000000000001"},
 		{11_816_000_000_000 + 123, "11.816000000123"},
 		{-500_000_000_000, "-0.5"},
 		{-1_500_000_000_000, "-1.5"},
 	} {
 		if got := tc.p.String(); got != tc.want {
-			t.Errorf("PicoUSD(%d).String() = %q, want %q", int64(tc.p), got, tc.want)
+			t.Errorf("Pico(%d).String() = %q, want %q", int64(tc.p), got, tc.want)
 		}
 	}
 }

@@ -1,6 +1,11 @@
-// Package limits enforces what a plan sells: request and token rates, and money
-// per request and per month. Money is always an integer count of micro-dollars.
-package limits
+// Package usd owns tokenhub's money: amounts in micro-dollars (Micro, what a
+// plan and a price say) and pico-dollars (Pico, what a request costs, exactly),
+// a model's Price per million tokens, and the bounds on both. Money is always
+// an integer: floats never carry it.
+//
+// usd is a leaf: it imports nothing of tokenhub's, so keys, limits and config
+// can all use it without importing each other.
+package usd
 
 import (
 	"errors"
@@ -9,12 +14,12 @@ import (
 	"strings"
 )
 
-// MicroUSD is an amount of money in millionths of a US dollar. Floats never
+// Micro is an amount of money in millionths of a US dollar. Floats never
 // carry money in tokenhub: rounding must not lose or invent spend.
-type MicroUSD int64
+type Micro int64
 
-// maxMicroUSD bounds parsed amounts so that sums of many of them cannot overflow.
-const maxMicroUSD = MicroUSD(1) << 53
+// maxMicro bounds parsed amounts so that sums of many of them cannot overflow.
+const maxMicro = Micro(1) << 53
 
 // Bounds on what a plan and a price may say. Spend is counted in
 // pico-dollars in an int64, which holds $9.2 million: a cap of at most $1
@@ -22,13 +27,13 @@ const maxMicroUSD = MicroUSD(1) << 53
 // and a price of at most $1,000 per million tokens keeps the worst case of
 // any request (128 choices of 10 million tokens) in range.
 const (
-	MaxCapUSD       = MicroUSD(1_000_000_000_000) // $1,000,000
-	MaxPricePerMTok = MicroUSD(1_000_000_000)     // $1,000
+	MaxCap          = Micro(1_000_000_000_000) // $1,000,000
+	MaxPricePerMTok = Micro(1_000_000_000)     // $1,000
 )
 
-// ParseUSD parses a decimal dollar amount such as "10", "0.5" or "0.000150"
+// Parse parses a decimal dollar amount such as "10", "0.5" or "0.000150"
 // exactly. At most six decimals are accepted; more would need rounding.
-func ParseUSD(s string) (MicroUSD, error) {
+func Parse(s string) (Micro, error) {
 	s = strings.TrimSpace(s)
 	if s == "" {
 		return 0, errors.New("empty amount")
@@ -59,20 +64,20 @@ func ParseUSD(s string) (MicroUSD, error) {
 			f *= 10
 		}
 	}
-	if w > uint64(maxMicroUSD/1_000_000) {
+	if w > uint64(maxMicro/1_000_000) {
 		return 0, fmt.Errorf("amount %q is too large", s)
 	}
-	return MicroUSD(w*1_000_000 + f), nil
+	return Micro(w*1_000_000 + f), nil
 }
 
 // String formats m as a decimal dollar amount without trailing zeros: "0.5", "10".
-func (m MicroUSD) String() string { return string(m.AppendText(nil)) }
+func (m Micro) String() string { return string(m.AppendText(nil)) }
 
 // AppendText appends m in the form String returns.
-func (m MicroUSD) AppendText(b []byte) []byte { return appendDecimal(b, int64(m), 6) }
+func (m Micro) AppendText(b []byte) []byte { return appendDecimal(b, int64(m), 6) }
 
 // appendDecimal appends v / 10^decimals in decimal, exactly, without
-// trailing zeros: the one formatter of MicroUSD and PicoUSD.
+// trailing zeros: the one formatter of Micro and Pico.
 func appendDecimal(b []byte, v int64, decimals int) []byte {
 	if v < 0 {
 		b = append(b, '-')
@@ -101,10 +106,10 @@ func appendDecimal(b []byte, v int64, decimals int) []byte {
 }
 
 // MarshalJSON writes m as a JSON number of dollars, exact to the micro-dollar.
-func (m MicroUSD) MarshalJSON() ([]byte, error) { return m.AppendText(nil), nil }
+func (m Micro) MarshalJSON() ([]byte, error) { return m.AppendText(nil), nil }
 
 // UnmarshalJSON reads a JSON number or string of dollars.
-func (m *MicroUSD) UnmarshalJSON(b []byte) error {
+func (m *Micro) UnmarshalJSON(b []byte) error {
 	s := string(b)
 	if s == "null" {
 		*m = 0
@@ -113,7 +118,7 @@ func (m *MicroUSD) UnmarshalJSON(b []byte) error {
 	if len(s) >= 2 && s[0] == '"' && s[len(s)-1] == '"' {
 		s = s[1 : len(s)-1]
 	}
-	v, err := ParseUSD(s)
+	v, err := Parse(s)
 	if err != nil {
 		return err
 	}
@@ -123,12 +128,12 @@ func (m *MicroUSD) UnmarshalJSON(b []byte) error {
 
 // UnmarshalYAML reads a YAML scalar of dollars (gopkg.in/yaml-style interface,
 // which go.yaml.in/yaml/v3 honours).
-func (m *MicroUSD) UnmarshalYAML(unmarshal func(any) error) error {
+func (m *Micro) UnmarshalYAML(unmarshal func(any) error) error {
 	var s string
 	if err := unmarshal(&s); err != nil {
 		return err
 	}
-	v, err := ParseUSD(s)
+	v, err := Parse(s)
 	if err != nil {
 		return err
 	}
