@@ -3,7 +3,7 @@ package config
 import (
 	"fmt"
 
-	"github.com/tokenhub/tokenhub/internal/name"
+	"github.com/tokenhub/tokenhub/internal/planrule"
 	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
@@ -22,32 +22,12 @@ type Plan struct {
 	MonthlyUSD    usd.Micro `yaml:"monthly_usd"`
 }
 
-// maxPlanPerMinute bounds rpm and tpm so a token's refill time stays above
-// 60ns; it is keys.Plan's bound.
-const maxPlanPerMinute = 1_000_000_000
-
-// check applies keys.Plan.Compile's rules, with its messages, so that
-// check-config reports a bad plan with every other problem instead of the
-// node refusing it at start. proxy's TestConfigPlansCheckedLikeKeys holds
-// the two to the same answers.
+// check applies the plan rules the key store applies (internal/planrule),
+// so that check-config reports a bad plan with every other problem instead
+// of the node refusing it at start.
 func (pl *Plan) check() error {
-	const invalid = "invalid plan"
-	if !name.Valid(pl.Name) {
-		return fmt.Errorf("%s: name %q: use 1-64 characters of letters, digits, '-', '_' or '.'", invalid, pl.Name)
-	}
-	if pl.RPM < 0 || pl.TPM < 0 || pl.MaxRequestUSD < 0 || pl.MonthlyUSD < 0 {
-		return fmt.Errorf("%s: plan %q: rpm, tpm, max_request_usd and monthly_usd must not be negative", invalid, pl.Name)
-	}
-	if pl.MaxRequestUSD > usd.MaxCap || pl.MonthlyUSD > usd.MaxCap {
-		return fmt.Errorf("%s: plan %q: max_request_usd and monthly_usd must be at most %s dollars (0 means no limit)", invalid, pl.Name, usd.MaxCap)
-	}
-	if pl.RPM > maxPlanPerMinute || pl.TPM > maxPlanPerMinute {
-		return fmt.Errorf("%s: plan %q: rpm and tpm must be at most %d (0 means no limit)", invalid, pl.Name, maxPlanPerMinute)
-	}
-	for _, m := range pl.Models {
-		if m == "" || len(m) > 256 {
-			return fmt.Errorf("%s: plan %q: model pattern %q must be 1-256 characters", invalid, pl.Name, m)
-		}
+	if err := planrule.Check(pl.Name, pl.Models, pl.RPM, pl.TPM, pl.MaxRequestUSD, pl.MonthlyUSD); err != nil {
+		return fmt.Errorf("invalid plan: %w", err)
 	}
 	return nil
 }

@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"github.com/tokenhub/tokenhub/internal/name"
+	"github.com/tokenhub/tokenhub/internal/planrule"
 	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
@@ -27,8 +28,8 @@ type Plan struct {
 	compiled bool
 }
 
-// maxPerMinute bounds rpm and tpm so a token's refill time stays above 60ns.
-const maxPerMinute = 1_000_000_000
+// maxPerMinute bounds rpm and tpm, a plan's and a key's own.
+const maxPerMinute = planrule.MaxPerMinute
 
 // ErrInvalidPlan is wrapped by every validation error of Plan.Compile.
 var ErrInvalidPlan = errors.New("invalid plan")
@@ -36,24 +37,12 @@ var ErrInvalidPlan = errors.New("invalid plan")
 // Compile validates p and prepares its whitelist for Allows. It must be called
 // once before p is shared; store implementations call it on every plan they return.
 func (p *Plan) Compile() error {
-	if !ValidName(p.Name) {
-		return fmt.Errorf("%w: name %q: use 1-64 characters of letters, digits, '-', '_' or '.'", ErrInvalidPlan, p.Name)
-	}
-	if p.RPM < 0 || p.TPM < 0 || p.MaxRequestUSD < 0 || p.MonthlyUSD < 0 {
-		return fmt.Errorf("%w: plan %q: rpm, tpm, max_request_usd and monthly_usd must not be negative", ErrInvalidPlan, p.Name)
-	}
-	if p.MaxRequestUSD > usd.MaxCap || p.MonthlyUSD > usd.MaxCap {
-		return fmt.Errorf("%w: plan %q: max_request_usd and monthly_usd must be at most %s dollars (0 means no limit)", ErrInvalidPlan, p.Name, usd.MaxCap)
-	}
-	if p.RPM > maxPerMinute || p.TPM > maxPerMinute {
-		return fmt.Errorf("%w: plan %q: rpm and tpm must be at most %d (0 means no limit)", ErrInvalidPlan, p.Name, maxPerMinute)
+	if err := planrule.Check(p.Name, p.Models, p.RPM, p.TPM, p.MaxRequestUSD, p.MonthlyUSD); err != nil {
+		return fmt.Errorf("%w: %w", ErrInvalidPlan, err)
 	}
 	p.exact = make(map[string]struct{}, len(p.Models))
 	p.globs = p.globs[:0]
 	for _, m := range p.Models {
-		if m == "" || len(m) > 256 {
-			return fmt.Errorf("%w: plan %q: model pattern %q must be 1-256 characters", ErrInvalidPlan, p.Name, m)
-		}
 		if strings.Contains(m, "*") {
 			p.globs = append(p.globs, m)
 		} else {
