@@ -10,7 +10,7 @@ import (
 	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
-	"github.com/tokenhub/tokenhub/sse"
+	"github.com/tokenhub/tokenhub/proxy/openai"
 )
 
 func (s *Server) chatCompletions(ctx *fasthttp.RequestCtx) { s.inference(ctx, epChat) }
@@ -359,11 +359,11 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, u *Upstream, resp *fasthttp.Re
 
 // readUsage reads the answer's usage with targeted lookups that skip,
 // without validating again, what answer has validated.
-func readUsage(body []byte) (prompt, completion int64, ok bool) { return sse.Usage(body) }
+func readUsage(body []byte) (prompt, completion int64, ok bool) { return openai.Usage(body) }
 
 // isOpenAIError reports whether body is an OpenAI error object, which clients'
 // SDKs can parse and so may pass through as it is.
-func isOpenAIError(body []byte) bool { return sonic.Valid(body) && sse.HasError(body) }
+func isOpenAIError(body []byte) bool { return sonic.Valid(body) && openai.HasError(body) }
 
 func isEventStream(ct []byte) bool {
 	return bytes.HasPrefix(ct, contentTypeSSE)

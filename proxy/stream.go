@@ -13,6 +13,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/internal/usd"
+	"github.com/tokenhub/tokenhub/proxy/openai"
 	"github.com/tokenhub/tokenhub/sse"
 )
 
@@ -370,13 +371,13 @@ func (r *streamRelay) pass() *apiError {
 			r.settle()
 		}
 		if ev.HasData && !ev.IsDone() {
-			if p, c, ok := sse.ChunkUsage(ev.Data); ok {
+			if p, c, ok := openai.ChunkUsage(ev.Data); ok {
 				r.prompt, r.completion, r.usageKnown = p, c, true
-				if r.injected && sse.IsUsageOnlyChunk(ev.Data) {
+				if r.injected && openai.IsUsageOnlyChunk(ev.Data) {
 					continue // the client did not ask for it
 				}
 			}
-			if n := sse.ContentBytes(ev.Data); n > 0 {
+			if n := openai.ContentBytes(ev.Data); n > 0 {
 				r.contentEvents++
 				r.contentBytes += int64(n)
 				if !r.covered() {
