@@ -8,6 +8,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/proxy/openai"
 )
 
 // legacyCompletionsMaxTokens is what /v1/completions produces when max_tokens
@@ -59,8 +60,8 @@ func mulBounded(a, b int64) int64 {
 // Embeddings produce no output: their inputs, arrays included, are prompt
 // bytes. The tokens-per-minute charge keeps OpenAI's estimate. It answers
 // 400 itself for a max_tokens over the model's limit.
-func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.Plan, m *model, f *requestFields, a *limits.Admission) (prompt, out int64, ok bool) {
-	perChoice := f.maxTokens
+func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.Plan, m *model, f *openai.Request, a *limits.Admission) (prompt, out int64, ok bool) {
+	perChoice := f.MaxTokens
 	switch {
 	case ep == epEmbeddings:
 		perChoice = 0
@@ -76,15 +77,15 @@ func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.
 	// best_of is the legacy parameter, but an upstream that takes it on chat
 	// (vLLM has) generates that many too: bounding it costs honest chat
 	// requests nothing.
-	perPrompt := max(f.n, f.bestOf)
+	perPrompt := max(f.N, f.BestOf)
 	completions := perPrompt
 	if ep == epCompletions {
-		completions = mulBounded(f.prompts, perPrompt)
+		completions = mulBounded(f.Prompts, perPrompt)
 	}
 	bodyLen := len(ctx.PostBody())
 	promptBound := boundPrompt(bodyLen)
 	out = mulBounded(perChoice, completions)
-	if f.echo && ep == epCompletions {
+	if f.Echo && ep == epCompletions {
 		out = min(out+mulBounded(promptBound, perPrompt), maxBoundTokens)
 	}
 	prompt = estimatePrompt(bodyLen)
@@ -98,7 +99,7 @@ func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.
 		Tokens: prompt + mulBounded(perChoice, completions),
 		Worst:  m.price.Cost(min(promptBound, maxBoundTokens), out),
 	}
-	if f.stream && f.maxTokens < 0 && ep != epEmbeddings {
+	if f.Stream && f.MaxTokens < 0 && ep != epEmbeddings {
 		// An open-ended stream reserves a step of output and extends its
 		// reservation as it produces (streamRelay.covered), so it holds no
 		// more of the monthly budget than it is using. The per-request cap

@@ -92,7 +92,7 @@ var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, chunkHead+streamR
 
 // stream relays resp, an upstream event stream, to the client once the
 // handler returns. It takes ownership of req and resp.
-func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response, f *requestFields, c *claim, injected bool) {
+func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response, f *openai.Request, c *claim, injected bool) {
 	h := &ctx.Response.Header
 	h.SetStatusCode(fasthttp.StatusOK)
 	h.SetContentTypeBytes(contentTypeSSE)
@@ -110,7 +110,7 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *f
 	s.metrics.openStreams.Add(1)
 	r := &streamRelay{s: s, req: req, resp: resp, claim: *c,
 		reqID: append([]byte(nil), h.Peek(headerRequestID)...), injected: injected,
-		sc: sse.NewScanner(maxStreamEvent), reserveStep: c.model.price.Cost(0, streamReserveTokens*f.n),
+		sc: sse.NewScanner(maxStreamEvent), reserveStep: c.model.price.Cost(0, streamReserveTokens*f.N),
 		chunked: chunked}
 	r.head = outBufs.Get().(*[]byte)
 	*r.head = h.AppendBytes((*r.head)[:0])

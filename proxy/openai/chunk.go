@@ -20,10 +20,6 @@ import (
 // reads as some answer or none, never a panic (FuzzChunk), and its client
 // fails on it anyway.
 
-// maxChoices bounds the choices ContentBytes reads, and so the time one odd
-// chunk can cost: it is OpenAI's limit on n.
-const maxChoices = 128
-
 // nodes holds scratch nodes for lookups that need a value's raw JSON:
 // ast.Node.Raw makes its receiver escape, so a node on the stack would cost
 // an allocation each time.
