@@ -10,7 +10,7 @@ import (
 	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
-	"github.com/tokenhub/tokenhub/sse"
+	"github.com/tokenhub/tokenhub/proxy/openai"
 )
 
 func (s *Server) chatCompletions(ctx *fasthttp.RequestCtx) { s.inference(ctx, epChat) }
@@ -32,19 +32,19 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
 		return
 	}
 	c.rec.keyID, c.rec.plan = key.ID, plan.Name
-	var f requestFields
-	if e, detail := f.parse(ctx.PostBody()); e != nil {
-		writeError(ctx, e, detail)
+	var f openai.Request
+	if detail, err := f.Parse(ctx.PostBody()); err != nil {
+		writeError(ctx, bodyError(err), detail)
 		return
 	}
-	m := s.routing.Load().models.lookup(f.model)
+	m := s.routing.Load().models.lookup(f.Model)
 	if m == nil {
-		writeError(ctx, errModelNotFound, f.model)
+		writeError(ctx, errModelNotFound, f.Model)
 		return
 	}
 	c.rec.model = m.name
-	if !plan.Allows(f.model) {
-		writeError(ctx, errModelNotAllowed, f.model)
+	if !plan.Allows(f.Model) {
+		writeError(ctx, errModelNotAllowed, f.Model)
 		return
 	}
 	var a limits.Admission
@@ -173,7 +173,7 @@ var (
 // nothing has been sent to the client yet. A request the upstream may have
 // read is never sent again: a 502 costs the client a retry it decides on, a
 // second send may cost it a second bill.
-func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *requestFields, c *claim) {
+func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *openai.Request, c *claim) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer func() {
@@ -194,7 +194,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 		u := r.upstream
 		injected := buildUpstreamRequest(req, ctx, ep, r, f)
 		client := u.client
-		if f.stream {
+		if f.Stream {
 			client = u.streamClient
 			resp.StreamBody = true
 		}
@@ -206,7 +206,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 		if err != nil {
 			if isTimeout(err) {
 				s.metrics.upstreamEvent(u.name, upstreamTimeout)
-				writeError(ctx, errUpstreamTimeout, f.model)
+				writeError(ctx, errUpstreamTimeout, f.Model)
 				return
 			}
 			// Anything else may come after the upstream read the request
@@ -215,19 +215,19 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 			if isDropped(err) {
 				s.metrics.upstreamEvent(u.name, upstreamDropped)
 				s.log.Warn("upstream dropped the request", "upstream", u.name, "err", err)
-				writeError(ctx, errUpstreamDropped, f.model)
+				writeError(ctx, errUpstreamDropped, f.Model)
 				return
 			}
 			if !neverSent(err) {
 				s.metrics.upstreamEvent(u.name, upstreamBadAnswer)
 				s.log.Warn("upstream answer unreadable", "upstream", u.name, "err", err)
-				writeError(ctx, errUpstreamUnreadable, f.model)
+				writeError(ctx, errUpstreamUnreadable, f.Model)
 				return
 			}
 			s.metrics.upstreamEvent(u.name, upstreamUnreachable)
 			s.log.Warn("upstream unreachable", "upstream", u.name, "err", err, "failover", !last)
 			if last {
-				writeError(ctx, errUpstreamUnreachable, f.model)
+				writeError(ctx, errUpstreamUnreachable, f.Model)
 				return
 			}
 			s.metrics.upstreamEvent(u.name, upstreamFailover)
@@ -246,7 +246,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 			resp.CloseBodyStream() //nolint:errcheck // the connection is discarded on error
 			continue
 		}
-		if f.stream && status == fasthttp.StatusOK && isEventStream(resp.Header.ContentType()) {
+		if f.Stream && status == fasthttp.StatusOK && isEventStream(resp.Header.ContentType()) {
 			c.handedOff = true
 			s.stream(ctx, req, resp, f, c, injected)
 			return
@@ -267,7 +267,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *req
 // when the route calls it something else. A stream always asks for the
 // upstream's usage (stream_options.include_usage), so it can be billed
 // exactly; it reports whether the gateway added that on the client's behalf.
-func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep endpoint, r *route, f *requestFields) (injected bool) {
+func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep endpoint, r *route, f *openai.Request) (injected bool) {
 	u := r.upstream
 	req.Reset()
 	req.Header.SetMethodBytes(methodPost)
@@ -276,7 +276,7 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep en
 	if u.auth != nil {
 		req.Header.SetCanonical(headerAuthorization, u.auth)
 	}
-	if f.stream {
+	if f.Stream {
 		req.Header.SetCanonical(headerAccept, contentTypeSSE)
 	} else {
 		req.Header.SetCanonical(headerAccept, contentTypeJSON)
@@ -286,14 +286,14 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep en
 		req.Header.SetBytesKV(h[0], h[1])
 	}
 	body := ctx.PostBody()
-	var edits [2]edit
+	var edits [2]openai.Edit
 	n := 0
 	if r.quotedModel != nil {
-		edits[n] = f.modelEdit(r.quotedModel)
+		edits[n] = f.ModelEdit(r.quotedModel)
 		n++
 	}
-	if f.stream && ep != epEmbeddings {
-		if e, ok := f.usageEdit(body); ok {
+	if f.Stream && ep != epEmbeddings {
+		if e, ok := f.UsageEdit(body); ok {
 			edits[n] = e
 			n++
 			injected = true
@@ -306,14 +306,14 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep en
 		return false
 	}
 	// Build into the request's own pooled buffer: no allocation once warm.
-	req.SwapBody(appendEdits(req.SwapBody(nil)[:0], body, edits[:n]...))
+	req.SwapBody(openai.AppendEdits(req.SwapBody(nil)[:0], body, edits[:n]...))
 	return injected
 }
 
 // answer relays a buffered upstream answer from u: success and OpenAI-shaped
 // client errors pass through untouched; anything else becomes a gateway error.
 // It reports whether the answer was a success, which is billed.
-func (s *Server) answer(ctx *fasthttp.RequestCtx, u *Upstream, resp *fasthttp.Response, f *requestFields) bool {
+func (s *Server) answer(ctx *fasthttp.RequestCtx, u *Upstream, resp *fasthttp.Response, f *openai.Request) bool {
 	status := resp.StatusCode()
 	body := resp.Body()
 	switch {
@@ -325,26 +325,26 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, u *Upstream, resp *fasthttp.Re
 		s.metrics.upstreamEvent(u.name, upstreamAuthRefused)
 		s.log.Error("upstream refused the gateway's credentials", "upstream", u.name, "status", status)
 		var detail [64]byte
-		writeError(ctx, errUpstreamCredentials, appendStatus(append(detail[:0], f.model...), status))
+		writeError(ctx, errUpstreamCredentials, appendStatus(append(detail[:0], f.Model...), status))
 		return false
 	case status >= 200 && status < 300:
 		if !sonic.Valid(body) {
-			writeError(ctx, errUpstreamUnreadable, f.model)
+			writeError(ctx, errUpstreamUnreadable, f.Model)
 			return false
 		}
 	case status >= 400 && status < 500:
 		if !isOpenAIError(body) {
 			var detail [64]byte
 			writeError(ctx, &apiError{status: status, typ: typeInvalidRequest, code: "upstream_error",
-				message: "The upstream refused the request for the model: "}, appendStatus(append(detail[:0], f.model...), status))
+				message: "The upstream refused the request for the model: "}, appendStatus(append(detail[:0], f.Model...), status))
 			return false
 		}
 	case status >= 500:
 		var detail [64]byte
-		writeError(ctx, errUpstreamFailed, appendStatus(append(detail[:0], f.model...), status))
+		writeError(ctx, errUpstreamFailed, appendStatus(append(detail[:0], f.Model...), status))
 		return false
 	default:
-		writeError(ctx, errUpstreamUnreadable, f.model)
+		writeError(ctx, errUpstreamUnreadable, f.Model)
 		return false
 	}
 	ctx.SetStatusCode(status)
@@ -359,11 +359,11 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, u *Upstream, resp *fasthttp.Re
 
 // readUsage reads the answer's usage with targeted lookups that skip,
 // without validating again, what answer has validated.
-func readUsage(body []byte) (prompt, completion int64, ok bool) { return sse.Usage(body) }
+func readUsage(body []byte) (prompt, completion int64, ok bool) { return openai.Usage(body) }
 
 // isOpenAIError reports whether body is an OpenAI error object, which clients'
 // SDKs can parse and so may pass through as it is.
-func isOpenAIError(body []byte) bool { return sonic.Valid(body) && sse.HasError(body) }
+func isOpenAIError(body []byte) bool { return sonic.Valid(body) && openai.HasError(body) }
 
 func isEventStream(ct []byte) bool {
 	return bytes.HasPrefix(ct, contentTypeSSE)

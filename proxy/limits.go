@@ -8,59 +8,20 @@ import (
 
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/proxy/openai"
 )
-
-// legacyCompletionsMaxTokens is what /v1/completions produces when max_tokens
-// is absent, per OpenAI's API.
-const legacyCompletionsMaxTokens = 16
-
-// estimatePrompt estimates a request's prompt tokens from its body size, as
-// OpenAI's own rate limiter does: about four bytes a token, plus a margin for
-// the template tokens chat formats add. It is what the tokens-per-minute
-// bucket is charged at admission (replaced by the upstream's count at
-// settlement), and what is billed when an upstream reports no usage.
-func estimatePrompt(bodyLen int) int64 { return int64(bodyLen+3)/4 + 8 }
-
-// boundPrompt bounds, for money, the prompt tokens a body can hold: one a
-// byte, plus a margin for the template tokens a chat format adds around
-// short messages. Four bytes a token is no bound: an array of token ids
-// takes two bytes a token ("1,"), and byte-level BPE can take one a byte.
-// What is left out: an image or audio reference (a URL, a file id) costs the
-// upstream's per-image or per-second tokens, which its bytes do not bound.
-func boundPrompt(bodyLen int) int64 { return int64(bodyLen) + promptMarginTokens }
-
-const promptMarginTokens = 64
-
-// maxBoundTokens keeps worst-case arithmetic far from overflow: with prices
-// at most limits.MaxPricePerMTok, a cost of this many prompt and completion
-// tokens fits an int64. A request bounded above it (a million prompts of the
-// largest output, say) is bounded at it, which is over $4,000 at $1 a million:
-// refused by any smaller cap.
-const maxBoundTokens = 1 << 32
-
-// mulBounded is a*b for non-negative counts, at most maxBoundTokens.
-func mulBounded(a, b int64) int64 {
-	if a == 0 || b == 0 {
-		return 0
-	}
-	if a > maxBoundTokens/b {
-		return maxBoundTokens
-	}
-	return min(a*b, maxBoundTokens)
-}
 
 // admission fills a for the request and returns the prompt estimate and the
 // most output the upstream can produce and bill for it. Its money worst case
 // (Worst, Reserve) is an upper bound of what the upstream can bill for the
-// body: the prompt at one token a byte (boundPrompt), and as output max_tokens
-// (else the model's maximum, or the legacy default) for every completion
-// generated: n per request for chat; for legacy completions best_of (at least
-// n) per prompt, plus each prompt again per completion when echo returns it.
+// body: the prompt at one token a byte (openai.BoundPrompt), and as output
+// max_tokens (else the model's maximum, or the legacy default) for every
+// completion generated (openai.Request.OutputBound).
 // Embeddings produce no output: their inputs, arrays included, are prompt
 // bytes. The tokens-per-minute charge keeps OpenAI's estimate. It answers
 // 400 itself for a max_tokens over the model's limit.
-func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.Plan, m *model, f *requestFields, a *limits.Admission) (prompt, out int64, ok bool) {
-	perChoice := f.maxTokens
+func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.Plan, m *model, f *openai.Request, a *limits.Admission) (prompt, out int64, ok bool) {
+	perChoice := f.MaxTokens
 	switch {
 	case ep == epEmbeddings:
 		perChoice = 0
@@ -69,25 +30,16 @@ func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.
 		writeError(ctx, errMaxTokensTooLarge, strconv.AppendInt(b[:0], m.maxOutput, 10))
 		return 0, 0, false
 	case perChoice < 0 && ep == epCompletions:
-		perChoice = min(legacyCompletionsMaxTokens, m.maxOutput)
+		perChoice = min(openai.LegacyDefaultMaxTokens, m.maxOutput)
 	case perChoice < 0:
 		perChoice = m.maxOutput
 	}
-	// best_of is the legacy parameter, but an upstream that takes it on chat
-	// (vLLM has) generates that many too: bounding it costs honest chat
-	// requests nothing.
-	perPrompt := max(f.n, f.bestOf)
-	completions := perPrompt
-	if ep == epCompletions {
-		completions = mulBounded(f.prompts, perPrompt)
-	}
+	legacy := ep == epCompletions
+	completions := f.Completions(legacy)
 	bodyLen := len(ctx.PostBody())
-	promptBound := boundPrompt(bodyLen)
-	out = mulBounded(perChoice, completions)
-	if f.echo && ep == epCompletions {
-		out = min(out+mulBounded(promptBound, perPrompt), maxBoundTokens)
-	}
-	prompt = estimatePrompt(bodyLen)
+	promptBound := min(openai.BoundPrompt(bodyLen), openai.MaxBoundTokens)
+	out = f.OutputBound(bodyLen, perChoice, legacy)
+	prompt = openai.EstimatePrompt(bodyLen)
 	*a = limits.Admission{
 		KeyID: key.ID,
 		Model: m.name,
@@ -95,15 +47,15 @@ func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.
 			RPM: keys.Limit(plan.RPM, key.RPM), TPM: keys.Limit(plan.TPM, key.TPM),
 			MaxRequest: plan.MaxRequestUSD, Monthly: plan.MonthlyUSD,
 		},
-		Tokens: prompt + mulBounded(perChoice, completions),
-		Worst:  m.price.Cost(min(promptBound, maxBoundTokens), out),
+		Tokens: prompt + openai.MulBounded(perChoice, completions),
+		Worst:  m.price.Cost(promptBound, out),
 	}
-	if f.stream && f.maxTokens < 0 && ep != epEmbeddings {
+	if f.Stream && f.MaxTokens < 0 && ep != epEmbeddings {
 		// An open-ended stream reserves a step of output and extends its
 		// reservation as it produces (streamRelay.covered), so it holds no
 		// more of the monthly budget than it is using. The per-request cap
 		// still weighs its worst case.
-		a.Reserve = m.price.Cost(min(promptBound, maxBoundTokens), min(out, mulBounded(streamReserveTokens, completions)))
+		a.Reserve = m.price.Cost(promptBound, min(out, openai.MulBounded(streamReserveTokens, completions)))
 	}
 	return prompt, out, true
 }

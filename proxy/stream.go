@@ -13,6 +13,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/internal/usd"
+	"github.com/tokenhub/tokenhub/proxy/openai"
 	"github.com/tokenhub/tokenhub/sse"
 )
 
@@ -91,7 +92,7 @@ var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, chunkHead+streamR
 
 // stream relays resp, an upstream event stream, to the client once the
 // handler returns. It takes ownership of req and resp.
-func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response, f *requestFields, c *claim, injected bool) {
+func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response, f *openai.Request, c *claim, injected bool) {
 	h := &ctx.Response.Header
 	h.SetStatusCode(fasthttp.StatusOK)
 	h.SetContentTypeBytes(contentTypeSSE)
@@ -109,7 +110,7 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *f
 	s.metrics.openStreams.Add(1)
 	r := &streamRelay{s: s, req: req, resp: resp, claim: *c,
 		reqID: append([]byte(nil), h.Peek(headerRequestID)...), injected: injected,
-		sc: sse.NewScanner(maxStreamEvent), reserveStep: c.model.price.Cost(0, streamReserveTokens*f.n),
+		sc: sse.NewScanner(maxStreamEvent), reserveStep: c.model.price.Cost(0, streamReserveTokens*f.N),
 		chunked: chunked}
 	r.head = outBufs.Get().(*[]byte)
 	*r.head = h.AppendBytes((*r.head)[:0])
@@ -370,13 +371,13 @@ func (r *streamRelay) pass() *apiError {
 			r.settle()
 		}
 		if ev.HasData && !ev.IsDone() {
-			if p, c, ok := sse.ChunkUsage(ev.Data); ok {
+			if p, c, ok := openai.ChunkUsage(ev.Data); ok {
 				r.prompt, r.completion, r.usageKnown = p, c, true
-				if r.injected && sse.IsUsageOnlyChunk(ev.Data) {
+				if r.injected && openai.IsUsageOnlyChunk(ev.Data) {
 					continue // the client did not ask for it
 				}
 			}
-			if n := sse.ContentBytes(ev.Data); n > 0 {
+			if n := openai.ContentBytes(ev.Data); n > 0 {
 				r.contentEvents++
 				r.contentBytes += int64(n)
 				if !r.covered() {

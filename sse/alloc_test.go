@@ -91,29 +91,3 @@ func TestAllocsScanner(t *testing.T) {
 		})
 	}
 }
-
-func TestAllocsChunkReaders(t *testing.T) {
-	f := func(name string, data string) {
-		t.Helper()
-		b := []byte(data)
-		run := func() {
-			ChunkUsage(b)
-			IsUsageOnlyChunk(b)
-			ContentBytes(b)
-			HasError(b)
-		}
-		run()
-		if n := testing.AllocsPerRun(1000, run); n != 0 {
-			t.Fatalf("%s: %v allocations per chunk, want 0", name, n)
-		}
-	}
-	f("content chunk", contentChunk)
-	f("usage chunk", usageChunk)
-	f("escaped content", escapedChunk)
-	f("two choices", twoChoices)
-	f("legacy completion", legacyChunk)
-	f("error", errorChunk)
-	f("done", "[DONE]")
-	f("delta null", `{"choices":[{"delta":null,"text":"ab"}],"usage":null}`)
-	f("empty", "")
-}

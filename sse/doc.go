@@ -10,7 +10,6 @@
 // event once its buffers have grown, and bounds an event's size so a stream
 // without blank lines is an error rather than unbounded memory.
 //
-// ChunkUsage, IsUsageOnlyChunk, ContentBytes and HasError read the few fields
-// of an OpenAI chunk that accounting needs with sonic's targeted lookups,
-// without decoding the chunk.
+// It knows nothing of what the data means: reading an OpenAI chunk is
+// proxy/openai's.
 package sse

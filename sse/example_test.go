@@ -9,7 +9,8 @@ import (
 
 // A relay feeds the Scanner whatever each read brings, split anywhere, and
 // takes complete events out: their data to read usage from, their raw bytes
-// to pass on unchanged.
+// to pass on unchanged. Reading the data is the protocol's business
+// (proxy/openai for OpenAI chunks).
 func ExampleScanner() {
 	s := sse.NewScanner(1 << 20)
 	stream := "data: {\"choices\":[{\"delta\":{\"content\":\"Hi\"}}]}\n\n" +
@@ -28,14 +29,13 @@ func ExampleScanner() {
 				fmt.Println("done")
 				continue
 			}
-			if prompt, completion, ok := sse.ChunkUsage(ev.Data); ok {
-				fmt.Println("usage:", prompt, completion)
-			}
+			fmt.Println("data:", len(ev.Data), "bytes")
 		}
 	}
 	fmt.Println("byte for byte:", relayed.String() == stream)
 	// Output:
-	// usage: 9 1
+	// data: 40 bytes
+	// data: 64 bytes
 	// done
 	// byte for byte: true
 }

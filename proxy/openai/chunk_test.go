@@ -1,4 +1,4 @@
-package sse
+package openai
 
 import (
 	"bytes"
@@ -10,6 +10,8 @@ import (
 	"strings"
 	"testing"
 	"unicode/utf8"
+
+	"github.com/tokenhub/tokenhub/sse"
 )
 
 const (
@@ -138,7 +140,7 @@ func TestOpenAIStreams(t *testing.T) {
 		for _, stream := range [][]byte{in, bytes.ReplaceAll(in, []byte("\n"), []byte("\r\n"))} {
 			var got tally
 			var stripped []byte // the stream as relayed with its usage chunk stripped
-			s := NewScanner(4 << 10)
+			s := sse.NewScanner(4 << 10)
 			for c := range slices.Chunk(stream, 333) { // reads that end mid-line, and mid-CRLF
 
 				s.Feed(c)
@@ -200,7 +202,7 @@ func TestOpenAIStreams(t *testing.T) {
 // decodedContent is ContentBytes the slow way, by decoding the chunk.
 func decodedContent(t *testing.T, data []byte) int {
 	t.Helper()
-	if bytes.Equal(data, done) {
+	if string(data) == "[DONE]" {
 		return 0
 	}
 	type call struct {

@@ -1,4 +1,4 @@
-package sse
+package openai
 
 import (
 	"bytes"
@@ -19,10 +19,6 @@ import (
 // what they skip, which saves about a third of their time: a malformed chunk
 // reads as some answer or none, never a panic (FuzzChunk), and its client
 // fails on it anyway.
-
-// maxChoices bounds the choices ContentBytes reads, and so the time one odd
-// chunk can cost: it is OpenAI's limit on n.
-const maxChoices = 128
 
 // nodes holds scratch nodes for lookups that need a value's raw JSON:
 // ast.Node.Raw makes its receiver escape, so a node on the stack would cost
