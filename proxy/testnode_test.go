@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
 	"time"
 
 	"github.com/tokenhub/tokenhub/config"
@@ -15,10 +14,10 @@ import (
 	"github.com/tokenhub/tokenhub/limits/journal"
 )
 
-// Node is one gateway process's worth of parts: the store (embedded, or the
-// shared Valkey), the key registry in front of it, the listener for other
-// nodes' invalidations, and the HTTP server. cmd/tokenhub and the multi-node
-// tests assemble gateways through it, so both run the same wiring.
+// Node is the tests' copy of internal/gateway.Node, part for part: tests
+// inside package proxy reach into the Server, and package proxy cannot
+// import gateway (gateway imports proxy). Keep the two wirings the same;
+// internal/gateway's own tests and cmd/tokenhub's run the real one.
 type Node struct {
 	Server   *Server
 	Registry *keys.Registry
@@ -37,8 +36,7 @@ type Node struct {
 	flushed chan struct{}
 }
 
-// OpenNode opens the store the config names, seeds the config's plans and
-// builds the server. Serve starts it; Close releases everything.
+// OpenNode is internal/gateway.Open for tests in package proxy.
 func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Node, err error) {
 	if log == nil {
 		log = slog.Default()
@@ -51,11 +49,11 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 	}()
 
 	// Made before the store, so that they see every Valkey call.
-	metrics := newGatewayMetrics()
+	metrics := NewMetrics()
 	var valkeyStore *keys.ValkeyStore
 	if v := cfg.Store.Valkey; v != nil {
 		opts := v.StoreOptions()
-		opts.Observe = metrics.observeValkey
+		opts.Observe = metrics.ObserveValkey
 		valkeyStore, err = keys.OpenValkey(ctx, opts)
 		if err != nil {
 			return n, err
@@ -77,7 +75,7 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 	if err != nil {
 		return n, err
 	}
-	if err = n.Registry.SeedPlans(ctx, keysPlans(cfg.Plans)); err != nil {
+	if err = n.Registry.SeedPlans(ctx, KeyPlans(cfg.Plans)); err != nil {
 		return n, fmt.Errorf("proxy: seed plans from config: %w", err)
 	}
 	if valkeyStore != nil {
@@ -149,11 +147,11 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 		// The path, never the secret: logs are read by more people than keys should be.
 		log.Info("admin key", "file", n.AdminKeyFile, "created", created)
 	}
-	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: adminKey, Logger: log, metrics: metrics})
+	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: adminKey, Logger: log, Metrics: metrics})
 	if err != nil {
 		return n, err
 	}
-	go n.Server.watchStore(runCtx, n.storeReachable, storeWatchInterval)
+	go n.Server.WatchStore(runCtx, n.storeReachable)
 	return n, nil
 }
 
@@ -209,19 +207,4 @@ func (n *Node) Close() {
 			slog.Default().Warn("closing the store", "err", err)
 		}
 	}
-}
-
-// keysPlans converts the plans the file declares into the key store's
-// plans, field by field; SeedPlans compiles them. config.Validate checked
-// them by the same rules, so a node does not refuse a file check-config
-// passed.
-func keysPlans(plans []*config.Plan) []*keys.Plan {
-	out := make([]*keys.Plan, 0, len(plans))
-	for _, p := range plans {
-		out = append(out, &keys.Plan{
-			Name: p.Name, Models: slices.Clone(p.Models), RPM: p.RPM, TPM: p.TPM,
-			MaxRequestUSD: p.MaxRequestUSD, MonthlyUSD: p.MonthlyUSD,
-		})
-	}
-	return out
 }
