@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"sync"
 	"time"
 
 	"github.com/tokenhub/tokenhub/config"
@@ -31,9 +32,9 @@ type Node struct {
 	store   keys.Store
 	ledger  limits.Ledger
 	journal *journal.Journal
+	// cancel ends the node's background loops; running joins them.
 	cancel  context.CancelFunc
-	done    chan struct{}
-	flushed chan struct{}
+	running sync.WaitGroup
 }
 
 // OpenNode is internal/gateway.Open for tests in package proxy.
@@ -41,7 +42,7 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 	if log == nil {
 		log = slog.Default()
 	}
-	n = &Node{done: make(chan struct{}), flushed: make(chan struct{})}
+	n = &Node{}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -125,17 +126,9 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	go func() {
-		defer close(n.flushed)
-		n.Gate.Run(runCtx, time.Second)
-	}()
+	n.running.Go(func() { n.Gate.Run(runCtx, time.Second) })
 	if n.Invalidator != nil {
-		go func() {
-			defer close(n.done)
-			n.Invalidator.Run(runCtx)
-		}()
-	} else {
-		close(n.done)
+		n.running.Go(func() { n.Invalidator.Run(runCtx) })
 	}
 
 	adminKey := cfg.AdminKey
@@ -151,7 +144,7 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 	if err != nil {
 		return n, err
 	}
-	go n.Server.WatchStore(runCtx, n.storeReachable)
+	n.running.Go(func() { n.Server.WatchStore(runCtx, n.storeReachable) })
 	return n, nil
 }
 
@@ -177,13 +170,14 @@ func (n *Node) Reload(ctx context.Context) (*ReloadSummary, error) { return n.Se
 // them and waits for their spend to settle; see Server.Shutdown.
 func (n *Node) Shutdown(ctx context.Context) error { return n.Server.Shutdown(ctx) }
 
-// Close stops the invalidation listener and releases the server, cache and
-// store. Call it after Shutdown.
+// Close stops the node's loops (the invalidation listener, the store
+// watcher, the gate's flushes) and waits for them, the gate's final flush
+// of usage among them; then it releases the journal, server, cache and
+// store, each joining what it runs. Call it after Shutdown.
 func (n *Node) Close() {
 	if n.cancel != nil {
 		n.cancel()
-		<-n.done
-		<-n.flushed // the final flush of usage
+		n.running.Wait()
 	}
 	if n.journal != nil {
 		// After the final flush: nothing settles any more.
