@@ -19,7 +19,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/tokenhub/tokenhub/config"
-	"github.com/tokenhub/tokenhub/proxy"
+	gw "github.com/tokenhub/tokenhub/internal/gateway"
 )
 
 // chromiumPath is where Debian's chromium package (.ci/install-deps) puts the browser.
@@ -353,7 +353,7 @@ func startGateway(t *testing.T) *gateway {
 	}
 	cfg.Store.Path = t.TempDir()
 	cfg.AdminKey = adminKey
-	node, err := proxy.OpenNode(context.Background(), cfg, slog.New(slog.DiscardHandler))
+	node, err := gw.Open(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
 	}

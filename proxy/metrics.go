@@ -207,6 +207,17 @@ func (m *gatewayMetrics) upstreamEvent(upstream, event string) {
 	c.Inc()
 }
 
+// Metrics are a Server's series, made apart from it so that the node can
+// hand their Valkey hook to the store before the Server exists.
+type Metrics struct{ gateway *gatewayMetrics }
+
+// NewMetrics makes the series a Server serves on GET /metrics.
+func NewMetrics() *Metrics { return &Metrics{gateway: newGatewayMetrics()} }
+
+// ObserveValkey is valkeyx.Options.Observe: it times each Valkey call and
+// counts its errors.
+func (m *Metrics) ObserveValkey(d time.Duration, err error) { m.gateway.observeValkey(d, err) }
+
 // observeValkey is valkeyx.Options.Observe.
 func (m *gatewayMetrics) observeValkey(d time.Duration, err error) {
 	m.valkey.Update(d.Seconds())

@@ -13,7 +13,7 @@ import (
 
 // TestConfigPlansCheckedLikeKeys: config checks plans by keys.Plan.Compile's
 // rules without importing keys, so check-config reports every bad plan.
-// Each plan here goes both ways, config.Parse and keysPlans + Compile: both
+// Each plan here goes both ways, config.Parse and KeyPlans + Compile: both
 // accept it, or both refuse it with the same message.
 func TestConfigPlansCheckedLikeKeys(t *testing.T) {
 	f := func(plan string) {
@@ -24,7 +24,7 @@ func TestConfigPlansCheckedLikeKeys(t *testing.T) {
 		c, cfgErr := config.Parse([]byte(doc), "t.yaml", func(string) string { return "" })
 		var keysErr error
 		if cfgErr == nil {
-			keysErr = keysPlans(c.Plans)[0].Compile()
+			keysErr = KeyPlans(c.Plans)[0].Compile()
 			if keysErr != nil {
 				t.Fatalf("%s: config accepts it, keys refuses it: %v", plan, keysErr)
 			}
@@ -39,7 +39,7 @@ func TestConfigPlansCheckedLikeKeys(t *testing.T) {
 		if err := yaml.Unmarshal([]byte(lenient), &raw); err != nil {
 			t.Fatalf("%s: %v", plan, err)
 		}
-		keysErr = keysPlans(raw.Plans)[0].Compile()
+		keysErr = KeyPlans(raw.Plans)[0].Compile()
 		if keysErr == nil {
 			t.Fatalf("%s: config refuses it (%v), keys accepts it", plan, cfgErr)
 		}
@@ -72,7 +72,7 @@ func TestDefaultPlansAllow(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	plans := keysPlans(c.Plans)
+	plans := KeyPlans(c.Plans)
 	if len(plans) != 2 || plans[1].Name != "free" {
 		t.Fatalf("default plans %+v, want default and free", plans)
 	}

@@ -49,6 +49,13 @@ func (s *Server) readyz(ctx *fasthttp.RequestCtx) {
 	}
 }
 
+// WatchStore samples reachable until ctx ends, recording when the store was
+// first found unreachable, for readyz. The node runs it on a goroutine of
+// its own and joins it.
+func (s *Server) WatchStore(ctx context.Context, reachable func() bool) {
+	s.watchStore(ctx, reachable, storeWatchInterval)
+}
+
 // storeWatchInterval is how often watchStore samples the store's health.
 const storeWatchInterval = 250 * time.Millisecond
 

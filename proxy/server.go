@@ -35,8 +35,9 @@ type Options struct {
 	AdminKey string
 	Logger   *slog.Logger
 
-	// metrics, when OpenNode made them before the store (to see Valkey).
-	metrics *gatewayMetrics
+	// Metrics, when not nil, are the series the Server serves; the node
+	// makes them before the store so that they see every Valkey call.
+	Metrics *Metrics
 }
 
 // Server is the gateway: it authenticates, checks plans and forwards.
@@ -114,14 +115,15 @@ func New(o Options) (*Server, error) {
 		drainTimeout: cfg.Server.StreamDrainTimeout,
 		// A stream's client that takes nothing for this long is gone.
 		streamWriteTimeout: cfg.Server.IdleTimeout,
-		metrics:            o.metrics,
 		maxBody:            int64(cfg.MaxBodyBytes),
 	}
 	// A chunked body may grow fasthttp's buffer to max_body_bytes plus its
 	// last chunk's CRLF, rounded up. The budget always fits one such body.
 	s.chunkedBody = bodyCap(s.maxBody + 2)
 	s.bodies.init(max(int64(cfg.Server.MaxBodyBytesInFlight), s.chunkedBody))
-	if s.metrics == nil {
+	if o.Metrics != nil {
+		s.metrics = o.Metrics.gateway
+	} else {
 		s.metrics = newGatewayMetrics()
 	}
 	s.metrics.watchRegistry(o.Registry)

@@ -89,8 +89,17 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 		// listener, so it goes through exactly the same client path as a real one.
 		ln := fasthttputil.NewInmemoryListener()
 		srv := &fasthttp.Server{Handler: mock.New(mock.Options{}).Handler, NoDefaultServerHeader: true}
-		go srv.Serve(ln) //nolint:errcheck // ends when ln closes
-		u.close = ln.Close
+		served := make(chan struct{})
+		go func() {
+			defer close(served)
+			srv.Serve(ln) //nolint:errcheck // ends when ln closes
+		}()
+		// Joined, so that a closed node leaves no mock server running.
+		u.close = func() error {
+			err := ln.Close()
+			<-served
+			return err
+		}
 		connect = func(string) (net.Conn, error) { return ln.Dial() }
 		base = &url.URL{Scheme: "http", Host: "mock.inproc", Path: "/v1"}
 	} else {

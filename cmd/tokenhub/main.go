@@ -22,8 +22,8 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/gateway"
 	"github.com/tokenhub/tokenhub/keys"
-	"github.com/tokenhub/tokenhub/proxy"
 )
 
 // version is set at build time with -ldflags "-X main.version=...".
@@ -87,7 +87,7 @@ func serve(configPath string, stderr io.Writer) error {
 		log.Info("optional upstream left out: its api_key is empty", "upstream", name)
 	}
 
-	node, err := proxy.OpenNode(context.Background(), cfg, log)
+	node, err := gateway.Open(context.Background(), cfg, log)
 	if err != nil {
 		return err
 	}
@@ -141,7 +141,7 @@ func serve(configPath string, stderr io.Writer) error {
 // shutdown drains the node: in-flight requests and streams run on for up to
 // timeout (or until a second SIGINT or SIGTERM), then what remains is cut;
 // every request's spend is settled before the deferred Node.Close flushes it.
-func shutdown(node *proxy.Node, timeout time.Duration, s os.Signal, sig <-chan os.Signal, log *slog.Logger) error {
+func shutdown(node *gateway.Node, timeout time.Duration, s os.Signal, sig <-chan os.Signal, log *slog.Logger) error {
 	log.Info("shutting down: no new connections; in-flight requests may finish", "signal", s.String(), "deadline", timeout.String())
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()

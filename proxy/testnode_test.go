@@ -6,7 +6,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
-	"slices"
+	"sync"
 	"time"
 
 	"github.com/tokenhub/tokenhub/config"
@@ -15,10 +15,10 @@ import (
 	"github.com/tokenhub/tokenhub/limits/journal"
 )
 
-// Node is one gateway process's worth of parts: the store (embedded, or the
-// shared Valkey), the key registry in front of it, the listener for other
-// nodes' invalidations, and the HTTP server. cmd/tokenhub and the multi-node
-// tests assemble gateways through it, so both run the same wiring.
+// Node is the tests' copy of internal/gateway.Node, part for part: tests
+// inside package proxy reach into the Server, and package proxy cannot
+// import gateway (gateway imports proxy). Keep the two wirings the same;
+// internal/gateway's own tests and cmd/tokenhub's run the real one.
 type Node struct {
 	Server   *Server
 	Registry *keys.Registry
@@ -32,18 +32,17 @@ type Node struct {
 	store   keys.Store
 	ledger  limits.Ledger
 	journal *journal.Journal
+	// cancel ends the node's background loops; running joins them.
 	cancel  context.CancelFunc
-	done    chan struct{}
-	flushed chan struct{}
+	running sync.WaitGroup
 }
 
-// OpenNode opens the store the config names, seeds the config's plans and
-// builds the server. Serve starts it; Close releases everything.
+// OpenNode is internal/gateway.Open for tests in package proxy.
 func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Node, err error) {
 	if log == nil {
 		log = slog.Default()
 	}
-	n = &Node{done: make(chan struct{}), flushed: make(chan struct{})}
+	n = &Node{}
 	defer func() {
 		if err != nil {
 			n.Close()
@@ -51,11 +50,11 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 	}()
 
 	// Made before the store, so that they see every Valkey call.
-	metrics := newGatewayMetrics()
+	metrics := NewMetrics()
 	var valkeyStore *keys.ValkeyStore
 	if v := cfg.Store.Valkey; v != nil {
 		opts := v.StoreOptions()
-		opts.Observe = metrics.observeValkey
+		opts.Observe = metrics.ObserveValkey
 		valkeyStore, err = keys.OpenValkey(ctx, opts)
 		if err != nil {
 			return n, err
@@ -77,7 +76,7 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 	if err != nil {
 		return n, err
 	}
-	if err = n.Registry.SeedPlans(ctx, keysPlans(cfg.Plans)); err != nil {
+	if err = n.Registry.SeedPlans(ctx, KeyPlans(cfg.Plans)); err != nil {
 		return n, fmt.Errorf("proxy: seed plans from config: %w", err)
 	}
 	if valkeyStore != nil {
@@ -127,17 +126,9 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 
 	runCtx, cancel := context.WithCancel(context.Background())
 	n.cancel = cancel
-	go func() {
-		defer close(n.flushed)
-		n.Gate.Run(runCtx, time.Second)
-	}()
+	n.running.Go(func() { n.Gate.Run(runCtx, time.Second) })
 	if n.Invalidator != nil {
-		go func() {
-			defer close(n.done)
-			n.Invalidator.Run(runCtx)
-		}()
-	} else {
-		close(n.done)
+		n.running.Go(func() { n.Invalidator.Run(runCtx) })
 	}
 
 	adminKey := cfg.AdminKey
@@ -149,11 +140,11 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 		// The path, never the secret: logs are read by more people than keys should be.
 		log.Info("admin key", "file", n.AdminKeyFile, "created", created)
 	}
-	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: adminKey, Logger: log, metrics: metrics})
+	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: adminKey, Logger: log, Metrics: metrics})
 	if err != nil {
 		return n, err
 	}
-	go n.Server.watchStore(runCtx, n.storeReachable, storeWatchInterval)
+	n.running.Go(func() { n.Server.WatchStore(runCtx, n.storeReachable) })
 	return n, nil
 }
 
@@ -179,13 +170,14 @@ func (n *Node) Reload(ctx context.Context) (*ReloadSummary, error) { return n.Se
 // them and waits for their spend to settle; see Server.Shutdown.
 func (n *Node) Shutdown(ctx context.Context) error { return n.Server.Shutdown(ctx) }
 
-// Close stops the invalidation listener and releases the server, cache and
-// store. Call it after Shutdown.
+// Close stops the node's loops (the invalidation listener, the store
+// watcher, the gate's flushes) and waits for them, the gate's final flush
+// of usage among them; then it releases the journal, server, cache and
+// store, each joining what it runs. Call it after Shutdown.
 func (n *Node) Close() {
 	if n.cancel != nil {
 		n.cancel()
-		<-n.done
-		<-n.flushed // the final flush of usage
+		n.running.Wait()
 	}
 	if n.journal != nil {
 		// After the final flush: nothing settles any more.
@@ -209,19 +201,4 @@ func (n *Node) Close() {
 			slog.Default().Warn("closing the store", "err", err)
 		}
 	}
-}
-
-// keysPlans converts the plans the file declares into the key store's
-// plans, field by field; SeedPlans compiles them. config.Validate checked
-// them by the same rules, so a node does not refuse a file check-config
-// passed.
-func keysPlans(plans []*config.Plan) []*keys.Plan {
-	out := make([]*keys.Plan, 0, len(plans))
-	for _, p := range plans {
-		out = append(out, &keys.Plan{
-			Name: p.Name, Models: slices.Clone(p.Models), RPM: p.RPM, TPM: p.TPM,
-			MaxRequestUSD: p.MaxRequestUSD, MonthlyUSD: p.MonthlyUSD,
-		})
-	}
-	return out
 }
