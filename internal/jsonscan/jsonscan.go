@@ -121,14 +121,14 @@ func AppendUnescaped(dst, lit []byte) ([]byte, bool) {
 		case 't':
 			dst = append(dst, '\t')
 		case 'u':
-			r, ok := hex4(s, i+2)
+			r, ok := Hex4(s, i+2)
 			if !ok {
 				return dst, false
 			}
 			i += 6
 			if utf16.IsSurrogate(r) {
 				// A high surrogate pairs with a following \uXXXX low one.
-				if lo, ok := hex4(s, i+2); ok && i+1 < len(s) && s[i] == '\\' && s[i+1] == 'u' {
+				if lo, ok := Hex4(s, i+2); ok && i+1 < len(s) && s[i] == '\\' && s[i+1] == 'u' {
 					if p := utf16.DecodeRune(r, lo); p != utf8.RuneError {
 						dst = utf8.AppendRune(dst, p)
 						i += 6
@@ -147,13 +147,15 @@ func AppendUnescaped(dst, lit []byte) ([]byte, bool) {
 	return dst, true
 }
 
-// hex4 reads the four hex digits at s[i:].
-func hex4(s []byte, i int) (rune, bool) {
+// Hex4 reads the four hex digits of a \u escape at s[i:], in a string or a
+// byte slice alike.
+func Hex4[T string | []byte](s T, i int) (rune, bool) {
 	if i+4 > len(s) {
 		return 0, false
 	}
 	var r rune
-	for _, c := range s[i : i+4] {
+	for j := i; j < i+4; j++ {
+		c := s[j]
 		switch {
 		case c >= '0' && c <= '9':
 			c -= '0'

@@ -278,7 +278,7 @@ func unquotedLen(q string) int {
 			s = s[2:]
 			continue
 		}
-		r, ok := hex4(s[2:])
+		r, ok := jsonscan.Hex4(s, 2)
 		if !ok {
 			n += 2 // not valid JSON; count it as written
 			s = s[2:]
@@ -286,7 +286,7 @@ func unquotedLen(q string) int {
 		}
 		s = s[6:]
 		if r >= 0xD800 && r < 0xDC00 && len(s) >= 6 && s[0] == '\\' && s[1] == 'u' {
-			if lo, ok := hex4(s[2:]); ok && lo >= 0xDC00 && lo < 0xE000 {
+			if lo, ok := jsonscan.Hex4(s, 2); ok && lo >= 0xDC00 && lo < 0xE000 {
 				n += 4 // a surrogate pair: one code point past U+FFFF
 				s = s[6:]
 				continue
@@ -298,28 +298,6 @@ func unquotedLen(q string) int {
 			n += 3 // a lone surrogate decodes to U+FFFD
 		}
 	}
-}
-
-// hex4 reads the four hex digits that open s.
-func hex4(s string) (rune, bool) {
-	if len(s) < 4 {
-		return 0, false
-	}
-	var r rune
-	for _, c := range []byte(s[:4]) {
-		switch {
-		case c >= '0' && c <= '9':
-			c -= '0'
-		case c >= 'a' && c <= 'f':
-			c -= 'a' - 10
-		case c >= 'A' && c <= 'F':
-			c -= 'A' - 10
-		default:
-			return 0, false
-		}
-		r = r<<4 | rune(c)
-	}
-	return r, true
 }
 
 // b2s views b as a string without copying; b must not change while it is used.
