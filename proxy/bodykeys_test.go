@@ -1,11 +1,12 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
 	"strings"
 	"testing"
-	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
@@ -14,15 +15,12 @@ import (
 // returns the tokens billed.
 func (g *gateway) billedEventually(id string, want int64) (prompt, completion int64) {
 	g.t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		n, p, c := g.usageOf(id)
-		if n == want {
-			return p, c
-		}
-		if time.Now().After(deadline) {
-			g.t.Fatalf("usage records %d requests after 10s, want %d", n, want)
-		}
-	}
+	eventually.True(g.t, fmt.Sprintf("usage recording %d requests", want), func() bool {
+		var n int64
+		n, prompt, completion = g.usageOf(id)
+		return n == want
+	})
+	return prompt, completion
 }
 
 // TestStreamOptionsCannotHideUsage is issue 11 item 3, against an upstream

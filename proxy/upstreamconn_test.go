@@ -15,6 +15,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/eventually"
 )
 
 // socketState is a loopback socket's line in /proc/net/tcp: its TCP state
@@ -75,11 +76,7 @@ func TestUpstreamConnWritesOnlyToOpenConnections(t *testing.T) {
 			if reused {
 				c.requests = 1 // a request went before on it
 			}
-			for deadline := time.Now().Add(10 * time.Second); !arrived(socketState(t, raw.LocalAddr())); time.Sleep(2 * time.Millisecond) {
-				if time.Now().After(deadline) {
-					t.Fatal("what the peer did never reached the socket")
-				}
-			}
+			eventually.True(t, "what the peer did reaching the socket", func() bool { return arrived(socketState(t, raw.LocalAddr())) })
 			c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // a request begins
 			n, err := c.Write([]byte("POST /v1/chat/completions HTTP/1.1\r\n"))
 			if got := errors.Is(err, errNotSent); got != wantNotSent || (got && n != 0) {

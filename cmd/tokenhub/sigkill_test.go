@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 )
 
@@ -71,7 +72,7 @@ plans: [{name: all, models: ["*"]}]
 			// Past a flush or two, and then between two: when killed, the
 			// node holds up to a second of answered usage nowhere but in
 			// memory and its journal.
-			waitFor(t, "200 answers before the kill", 20*time.Second, func() bool { return s.requests.Load() >= 200 })
+			eventually.True(t, "200 answers before the kill", func() bool { return s.requests.Load() >= 200 })
 			time.Sleep(1500 * time.Millisecond) // load runs on; not a synchronisation
 			p.signal(syscall.SIGKILL)
 			<-p.exit
@@ -113,16 +114,6 @@ func (p *process) fullUsage(id string) usageRecord {
 		p.t.Fatalf("usage: %d %s", status, b)
 	}
 	return u
-}
-
-// waitFor polls cond until it holds or within passes.
-func waitFor(t *testing.T, what string, within time.Duration, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(within); !cond(); time.Sleep(10 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("waited %s for %s", within, what)
-		}
-	}
 }
 
 // plainLoad sends chat requests one after another until stop or until the
