@@ -266,18 +266,7 @@ func (f *Request) field(key, body []byte, start, end int) (name []byte, err erro
 		}
 		return f.streamOptions(body, start, end)
 	case bytes.Equal(key, keyN):
-		if f.seenN {
-			return keyN, ErrDuplicateField
-		}
-		f.seenN = true
-		if body[start] == 'n' {
-			return nil, nil
-		}
-		v, ok := parseCount(body[start:end])
-		if !ok || v < 1 || v > maxChoices {
-			return nil, ErrChoices
-		}
-		f.N = v
+		return choicesField(keyN, body[start:end], &f.seenN, &f.N, ErrChoices)
 	case bytes.Equal(key, keyPrompt):
 		if f.seenPrompt {
 			return keyPrompt, ErrDuplicateField
@@ -285,18 +274,7 @@ func (f *Request) field(key, body []byte, start, end int) (name []byte, err erro
 		f.seenPrompt = true
 		f.Prompts = countPrompts(body[start:end])
 	case bytes.Equal(key, keyBestOf):
-		if f.seenBestOf {
-			return keyBestOf, ErrDuplicateField
-		}
-		f.seenBestOf = true
-		if body[start] == 'n' {
-			return nil, nil
-		}
-		v, ok := parseCount(body[start:end])
-		if !ok || v < 1 || v > maxChoices {
-			return nil, ErrBestOf
-		}
-		f.BestOf = v
+		return choicesField(keyBestOf, body[start:end], &f.seenBestOf, &f.BestOf, ErrBestOf)
 	case bytes.Equal(key, keyEcho):
 		if f.seenEcho {
 			return keyEcho, ErrDuplicateField
@@ -373,6 +351,25 @@ func countPrompts(v []byte) int64 {
 		}
 	}
 	return max(n, 1)
+}
+
+// choicesField reads a count of choices (n, best_of) from its value token
+// tok into *v: null leaves the default, a repeat is refused, and anything
+// but an integer from 1 to maxChoices is bad.
+func choicesField(key, tok []byte, seen *bool, v *int64, bad error) ([]byte, error) {
+	if *seen {
+		return key, ErrDuplicateField
+	}
+	*seen = true
+	if tok[0] == 'n' {
+		return nil, nil
+	}
+	n, ok := parseCount(tok)
+	if !ok || n < 1 || n > maxChoices {
+		return nil, bad
+	}
+	*v = n
+	return nil, nil
 }
 
 // parseCount reads a JSON integer token (no fraction or exponent, at most 15
