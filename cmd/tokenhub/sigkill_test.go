@@ -116,21 +116,34 @@ func (p *process) fullUsage(id string) usageRecord {
 	return u
 }
 
-// plainLoad sends chat requests one after another until stop or until the
-// node is gone, counting the usage of each 200.
-func plainLoad(url, key string, s *served, stop <-chan struct{}) {
+// sender returns a function that posts body as a chat completion with key,
+// counting it as sent in s.
+func sender(url, key, body string, s *served) func() (*http.Response, error) {
 	c := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
-	body := `{"model":"mock","messages":[{"role":"user","content":"hello there"}]}`
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
+	return func() (*http.Response, error) {
 		req, _ := http.NewRequest("POST", url+"/v1/chat/completions", strings.NewReader(body))
 		req.Header.Set("Authorization", "Bearer "+key)
 		s.sent.Add(1)
-		resp, err := c.Do(req)
+		return c.Do(req)
+	}
+}
+
+// stopped reports whether stop is closed, without waiting.
+func stopped(stop <-chan struct{}) bool {
+	select {
+	case <-stop:
+		return true
+	default:
+		return false
+	}
+}
+
+// plainLoad sends chat requests one after another until stop or until the
+// node is gone, counting the usage of each 200.
+func plainLoad(url, key string, s *served, stop <-chan struct{}) {
+	send := sender(url, key, `{"model":"mock","messages":[{"role":"user","content":"hello there"}]}`, s)
+	for !stopped(stop) {
+		resp, err := send()
 		if err != nil {
 			continue // the node is gone; stop ends the loop
 		}
@@ -155,18 +168,9 @@ func plainLoad(url, key string, s *served, stop <-chan struct{}) {
 // gone. A stream counts as a request once it brought text, and each text
 // event as a completion token; a finished stream with usage counts exactly.
 func streamLoad(url, key string, s *served, stop <-chan struct{}) {
-	c := &http.Client{Transport: &http.Transport{}, Timeout: 10 * time.Second}
-	body := `{"model":"mock","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello there"}]}`
-	for {
-		select {
-		case <-stop:
-			return
-		default:
-		}
-		req, _ := http.NewRequest("POST", url+"/v1/chat/completions", strings.NewReader(body))
-		req.Header.Set("Authorization", "Bearer "+key)
-		s.sent.Add(1)
-		resp, err := c.Do(req)
+	send := sender(url, key, `{"model":"mock","stream":true,"stream_options":{"include_usage":true},"messages":[{"role":"user","content":"hello there"}]}`, s)
+	for !stopped(stop) {
+		resp, err := send()
 		if err != nil {
 			continue
 		}
