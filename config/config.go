@@ -235,6 +235,12 @@ type Upstream struct {
 	MaxConns int `yaml:"max_conns"`
 	// MaxIdleConnDuration closes connections idle for longer.
 	MaxIdleConnDuration time.Duration `yaml:"max_idle_conn_duration"`
+	// StaleCheckAfter is how long a pooled connection may have idled before
+	// a request on it first checks, with a system call, that the upstream
+	// has not closed it (then the request is retried on a fresh connection,
+	// provably unsent). Connections reused sooner skip the check; 0 checks
+	// every reuse.
+	StaleCheckAfter time.Duration `yaml:"stale_check_after"`
 }
 
 // Model is a model name clients may request, and where it is served.

@@ -53,6 +53,7 @@ func defaultUpstream() Upstream {
 		Timeout:             10 * time.Minute,
 		MaxConns:            512,
 		MaxIdleConnDuration: 30 * time.Second,
+		StaleCheckAfter:     100 * time.Millisecond,
 	}
 }
 

@@ -204,6 +204,9 @@ func (c *Config) validateUpstreams(p *problems) {
 		p.positive(at+".event_timeout", u.EventTimeout, def.EventTimeout)
 		p.positive(at+".timeout", u.Timeout, def.Timeout)
 		p.positive(at+".max_idle_conn_duration", u.MaxIdleConnDuration, def.MaxIdleConnDuration)
+		if u.StaleCheckAfter < 0 {
+			p.add(at+".stale_check_after", "must not be negative (got %s); 0 checks every reuse, or remove it for the default %s", u.StaleCheckAfter, def.StaleCheckAfter)
+		}
 		if u.MaxConns < 1 {
 			p.add(at+".max_conns", "must be at least 1 (got %d); remove it for the default %d", u.MaxConns, def.MaxConns)
 		}

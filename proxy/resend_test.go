@@ -14,6 +14,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
@@ -244,22 +245,72 @@ plans:
 // TestStaleKeepAliveIsRetried: an upstream that closes a keep-alive
 // connection while it is idle in the pool never saw the next request, so the
 // gateway finds it closed before writing a byte and sends the request on a
-// fresh connection: it succeeds, and the upstream receives it once.
+// fresh connection: it succeeds, and the upstream receives it once. That
+// holds for every reuse with stale_check_after: 0, and by default for a
+// connection idle past the default 100ms (the test waits that long; idle
+// timeouts of real upstreams are seconds).
 func TestStaleKeepAliveIsRetried(t *testing.T) {
+	defaults, err := config.Parse([]byte(yamlModels("http://127.0.0.1:1/v1")), "test", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	if defaults.Upstreams[0].StaleCheckAfter <= 0 {
+		t.Fatalf("default stale_check_after %s", defaults.Upstreams[0].StaleCheckAfter)
+	}
+	for _, check := range []struct {
+		name   string
+		config string
+		idle   time.Duration
+	}{
+		{"every reuse", "stale_check_after: 0s, ", 0},
+		{"idle past the default", "", defaults.Upstreams[0].StaleCheckAfter},
+	} {
+		for _, stream := range []bool{false, true} {
+			t.Run(check.name+"/stream="+strconv.FormatBool(stream), func(t *testing.T) {
+				up := startRawUpstream(t, answer) // one answer per connection, then it is closed
+				g := startGateway(t, strings.Replace(yamlModels(up.url), "base_url: ", check.config+"base_url: ", 1), "")
+				key := g.newKey("all").Key
+				for i := range 5 {
+					st, _, body := g.do("POST", "/v1/chat/completions", key, resendBody("mock", stream))
+					if st != http.StatusOK {
+						t.Fatalf("request %d: %d %s", i, st, body)
+					}
+					if n := up.receipts.Load(); n != int64(i+1) {
+						t.Fatalf("after %d requests the upstream received %d", i+1, n)
+					}
+					waitPeerClosed(t, up.url) // the connection the gateway pooled is now closed
+					time.Sleep(check.idle) // the request began before the sleep: it idles past idle
+				}
+			})
+		}
+	}
+}
+
+// TestStaleKeepAliveWithinTheCheckWindow is the trade-off of
+// stale_check_after: a pooled connection the upstream closed sooner than that
+// after its previous request began is written to unchecked, so the request
+// fails with a 502; it is still never sent twice, and the next request gets
+// a fresh connection.
+func TestStaleKeepAliveWithinTheCheckWindow(t *testing.T) {
 	for _, stream := range []bool{false, true} {
 		t.Run("stream="+strconv.FormatBool(stream), func(t *testing.T) {
 			up := startRawUpstream(t, answer) // one answer per connection, then it is closed
-			g := startGateway(t, yamlModels(up.url), "")
+			g := startGateway(t, strings.Replace(yamlModels(up.url), "base_url: ", "stale_check_after: 1h, base_url: ", 1), "")
 			key := g.newKey("all").Key
-			for i := range 5 {
-				st, _, body := g.do("POST", "/v1/chat/completions", key, resendBody("mock", stream))
-				if st != http.StatusOK {
-					t.Fatalf("request %d: %d %s", i, st, body)
-				}
-				if n := up.receipts.Load(); n != int64(i+1) {
-					t.Fatalf("after %d requests the upstream received %d", i+1, n)
-				}
-				waitPeerClosed(t, up.url) // the connection the gateway pooled is now closed
+			if st, _, body := g.do("POST", "/v1/chat/completions", key, resendBody("mock", stream)); st != http.StatusOK {
+				t.Fatalf("first request: %d %s", st, body)
+			}
+			waitPeerClosed(t, up.url)
+			st, hdr, body := g.do("POST", "/v1/chat/completions", key, resendBody("mock", stream))
+			wantErrorBody(t, st, hdr, body, http.StatusBadGateway, "upstream_error")
+			if n := up.receipts.Load(); n != 1 {
+				t.Fatalf("the upstream received %d requests, want 1: the second was written to a closed connection", n)
+			}
+			if st, _, body := g.do("POST", "/v1/chat/completions", key, resendBody("mock", stream)); st != http.StatusOK {
+				t.Fatalf("request after the failed one: %d %s", st, body)
+			}
+			if n := up.receipts.Load(); n != 2 {
+				t.Fatalf("the upstream received %d requests, want 2", n)
 			}
 		})
 	}

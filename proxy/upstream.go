@@ -46,6 +46,7 @@ type Upstream struct {
 	tls          *tls.Config          // for https base URLs
 	timeout      time.Duration        // whole request
 	firstByte    time.Duration        // streams: until the response headers
+	staleCheck   time.Duration        // see config.Upstream.StaleCheckAfter
 	close        func() error
 	// config is what the upstream was built from: a reload keeps an
 	// upstream whose config is unchanged, with its warm connections.
@@ -68,12 +69,13 @@ const streamReadBuffer = 4 << 10
 // newUpstream builds an Upstream's clients from its config.
 func newUpstream(c *config.Upstream) (*Upstream, error) {
 	u := &Upstream{
-		name:      c.Name,
-		timeout:   c.Timeout,
-		firstByte: c.FirstByteTimeout,
-		close:     func() error { return nil },
-		config:    *c,
-		conns:     make(map[*upstreamConn]struct{}),
+		name:       c.Name,
+		timeout:    c.Timeout,
+		firstByte:  c.FirstByteTimeout,
+		staleCheck: c.StaleCheckAfter,
+		close:      func() error { return nil },
+		config:     *c,
+		conns:      make(map[*upstreamConn]struct{}),
 	}
 	if c.APIKey != "" {
 		u.auth = []byte("Bearer " + c.APIKey)
@@ -197,9 +199,12 @@ type upstreamConn struct {
 	net.Conn
 	u *Upstream
 	// requests counts the requests begun on the connection; starting is set
-	// from a request's start until the first write of it.
+	// from a request's start until the first write of it, and check when
+	// that write must first probe for the upstream's close.
 	requests int
 	starting bool
+	check    bool
+	began    time.Time // when the latest request began
 	probe    peerProbe
 }
 
@@ -230,9 +235,19 @@ func (c *upstreamConn) Close() error {
 
 // SetWriteDeadline is called by fasthttp once per request, before it writes
 // it (the gateway always sets a deadline): it marks the start of a request.
+//
+// The time since the previous request began bounds how long the connection
+// idled: when that is under the upstream's stale_check_after, the probe's
+// system call is skipped, as upstreams close idle connections after seconds,
+// not milliseconds. The price: an upstream that closes a connection within
+// that window (it restarted) fails the request written to it with a 502,
+// which is still never sent twice.
 func (c *upstreamConn) SetWriteDeadline(t time.Time) error {
+	now := time.Now()
 	c.requests++
 	c.starting = true
+	c.check = c.requests > 1 && now.Sub(c.began) >= c.u.staleCheck
+	c.began = now
 	return c.Conn.SetWriteDeadline(t)
 }
 
@@ -250,7 +265,7 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 	}
 	c.starting = false
 	reused := c.requests > 1
-	if reused {
+	if c.check {
 		if err := c.probe.peerClosed(); err != nil {
 			return 0, &notSentError{reused: true, err: err}
 		}

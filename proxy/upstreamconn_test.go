@@ -105,6 +105,38 @@ func TestUpstreamConnWritesOnlyToOpenConnections(t *testing.T) {
 	f("reused, reset by the upstream: not sent", true, reset, resetReceived, true)
 	f("reused, unasked bytes from the upstream: not sent", true, chatty, bytesQueued, true)
 	f("fresh, reset by the upstream: the write fails before a byte, not sent", false, reset, resetReceived, true)
+
+	// Within stale_check_after of the previous request's start the probe is
+	// skipped: the write goes to the closed connection, as the trade-off says.
+	t.Run("reused within stale_check_after: not checked", func(t *testing.T) {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer ln.Close()
+		go func() {
+			if c, err := ln.Accept(); err == nil {
+				c.Close()
+			}
+		}()
+		raw, err := net.Dial("tcp", ln.Addr().String())
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := &Upstream{conns: map[*upstreamConn]struct{}{}, staleCheck: time.Hour}
+		conn, err := u.track(raw)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		c := conn.(*upstreamConn)
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // the first request
+		eventually.True(t, "the peer's FIN", func() bool { s, _, _ := socketState(t, raw.LocalAddr()); return s == "08" })
+		c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // the next, at once
+		if n, err := c.Write([]byte("POST /v1/chat/completions HTTP/1.1\r\n")); errors.Is(err, errNotSent) || n == 0 {
+			t.Fatalf("write: %d bytes, err %v; want it written unchecked", n, err)
+		}
+	})
 }
 
 // BenchmarkPeerProbe is the cost the probe adds to each request on a pooled
