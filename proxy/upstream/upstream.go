@@ -1,4 +1,4 @@
-package proxy
+package upstream
 
 import (
 	"context"
@@ -20,17 +20,18 @@ import (
 	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
-// endpoint is one of the inference endpoints the gateway forwards.
-type endpoint uint8
+// Endpoint is one of the inference endpoints the gateway forwards.
+type Endpoint uint8
 
+// The endpoints, in the order of the arrays indexed by them.
 const (
-	epChat endpoint = iota
-	epCompletions
-	epEmbeddings
-	numEndpoints
+	Chat Endpoint = iota
+	Completions
+	Embeddings
+	NumEndpoints
 )
 
-var endpointPaths = [numEndpoints]string{"/chat/completions", "/completions", "/embeddings"}
+var endpointPaths = [NumEndpoints]string{"/chat/completions", "/completions", "/embeddings"}
 
 // Upstream is one provider the gateway forwards to, with its own keep-alive
 // connection pools. Streams get a pool of their own so that long-lived streams
@@ -40,7 +41,7 @@ type Upstream struct {
 	name         string
 	client       *fasthttp.HostClient // buffered answers
 	streamClient *fasthttp.HostClient // SSE streams
-	uris         [numEndpoints][]byte // absolute URLs, built once
+	uris         [NumEndpoints][]byte // absolute URLs, built once
 	auth         []byte               // "Bearer <the gateway's upstream key>", or nil
 	headers      [][2][]byte          // extra headers from the config
 	tls          *tls.Config          // for https base URLs
@@ -66,8 +67,8 @@ type Upstream struct {
 // streams hold 10,000 of them.
 const streamReadBuffer = 4 << 10
 
-// newUpstream builds an Upstream's clients from its config.
-func newUpstream(c *config.Upstream) (*Upstream, error) {
+// New builds an Upstream's clients from its config. Release frees them.
+func New(c *config.Upstream) (*Upstream, error) {
 	u := &Upstream{
 		name:       c.Name,
 		timeout:    c.Timeout,
@@ -107,7 +108,7 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 	} else {
 		var err error
 		if base, err = url.Parse(c.BaseURL); err != nil {
-			return nil, fmt.Errorf("proxy: upstream %s: base_url: %w", c.Name, err)
+			return nil, fmt.Errorf("upstream: %s: base_url: %w", c.Name, err)
 		}
 		dialer := &fasthttp.TCPDialer{DNSCacheDuration: time.Minute}
 		timeout := c.ConnectTimeout
@@ -121,7 +122,7 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 		return u.track(conn)
 	}
 	prefix := strings.TrimSuffix(base.String(), "/")
-	for ep := range numEndpoints {
+	for ep := range NumEndpoints {
 		u.uris[ep] = []byte(prefix + endpointPaths[ep])
 	}
 
@@ -190,6 +191,35 @@ func newUpstream(c *config.Upstream) (*Upstream, error) {
 		return secure(&eventDeadlineConn{Conn: conn, firstByte: firstByte, event: event})
 	}, streamReadBuffer)
 	return u, nil
+}
+
+// Name is the upstream's name in the config, for logs and metrics.
+func (u *Upstream) Name() string { return u.name }
+
+// URI is the absolute URL of endpoint ep at the upstream.
+func (u *Upstream) URI(ep Endpoint) []byte { return u.uris[ep] }
+
+// Authorization is the value of the Authorization header that carries the
+// gateway's own key for the upstream ("Bearer <key>"), or nil when the
+// config gives none. It is a secret: never log it.
+func (u *Upstream) Authorization() []byte { return u.auth }
+
+// Headers are the extra headers the config adds to every request to the
+// upstream, as name-value pairs. Do not modify them.
+func (u *Upstream) Headers() [][2][]byte { return u.headers }
+
+// Do sends req to the upstream and reads the answer into resp, on the pool
+// for streams when stream is set (resp then keeps the body to read as a
+// stream), all within the upstream's timeout from sent, the caller's clock
+// reading when it sends. A pooled connection found closed before the request
+// was written is replaced by another (see retryStale); any error is the
+// caller's to classify with NeverSent, IsTimeout and IsDropped.
+func (u *Upstream) Do(req *fasthttp.Request, resp *fasthttp.Response, stream bool, sent time.Time) error {
+	if stream {
+		resp.StreamBody = true
+		return u.streamClient.DoDeadline(req, resp, sent.Add(u.timeout))
+	}
+	return u.client.DoDeadline(req, resp, sent.Add(u.timeout))
 }
 
 // upstreamConn is one connection of an Upstream's pools, known to it until
@@ -271,7 +301,7 @@ func (c *upstreamConn) Write(p []byte) (int, error) {
 		}
 	}
 	n, err := c.Conn.Write(p)
-	if err != nil && n == 0 && !isTimeout(err) {
+	if err != nil && n == 0 && !IsTimeout(err) {
 		return 0, &notSentError{reused: reused, err: err}
 	}
 	return n, err
@@ -300,10 +330,10 @@ func (e *notSentError) Error() string {
 func (e *notSentError) Is(target error) bool { return target == errNotSent }
 func (e *notSentError) Unwrap() error        { return e.err }
 
-// cutAll closes every connection u has open, failing the requests and
-// streams still using them, and refuses new ones. It returns how many it
-// closed.
-func (u *Upstream) cutAll() int {
+// CutConnections closes every connection u has open, failing the requests
+// and streams still using them, and refuses new ones: shutdown does it at
+// its deadline. It returns how many it closed.
+func (u *Upstream) CutConnections() int {
 	u.mu.Lock()
 	u.cut = true
 	conns := make([]*upstreamConn, 0, len(u.conns))
@@ -317,11 +347,11 @@ func (u *Upstream) cutAll() int {
 	return len(conns)
 }
 
-// release closes u's idle connections and, for the in-process mock, its
+// Release closes u's idle connections and, for the in-process mock, its
 // listener. Requests still running on u finish on the connections they
 // hold; a request that would need a new connection to the in-process mock
-// after release fails over like any unreachable upstream.
-func (u *Upstream) release() {
+// after Release fails over like any unreachable upstream.
+func (u *Upstream) Release() {
 	u.client.CloseIdleConnections()
 	u.streamClient.CloseIdleConnections()
 	u.close() //nolint:errcheck // nothing to do about it
@@ -333,7 +363,7 @@ func (u *Upstream) release() {
 // send is the first it gets. A request that may have been read, even if the
 // upstream then closed without a byte of answer, is never sent again: the
 // provider may have run and billed it. A fresh connection failing is not
-// retried here but reported, for forward to fail over.
+// retried here but reported, for the caller to fail over (see NeverSent).
 func retryStale(_ *fasthttp.Request, _ int, err error) (resetTimeout, retry bool) {
 	var e *notSentError
 	return false, errors.As(err, &e) && e.reused
@@ -345,9 +375,9 @@ type dialError struct{ err error }
 func (e *dialError) Error() string { return "dial: " + e.err.Error() }
 func (e *dialError) Unwrap() error { return e.err }
 
-// isTimeout reports whether err is the upstream taking too long (as opposed to
-// refusing or dropping the connection).
-func isTimeout(err error) bool {
+// IsTimeout reports whether err is the upstream taking too long (as opposed to
+// refusing or dropping the connection): a connect timeout is not one.
+func IsTimeout(err error) bool {
 	var de *dialError
 	if errors.As(err, &de) {
 		return false // a connect timeout is a connection failure: fail over
@@ -359,21 +389,21 @@ func isTimeout(err error) bool {
 	return errors.As(err, &ne) && ne.Timeout()
 }
 
-// neverSent reports whether err proves the request never reached the
+// NeverSent reports whether err proves the request never reached the
 // upstream: no connection could be made (refused, unreachable, no free
 // connection) or it was found closed before the request was written. Only
 // those may fail over to the next route; a request the upstream may have
 // read is not sent to a second provider.
-func neverSent(err error) bool {
+func NeverSent(err error) bool {
 	var de *dialError
 	return errors.As(err, &de) || errors.Is(err, errNotSent) || errors.Is(err, fasthttp.ErrNoFreeConns)
 }
 
-// isDropped reports whether err is the connection closed or reset after the
+// IsDropped reports whether err is the connection closed or reset after the
 // request was written, before a complete answer: the upstream may have run
-// the request.
-func isDropped(err error) bool {
-	return !neverSent(err) && (errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
+// the request, which must not be sent again.
+func IsDropped(err error) bool {
+	return !NeverSent(err) && (errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
 
