@@ -3,14 +3,11 @@ package upstream
 import (
 	"context"
 	"crypto/tls"
-	"errors"
 	"fmt"
-	"io"
 	"net"
 	"net/url"
 	"strings"
 	"sync"
-	"syscall"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -222,114 +219,6 @@ func (u *Upstream) Do(req *fasthttp.Request, resp *fasthttp.Response, stream boo
 	return u.client.DoDeadline(req, resp, sent.Add(u.timeout))
 }
 
-// upstreamConn is one connection of an Upstream's pools, known to it until
-// closed. It also knows where each request on it begins, so that a request
-// is written only to a connection the upstream has not closed (see Write).
-type upstreamConn struct {
-	net.Conn
-	u *Upstream
-	// requests counts the requests begun on the connection; starting is set
-	// from a request's start until the first write of it, and check when
-	// that write must first probe for the upstream's close.
-	requests int
-	starting bool
-	check    bool
-	began    time.Time // when the latest request began
-	probe    peerProbe
-}
-
-// errUpstreamCut is what dialing answers once shutdown has cut an upstream.
-var errUpstreamCut = errors.New("the gateway is shutting down")
-
-// track records conn among u's open connections, or closes it when u has
-// been cut meanwhile.
-func (u *Upstream) track(conn net.Conn) (net.Conn, error) {
-	c := &upstreamConn{Conn: conn, u: u}
-	c.probe.init(conn)
-	u.mu.Lock()
-	defer u.mu.Unlock()
-	if u.cut {
-		conn.Close() //nolint:errcheck // never used
-		return nil, &dialError{err: errUpstreamCut}
-	}
-	u.conns[c] = struct{}{}
-	return c, nil
-}
-
-func (c *upstreamConn) Close() error {
-	c.u.mu.Lock()
-	delete(c.u.conns, c)
-	c.u.mu.Unlock()
-	return c.Conn.Close()
-}
-
-// SetWriteDeadline is called by fasthttp once per request, before it writes
-// it (the gateway always sets a deadline): it marks the start of a request.
-//
-// The time since the previous request began bounds how long the connection
-// idled: when that is under the upstream's stale_check_after, the probe's
-// system call is skipped, as upstreams close idle connections after seconds,
-// not milliseconds. The price: an upstream that closes a connection within
-// that window (it restarted) fails the request written to it with a 502,
-// which is still never sent twice.
-func (c *upstreamConn) SetWriteDeadline(t time.Time) error {
-	now := time.Now()
-	c.requests++
-	c.starting = true
-	c.check = c.requests > 1 && now.Sub(c.began) >= c.u.staleCheck
-	c.began = now
-	return c.Conn.SetWriteDeadline(t)
-}
-
-// Write writes p; on the first write of a request it first makes sure the
-// request can only be lost before any of it leaves. On a connection that
-// carried a request before, an upstream that has closed it meanwhile (an idle
-// timeout, a restart) has sent its FIN or reset already, and the probe sees
-// it without waiting; then, or when the first write fails with nothing
-// written, the request provably never reached the upstream, and the error
-// says so (errNotSent). Any other failure may come after the upstream read
-// the request, and must not be sent again.
-func (c *upstreamConn) Write(p []byte) (int, error) {
-	if !c.starting {
-		return c.Conn.Write(p)
-	}
-	c.starting = false
-	reused := c.requests > 1
-	if c.check {
-		if err := c.probe.peerClosed(); err != nil {
-			return 0, &notSentError{reused: true, err: err}
-		}
-	}
-	n, err := c.Conn.Write(p)
-	if err != nil && n == 0 && !IsTimeout(err) {
-		return 0, &notSentError{reused: reused, err: err}
-	}
-	return n, err
-}
-
-var (
-	errPeerClosed  = errors.New("closed by the upstream")
-	errUnsolicited = errors.New("the upstream sent bytes before the request")
-)
-
-// errNotSent is what every error that proves the upstream never received
-// the request matches (errors.Is).
-var errNotSent = errors.New("the request was never sent")
-
-// notSentError is a request found unsendable before a byte of it was
-// written: the connection was closed by the upstream (reused: a pooled
-// one), or the first write failed.
-type notSentError struct {
-	reused bool
-	err    error
-}
-
-func (e *notSentError) Error() string {
-	return "the upstream connection was closed before the request was written: " + e.err.Error()
-}
-func (e *notSentError) Is(target error) bool { return target == errNotSent }
-func (e *notSentError) Unwrap() error        { return e.err }
-
 // CutConnections closes every connection u has open, failing the requests
 // and streams still using them, and refuses new ones: shutdown does it at
 // its deadline. It returns how many it closed.
@@ -355,92 +244,4 @@ func (u *Upstream) Release() {
 	u.client.CloseIdleConnections()
 	u.streamClient.CloseIdleConnections()
 	u.close() //nolint:errcheck // nothing to do about it
-}
-
-// retryStale lets fasthttp send a request again on another connection
-// only when a pooled one was found closed before a byte of the request was
-// written (see upstreamConn.Write): the upstream never saw it, so the second
-// send is the first it gets. A request that may have been read, even if the
-// upstream then closed without a byte of answer, is never sent again: the
-// provider may have run and billed it. A fresh connection failing is not
-// retried here but reported, for the caller to fail over (see NeverSent).
-func retryStale(_ *fasthttp.Request, _ int, err error) (resetTimeout, retry bool) {
-	var e *notSentError
-	return false, errors.As(err, &e) && e.reused
-}
-
-// dialError marks a failure to connect, which always allows failover.
-type dialError struct{ err error }
-
-func (e *dialError) Error() string { return "dial: " + e.err.Error() }
-func (e *dialError) Unwrap() error { return e.err }
-
-// IsTimeout reports whether err is the upstream taking too long (as opposed to
-// refusing or dropping the connection): a connect timeout is not one.
-func IsTimeout(err error) bool {
-	var de *dialError
-	if errors.As(err, &de) {
-		return false // a connect timeout is a connection failure: fail over
-	}
-	if errors.Is(err, fasthttp.ErrTimeout) || errors.Is(err, fasthttp.ErrDialTimeout) {
-		return true
-	}
-	var ne net.Error
-	return errors.As(err, &ne) && ne.Timeout()
-}
-
-// NeverSent reports whether err proves the request never reached the
-// upstream: no connection could be made (refused, unreachable, no free
-// connection) or it was found closed before the request was written. Only
-// those may fail over to the next route; a request the upstream may have
-// read is not sent to a second provider.
-func NeverSent(err error) bool {
-	var de *dialError
-	return errors.As(err, &de) || errors.Is(err, errNotSent) || errors.Is(err, fasthttp.ErrNoFreeConns)
-}
-
-// IsDropped reports whether err is the connection closed or reset after the
-// request was written, before a complete answer: the upstream may have run
-// the request, which must not be sent again.
-func IsDropped(err error) bool {
-	return !NeverSent(err) && (errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
-		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
-}
-
-// eventDeadlineConn gives each read of a streamed answer its own deadline: the
-// first-byte timeout until the answer starts, then the between-events timeout,
-// never past the whole-request deadline fasthttp sets. fasthttp alone offers
-// one absolute deadline, which would cut every stream longer than it.
-type eventDeadlineConn struct {
-	net.Conn
-	firstByte, event time.Duration
-	hard             time.Time // the deadline fasthttp asked for
-	awaitingFirst    bool
-}
-
-// SetReadDeadline is called by fasthttp once per request, before it reads the
-// answer: it marks the start of a new answer.
-func (c *eventDeadlineConn) SetReadDeadline(t time.Time) error {
-	c.hard = t
-	c.awaitingFirst = true
-	return c.Conn.SetReadDeadline(t)
-}
-
-func (c *eventDeadlineConn) Read(p []byte) (int, error) {
-	d := c.event
-	if c.awaitingFirst {
-		d = c.firstByte
-	}
-	deadline := time.Now().Add(d)
-	if !c.hard.IsZero() && c.hard.Before(deadline) {
-		deadline = c.hard
-	}
-	if err := c.Conn.SetReadDeadline(deadline); err != nil {
-		return 0, err
-	}
-	n, err := c.Conn.Read(p)
-	if n > 0 {
-		c.awaitingFirst = false
-	}
-	return n, err
 }
