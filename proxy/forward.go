@@ -170,8 +170,8 @@ var (
 
 // forward sends the request to the model's routes, starting from a weighted
 // choice and failing over to the next route when the request provably never
-// reached the upstream (see upstream.NeverSent) or it answered 429 or 5xx, as long as
-// nothing has been sent to the client yet. A request the upstream may have
+// reached the upstream (see upstream.NeverSent) or it answered 429 or 5xx
+// (upstream.FailsOver), as long as nothing has been sent to the client yet. A request the upstream may have
 // read is never sent again: a 502 costs the client a retry it decides on, a
 // second send may cost it a second bill.
 func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *model, f *openai.Request, c *claim) {
@@ -236,7 +236,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 		case status >= 500:
 			s.metrics.upstreamEvent(u.Name(), upstreamStatus5xx)
 		}
-		if (status == fasthttp.StatusTooManyRequests || status >= 500) && !last {
+		if upstream.FailsOver(status) && !last {
 			s.metrics.upstreamEvent(u.Name(), upstreamFailover)
 			s.log.Warn("upstream failed", "upstream", u.Name(), "status", status, "failover", true)
 			resp.CloseBodyStream() //nolint:errcheck // the connection is discarded on error

@@ -81,3 +81,11 @@ func IsDropped(err error) bool {
 	return !NeverSent(err) && (errors.Is(err, fasthttp.ErrConnectionClosed) || errors.Is(err, io.EOF) ||
 		errors.Is(err, io.ErrUnexpectedEOF) || errors.Is(err, syscall.ECONNRESET) || errors.Is(err, syscall.EPIPE))
 }
+
+// FailsOver reports whether an answer with status may be given up for the
+// next route instead: 429 (the upstream is out of capacity or quota) or a
+// 5xx (it failed), answers that carry no result the provider bills. The
+// last route's answer is relayed whatever it is.
+func FailsOver(status int) bool {
+	return status == fasthttp.StatusTooManyRequests || status >= 500
+}

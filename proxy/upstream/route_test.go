@@ -166,3 +166,27 @@ func TestSetKeepsUnchangedUpstreams(t *testing.T) {
 		t.Fatal("lookup found an upstream the set does not hold")
 	}
 }
+
+// TestFailsOver: only 429 and 5xx answers may be given up for the next
+// route; a success, a redirect or a client error is the answer.
+func TestFailsOver(t *testing.T) {
+	f := func(status int, want bool) {
+		t.Helper()
+		if got := FailsOver(status); got != want {
+			t.Fatalf("FailsOver(%d) = %v, want %v", status, got, want)
+		}
+	}
+	f(200, false)
+	f(201, false)
+	f(302, false)
+	f(400, false)
+	f(401, false)
+	f(404, false)
+	f(428, false)
+	f(429, true)
+	f(499, false)
+	f(500, true)
+	f(502, true)
+	f(503, true)
+	f(504, true)
+}
