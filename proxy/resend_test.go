@@ -279,7 +279,7 @@ func TestStaleKeepAliveIsRetried(t *testing.T) {
 						t.Fatalf("after %d requests the upstream received %d", i+1, n)
 					}
 					waitPeerClosed(t, up.url) // the connection the gateway pooled is now closed
-					time.Sleep(check.idle) // the request began before the sleep: it idles past idle
+					time.Sleep(check.idle)    // the request began before the sleep: it idles past idle
 				}
 			})
 		}
