@@ -10,6 +10,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/internal/usd"
+	"github.com/tokenhub/tokenhub/proxy/upstream"
 )
 
 // requestRecord is what one inference request's metrics and access log line
@@ -17,7 +18,7 @@ import (
 // claim: on the handler's stack, then in a stream's relay.
 type requestRecord struct {
 	start       time.Time
-	ep          endpoint
+	ep          upstream.Endpoint
 	stream      bool
 	keyID, plan string // from the cached key and plan: they outlive the request
 	model       string // the configured model's name; empty if none matched

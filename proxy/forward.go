@@ -11,16 +11,17 @@ import (
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
 	"github.com/tokenhub/tokenhub/proxy/openai"
+	"github.com/tokenhub/tokenhub/proxy/upstream"
 )
 
-func (s *Server) chatCompletions(ctx *fasthttp.RequestCtx) { s.inference(ctx, epChat) }
-func (s *Server) completions(ctx *fasthttp.RequestCtx)     { s.inference(ctx, epCompletions) }
-func (s *Server) embeddings(ctx *fasthttp.RequestCtx)      { s.inference(ctx, epEmbeddings) }
+func (s *Server) chatCompletions(ctx *fasthttp.RequestCtx) { s.inference(ctx, upstream.Chat) }
+func (s *Server) completions(ctx *fasthttp.RequestCtx)     { s.inference(ctx, upstream.Completions) }
+func (s *Server) embeddings(ctx *fasthttp.RequestCtx)      { s.inference(ctx, upstream.Embeddings) }
 
 // inference is the hot path: authenticate, read the few fields it needs from
 // the body, check the plan, forward. It allocates nothing in steady state for
 // buffered answers (see TestAllocsServeChat).
-func (s *Server) inference(ctx *fasthttp.RequestCtx, ep endpoint) {
+func (s *Server) inference(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 	var c claim
 	c.rec = requestRecord{start: ctx.Time(), ep: ep}
 	defer s.finishHandler(ctx, &c)
@@ -169,11 +170,11 @@ var (
 
 // forward sends the request to the model's routes, starting from a weighted
 // choice and failing over to the next route when the request provably never
-// reached the upstream (see neverSent) or it answered 429 or 5xx, as long as
-// nothing has been sent to the client yet. A request the upstream may have
+// reached the upstream (see upstream.NeverSent) or it answered 429 or 5xx
+// (upstream.FailsOver), as long as nothing has been sent to the client yet. A request the upstream may have
 // read is never sent again: a 502 costs the client a retry it decides on, a
 // second send may cost it a second bill.
-func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *openai.Request, c *claim) {
+func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *model, f *openai.Request, c *claim) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
 	defer func() {
@@ -188,61 +189,56 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *ope
 		}
 	}()
 
-	start := m.firstRoute()
-	for n := range len(m.routes) {
-		r := &m.routes[(start+n)%len(m.routes)]
-		u := r.upstream
+	first := m.routes.First()
+	for n := range m.routes.Len() {
+		r := m.routes.Attempt(first, n)
+		u := r.Upstream()
 		injected := buildUpstreamRequest(req, ctx, ep, r, f)
-		client := u.client
-		if f.Stream {
-			client = u.streamClient
-			resp.StreamBody = true
-		}
 		sent := time.Now()
-		err := client.DoDeadline(req, resp, sent.Add(u.timeout))
-		c.rec.upstream = u.name
+		err := u.Do(req, resp, f.Stream, sent)
+		c.rec.upstream = u.Name()
 		c.rec.upstreamDur += time.Since(sent)
-		last := n == len(m.routes)-1
+		last := n == m.routes.Len()-1
 		if err != nil {
-			if isTimeout(err) {
-				s.metrics.upstreamEvent(u.name, upstreamTimeout)
+			if upstream.IsTimeout(err) {
+				s.metrics.upstreamEvent(u.Name(), upstreamTimeout)
 				writeError(ctx, errUpstreamTimeout, f.Model)
 				return
 			}
 			// Anything else may come after the upstream read the request
 			// and ran it: sending it again, here or to the next route, could
 			// bill it twice.
-			if isDropped(err) {
-				s.metrics.upstreamEvent(u.name, upstreamDropped)
-				s.log.Warn("upstream dropped the request", "upstream", u.name, "err", err)
+			if upstream.IsDropped(err) {
+				s.metrics.upstreamEvent(u.Name(), upstreamDropped)
+				s.log.Warn("upstream dropped the request", "upstream", u.Name(), "err", err)
 				writeError(ctx, errUpstreamDropped, f.Model)
 				return
 			}
-			if !neverSent(err) {
-				s.metrics.upstreamEvent(u.name, upstreamBadAnswer)
-				s.log.Warn("upstream answer unreadable", "upstream", u.name, "err", err)
+			if !upstream.NeverSent(err) {
+				s.metrics.upstreamEvent(u.Name(), upstreamBadAnswer)
+				s.log.Warn("upstream answer unreadable", "upstream", u.Name(), "err", err)
 				writeError(ctx, errUpstreamUnreadable, f.Model)
 				return
 			}
-			s.metrics.upstreamEvent(u.name, upstreamUnreachable)
-			s.log.Warn("upstream unreachable", "upstream", u.name, "err", err, "failover", !last)
+			s.metrics.upstreamEvent(u.Name(), upstreamUnreachable)
+			s.log.Warn("upstream unreachable", "upstream", u.Name(), "err", err, "failover", !last)
 			if last {
 				writeError(ctx, errUpstreamUnreachable, f.Model)
 				return
 			}
-			s.metrics.upstreamEvent(u.name, upstreamFailover)
+			s.metrics.upstreamEvent(u.Name(), upstreamFailover)
 			continue
 		}
 		status := resp.StatusCode()
 		switch {
 		case status == fasthttp.StatusTooManyRequests:
-			s.metrics.upstreamEvent(u.name, upstreamStatus429)
+			s.metrics.upstreamEvent(u.Name(), upstreamStatus429)
 		case status >= 500:
-			s.metrics.upstreamEvent(u.name, upstreamStatus5xx)
+			s.metrics.upstreamEvent(u.Name(), upstreamStatus5xx)
 		}
-		if (status == fasthttp.StatusTooManyRequests || status >= 500) && !last {
-			s.metrics.upstreamEvent(u.name, upstreamFailover)
-			s.log.Warn("upstream failed", "upstream", u.name, "status", status, "failover", true)
+		if upstream.FailsOver(status) && !last {
+			s.metrics.upstreamEvent(u.Name(), upstreamFailover)
+			s.log.Warn("upstream failed", "upstream", u.Name(), "status", status, "failover", true)
 			resp.CloseBodyStream() //nolint:errcheck // the connection is discarded on error
 			continue
 		}
@@ -267,14 +263,14 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep endpoint, m *model, f *ope
 // when the route calls it something else. A stream always asks for the
 // upstream's usage (stream_options.include_usage), so it can be billed
 // exactly; it reports whether the gateway added that on the client's behalf.
-func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep endpoint, r *route, f *openai.Request) (injected bool) {
-	u := r.upstream
+func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep upstream.Endpoint, r *upstream.Route, f *openai.Request) (injected bool) {
+	u := r.Upstream()
 	req.Reset()
 	req.Header.SetMethodBytes(methodPost)
-	req.SetRequestURIBytes(u.uris[ep])
+	req.SetRequestURIBytes(u.URI(ep))
 	req.Header.SetContentTypeBytes(contentTypeJSON)
-	if u.auth != nil {
-		req.Header.SetCanonical(headerAuthorization, u.auth)
+	if auth := u.Authorization(); auth != nil {
+		req.Header.SetCanonical(headerAuthorization, auth)
 	}
 	if f.Stream {
 		req.Header.SetCanonical(headerAccept, contentTypeSSE)
@@ -282,17 +278,17 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep en
 		req.Header.SetCanonical(headerAccept, contentTypeJSON)
 	}
 	req.Header.SetCanonical(headerXRequestID, ctx.Response.Header.Peek(headerRequestID))
-	for _, h := range u.headers {
+	for _, h := range u.Headers() {
 		req.Header.SetBytesKV(h[0], h[1])
 	}
 	body := ctx.PostBody()
 	var edits [2]openai.Edit
 	n := 0
-	if r.quotedModel != nil {
-		edits[n] = f.ModelEdit(r.quotedModel)
+	if quoted := r.QuotedModel(); quoted != nil {
+		edits[n] = f.ModelEdit(quoted)
 		n++
 	}
-	if f.Stream && ep != epEmbeddings {
+	if f.Stream && ep != upstream.Embeddings {
 		if e, ok := f.UsageEdit(body); ok {
 			edits[n] = e
 			n++
@@ -313,7 +309,7 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep en
 // answer relays a buffered upstream answer from u: success and OpenAI-shaped
 // client errors pass through untouched; anything else becomes a gateway error.
 // It reports whether the answer was a success, which is billed.
-func (s *Server) answer(ctx *fasthttp.RequestCtx, u *Upstream, resp *fasthttp.Response, f *openai.Request) bool {
+func (s *Server) answer(ctx *fasthttp.RequestCtx, u *upstream.Upstream, resp *fasthttp.Response, f *openai.Request) bool {
 	status := resp.StatusCode()
 	body := resp.Body()
 	switch {
@@ -322,8 +318,8 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, u *Upstream, resp *fasthttp.Re
 		// client's: passed through, its invalid_api_key would make SDKs
 		// blame the client's key, and its message quotes a fragment of ours.
 		// The body is neither relayed nor logged.
-		s.metrics.upstreamEvent(u.name, upstreamAuthRefused)
-		s.log.Error("upstream refused the gateway's credentials", "upstream", u.name, "status", status)
+		s.metrics.upstreamEvent(u.Name(), upstreamAuthRefused)
+		s.log.Error("upstream refused the gateway's credentials", "upstream", u.Name(), "status", status)
 		var detail [64]byte
 		writeError(ctx, errUpstreamCredentials, appendStatus(append(detail[:0], f.Model...), status))
 		return false

@@ -9,6 +9,7 @@ import (
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
 	"github.com/tokenhub/tokenhub/proxy/openai"
+	"github.com/tokenhub/tokenhub/proxy/upstream"
 )
 
 // admission fills a for the request and returns the prompt estimate and the
@@ -20,21 +21,21 @@ import (
 // Embeddings produce no output: their inputs, arrays included, are prompt
 // bytes. The tokens-per-minute charge keeps OpenAI's estimate. It answers
 // 400 itself for a max_tokens over the model's limit.
-func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.Plan, m *model, f *openai.Request, a *limits.Admission) (prompt, out int64, ok bool) {
+func admission(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, key *keys.Key, plan *keys.Plan, m *model, f *openai.Request, a *limits.Admission) (prompt, out int64, ok bool) {
 	perChoice := f.MaxTokens
 	switch {
-	case ep == epEmbeddings:
+	case ep == upstream.Embeddings:
 		perChoice = 0
 	case perChoice > m.maxOutput:
 		var b [20]byte
 		writeError(ctx, errMaxTokensTooLarge, strconv.AppendInt(b[:0], m.maxOutput, 10))
 		return 0, 0, false
-	case perChoice < 0 && ep == epCompletions:
+	case perChoice < 0 && ep == upstream.Completions:
 		perChoice = min(openai.LegacyDefaultMaxTokens, m.maxOutput)
 	case perChoice < 0:
 		perChoice = m.maxOutput
 	}
-	legacy := ep == epCompletions
+	legacy := ep == upstream.Completions
 	completions := f.Completions(legacy)
 	bodyLen := len(ctx.PostBody())
 	promptBound := min(openai.BoundPrompt(bodyLen), openai.MaxBoundTokens)
@@ -50,7 +51,7 @@ func admission(ctx *fasthttp.RequestCtx, ep endpoint, key *keys.Key, plan *keys.
 		Tokens: prompt + openai.MulBounded(perChoice, completions),
 		Worst:  m.price.Cost(promptBound, out),
 	}
-	if f.Stream && f.MaxTokens < 0 && ep != epEmbeddings {
+	if f.Stream && f.MaxTokens < 0 && ep != upstream.Embeddings {
 		// An open-ended stream reserves a step of output and extends its
 		// reservation as it produces (streamRelay.covered), so it holds no
 		// more of the monthly budget than it is using. The per-request cap

@@ -13,6 +13,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
+	"github.com/tokenhub/tokenhub/proxy/upstream"
 )
 
 // gatewayMetrics is what /metrics shows. Every series a request touches is
@@ -31,7 +32,7 @@ type gatewayMetrics struct {
 	// gateway is the time tokenhub itself added to a request (all of it but
 	// the upstream's), upstream the upstream's until its answer (a stream's:
 	// until its headers), by endpoint.
-	gateway, upstream [numEndpoints]*vm.PrometheusHistogram
+	gateway, upstream [upstream.NumEndpoints]*vm.PrometheusHistogram
 	ttfb              *vm.PrometheusHistogram
 	valkey            *vm.PrometheusHistogram
 	valkeyErrors      *vm.Counter
@@ -68,7 +69,7 @@ const (
 	upstreamBadAnswer   = "bad_response" // an answer that could not be read
 )
 
-var endpointNames = [numEndpoints]string{"chat", "completions", "embeddings"}
+var endpointNames = [upstream.NumEndpoints]string{"chat", "completions", "embeddings"}
 
 // Bucket bounds, in seconds: the gateway's own time is microseconds, an
 // upstream's is up to minutes.

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/keys"
+	"github.com/tokenhub/tokenhub/proxy/upstream"
 )
 
 // reloader is the Server's reload state. mu serializes reloads (SIGHUP and
@@ -29,20 +30,20 @@ type reloader struct {
 	// requests that loaded the routing before the swap: server.shutdown_timeout,
 	// the time a request is otherwise granted to finish.
 	grace   time.Duration
-	retired map[*Upstream]*time.Timer
+	retired map[*upstream.Upstream]*time.Timer
 	closed  bool
 }
 
 func (rl *reloader) init(cfg *config.Config) {
 	rl.cfg = cfg
 	rl.grace = cfg.Server.ShutdownTimeout
-	rl.retired = make(map[*Upstream]*time.Timer)
+	rl.retired = make(map[*upstream.Upstream]*time.Timer)
 	file := cfg.File
 	rl.load = func() (*config.Config, error) { return config.Load(file) }
 }
 
 // retire releases us after the grace period. Call with mu held.
-func (rl *reloader) retire(us []*Upstream) {
+func (rl *reloader) retire(us []*upstream.Upstream) {
 	for _, u := range us {
 		rl.retired[u] = time.AfterFunc(rl.grace, func() {
 			rl.mu.Lock()
@@ -50,17 +51,17 @@ func (rl *reloader) retire(us []*Upstream) {
 			delete(rl.retired, u)
 			rl.mu.Unlock()
 			if ok { // else closeRetired took it
-				u.release()
+				u.Release()
 			}
 		})
 	}
 }
 
 // retiredUpstreams returns the upstreams still in their grace period.
-func (rl *reloader) retiredUpstreams() []*Upstream {
+func (rl *reloader) retiredUpstreams() []*upstream.Upstream {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
-	out := make([]*Upstream, 0, len(rl.retired))
+	out := make([]*upstream.Upstream, 0, len(rl.retired))
 	for u := range rl.retired {
 		out = append(out, u)
 	}
@@ -69,11 +70,11 @@ func (rl *reloader) retiredUpstreams() []*Upstream {
 
 // closeRetired ends reloading and returns the upstreams still in their grace
 // period, for the caller to release now.
-func (rl *reloader) closeRetired() []*Upstream {
+func (rl *reloader) closeRetired() []*upstream.Upstream {
 	rl.mu.Lock()
 	defer rl.mu.Unlock()
 	rl.closed = true
-	var out []*Upstream
+	var out []*upstream.Upstream
 	for u, t := range rl.retired {
 		t.Stop()
 		out = append(out, u)
@@ -160,7 +161,7 @@ func (s *Server) reloadLocked(ctx context.Context) (*ReloadSummary, error) {
 	}
 	if err := s.registry.SeedPlans(ctx, KeyPlans(next.Plans)); err != nil {
 		for _, u := range r.retired(old) { // the upstreams this reload made
-			u.release()
+			u.Release()
 		}
 		return nil, err
 	}
@@ -185,11 +186,11 @@ func (s *Server) reloadLocked(ctx context.Context) (*ReloadSummary, error) {
 		}
 	}
 	rebuilt := r.retired(old)
-	for _, u := range r.upstreams {
-		sum.Upstreams = append(sum.Upstreams, u.name)
+	for _, u := range r.upstreams.All() {
+		sum.Upstreams = append(sum.Upstreams, u.Name())
 	}
 	for _, u := range rebuilt {
-		sum.UpstreamsRebuilt = append(sum.UpstreamsRebuilt, u.name)
+		sum.UpstreamsRebuilt = append(sum.UpstreamsRebuilt, u.Name())
 	}
 	for _, p := range next.Plans {
 		sum.PlansSeeded = append(sum.PlansSeeded, p.Name)

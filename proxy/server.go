@@ -526,11 +526,11 @@ func (s *Server) Serve(ln net.Listener) error {
 func (s *Server) Close() {
 	s.access.close()
 	for _, u := range s.reload.closeRetired() {
-		u.release()
+		u.Release()
 	}
 	if r := s.routing.Load(); r != nil {
-		for _, u := range r.upstreams {
-			u.release()
+		for _, u := range r.upstreams.All() {
+			u.Release()
 		}
 	}
 }

@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/proxy/upstream"
 )
 
 // After the shutdown deadline, cut requests get cutSettle to write their
@@ -60,7 +62,7 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 	cut := 0
 	for _, u := range s.upstreams() {
-		cut += u.cutAll()
+		cut += u.CutConnections()
 	}
 	s.log.Warn("shutdown deadline reached; cutting the requests still running",
 		"client_connections", s.conns.count()+s.streams.count(), "upstream_connections", cut)
@@ -78,10 +80,10 @@ func (s *Server) Shutdown(ctx context.Context) error {
 
 // upstreams returns every upstream that requests may still be using: the
 // current ones and those retired by a reload less than a grace period ago.
-func (s *Server) upstreams() []*Upstream {
+func (s *Server) upstreams() []*upstream.Upstream {
 	all := s.reload.retiredUpstreams()
 	if r := s.routing.Load(); r != nil {
-		all = append(all, r.upstreams...)
+		all = append(all, r.upstreams.All()...)
 	}
 	return all
 }

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/proxy/openai"
+	"github.com/tokenhub/tokenhub/proxy/upstream"
 	"github.com/tokenhub/tokenhub/sse"
 )
 
@@ -248,7 +249,7 @@ func (r *streamRelay) step() (done, keep bool) {
 		return true, r.flush(true)
 	}
 	e := errStreamCut
-	if isTimeout(err) {
+	if upstream.IsTimeout(err) {
 		e = errStreamEventTimed
 	}
 	r.s.metrics.upstreamEvent(r.claim.rec.upstream, upstreamStreamCut)

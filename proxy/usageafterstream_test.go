@@ -9,6 +9,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/internal/mock"
+	"github.com/tokenhub/tokenhub/internal/upstreamtest"
 )
 
 // TestUsageIsSettledBeforeTheStreamEnds: a client that reads its usage the
@@ -22,7 +23,7 @@ func TestUsageIsSettledBeforeTheStreamEnds(t *testing.T) {
 	slowFinish := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
 		ctx.SetContentType("text/event-stream")
 		ctx.SetBodyStreamWriter(func(w *bufio.Writer) {
-			w.WriteString(rawStreamBody)
+			w.WriteString(upstreamtest.StreamBody)
 			w.Flush()
 			time.Sleep(50 * time.Millisecond)
 		})

@@ -1,7 +1,6 @@
-package proxy
+package upstream
 
 import (
-	"crypto/tls"
 	"crypto/x509"
 	"errors"
 	"fmt"
@@ -16,6 +15,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/internal/eventually"
+	"github.com/tokenhub/tokenhub/internal/upstreamtest"
 )
 
 // socketState is a loopback socket's line in /proc/net/tcp: its TCP state
@@ -175,28 +175,14 @@ func BenchmarkPeerProbe(b *testing.B) {
 // request goes on a fresh one; a TLS request taken and dropped is not sent
 // again.
 func TestUpstreamTLS(t *testing.T) {
-	dir := t.TempDir()
-	certFile, keyFile := dir+"/cert.pem", dir+"/key.pem"
-	cert := writeCert(t, certFile, keyFile, "upstream")
-	pair, err := tls.LoadX509KeyPair(certFile, keyFile)
-	if err != nil {
-		t.Fatal(err)
-	}
-	listen := func() net.Listener {
-		ln, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			t.Fatal(err)
-		}
-		return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}})
-	}
-	upstream := func(raw *rawUpstream, trusted bool) *Upstream {
-		c := config.Upstream{Name: "tls", BaseURL: raw.url, ConnectTimeout: 5 * time.Second, FirstByteTimeout: 10 * time.Second,
+	upstream := func(raw *upstreamtest.Server, cert *x509.Certificate, trusted bool) *Upstream {
+		c := config.Upstream{Name: "tls", BaseURL: raw.URL, ConnectTimeout: 5 * time.Second, FirstByteTimeout: 10 * time.Second,
 			EventTimeout: 10 * time.Second, Timeout: 10 * time.Second, MaxConns: 8, MaxIdleConnDuration: time.Minute}
-		u, err := newUpstream(&c)
+		u, err := New(&c)
 		if err != nil {
 			t.Fatal(err)
 		}
-		t.Cleanup(u.release)
+		t.Cleanup(u.Release)
 		if trusted {
 			u.tls.RootCAs = x509.NewCertPool()
 			u.tls.RootCAs.AddCert(cert)
@@ -208,9 +194,9 @@ func TestUpstreamTLS(t *testing.T) {
 		defer fasthttp.ReleaseRequest(req)
 		defer fasthttp.ReleaseResponse(resp)
 		req.Header.SetMethod("POST")
-		req.SetRequestURIBytes(u.uris[epChat])
+		req.SetRequestURIBytes(u.URI(Chat))
 		req.SetBodyString(`{"model":"m"}`)
-		if err := u.client.DoDeadline(req, resp, time.Now().Add(10*time.Second)); err != nil {
+		if err := u.Do(req, resp, false, time.Now()); err != nil {
 			return err
 		}
 		if resp.StatusCode() != 200 {
@@ -220,30 +206,33 @@ func TestUpstreamTLS(t *testing.T) {
 	}
 
 	t.Run("untrusted certificate: never sent", func(t *testing.T) {
-		raw := serveRaw(t, listen(), "https", answer)
-		err := call(upstream(raw, false))
-		if err == nil || !neverSent(err) || raw.receipts.Load() != 0 {
-			t.Fatalf("err %v (never sent: %v), %d receipts; want a dial error and none", err, neverSent(err), raw.receipts.Load())
+		ln, cert := upstreamtest.TLSListener(t)
+		raw := upstreamtest.Serve(t, ln, "https", upstreamtest.Answer)
+		err := call(upstream(raw, cert, false))
+		if err == nil || !NeverSent(err) || raw.Receipts() != 0 {
+			t.Fatalf("err %v (never sent: %v), %d receipts; want a dial error and none", err, NeverSent(err), raw.Receipts())
 		}
 	})
 	t.Run("pooled connection closed by the upstream: sent on a fresh one", func(t *testing.T) {
-		raw := serveRaw(t, listen(), "https", answer)
-		u := upstream(raw, true)
+		ln, cert := upstreamtest.TLSListener(t)
+		raw := upstreamtest.Serve(t, ln, "https", upstreamtest.Answer)
+		u := upstream(raw, cert, true)
 		for i := range 4 {
 			if err := call(u); err != nil {
 				t.Fatalf("request %d: %v", i, err)
 			}
-			if n := raw.receipts.Load(); n != int64(i+1) {
+			if n := raw.Receipts(); n != int64(i+1) {
 				t.Fatalf("after %d requests %d receipts", i+1, n)
 			}
-			waitPeerClosed(t, raw.url)
+			upstreamtest.WaitPeerClosed(t, raw.URL)
 		}
 	})
 	t.Run("taken and dropped: not sent again", func(t *testing.T) {
-		raw := serveRaw(t, listen(), "https", drop)
-		err := call(upstream(raw, true))
-		if err == nil || neverSent(err) || raw.receipts.Load() != 1 {
-			t.Fatalf("err %v (never sent: %v), %d receipts; want a dropped request received once", err, neverSent(err), raw.receipts.Load())
+		ln, cert := upstreamtest.TLSListener(t)
+		raw := upstreamtest.Serve(t, ln, "https", upstreamtest.Drop)
+		err := call(upstream(raw, cert, true))
+		if err == nil || NeverSent(err) || raw.Receipts() != 1 {
+			t.Fatalf("err %v (never sent: %v), %d receipts; want a dropped request received once", err, NeverSent(err), raw.Receipts())
 		}
 	})
 }
