@@ -1086,8 +1086,9 @@ func (sh *shared) syncEnded(s *keyState, keyID string, a *account, clk int64) *b
 // leases, every interval it records usage, and every second it heartbeats.
 // When ctx ends it records everything and gives every lease and slice back,
 // and leaves the registry, so the other nodes can use them at once.
-// It does not call flush: it syncs, and records usage, itself.
-func (sh *shared) run(ctx context.Context, interval time.Duration, _ func(context.Context) error) {
+// Usage is recorded by flush (Gate.Flush), which lets the journal recycle
+// what Valkey then holds; the ticks between only sync rates and leases.
+func (sh *shared) run(ctx context.Context, interval time.Duration, flush func(context.Context) error) {
 	tick := min(interval, time.Duration(sh.idle/2))
 	if tick <= 0 {
 		tick = interval
@@ -1111,11 +1112,14 @@ func (sh *shared) run(ctx context.Context, interval time.Duration, _ func(contex
 				lastBeat = now
 				sh.heartbeat(ctx, true)
 			}
-			usage := now.Sub(lastFlush) >= interval-tick/2
-			if usage {
+			var err error
+			if now.Sub(lastFlush) >= interval-tick/2 {
 				lastFlush = now
+				err = flush(ctx)
+			} else {
+				err = sh.sync(ctx, false, false)
 			}
-			if err := sh.sync(ctx, usage, false); err != nil && !errors.Is(err, errBackingOff) {
+			if err != nil && !errors.Is(err, errBackingOff) {
 				sh.log.Warn("limits: sync failed; will retry", "err", err)
 			}
 		}
