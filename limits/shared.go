@@ -189,7 +189,7 @@ type shared struct {
 	down      atomic.Bool  // whether the outage has been logged
 	seq       atomic.Int64 // the last usage record's sequence number
 
-	syncMu sync.Mutex // held by sync, so that one runs at a time
+	syncMu sync.Mutex // held by sync, so that one runs at a time; taken before any key's net
 }
 
 func (sh *shared) newKey(s *keyState)            { s.sh = &sharedKey{acct: &account{}} }
@@ -917,7 +917,7 @@ func (op *rateOp) apply() {
 
 // sync sends usage records (when usage is set), gives back slices and
 // leases idle for IdleReturn (all of them when final is set), renews leases,
-// and settles ended months.
+// and settles ended months, for every key in one pipelined call.
 func (sh *shared) sync(ctx context.Context, usage, final bool) error {
 	sh.syncMu.Lock()
 	defer sh.syncMu.Unlock()
@@ -927,50 +927,32 @@ func (sh *shared) sync(ctx context.Context, usage, final bool) error {
 	}
 	nowNS := sh.now().UnixNano()
 	var (
-		locked []*keyState
-		bops   []*budgetOp
-		rops   []*rateOp
+		// held are the keys with calls in this sync, whose net it holds
+		// until their replies are in, so that each reply is the truth.
+		held []*keyState
+		bops []*budgetOp
+		rops []*rateOp
 	)
-	sh.keys.Range(func(id, v any) bool {
+	defer func() {
+		for _, s := range held {
+			s.sh.net.Unlock()
+		}
+	}()
+	for id, v := range sh.keys.Range {
 		s := v.(*keyState)
-		keyID := id.(string)
-		k := s.sh
-		k.net.Lock()
-		s.mu.Lock()
-		n := len(bops) + len(rops)
-		idle := final || clk-k.lastUse >= sh.idle
-		// Unused tokens go back when idle; debts are charged at once.
-		retReq := returnable(k.req.n, k.rpm, idle)
-		retTok := returnable(k.tok.n, k.tpm, idle)
-		if retReq != 0 || retTok != 0 {
-			op := &rateOp{s: s, key: sh.ledger.rateKey(keyID), now: nowNS}
-			if k.rpm > 0 {
-				op.b[0] = rateArgs{limit: k.rpm, ret: retReq}
-			}
-			if k.tpm > 0 {
-				op.b[1] = rateArgs{limit: k.tpm, ret: retTok}
-			}
-			// Off the slices now: a reply cannot be waited for, and a
-			// failed call may still have given them back.
-			k.req.n -= retReq
-			k.tok.n -= retTok
-			rops = append(rops, op)
+		s.sh.net.Lock()
+		rop, kbops := sh.composeSync(s, id.(string), clk, nowNS, usage, final)
+		if rop == nil && len(kbops) == 0 {
+			s.sh.net.Unlock()
+			continue
 		}
-		if op := sh.syncCurrent(s, keyID, clk, usage, idle); op != nil {
-			bops = append(bops, op)
+		held = append(held, s)
+		if rop != nil {
+			rops = append(rops, rop)
 		}
-		for _, a := range k.ended {
-			bops = append(bops, sh.syncEnded(s, keyID, a, clk))
-		}
-		s.mu.Unlock()
-		if len(bops)+len(rops) > n {
-			locked = append(locked, s)
-		} else {
-			k.net.Unlock()
-		}
-		return true
-	})
-	if len(locked) == 0 {
+		bops = append(bops, kbops...)
+	}
+	if len(held) == 0 {
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, sh.ledger.timeout)
@@ -1008,35 +990,14 @@ func (sh *shared) sync(ctx context.Context, usage, final bool) error {
 	}
 	for _, op := range rops {
 		if op != nil {
-			op.s.mu.Lock()
-			for i, sl := range [2]*slice{&op.s.sh.req, &op.s.sh.tok} {
-				if op.b[i].limit > 0 {
-					sl.tat = op.now + op.reply.until[i]
-				}
-			}
-			op.s.mu.Unlock()
+			op.applyReturn()
 		}
 	}
 	for i, op := range bops {
-		op.owner.mu.Lock()
-		if op.done(berrs[i], sh) == nil && op.all && op.acct.inflight == nil {
-			op.acct.closed = true
-		}
-		op.owner.mu.Unlock()
+		op.finishSync(berrs[i], sh)
 	}
-	for _, s := range locked {
-		s.mu.Lock()
-		k := s.sh
-		ended := k.ended[:0]
-		for _, a := range k.ended {
-			if !a.closed || a.pending != nil {
-				ended = append(ended, a)
-			}
-		}
-		clear(k.ended[len(ended):])
-		k.ended = ended
-		s.mu.Unlock()
-		k.net.Unlock()
+	for _, s := range held {
+		s.pruneEnded()
 	}
 	if err != nil {
 		return fmt.Errorf("limits: valkey: sync: %w", err)
@@ -1044,8 +1005,82 @@ func (sh *shared) sync(ctx context.Context, usage, final bool) error {
 	return nil
 }
 
+// composeSync composes the calls that s needs in a sync, with s.sh.net
+// held: a rate call giving back what its slices hold (when idle) or owe,
+// and a budget call for its current account (see syncCurrent) and each
+// ended one.
+func (sh *shared) composeSync(s *keyState, keyID string, clk, nowNS int64, usage, final bool) (*rateOp, []*budgetOp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := s.sh
+	idle := final || clk-k.lastUse >= sh.idle
+	var rop *rateOp
+	// Unused tokens go back when idle; debts are charged at once.
+	retReq := returnable(k.req.n, k.rpm, idle)
+	retTok := returnable(k.tok.n, k.tpm, idle)
+	if retReq != 0 || retTok != 0 {
+		rop = &rateOp{s: s, key: sh.ledger.rateKey(keyID), now: nowNS}
+		if k.rpm > 0 {
+			rop.b[0] = rateArgs{limit: k.rpm, ret: retReq}
+		}
+		if k.tpm > 0 {
+			rop.b[1] = rateArgs{limit: k.tpm, ret: retTok}
+		}
+		// Off the slices now: a reply cannot be waited for, and a
+		// failed call may still have given them back.
+		k.req.n -= retReq
+		k.tok.n -= retTok
+	}
+	var bops []*budgetOp
+	if op := sh.syncCurrent(s, keyID, clk, usage, idle); op != nil {
+		bops = append(bops, op)
+	}
+	for _, a := range k.ended {
+		bops = append(bops, sh.syncEnded(s, keyID, a, clk))
+	}
+	return rop, bops
+}
+
+// applyReturn takes in the reply to a sync's rate call: the global buckets'
+// state. What was given back left the slices when the call was composed.
+func (op *rateOp) applyReturn() {
+	op.s.mu.Lock()
+	defer op.s.mu.Unlock()
+	for i, sl := range [2]*slice{&op.s.sh.req, &op.s.sh.tok} {
+		if op.b[i].limit > 0 {
+			sl.tat = op.now + op.reply.until[i]
+		}
+	}
+}
+
+// finishSync takes in the outcome of a sync's budget call; an account all
+// of whose lease went back with nothing unconfirmed is closed.
+func (op *budgetOp) finishSync(err error, sh *shared) {
+	op.owner.mu.Lock()
+	defer op.owner.mu.Unlock()
+	if op.done(err, sh) == nil && op.all && op.acct.inflight == nil {
+		op.acct.closed = true
+	}
+}
+
+// pruneEnded drops the ended accounts that are settled: usage recorded and
+// lease given back.
+func (s *keyState) pruneEnded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := s.sh
+	ended := k.ended[:0]
+	for _, a := range k.ended {
+		if !a.closed || a.pending != nil {
+			ended = append(ended, a)
+		}
+	}
+	clear(k.ended[len(ended):])
+	k.ended = ended
+}
+
 // syncCurrent composes the call that s's current account needs, if any,
-// with s.mu and s.sh.net held.
+// with s.sh.net and s.mu held.
 func (sh *shared) syncCurrent(s *keyState, keyID string, clk int64, usage, idle bool) *budgetOp {
 	a := s.sh.acct
 	if a.seq == 0 && usage && !s.pending.Counts.zero() {
