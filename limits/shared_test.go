@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/valkey-io/valkey-go"
@@ -702,9 +703,7 @@ func TestSharedRunGivesEverythingBack(t *testing.T) {
 		t.Fatalf("refusal %d", tk.Refusal)
 	}
 	g.Settle(&tk, 1, 1, price, now)
-	for sharedOf(g).live.Load() != 1 {
-		time.Sleep(time.Millisecond) // the first heartbeat
-	}
+	eventually.True(t, "the first heartbeat", func() bool { return sharedOf(g).live.Load() == 1 })
 	cancel()
 	<-done
 	spend := "{run:k}:spend:" + strconv.Itoa(int(MonthOf(now)))
