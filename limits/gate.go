@@ -95,6 +95,8 @@ type Ticket struct {
 
 // keyState is everything one node knows about one key.
 type keyState struct {
+	// mu guards every field below but sh, and is never held across a
+	// Valkey call.
 	mu       sync.Mutex
 	req, tok Rate
 	month    Month
@@ -107,9 +109,49 @@ type keyState struct {
 	reserved usd.Pico
 	// pending is settled here and not yet added to the ledger.
 	pending MonthUsage
-	// sh is the key's shared state, in a Gate made by NewValkeyGate; req
-	// and tok are then the buckets of this node's share, for outages.
+
+	// sh is the key's shared state, in a Gate made by NewValkeyGate (nil
+	// otherwise); set when the keyState is made and never replaced, its
+	// fields say what guards them. req and tok are then the buckets of
+	// this node's share, for outages.
 	sh *sharedKey
+}
+
+// startMonth makes month s's month with nothing spent, reserved or pending
+// yet, with s.mu held. What the old month left is the strategy's to keep
+// (see strategy.endMonth).
+func (s *keyState) startMonth(month Month) {
+	s.month, s.spent, s.loaded, s.reserved = month, 0, false, 0
+	s.pending.reset()
+	s.pending.Month = month
+}
+
+// strategy is how a Gate keeps its limits: on this node alone (oneNode) or
+// across every node sharing a Valkey (shared). Gate holds what both need
+// (the keys' states, the journal, Settle); a strategy holds the rest and
+// takes its own locks.
+type strategy interface {
+	// newKey fills in what the strategy keeps for a key new to the node.
+	newKey(s *keyState)
+	// endMonth keeps what s's month leaves before s moves on to month,
+	// with s.mu held; it leaves s itself as it is.
+	endMonth(s *keyState, month Month)
+	// admit and extend are Gate.Admit and Gate.Extend after the checks
+	// that need no state. Gate calls them through admitVia and extendVia,
+	// not through this interface (see there).
+	admit(ctx context.Context, s *keyState, a *Admission, now time.Time, t *Ticket)
+	extend(ctx context.Context, s *keyState, t *Ticket, more usd.Pico, now time.Time) bool
+	// flush is Gate.Flush without the journal's part; unapplied is the seq
+	// of the oldest journal record the ledger may not hold, given next,
+	// the journal's next seq when the flush began.
+	flush(ctx context.Context) error
+	unapplied(next int64) int64
+	// run is Gate.Run; flush is Gate.Flush.
+	run(ctx context.Context, interval time.Duration, flush func(context.Context) error)
+	usage(ctx context.Context, keyID string, month Month) (*Report, error)
+	// applyJournal adds the settles the ledger does not hold yet to it.
+	applyJournal(ctx context.Context, settles []journal.Record) (int, error)
+	useJournal(j *journal.Journal)
 }
 
 // Gate admits requests against their key's rate limits and budgets and
@@ -118,22 +160,16 @@ type keyState struct {
 // whose limits are this node's alone; NewValkeyGate one whose limits hold
 // across every node sharing a Valkey.
 type Gate struct {
-	ledger Ledger
-	log    *slog.Logger
-	keys   sync.Map // key id → *keyState
-
-	mu     sync.Mutex
-	outbox []*MonthUsage // pending records of months that have ended, or of a failed flush
-
-	// flushMu is held by Flush while usage moves from pending to the
-	// ledger, and shared by readers that add pending usage to the ledger's,
-	// so they see it in exactly one of the two. Taken before any key's mu.
-	flushMu sync.RWMutex
-
-	sh *shared // nil on one node
+	log *slog.Logger
+	// keys maps a key id to its *keyState; an entry is never removed or
+	// replaced, so a *keyState once loaded stays the key's.
+	keys sync.Map
+	// strategy is set by the constructor and never changed.
+	strategy strategy
 
 	// journal, when set, gets every settled request before Settle returns
-	// (see UseJournal); nil without one.
+	// (see UseJournal); nil without one. Set before serving, read-only
+	// after.
 	journal      *journal.Journal
 	journalError atomic.Bool // an append failed and was logged
 }
@@ -143,7 +179,9 @@ func NewGate(ledger Ledger, log *slog.Logger) *Gate {
 	if log == nil {
 		log = slog.Default()
 	}
-	return &Gate{ledger: ledger, log: log}
+	g := &Gate{log: log}
+	g.strategy = &oneNode{ledger: ledger, keys: &g.keys, log: log}
+	return g
 }
 
 func (g *Gate) state(keyID string) *keyState {
@@ -151,9 +189,7 @@ func (g *Gate) state(keyID string) *keyState {
 		return s.(*keyState)
 	}
 	s := &keyState{pending: MonthUsage{KeyID: keyID}}
-	if g.sh != nil {
-		s.sh = &sharedKey{acct: &account{}}
-	}
+	g.strategy.newKey(s)
 	v, _ := g.keys.LoadOrStore(keyID, s)
 	return v.(*keyState)
 }
@@ -168,84 +204,23 @@ func (g *Gate) Admit(ctx context.Context, a *Admission, now time.Time, t *Ticket
 		t.Refusal, t.Spent, t.Cap = RefusedRequestCap, a.Worst, l.MaxRequest.Pico()
 		return
 	}
-	s := g.state(a.KeyID)
-	s.mu.Lock()
-	g.rollover(s, t.Month)
-	if g.sh != nil {
-		g.admitShared(ctx, s, a, now.UnixNano(), t)
-		return
-	}
-	defer s.mu.Unlock()
-	if l.Monthly > 0 {
-		if !s.loaded {
-			if err := g.loadSpent(ctx, s, a.KeyID, t.Month); err != nil {
-				g.log.Error("limits: month-to-date spend unavailable", "key_id", a.KeyID, "err", err)
-				t.Refusal = RefusedUnavailable
-				return
-			}
-		}
-		if s.spent+s.reserved+a.reserve() > l.Monthly.Pico() {
-			t.Refusal, t.Spent, t.Cap = RefusedMonthlyCap, s.spent+s.reserved, l.Monthly.Pico()
-			return
-		}
-	}
-	ns := now.UnixNano()
-	if l.RPM > 0 {
-		if ok, wait := s.req.Take(l.RPM, 1, ns); !ok {
-			t.Refusal, t.RetryAfter = RefusedRequests, wait
-			g.rateStates(s, t, ns)
-			return
-		}
-	}
-	if l.TPM > 0 {
-		if ok, wait := s.tok.Take(l.TPM, a.Tokens, ns); !ok {
-			if l.RPM > 0 {
-				s.req.Adjust(l.RPM, -1, ns)
-			}
-			t.Refusal, t.RetryAfter = RefusedTokens, wait
-			g.rateStates(s, t, ns)
-			return
-		}
-		t.tokLimit = l.TPM
-	}
-	s.reserved += a.reserve()
-	t.state, t.reserved = s, a.reserve()
-	g.rateStates(s, t, ns)
+	g.admitVia(ctx, g.state(a.KeyID), a, now, t)
 }
 
-// loadSpent sets s.spent to the month's spend: the ledger's, plus what this
-// node settled and has not added to it yet (pending, or back in the outbox
-// after a failed flush). It is called with s.mu held and returns with it
-// held, released meanwhile. Settles before the load count in pending, not on
-// top of the ledger: counting them in both is how spend was counted twice
-// when a key gained a cap. flushMu keeps a flush from moving spend from
-// pending into the ledger between the two reads.
-func (g *Gate) loadSpent(ctx context.Context, s *keyState, keyID string, month Month) error {
-	s.mu.Unlock()
-	g.flushMu.RLock()
-	defer g.flushMu.RUnlock()
-	s.mu.Lock()
-	g.rollover(s, month)
-	if s.loaded {
-		return nil // another request loaded it meanwhile
+// admitVia calls the strategy's admit by its concrete type: called through
+// the interface, the compiler cannot see that t does not outlive the call
+// and moves every caller's Ticket to the heap, an allocation per request
+// (TestAllocsAdmitSettleShared measures it).
+func (g *Gate) admitVia(ctx context.Context, s *keyState, a *Admission, now time.Time, t *Ticket) {
+	switch st := g.strategy.(type) {
+	case *oneNode:
+		st.admit(ctx, s, a, now, t)
+	case *shared:
+		st.admit(ctx, s, a, now, t)
 	}
-	u, err := g.ledger.Load(ctx, keyID, month)
-	if err != nil {
-		return err
-	}
-	s.spent = u.Spent + s.pending.Spent
-	g.mu.Lock()
-	for _, o := range g.outbox {
-		if o.KeyID == keyID && o.Month == month {
-			s.spent += o.Spent
-		}
-	}
-	g.mu.Unlock()
-	s.loaded = true
-	return nil
 }
 
-func (g *Gate) rateStates(s *keyState, t *Ticket, now int64) {
+func rateStates(s *keyState, t *Ticket, now int64) {
 	if t.limits.RPM > 0 {
 		t.Requests = s.req.State(t.limits.RPM, now)
 	}
@@ -274,24 +249,32 @@ func (g *Gate) Extend(ctx context.Context, t *Ticket, more usd.Pico, now time.Ti
 	if s == nil || more <= 0 {
 		return s != nil
 	}
-	s.mu.Lock()
-	g.rollover(s, MonthOf(now))
-	if s.month != t.Month || t.limits.Monthly <= 0 {
-		// A new month began, which owes nothing to the old reservation; or
-		// there is no cap to hold against.
-		s.mu.Unlock()
-		return true
+	if t.limits.Monthly <= 0 {
+		return true // no cap to hold against
 	}
-	if g.sh != nil {
-		return g.extendShared(ctx, s, t, more, now.UnixNano())
+	return g.extendVia(ctx, s, t, more, now)
+}
+
+// extendVia calls the strategy's extend by its concrete type, for the
+// reason admitVia does.
+func (g *Gate) extendVia(ctx context.Context, s *keyState, t *Ticket, more usd.Pico, now time.Time) bool {
+	switch st := g.strategy.(type) {
+	case *oneNode:
+		return st.extend(ctx, s, t, more, now)
+	case *shared:
+		return st.extend(ctx, s, t, more, now)
 	}
-	defer s.mu.Unlock()
-	if s.spent+s.reserved+more > t.limits.Monthly.Pico() {
-		return false
+	return false
+}
+
+// rollover starts month in s unless it is s's month already, with s.mu
+// held: st keeps what the old month left, and s starts again.
+func rollover(st strategy, s *keyState, month Month) {
+	if s.month == month {
+		return
 	}
-	s.reserved += more
-	t.reserved += more
-	return true
+	st.endMonth(s, month)
+	s.startMonth(month)
 }
 
 // Settle records what an admitted request used, at the model's price, and
@@ -308,7 +291,7 @@ func (g *Gate) Settle(t *Ticket, prompt, completion int64, price usd.Price, now 
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	month := MonthOf(now)
-	g.rollover(s, month)
+	rollover(g.strategy, s, month)
 	if t.Month == s.month {
 		s.reserved -= t.reserved
 	}
@@ -346,27 +329,6 @@ func (g *Gate) Settle(t *Ticket, prompt, completion int64, price usd.Price, now 
 	return cost
 }
 
-// rollover starts a new month in s: its pending usage goes to the outbox and
-// its spend starts again. Called with s.mu held.
-func (g *Gate) rollover(s *keyState, month Month) {
-	if s.month == month {
-		return
-	}
-	if s.sh != nil {
-		if s.month != 0 {
-			g.sh.endMonth(s)
-		}
-		s.sh.acct = &account{month: month}
-	} else if s.month != 0 && !s.pending.Counts.zero() {
-		g.mu.Lock()
-		g.outbox = append(g.outbox, s.pending.clone())
-		g.mu.Unlock()
-	}
-	s.month, s.spent, s.loaded, s.reserved = month, 0, false, 0
-	s.pending.reset() // what was pending went to the outbox (or the ended account) above
-	s.pending.Month = month
-}
-
 // Flush adds everything settled on this node since the last flush to the
 // ledger. What the ledger refuses stays pending for the next flush, so spend
 // is never lost and never counted twice. On a Gate made by NewValkeyGate it
@@ -374,47 +336,16 @@ func (g *Gate) rollover(s *keyState, month Month) {
 // leases in use; a record Valkey may not have applied is sent again with
 // its sequence number, which Valkey applies once.
 func (g *Gate) Flush(ctx context.Context) error {
-	if g.sh != nil {
-		var next int64
-		if g.journal != nil {
-			next = g.journal.Next()
-		}
-		if err := g.syncShared(ctx, true, false); err != nil {
-			return err
-		}
-		return g.releaseJournal(g.unappliedShared(next))
-	}
-	g.flushMu.Lock()
-	defer g.flushMu.Unlock()
-	// Every journal record below next is in the outbox or a pending this
-	// flush takes: a key's record is appended under its lock, which the
-	// walk below takes after this.
+	// Every journal record below next is in what this flush takes: a key's
+	// record is appended under its lock, which the flush takes after this.
 	var next int64
 	if g.journal != nil {
 		next = g.journal.Next()
 	}
-	g.mu.Lock()
-	batch := g.outbox
-	g.outbox = nil
-	g.mu.Unlock()
-	g.keys.Range(func(_, v any) bool {
-		s := v.(*keyState)
-		s.mu.Lock()
-		if !s.pending.Counts.zero() {
-			batch = append(batch, s.pending.take())
-		}
-		s.mu.Unlock()
-		return true
-	})
-	if len(batch) > 0 {
-		if err := g.ledger.Add(ctx, batch); err != nil {
-			g.mu.Lock()
-			g.outbox = append(batch, g.outbox...)
-			g.mu.Unlock()
-			return fmt.Errorf("limits: flush %d usage records: %w", len(batch), err)
-		}
+	if err := g.strategy.flush(ctx); err != nil {
+		return err
 	}
-	return g.releaseJournal(next)
+	return g.releaseJournal(g.strategy.unapplied(next))
 }
 
 // Run flushes every interval until ctx ends, then once more with a short
@@ -424,27 +355,7 @@ func (g *Gate) Flush(ctx context.Context) error {
 // second, and when ctx ends gives back every slice and lease and leaves the
 // registry.
 func (g *Gate) Run(ctx context.Context, interval time.Duration) {
-	if g.sh != nil {
-		g.runShared(ctx, interval)
-		return
-	}
-	t := time.NewTicker(interval)
-	defer t.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := g.Flush(fctx); err != nil {
-				g.log.Error("limits: final flush failed; usage since the last flush is lost", "err", err)
-			}
-			cancel()
-			return
-		case <-t.C:
-			if err := g.Flush(ctx); err != nil {
-				g.log.Warn("limits: flush failed; will retry", "err", err)
-			}
-		}
-	}
+	g.strategy.run(ctx, interval, g.Flush)
 }
 
 // Report is a key's month to date.
@@ -459,33 +370,9 @@ type Report struct {
 // On a Gate made by NewValkeyGate the ledger is Valkey, which holds every
 // node's flushed usage.
 func (g *Gate) Usage(ctx context.Context, keyID string, now time.Time) (*Report, error) {
-	month := MonthOf(now)
-	if g.sh != nil {
-		return g.usageShared(ctx, keyID, month)
-	}
-	g.flushMu.RLock()
-	defer g.flushMu.RUnlock()
-	u, err := g.ledger.Load(ctx, keyID, month)
+	r, err := g.strategy.usage(ctx, keyID, MonthOf(now))
 	if err != nil {
 		return nil, fmt.Errorf("limits: usage of %s: %w", keyID, err)
 	}
-	r := &Report{Month: month, Usage: u.clone()}
-	r.Usage.KeyID, r.Usage.Month = keyID, month
-	if v, ok := g.keys.Load(keyID); ok {
-		s := v.(*keyState)
-		s.mu.Lock()
-		if s.month == month {
-			r.Usage.add(&s.pending)
-			r.Reserved = s.reserved
-		}
-		s.mu.Unlock()
-	}
-	g.mu.Lock()
-	for _, o := range g.outbox {
-		if o.KeyID == keyID && o.Month == month {
-			r.Usage.add(o)
-		}
-	}
-	g.mu.Unlock()
 	return r, nil
 }

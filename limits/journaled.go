@@ -2,7 +2,6 @@ package limits
 
 import (
 	"context"
-	"errors"
 	"fmt"
 	"strconv"
 	"time"
@@ -19,9 +18,7 @@ import (
 // before serving, then Replay.
 func (g *Gate) UseJournal(j *journal.Journal) {
 	g.journal = j
-	if g.sh != nil {
-		g.sh.journal = j
-	}
+	g.strategy.useJournal(j)
 }
 
 // appendJournal writes one record of t's key, storing its seq in *seq
@@ -164,7 +161,7 @@ func (g *Gate) Replay(ctx context.Context) (int, error) {
 		}
 		g.log.Warn("limits: replay settled streams cut by a crash at their last journaled count", "streams", orphans)
 	}
-	n, err := g.applyJournal(ctx, settles)
+	n, err := g.strategy.applyJournal(ctx, settles)
 	if err != nil {
 		return 0, err
 	}
@@ -172,53 +169,6 @@ func (g *Gate) Replay(ctx context.Context) (int, error) {
 		g.log.Warn("limits: replayed usage the last run answered and did not record", "records", n)
 	}
 	return n, g.releaseJournal(g.journal.Next())
-}
-
-// applyJournal adds the settles the ledger does not hold yet to it.
-func (g *Gate) applyJournal(ctx context.Context, settles []journal.Record) (int, error) {
-	if g.sh != nil {
-		return g.applyJournalShared(ctx, settles)
-	}
-	al, ok := g.ledger.(appliedLedger)
-	if !ok {
-		return 0, errors.New("limits: replay: the ledger does not record journal sequence numbers")
-	}
-	applied := map[keyMonth]int64{}
-	batch := map[keyMonth]*MonthUsage{}
-	n := 0
-	for i := range settles {
-		r := &settles[i]
-		km := keyMonth{r.KeyID, Month(r.Month)}
-		seq, ok := applied[km]
-		if !ok {
-			var err error
-			if seq, err = al.Applied(ctx, km.key, km.month); err != nil {
-				return 0, fmt.Errorf("limits: replay: %w", err)
-			}
-			applied[km] = seq
-		}
-		if r.Seq <= seq {
-			continue
-		}
-		u := batch[km]
-		if u == nil {
-			u = &MonthUsage{KeyID: km.key, Month: km.month, Models: map[string]*Counts{}}
-			batch[km] = u
-		}
-		addRecord(u, r)
-		n++
-	}
-	if len(batch) == 0 {
-		return 0, nil
-	}
-	deltas := make([]*MonthUsage, 0, len(batch))
-	for _, u := range batch {
-		deltas = append(deltas, u)
-	}
-	if err := g.ledger.Add(ctx, deltas); err != nil {
-		return 0, fmt.Errorf("limits: replay: %w", err)
-	}
-	return n, nil
 }
 
 // addRecord adds a journal record's usage to u.
@@ -234,10 +184,10 @@ func addRecord(u *MonthUsage, r *journal.Record) {
 	u.Seq = max(u.Seq, r.Seq)
 }
 
-// unappliedShared is the seq of the oldest journal record a shared Gate has
-// not had Valkey confirm: next, unless a key holds an older one in pending
-// usage or in an unconfirmed record.
-func (g *Gate) unappliedShared(next int64) int64 {
+// unapplied is the seq of the oldest journal record a shared Gate has not
+// had Valkey confirm: next, unless a key holds an older one in pending usage
+// or in an unconfirmed record.
+func (sh *shared) unapplied(next int64) int64 {
 	if next == 0 {
 		return 0
 	}
@@ -247,28 +197,27 @@ func (g *Gate) unappliedShared(next int64) int64 {
 			low = u.first
 		}
 	}
-	g.keys.Range(func(_, v any) bool {
+	sh.keys.Range(func(_, v any) bool {
 		s := v.(*keyState)
 		s.mu.Lock()
+		defer s.mu.Unlock()
 		older(&s.pending)
 		older(s.sh.acct.inflight)
 		for _, a := range s.sh.ended {
 			older(a.inflight)
 			older(a.pending)
 		}
-		s.mu.Unlock()
 		return true
 	})
 	return low
 }
 
-// applyJournalShared is applyJournal on Valkey: per key-month, the records
+// applyJournal on Valkey: per key-month, the records
 // above the seq Valkey holds for this node are sent as one record with the
 // newest seq, through the budget script, which applies a seq once and turns
 // the node's lease into spend by as much; the rest of the lease the node
 // held before it died is given back with it.
-func (g *Gate) applyJournalShared(ctx context.Context, settles []journal.Record) (int, error) {
-	sh := g.sh
+func (sh *shared) applyJournal(ctx context.Context, settles []journal.Record) (int, error) {
 	byMonth := map[keyMonth][]*journal.Record{}
 	for i := range settles {
 		r := &settles[i]

@@ -119,10 +119,15 @@ func NewValkeyGate(o ValkeyOptions, log *slog.Logger) (*Gate, error) {
 	case o.LeaseTTL < 4*time.Second:
 		return nil, fmt.Errorf("limits: valkey: lease TTL %v is under 4s; renewals could not keep up", o.LeaseTTL)
 	}
-	g := NewGate(ledger, log)
+	if log == nil {
+		log = slog.Default()
+	}
+	g := &Gate{log: log}
 	base := time.Now()
-	g.sh = &shared{
+	sh := &shared{
 		ledger:   ledger,
+		keys:     &g.keys,
+		log:      log,
 		node:     o.NodeID,
 		nodesKey: valkeyx.Tag(ledger.prefix) + ":limits:nodes",
 		fixed:    int64(o.Nodes),
@@ -132,7 +137,8 @@ func NewValkeyGate(o ValkeyOptions, log *slog.Logger) (*Gate, error) {
 		now:      time.Now,
 		base:     base,
 	}
-	g.sh.ttlMs = strconv.FormatInt(o.LeaseTTL.Milliseconds(), 10)
+	sh.ttlMs = strconv.FormatInt(o.LeaseTTL.Milliseconds(), 10)
+	g.strategy = sh
 	return g, nil
 }
 
@@ -156,13 +162,17 @@ const (
 // errBackingOff is returned instead of calling Valkey during a backoff.
 var errBackingOff = errors.New("limits: valkey unreachable; backing off")
 
-// shared is what a Gate made by NewValkeyGate adds.
+// shared is the strategy of a Gate made by NewValkeyGate: limits are kept in
+// Valkey, and this node holds slices and leases of them (see NewValkeyGate).
+// Its plain fields are set when it is made (journal by UseJournal, before
+// serving) and only read after; the others say what guards them.
 type shared struct {
 	ledger   *ValkeyLedger
+	keys     *sync.Map // the Gate's, key id → *keyState
+	log      *slog.Logger
 	node     string
 	nodesKey string
 	fixed    int64 // ValkeyOptions.Nodes
-	live     atomic.Int64
 	ttlMs    string
 	// Durations in nanoseconds of clock.
 	idle, ttl, backoff int64
@@ -172,21 +182,28 @@ type shared struct {
 	now  func() time.Time
 	base time.Time
 
+	journal *journal.Journal // Gate.journal, when set
+
+	live      atomic.Int64 // the registry's count of live nodes, as last seen
 	downUntil atomic.Int64 // clock before which Valkey is not called
 	down      atomic.Bool  // whether the outage has been logged
 	seq       atomic.Int64 // the last usage record's sequence number
 
-	syncMu sync.Mutex // one sync at a time
-
-	journal *journal.Journal // Gate.journal, when set
+	syncMu sync.Mutex // held by sync, so that one runs at a time; taken before any key's net
 }
+
+func (sh *shared) newKey(s *keyState)            { s.sh = &sharedKey{acct: &account{}} }
+func (sh *shared) useJournal(j *journal.Journal) { sh.journal = j }
+
+// flush records usage and returns what is idle (see Gate.Flush).
+func (sh *shared) flush(ctx context.Context) error { return sh.sync(ctx, true, false) }
 
 func (sh *shared) clock() int64 { return int64(sh.now().Sub(sh.base)) }
 
 // sharedKey is a key's state in a shared Gate. net is held across each of the
 // key's Valkey calls, so that they happen one at a time and each reply can be
-// taken as the truth; everything else is guarded by keyState.mu, which is
-// never held across a call.
+// taken as the truth; it is taken before keyState.mu. Every other field is
+// guarded by the keyState's mu, which is never held across a call.
 type sharedKey struct {
 	net      sync.Mutex
 	req, tok slice
@@ -365,110 +382,153 @@ func (sh *shared) needs(s *keyState, a *Admission, clk int64) needs {
 	return n
 }
 
-// admit is Admit on a shared Gate, called with s.mu held; it releases it.
-func (g *Gate) admitShared(ctx context.Context, s *keyState, a *Admission, ns int64, t *Ticket) {
-	sh, k, l := g.sh, s.sh, &a.Limits
+// admit is Admit on a shared Gate: from the slices and lease this node
+// holds when they suffice, else from what it leases of Valkey's, else, with
+// Valkey unreachable, from the lease it holds and its share of the rates.
+func (sh *shared) admit(ctx context.Context, s *keyState, a *Admission, now time.Time, t *Ticket) {
+	ns := now.UnixNano()
+	if sh.admitHeld(s, a, ns, t) {
+		return
+	}
+	k := s.sh
+	k.net.Lock()
+	defer k.net.Unlock()
+	// Three rounds: between a reply and taking from it, requests holding
+	// their own slice may use what it was counted on; each round leases
+	// more, so a fourth is all but impossible. The last round only takes
+	// in the third's replies.
+	var c leaseCall
+	for round := range 4 {
+		if sh.admitRound(ctx, s, a, ns, t, &c, round == 3) {
+			return
+		}
+		sh.call(ctx, &c)
+	}
+}
+
+// admitHeld decides a request from what s holds, if it can without a
+// Valkey call, and reports whether it did.
+func (sh *shared) admitHeld(s *keyState, a *Admission, ns int64, t *Ticket) bool {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rollover(sh, s, t.Month)
+	k, l := s.sh, &a.Limits
 	clk := sh.clock()
 	k.rpm, k.tpm, k.lastUse = l.RPM, l.TPM, clk
 	if l.TPM > 0 && a.Tokens > l.TPM {
 		t.Refusal, t.RetryAfter = RefusedTokens, time.Duration(minute) // never fits
 		sharedStates(s, t, ns)
-		s.mu.Unlock()
-		return
+		return true
 	}
-	n := sh.needs(s, a, clk)
-	if n.none() {
-		takeShared(s, a, ns, t)
-		s.mu.Unlock()
-		return
-	}
-	if refuseLocally(s, a, n, ns, clk, t) {
-		s.mu.Unlock()
-		return
-	}
-	if sh.isDown(clk) {
-		g.admitFallback(s, a, ns, t)
-		s.mu.Unlock()
-		return
-	}
-	s.mu.Unlock()
-	k.net.Lock()
-	defer k.net.Unlock()
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	// Three rounds: between a reply and taking from it, requests holding
-	// their own slice may use what it was counted on; each round leases
-	// more, so a fourth is all but impossible.
-	for range 3 {
-		if s.month != t.Month {
-			t.Refusal = RefusedUnavailable // the month ended meanwhile
-			return
-		}
-		clk = sh.clock()
-		n = sh.needs(s, a, clk)
-		if n.none() {
-			takeShared(s, a, ns, t)
-			return
-		}
-		if refuseLocally(s, a, n, ns, clk, t) {
-			return
-		}
-		if sh.isDown(clk) {
-			g.admitFallback(s, a, ns, t)
-			return
-		}
-		if done := g.lease(ctx, s, a, n, ns, clk, t); done {
-			return
-		}
-	}
-	t.Refusal = RefusedUnavailable
+	return sh.decideHeld(s, a, sh.needs(s, a, clk), ns, clk, t)
 }
 
-// extendShared is Extend on a shared Gate, called with s.mu held; it
-// releases it. More is reserved from this node's budget lease, leasing more
-// from Valkey when the lease falls short, exactly as an admission's budget
-// is, but no rate is charged. With Valkey unreachable only the lease held
-// can cover it.
-func (g *Gate) extendShared(ctx context.Context, s *keyState, t *Ticket, more usd.Pico, ns int64) bool {
-	sh, k := g.sh, s.sh
-	a := Admission{KeyID: s.pending.KeyID, Model: t.model, Limits: Limits{Monthly: t.limits.Monthly}, Worst: more}
-	n := needs{budget: true}
-	var refused Ticket // lease fills it in; the request itself stays admitted
-	// decide settles the extension from what s holds, if it can: taken
-	// from the lease, or refused without a round trip.
-	decide := func() (decided, ok bool) {
-		clk := sh.clock()
-		switch {
-		case s.covers(more, clk):
-			s.reserved += more
-			t.reserved += more
-			return true, true
-		case refuseLocally(s, &a, n, ns, clk, &refused), sh.isDown(clk):
-			return true, false
-		}
-		return false, false
-	}
-	if decided, ok := decide(); decided {
-		s.mu.Unlock()
-		return ok
-	}
-	s.mu.Unlock()
-	k.net.Lock()
-	defer k.net.Unlock()
+// admitRound takes in the replies of c, if it was made, and decides the
+// request from what s then holds; else it makes c the next round's calls.
+// It reports whether t is decided; on the last round it is, refused.
+func (sh *shared) admitRound(ctx context.Context, s *keyState, a *Admission, ns int64, t *Ticket, c *leaseCall, last bool) bool {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	for range 3 {
-		if s.month != t.Month {
-			return true // the month ended meanwhile; its reservation is gone
-		}
-		if decided, ok := decide(); decided {
+	if c.made() && sh.applyLease(ctx, s, c, ns, t) {
+		return true
+	}
+	if last || s.month != t.Month { // or the month ended meanwhile
+		t.Refusal = RefusedUnavailable
+		return true
+	}
+	clk := sh.clock()
+	n := sh.needs(s, a, clk)
+	if sh.decideHeld(s, a, n, ns, clk, t) {
+		return true
+	}
+	*c = sh.composeLease(s, a, n, ns, clk)
+	return false
+}
+
+// decideHeld decides a request lacking n from what s holds, with s.mu
+// held: admitted when it lacks nothing, refused when the last replies say
+// Valkey would refuse, and by the fallback when Valkey is unreachable. It
+// reports whether it decided.
+func (sh *shared) decideHeld(s *keyState, a *Admission, n needs, ns, clk int64, t *Ticket) bool {
+	switch {
+	case n.none():
+		takeShared(s, a, ns, t)
+	case refuseLocally(s, a, n, ns, clk, t):
+	case sh.isDown(clk):
+		sh.admitFallback(s, a, ns, t)
+	default:
+		return false
+	}
+	return true
+}
+
+// extend is Extend on a shared Gate. More is reserved from this node's
+// budget lease, leasing more from Valkey when the lease falls short,
+// exactly as an admission's budget is, but no rate is charged. With Valkey
+// unreachable only the lease held can cover it.
+func (sh *shared) extend(ctx context.Context, s *keyState, t *Ticket, more usd.Pico, now time.Time) bool {
+	ns := now.UnixNano()
+	// pending.KeyID is set when s is made and never changed.
+	a := Admission{KeyID: s.pending.KeyID, Model: t.model, Limits: Limits{Monthly: t.limits.Monthly}, Worst: more}
+	var refused Ticket // filled in by refusals; the request itself stays admitted
+	if decided, ok := sh.extendHeld(s, t, &a, MonthOf(now), ns, &refused); decided {
+		return ok
+	}
+	k := s.sh
+	k.net.Lock()
+	defer k.net.Unlock()
+	var c leaseCall
+	for round := range 4 {
+		if decided, ok := sh.extendRound(ctx, s, t, &a, ns, &c, &refused, round == 3); decided {
 			return ok
 		}
-		if g.lease(ctx, s, &a, n, ns, sh.clock(), &refused) {
-			return false
-		}
+		sh.call(ctx, &c)
 	}
 	return false
+}
+
+// extendHeld decides an extension from what s holds, if it can without a
+// Valkey call: it reports whether it decided, and if so the outcome.
+func (sh *shared) extendHeld(s *keyState, t *Ticket, a *Admission, month Month, ns int64, refused *Ticket) (decided, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	rollover(sh, s, month)
+	if s.month != t.Month {
+		return true, true // a new month began, which owes nothing to the old reservation
+	}
+	return sh.decideExtend(s, t, a, ns, refused)
+}
+
+// extendRound is admitRound for an extension of t by a.Worst.
+func (sh *shared) extendRound(ctx context.Context, s *keyState, t *Ticket, a *Admission, ns int64, c *leaseCall, refused *Ticket, last bool) (decided, ok bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if c.made() && sh.applyLease(ctx, s, c, ns, refused) || last {
+		return true, false
+	}
+	if s.month != t.Month {
+		return true, true // the month ended meanwhile; its reservation is gone
+	}
+	if decided, ok = sh.decideExtend(s, t, a, ns, refused); decided {
+		return decided, ok
+	}
+	*c = sh.composeLease(s, a, needs{budget: true}, ns, sh.clock())
+	return false, false
+}
+
+// decideExtend decides an extension of t by a.Worst from what s holds, with
+// s.mu held, as decideHeld does an admission.
+func (sh *shared) decideExtend(s *keyState, t *Ticket, a *Admission, ns int64, refused *Ticket) (decided, ok bool) {
+	clk := sh.clock()
+	switch {
+	case s.covers(a.Worst, clk):
+		s.reserved += a.Worst
+		t.reserved += a.Worst
+		return true, true
+	case refuseLocally(s, a, needs{budget: true}, ns, clk, refused), sh.isDown(clk):
+		return true, false
+	}
+	return false, false
 }
 
 // refuseLocally refuses a request without a round trip when Valkey refused
@@ -502,58 +562,81 @@ func refuseLocally(s *keyState, a *Admission, n needs, ns, clk int64, t *Ticket)
 	return false
 }
 
-// lease asks Valkey for what n says s lacks, with s.mu and s.sh.net held; it
-// releases s.mu during the calls. It reports whether t is decided (refused);
-// otherwise the caller looks again at what s holds now.
-func (g *Gate) lease(ctx context.Context, s *keyState, a *Admission, n needs, ns, clk int64, t *Ticket) bool {
-	sh, k, l := g.sh, s.sh, &a.Limits
-	var bop *budgetOp
+// leaseCall is one round of asking Valkey for what a request lacks: made
+// with the key's mu held (composeLease), sent holding only its net (call),
+// and taken in with mu held again (applyLease).
+type leaseCall struct {
+	bop  *budgetOp
+	rop  *rateOp
+	berr error // bop's
+	err  error // every call's
+}
+
+func (c *leaseCall) made() bool { return c.bop != nil || c.rop != nil }
+
+// composeLease makes the calls that ask Valkey for what n says s lacks,
+// with s.mu held.
+func (sh *shared) composeLease(s *keyState, a *Admission, n needs, ns, clk int64) leaseCall {
+	k, l := s.sh, &a.Limits
+	var c leaseCall
 	if n.budget {
 		free := s.free()
-		bop = sh.budgetOp(s, a.KeyID, k.acct, clk)
-		bop.need = a.reserve() - free
-		bop.extra = l.Monthly.Pico() / 50
-		bop.cap = l.Monthly.Pico()
-		bop.spare = max(free, 0)
+		c.bop = sh.budgetOp(s, a.KeyID, k.acct, clk)
+		c.bop.need = a.reserve() - free
+		c.bop.extra = l.Monthly.Pico() / 50
+		c.bop.cap = l.Monthly.Pico()
+		c.bop.spare = max(free, 0)
 	}
-	var rop *rateOp
 	if n.req > 0 || n.tok > 0 {
-		rop = &rateOp{s: s, key: sh.ledger.rateKey(a.KeyID), now: ns}
+		c.rop = &rateOp{s: s, key: sh.ledger.rateKey(a.KeyID), now: ns}
 		if l.RPM > 0 {
-			rop.b[0] = leaseArgs(l.RPM, n.req, k.req.n)
+			c.rop.b[0] = leaseArgs(l.RPM, n.req, k.req.n)
 		}
 		if l.TPM > 0 {
-			rop.b[1] = leaseArgs(l.TPM, n.tok, k.tok.n)
+			c.rop.b[1] = leaseArgs(l.TPM, n.tok, k.tok.n)
 		}
 	}
-	s.mu.Unlock()
-	var berr, rerr error
+	return c
+}
+
+// call sends c's calls, with the key's net held and its mu not: the
+// budget first, and the rates only when the budget was granted (or not
+// needed), so a request refused for money takes no rate.
+func (sh *shared) call(ctx context.Context, c *leaseCall) {
+	bop, rop := c.bop, c.rop
+	var rerr error
 	if bop != nil {
 		cctx, cancel := context.WithTimeout(ctx, sh.ledger.timeout)
-		bop.reply, berr = bop.exec(cctx, sh)
+		bop.reply, c.berr = bop.exec(cctx, sh)
 		cancel()
 	}
-	if rop != nil && berr == nil && (bop == nil || bop.need <= 0 || bop.reply.granted > 0) {
+	if rop != nil && c.berr == nil && (bop == nil || bop.need <= 0 || bop.reply.granted > 0) {
 		cctx, cancel := context.WithTimeout(ctx, sh.ledger.timeout)
 		rop.reply, rerr = rop.exec(cctx, sh)
 		cancel()
 	}
-	err := errors.Join(berr, rerr)
-	if err != nil {
-		sh.failed(ctx, g.log, err)
+	c.err = errors.Join(c.berr, rerr)
+	if c.err != nil {
+		sh.failed(ctx, sh.log, c.err)
 	} else {
-		sh.succeeded(g.log)
+		sh.succeeded(sh.log)
 	}
-	s.mu.Lock()
+}
+
+// applyLease takes in the replies of c, sent for s, with s.mu held. It
+// reports whether t is decided (refused); otherwise the caller looks again
+// at what s holds now.
+func (sh *shared) applyLease(ctx context.Context, s *keyState, c *leaseCall, ns int64, t *Ticket) bool {
+	bop, rop, err := c.bop, c.rop, c.err
 	if bop != nil {
-		if bop.done(berr, sh) == nil && bop.need > 0 && bop.reply.granted == 0 {
+		if bop.done(c.berr, sh) == nil && bop.need > 0 && bop.reply.granted == 0 {
 			spent := bop.reply.spent + bop.reply.leased
 			r := &bop.acct.refused
 			r.until, r.cap, r.room = bop.sent+sh.idle, bop.cap, max(bop.cap-spent, 0)
 			t.Refusal, t.Spent, t.Cap = RefusedMonthlyCap, spent, bop.cap
 			return true
 		}
-		if berr != nil {
+		if c.berr != nil {
 			// The refusal may have given the spare back: count it gone
 			// until a reply says otherwise.
 			bop.acct.lease -= bop.spare
@@ -606,8 +689,8 @@ func sharedStates(s *keyState, t *Ticket, ns int64) {
 // admitFallback decides a request while Valkey is unreachable, with s.mu
 // held: the budget only from the lease, rates from the slices and then from
 // this node's share of each limit.
-func (g *Gate) admitFallback(s *keyState, a *Admission, ns int64, t *Ticket) {
-	sh, k, l := g.sh, s.sh, &a.Limits
+func (sh *shared) admitFallback(s *keyState, a *Admission, ns int64, t *Ticket) {
+	k, l := s.sh, &a.Limits
 	if l.Monthly > 0 && !s.covers(a.reserve(), sh.clock()) {
 		t.Refusal = RefusedUnavailable
 		return
@@ -663,16 +746,19 @@ func (g *Gate) admitFallback(s *keyState, a *Admission, ns int64, t *Ticket) {
 }
 
 // endMonth moves s's account to the ended ones, with its pending usage, for
-// the next sync to settle; called by rollover with s.mu held.
-func (sh *shared) endMonth(s *keyState) {
+// the next sync to settle, and opens month's; called by rollover with s.mu
+// held.
+func (sh *shared) endMonth(s *keyState, month Month) {
 	k := s.sh
-	a := k.acct
-	if !s.pending.Counts.zero() {
-		a.pending = s.pending.clone()
+	if a := k.acct; s.month != 0 {
+		if !s.pending.Counts.zero() {
+			a.pending = s.pending.clone()
+		}
+		if a.until != 0 || a.lease != 0 || a.inflight != nil || a.pending != nil {
+			k.ended = append(k.ended, a)
+		}
 	}
-	if a.until != 0 || a.lease != 0 || a.inflight != nil || a.pending != nil {
-		k.ended = append(k.ended, a)
-	}
+	k.acct = &account{month: month}
 }
 
 // budgetOp is one call of budgetScript for an account.
@@ -829,11 +915,10 @@ func (op *rateOp) apply() {
 	}
 }
 
-// syncShared is Flush on a shared Gate: it sends usage records (when usage
-// is set), gives back slices and leases idle for IdleReturn (all of them
-// when final is set), renews leases, and settles ended months.
-func (g *Gate) syncShared(ctx context.Context, usage, final bool) error {
-	sh := g.sh
+// sync sends usage records (when usage is set), gives back slices and
+// leases idle for IdleReturn (all of them when final is set), renews leases,
+// and settles ended months, for every key in one pipelined call.
+func (sh *shared) sync(ctx context.Context, usage, final bool) error {
 	sh.syncMu.Lock()
 	defer sh.syncMu.Unlock()
 	clk := sh.clock()
@@ -842,50 +927,32 @@ func (g *Gate) syncShared(ctx context.Context, usage, final bool) error {
 	}
 	nowNS := sh.now().UnixNano()
 	var (
-		locked []*keyState
-		bops   []*budgetOp
-		rops   []*rateOp
+		// held are the keys with calls in this sync, whose net it holds
+		// until their replies are in, so that each reply is the truth.
+		held []*keyState
+		bops []*budgetOp
+		rops []*rateOp
 	)
-	g.keys.Range(func(id, v any) bool {
+	defer func() {
+		for _, s := range held {
+			s.sh.net.Unlock()
+		}
+	}()
+	for id, v := range sh.keys.Range {
 		s := v.(*keyState)
-		keyID := id.(string)
-		k := s.sh
-		k.net.Lock()
-		s.mu.Lock()
-		n := len(bops) + len(rops)
-		idle := final || clk-k.lastUse >= sh.idle
-		// Unused tokens go back when idle; debts are charged at once.
-		retReq := returnable(k.req.n, k.rpm, idle)
-		retTok := returnable(k.tok.n, k.tpm, idle)
-		if retReq != 0 || retTok != 0 {
-			op := &rateOp{s: s, key: sh.ledger.rateKey(keyID), now: nowNS}
-			if k.rpm > 0 {
-				op.b[0] = rateArgs{limit: k.rpm, ret: retReq}
-			}
-			if k.tpm > 0 {
-				op.b[1] = rateArgs{limit: k.tpm, ret: retTok}
-			}
-			// Off the slices now: a reply cannot be waited for, and a
-			// failed call may still have given them back.
-			k.req.n -= retReq
-			k.tok.n -= retTok
-			rops = append(rops, op)
+		s.sh.net.Lock()
+		rop, kbops := sh.composeSync(s, id.(string), clk, nowNS, usage, final)
+		if rop == nil && len(kbops) == 0 {
+			s.sh.net.Unlock()
+			continue
 		}
-		if op := sh.syncCurrent(s, keyID, clk, usage, idle); op != nil {
-			bops = append(bops, op)
+		held = append(held, s)
+		if rop != nil {
+			rops = append(rops, rop)
 		}
-		for _, a := range k.ended {
-			bops = append(bops, sh.syncEnded(s, keyID, a, clk))
-		}
-		s.mu.Unlock()
-		if len(bops)+len(rops) > n {
-			locked = append(locked, s)
-		} else {
-			k.net.Unlock()
-		}
-		return true
-	})
-	if len(locked) == 0 {
+		bops = append(bops, kbops...)
+	}
+	if len(held) == 0 {
 		return nil
 	}
 	cctx, cancel := context.WithTimeout(ctx, sh.ledger.timeout)
@@ -917,41 +984,20 @@ func (g *Gate) syncShared(ctx context.Context, usage, final bool) error {
 	}
 	cancel()
 	if err != nil {
-		sh.failed(ctx, g.log, err)
+		sh.failed(ctx, sh.log, err)
 	} else {
-		sh.succeeded(g.log)
+		sh.succeeded(sh.log)
 	}
 	for _, op := range rops {
 		if op != nil {
-			op.s.mu.Lock()
-			for i, sl := range [2]*slice{&op.s.sh.req, &op.s.sh.tok} {
-				if op.b[i].limit > 0 {
-					sl.tat = op.now + op.reply.until[i]
-				}
-			}
-			op.s.mu.Unlock()
+			op.applyReturn()
 		}
 	}
 	for i, op := range bops {
-		op.owner.mu.Lock()
-		if op.done(berrs[i], sh) == nil && op.all && op.acct.inflight == nil {
-			op.acct.closed = true
-		}
-		op.owner.mu.Unlock()
+		op.finishSync(berrs[i], sh)
 	}
-	for _, s := range locked {
-		s.mu.Lock()
-		k := s.sh
-		ended := k.ended[:0]
-		for _, a := range k.ended {
-			if !a.closed || a.pending != nil {
-				ended = append(ended, a)
-			}
-		}
-		clear(k.ended[len(ended):])
-		k.ended = ended
-		s.mu.Unlock()
-		k.net.Unlock()
+	for _, s := range held {
+		s.pruneEnded()
 	}
 	if err != nil {
 		return fmt.Errorf("limits: valkey: sync: %w", err)
@@ -959,8 +1005,82 @@ func (g *Gate) syncShared(ctx context.Context, usage, final bool) error {
 	return nil
 }
 
+// composeSync composes the calls that s needs in a sync, with s.sh.net
+// held: a rate call giving back what its slices hold (when idle) or owe,
+// and a budget call for its current account (see syncCurrent) and each
+// ended one.
+func (sh *shared) composeSync(s *keyState, keyID string, clk, nowNS int64, usage, final bool) (*rateOp, []*budgetOp) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := s.sh
+	idle := final || clk-k.lastUse >= sh.idle
+	var rop *rateOp
+	// Unused tokens go back when idle; debts are charged at once.
+	retReq := returnable(k.req.n, k.rpm, idle)
+	retTok := returnable(k.tok.n, k.tpm, idle)
+	if retReq != 0 || retTok != 0 {
+		rop = &rateOp{s: s, key: sh.ledger.rateKey(keyID), now: nowNS}
+		if k.rpm > 0 {
+			rop.b[0] = rateArgs{limit: k.rpm, ret: retReq}
+		}
+		if k.tpm > 0 {
+			rop.b[1] = rateArgs{limit: k.tpm, ret: retTok}
+		}
+		// Off the slices now: a reply cannot be waited for, and a
+		// failed call may still have given them back.
+		k.req.n -= retReq
+		k.tok.n -= retTok
+	}
+	var bops []*budgetOp
+	if op := sh.syncCurrent(s, keyID, clk, usage, idle); op != nil {
+		bops = append(bops, op)
+	}
+	for _, a := range k.ended {
+		bops = append(bops, sh.syncEnded(s, keyID, a, clk))
+	}
+	return rop, bops
+}
+
+// applyReturn takes in the reply to a sync's rate call: the global buckets'
+// state. What was given back left the slices when the call was composed.
+func (op *rateOp) applyReturn() {
+	op.s.mu.Lock()
+	defer op.s.mu.Unlock()
+	for i, sl := range [2]*slice{&op.s.sh.req, &op.s.sh.tok} {
+		if op.b[i].limit > 0 {
+			sl.tat = op.now + op.reply.until[i]
+		}
+	}
+}
+
+// finishSync takes in the outcome of a sync's budget call; an account all
+// of whose lease went back with nothing unconfirmed is closed.
+func (op *budgetOp) finishSync(err error, sh *shared) {
+	op.owner.mu.Lock()
+	defer op.owner.mu.Unlock()
+	if op.done(err, sh) == nil && op.all && op.acct.inflight == nil {
+		op.acct.closed = true
+	}
+}
+
+// pruneEnded drops the ended accounts that are settled: usage recorded and
+// lease given back.
+func (s *keyState) pruneEnded() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	k := s.sh
+	ended := k.ended[:0]
+	for _, a := range k.ended {
+		if !a.closed || a.pending != nil {
+			ended = append(ended, a)
+		}
+	}
+	clear(k.ended[len(ended):])
+	k.ended = ended
+}
+
 // syncCurrent composes the call that s's current account needs, if any,
-// with s.mu and s.sh.net held.
+// with s.sh.net and s.mu held.
 func (sh *shared) syncCurrent(s *keyState, keyID string, clk int64, usage, idle bool) *budgetOp {
 	a := s.sh.acct
 	if a.seq == 0 && usage && !s.pending.Counts.zero() {
@@ -996,42 +1116,46 @@ func (sh *shared) syncEnded(s *keyState, keyID string, a *account, clk int64) *b
 	return op
 }
 
-// runShared is Run on a shared Gate: every tick (the interval, or half of
+// run is Run on a shared Gate: every tick (the interval, or half of
 // IdleReturn if shorter) it gives back idle slices and leases and renews
 // leases, every interval it records usage, and every second it heartbeats.
 // When ctx ends it records everything and gives every lease and slice back,
 // and leaves the registry, so the other nodes can use them at once.
-func (g *Gate) runShared(ctx context.Context, interval time.Duration) {
-	sh := g.sh
+// Usage is recorded by flush (Gate.Flush), which lets the journal recycle
+// what Valkey then holds; the ticks between only sync rates and leases.
+func (sh *shared) run(ctx context.Context, interval time.Duration, flush func(context.Context) error) {
 	tick := min(interval, time.Duration(sh.idle/2))
 	if tick <= 0 {
 		tick = interval
 	}
 	t := time.NewTicker(tick)
 	defer t.Stop()
-	g.heartbeat(ctx, true)
+	sh.heartbeat(ctx, true)
 	lastFlush, lastBeat := time.Now(), time.Now()
 	for {
 		select {
 		case <-ctx.Done():
 			fctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-			if err := g.syncShared(fctx, true, true); err != nil {
-				g.log.Error("limits: final sync failed; usage since the last flush is lost, leases expire in their TTL", "err", err)
+			if err := sh.sync(fctx, true, true); err != nil {
+				sh.log.Error("limits: final sync failed; usage since the last flush is lost, leases expire in their TTL", "err", err)
 			}
-			g.heartbeat(fctx, false)
+			sh.heartbeat(fctx, false)
 			cancel()
 			return
 		case now := <-t.C:
 			if now.Sub(lastBeat) >= heartbeatEvery-tick/2 {
 				lastBeat = now
-				g.heartbeat(ctx, true)
+				sh.heartbeat(ctx, true)
 			}
-			usage := now.Sub(lastFlush) >= interval-tick/2
-			if usage {
+			var err error
+			if now.Sub(lastFlush) >= interval-tick/2 {
 				lastFlush = now
+				err = flush(ctx)
+			} else {
+				err = sh.sync(ctx, false, false)
 			}
-			if err := g.syncShared(ctx, usage, false); err != nil && !errors.Is(err, errBackingOff) {
-				g.log.Warn("limits: sync failed; will retry", "err", err)
+			if err != nil && !errors.Is(err, errBackingOff) {
+				sh.log.Warn("limits: sync failed; will retry", "err", err)
 			}
 		}
 	}
@@ -1039,8 +1163,7 @@ func (g *Gate) runShared(ctx context.Context, interval time.Duration) {
 
 // heartbeat registers this node as live (or, leaving, removes it) and
 // learns how many nodes are; with ValkeyOptions.Nodes set it does nothing.
-func (g *Gate) heartbeat(ctx context.Context, alive bool) {
-	sh := g.sh
+func (sh *shared) heartbeat(ctx context.Context, alive bool) {
 	if sh.fixed > 0 {
 		return
 	}
@@ -1057,7 +1180,7 @@ func (g *Gate) heartbeat(ctx context.Context, alive bool) {
 	n, err := heartbeatScript.Exec(cctx, sh.ledger.c, []string{sh.nodesKey},
 		[]string{sh.node, flag, strconv.FormatInt(liveWindow.Milliseconds(), 10)}).AsInt64()
 	if err != nil {
-		sh.failed(ctx, g.log, err)
+		sh.failed(ctx, sh.log, err)
 		return
 	}
 	if alive {
@@ -1065,15 +1188,15 @@ func (g *Gate) heartbeat(ctx context.Context, alive bool) {
 	}
 }
 
-// usageShared is Usage on a shared Gate: Valkey's record plus what this
-// node has not recorded yet, counting a record Valkey already applied once.
-func (g *Gate) usageShared(ctx context.Context, keyID string, month Month) (*Report, error) {
-	u, seq, err := g.sh.ledger.load(ctx, keyID, month, g.sh.node)
+// usage is Usage on a shared Gate: Valkey's record plus what this node has
+// not recorded yet, counting a record Valkey already applied once.
+func (sh *shared) usage(ctx context.Context, keyID string, month Month) (*Report, error) {
+	u, seq, err := sh.ledger.load(ctx, keyID, month, sh.node)
 	if err != nil {
-		return nil, fmt.Errorf("limits: usage of %s: %w", keyID, err)
+		return nil, err
 	}
 	r := &Report{Month: month, Usage: u}
-	v, ok := g.keys.Load(keyID)
+	v, ok := sh.keys.Load(keyID)
 	if !ok {
 		return r, nil
 	}

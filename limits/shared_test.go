@@ -11,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/valkey-io/valkey-go"
@@ -56,11 +57,14 @@ func sharedGate(t testing.TB, c valkey.Client, prefix, id string, clock *simCloc
 		t.Fatal(err)
 	}
 	if clock != nil {
-		g.sh.now = clock.Now
-		g.sh.base = clock.Now()
+		sharedOf(g).now = clock.Now
+		sharedOf(g).base = clock.Now()
 	}
 	return g
 }
+
+// sharedOf is g's strategy, for a Gate made by NewValkeyGate.
+func sharedOf(g *Gate) *shared { return g.strategy.(*shared) }
 
 // hget reads one field of a hash, "" when it is missing.
 func hget(t testing.TB, c valkey.Client, key, field string) string {
@@ -190,7 +194,7 @@ func checkRateAcrossNodes(t *testing.T, c valkey.Client, nodes int) {
 				}
 			}
 			if i%25 == 0 { // Run's tick
-				if err := g.syncShared(context.Background(), true, false); err != nil {
+				if err := sharedOf(g).sync(context.Background(), true, false); err != nil {
 					t.Fatal(err)
 				}
 			}
@@ -356,10 +360,10 @@ func TestSharedValkeyDown(t *testing.T) {
 	ga, gb := sharedGate(t, c, "down", "a", clock, o), sharedGate(t, c, "down", "b", clock, o)
 	ctx := context.Background()
 	for _, g := range []*Gate{ga, gb, ga} {
-		g.heartbeat(ctx, true)
+		sharedOf(g).heartbeat(ctx, true)
 	}
-	if ga.sh.nodes() != 2 {
-		t.Fatalf("registry says %d nodes, want 2", ga.sh.nodes())
+	if sharedOf(ga).nodes() != 2 {
+		t.Fatalf("registry says %d nodes, want 2", sharedOf(ga).nodes())
 	}
 	rate := Admission{KeyID: "key_r", Model: "m", Limits: Limits{RPM: 600}}
 	worst := price.Cost(1000, 1000) // $0.003
@@ -483,7 +487,7 @@ func TestBudgetScript(t *testing.T) {
 	call := func(g *Gate, op budgetOp) budgetReply {
 		t.Helper()
 		op.key = key
-		r, err := op.exec(ctx, g.sh)
+		r, err := op.exec(ctx, sharedOf(g))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -504,7 +508,7 @@ func TestBudgetScript(t *testing.T) {
 			t.Fatalf("after the record: %+v", r)
 		}
 	}
-	u, err := g.sh.ledger.Load(ctx, "k", 202611)
+	u, err := sharedOf(g).ledger.Load(ctx, "k", 202611)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -661,9 +665,9 @@ func TestSharedGateCluster(t *testing.T) {
 	}
 	g := sharedGate(t, c, "cluster", "a", nil, ValkeyOptions{})
 	ctx := context.Background()
-	g.heartbeat(ctx, true)
-	if g.sh.live.Load() != 1 {
-		t.Fatalf("registry: %d live", g.sh.live.Load())
+	sharedOf(g).heartbeat(ctx, true)
+	if sharedOf(g).live.Load() != 1 {
+		t.Fatalf("registry: %d live", sharedOf(g).live.Load())
 	}
 	a := Admission{KeyID: "k", Model: "m", Limits: Limits{RPM: 10, TPM: 10_000, Monthly: 1_000_000}, Tokens: 100, Worst: price.Cost(50, 50)}
 	var tk Ticket
@@ -699,9 +703,7 @@ func TestSharedRunGivesEverythingBack(t *testing.T) {
 		t.Fatalf("refusal %d", tk.Refusal)
 	}
 	g.Settle(&tk, 1, 1, price, now)
-	for g.sh.live.Load() != 1 {
-		time.Sleep(time.Millisecond) // the first heartbeat
-	}
+	eventually.True(t, "the first heartbeat", func() bool { return sharedOf(g).live.Load() == 1 })
 	cancel()
 	<-done
 	spend := "{run:k}:spend:" + strconv.Itoa(int(MonthOf(now)))
@@ -811,7 +813,7 @@ func TestSharedBudgetStress(t *testing.T) {
 	cancel()
 	flushers.Wait()
 	for _, g := range gates {
-		if err := g.syncShared(context.Background(), true, true); err != nil {
+		if err := sharedOf(g).sync(context.Background(), true, true); err != nil {
 			t.Fatal(err)
 		}
 	}
