@@ -145,6 +145,9 @@ func TestImage(t *testing.T) {
 		}
 	}
 	checkEmbeddedConfigInImage(t, cfg)
+	if filepath.Base(engine) == "podman" {
+		checkNewVolume(ctx, t, engine, tag, "tokenhub-test-"+unique)
+	}
 
 	// The image's files, read from `image save` (every layer, in order), as
 	// a container created from it would see them.
@@ -227,6 +230,31 @@ func checkEmbeddedConfigInImage(t *testing.T, img imageConfig) {
 	}
 	if c.Admin.Listen != "" || c.AdminKey != "" {
 		t.Errorf("the embedded config sets admin.listen %q or an admin key: the README's run commands assume neither", c.Admin.Listen)
+	}
+}
+
+// checkNewVolume checks that a named volume new to a container of the image
+// is writable by the user it runs as: the engine copies the owner and mode of
+// the image's /data into it when the container is initialised. `podman init`
+// does that even where it then cannot set the container up (here crun is
+// refused setrlimit): the volume is populated before.
+func checkNewVolume(ctx context.Context, t *testing.T, engine, tag, name string) {
+	t.Helper()
+	volume := name + "-data"
+	t.Cleanup(func() {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		exec.CommandContext(ctx, engine, "container", "rm", "--force", name).Run()
+		if out, err := exec.CommandContext(ctx, engine, "volume", "rm", "--force", volume).CombinedOutput(); err != nil {
+			t.Errorf("removing the test volume %s: %v\n%s", volume, err, out)
+		}
+	})
+	mustRun(ctx, t, engine, "container", "create", "--name", name, "--volume", volume+":"+imageDataDir, tag)
+	initOut, initErr := exec.CommandContext(ctx, engine, "container", "init", name).CombinedOutput()
+	mountpoint := strings.TrimSpace(string(mustRun(ctx, t, engine, "volume", "inspect", "--format", "{{.Mountpoint}}", volume)))
+	got := strings.TrimSpace(string(mustRun(ctx, t, "stat", "--format", "%u:%g %a", mountpoint)))
+	if want := fmt.Sprintf("%d:%d 700", imageUID, imageUID); got != want {
+		t.Errorf("a new volume at %s: owner and mode %s, want %s (podman init: %v %s)", imageDataDir, got, want, initErr, initOut)
 	}
 }
 
