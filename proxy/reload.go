@@ -260,7 +260,7 @@ func keepRestartOnly(next, prev *config.Config) *config.Config {
 // previous configuration stays in force); 503 when the store could not take
 // the plans.
 func (s *Server) reloadHandler(ctx *fasthttp.RequestCtx) {
-	sum, err := s.Reload(callCtx(ctx))
+	sum, err := s.Reload(s.callCtx(ctx))
 	var invalid *invalidConfigError
 	switch {
 	case errors.As(err, &invalid):

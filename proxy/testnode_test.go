@@ -25,7 +25,8 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Node,
 		return nil, err
 	}
 	n := &Node{Node: state}
-	if n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: n.AdminKey, Logger: log, Metrics: metrics}); err != nil {
+	if n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: n.AdminKey, Logger: log, Metrics: metrics,
+		BaseContext: n.Base()}); err != nil {
 		n.Node.Close()
 		return nil, err
 	}
@@ -38,7 +39,12 @@ func (n *Node) ServeAdmin(ln net.Listener) error { return n.Server.ServeAdmin(ln
 func (n *Node) Reload(ctx context.Context) (*ReloadSummary, error) {
 	return n.Server.Reload(ctx)
 }
-func (n *Node) Shutdown(ctx context.Context) error { return n.Server.Shutdown(ctx) }
+
+// Shutdown is internal/gateway.Node.Shutdown.
+func (n *Node) Shutdown(ctx context.Context) error {
+	defer context.AfterFunc(ctx, n.Cut)()
+	return n.Server.Shutdown(ctx)
+}
 
 // Close is internal/gateway.Node.Close.
 func (n *Node) Close() {

@@ -35,7 +35,8 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Node, e
 		return nil, err
 	}
 	n = &Node{Node: state}
-	n.Server, err = proxy.New(proxy.Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: n.AdminKey, Logger: log, Metrics: metrics})
+	n.Server, err = proxy.New(proxy.Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: n.AdminKey, Logger: log, Metrics: metrics,
+		BaseContext: n.Base()})
 	if err != nil {
 		n.Close()
 		return nil, err
@@ -56,8 +57,13 @@ func (n *Node) ServeAdmin(ln net.Listener) error { return n.Server.ServeAdmin(ln
 func (n *Node) Reload(ctx context.Context) (*proxy.ReloadSummary, error) { return n.Server.Reload(ctx) }
 
 // Shutdown stops accepting, lets open requests run until ctx ends, then cuts
-// them and waits for their spend to settle; see proxy.Server.Shutdown.
-func (n *Node) Shutdown(ctx context.Context) error { return n.Server.Shutdown(ctx) }
+// them and waits for their spend to settle; see proxy.Server.Shutdown. The
+// cut also cuts the node's base context, so the store and gate calls that
+// requests still wait on give up, a hung Valkey's among them.
+func (n *Node) Shutdown(ctx context.Context) error {
+	defer context.AfterFunc(ctx, n.Cut)()
+	return n.Server.Shutdown(ctx)
+}
 
 // Close stops the node's loops and waits for them, the gate's final flush
 // of usage among them, releases the node's state, then the server's

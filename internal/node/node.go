@@ -201,6 +201,12 @@ func (n *Node) StoreReachable() bool {
 // loop, the gate's final flush of usage among them; then it releases the
 // journal, ledger, cache and store, each joining what it runs. Call it after
 // the HTTP side's Shutdown, so that every request's spend has settled.
+//
+// With Valkey hung, the loops' calls give up as Close cancels them, but
+// Close still waits for the gate's final flush (bounded at 5s by limits)
+// and for a connection being dialed (the invalidator's resubscription):
+// valkey-go's dial and handshake take no context and are bounded by the
+// connection timeout, twice store.valkey.timeout.
 func (n *Node) Close() {
 	n.cut()
 	n.stopFlushes()
