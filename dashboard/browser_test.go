@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
@@ -19,6 +20,7 @@ import (
 	"github.com/chromedp/chromedp"
 
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	gw "github.com/tokenhub/tokenhub/internal/gateway"
 )
 
@@ -435,13 +437,8 @@ func (g *gateway) waitUsage(t *testing.T, id string, requests int64) {
 	var u struct {
 		Requests int64 `json:"requests"`
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(50 * time.Millisecond) {
+	eventually.True(t, fmt.Sprintf("usage of %s counting %d requests", id, requests), func() bool {
 		g.admin(t, "GET", "/v1/keys/"+id+"/usage", nil, http.StatusOK, &u)
-		if u.Requests == requests {
-			return
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("usage of %s counts %d requests after 5s, want %d", id, u.Requests, requests)
-		}
-	}
+		return u.Requests == requests
+	})
 }

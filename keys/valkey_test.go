@@ -12,6 +12,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/tokenhub/tokenhub/internal/valkeyx"
 	"github.com/tokenhub/tokenhub/keys"
@@ -282,16 +283,11 @@ func checkFailsFast(t *testing.T, s keys.Store, k *keys.Key, timeout time.Durati
 func waitUntilWorks(t *testing.T, s keys.Store, want *keys.Key) time.Duration {
 	t.Helper()
 	start := time.Now()
-	for {
+	eventually.True(t, "the store answering after the server came back", func() bool {
 		got, err := s.KeyByHash(context.Background(), want.Hash)
-		if err == nil && got.ID == want.ID {
-			return time.Since(start)
-		}
-		if time.Since(start) > 5*time.Second {
-			t.Fatalf("store still failing 5s after the server came back: %v", err)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+		return err == nil && got.ID == want.ID
+	})
+	return time.Since(start)
 }
 
 // resync sets k.Revision to the stored one. A PutKey that timed out may still

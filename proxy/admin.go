@@ -28,7 +28,7 @@ func (s *Server) admin(h fasthttp.RequestHandler) fasthttp.RequestHandler {
 		}
 		if !s.isAdmin(token) {
 			// A working user key gets a clearer answer than "incorrect key".
-			if _, _, err := s.registry.Authenticate(callCtx(ctx), token); err == nil {
+			if _, _, err := s.registry.Authenticate(s.callCtx(ctx), token); err == nil {
 				writeError(ctx, errAdminOnly, nil)
 				return
 			}
@@ -156,7 +156,7 @@ func (s *Server) createKey(ctx *fasthttp.RequestCtx) {
 	if in.TPM != nil {
 		spec.TPM = *in.TPM
 	}
-	k, secret, err := s.registry.CreateKey(callCtx(ctx), spec)
+	k, secret, err := s.registry.CreateKey(s.callCtx(ctx), spec)
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -166,7 +166,7 @@ func (s *Server) createKey(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) listKeys(ctx *fasthttp.RequestCtx) {
-	all, err := s.registry.Keys(callCtx(ctx))
+	all, err := s.registry.Keys(s.callCtx(ctx))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -179,7 +179,7 @@ func (s *Server) listKeys(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) getKey(ctx *fasthttp.RequestCtx) {
-	k, err := s.registry.Key(callCtx(ctx), pathValue(ctx, "id"))
+	k, err := s.registry.Key(s.callCtx(ctx), pathValue(ctx, "id"))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -202,7 +202,7 @@ func (s *Server) updateKey(ctx *fasthttp.RequestCtx) {
 	if in.Name != nil && !validKeyName(ctx, *in.Name) {
 		return
 	}
-	k, err := s.registry.UpdateKey(callCtx(ctx), pathValue(ctx, "id"), keys.KeyChanges{Name: in.Name, Plan: in.Plan, RPM: in.RPM, TPM: in.TPM})
+	k, err := s.registry.UpdateKey(s.callCtx(ctx), pathValue(ctx, "id"), keys.KeyChanges{Name: in.Name, Plan: in.Plan, RPM: in.RPM, TPM: in.TPM})
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -212,7 +212,7 @@ func (s *Server) updateKey(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) revokeKey(ctx *fasthttp.RequestCtx) {
-	k, err := s.registry.RevokeKey(callCtx(ctx), pathValue(ctx, "id"))
+	k, err := s.registry.RevokeKey(s.callCtx(ctx), pathValue(ctx, "id"))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -222,7 +222,7 @@ func (s *Server) revokeKey(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) rotateKey(ctx *fasthttp.RequestCtx) {
-	k, secret, err := s.registry.RotateKey(callCtx(ctx), pathValue(ctx, "id"))
+	k, secret, err := s.registry.RotateKey(s.callCtx(ctx), pathValue(ctx, "id"))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -252,7 +252,7 @@ func renderPlan(p *keys.Plan) planJSON {
 }
 
 func (s *Server) listPlans(ctx *fasthttp.RequestCtx) {
-	all, err := s.registry.Plans(callCtx(ctx))
+	all, err := s.registry.Plans(s.callCtx(ctx))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -265,7 +265,7 @@ func (s *Server) listPlans(ctx *fasthttp.RequestCtx) {
 }
 
 func (s *Server) getPlan(ctx *fasthttp.RequestCtx) {
-	p, err := s.registry.Plan(callCtx(ctx), pathValue(ctx, "name"))
+	p, err := s.registry.Plan(s.callCtx(ctx), pathValue(ctx, "name"))
 	if err != nil {
 		s.adminFailed(ctx, err)
 		return
@@ -285,7 +285,7 @@ func (s *Server) putPlan(ctx *fasthttp.RequestCtx) {
 	}
 	p := &keys.Plan{Name: name, Models: in.Models, RPM: in.RPM, TPM: in.TPM,
 		MaxRequestUSD: in.MaxRequestUSD, MonthlyUSD: in.MonthlyUSD}
-	if err := s.registry.PutPlan(callCtx(ctx), p); err != nil {
+	if err := s.registry.PutPlan(s.callCtx(ctx), p); err != nil {
 		s.adminFailed(ctx, err)
 		return
 	}
@@ -295,7 +295,7 @@ func (s *Server) putPlan(ctx *fasthttp.RequestCtx) {
 
 func (s *Server) deletePlan(ctx *fasthttp.RequestCtx) {
 	name := pathValue(ctx, "name")
-	if err := s.registry.DeletePlan(callCtx(ctx), name); err != nil {
+	if err := s.registry.DeletePlan(s.callCtx(ctx), name); err != nil {
 		s.adminFailed(ctx, err)
 		return
 	}

@@ -1,18 +1,14 @@
 package proxy
 
 import (
-	"context"
 	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
-	"path/filepath"
 	"testing"
 
 	"github.com/valyala/fasthttp"
 
-	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/keys"
 )
 
@@ -43,27 +39,4 @@ func TestAdminFailedStatuses(t *testing.T) {
 	f(keys.ErrPlanNotFound, fasthttp.StatusBadRequest, "plan_not_found")
 	f(keys.ErrRevoked, fasthttp.StatusConflict, "key_revoked")
 	f(keys.ErrUnavailable, fasthttp.StatusServiceUnavailable, errStoreDown.code)
-}
-
-// TestOpenNodeFailedBoltLeavesNoStore: a store that failed to open is not
-// kept, so Close does not run on a typed nil inside the Store interface.
-func TestOpenNodeFailedBoltLeavesNoStore(t *testing.T) {
-	dir := t.TempDir()
-	notADir := filepath.Join(dir, "file")
-	if err := os.WriteFile(notADir, nil, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := config.Parse([]byte("admin_key: "+testAdminKey+"\nlog: {level: error}\nstore: {path: "+notADir+"}\n"+yamlModels(deadURL(t))),
-		"test.yaml", func(string) string { return "" })
-	if err != nil {
-		t.Fatal(err)
-	}
-	n, err := OpenNode(context.Background(), cfg, slog.New(slog.NewTextHandler(io.Discard, nil)))
-	if err == nil {
-		n.Close()
-		t.Fatal("OpenNode on a store path that is a file succeeded")
-	}
-	if n != nil && n.store != nil {
-		t.Fatalf("OpenNode failed (%v) but kept store %#v", err, n.store)
-	}
 }

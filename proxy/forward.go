@@ -54,7 +54,7 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 		return
 	}
 	c.model, c.prompt, c.maxOutput, c.worst = m, prompt, out, a.Worst
-	s.gate.Admit(callCtx(ctx), &a, time.Now(), &c.ticket)
+	s.gate.Admit(s.callCtx(ctx), &a, time.Now(), &c.ticket)
 	setRateHeaders(ctx, &c.ticket)
 	if c.ticket.Refusal != limits.Admitted {
 		refuse(ctx, &c.ticket)
@@ -134,7 +134,7 @@ func (s *Server) keyOf(ctx *fasthttp.RequestCtx, token []byte) (*keys.Key, *keys
 			return c.key, c.plan, c.err
 		}
 	}
-	return s.registry.Authenticate(callCtx(ctx), token)
+	return s.registry.Authenticate(s.callCtx(ctx), token)
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>" header,

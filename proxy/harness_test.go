@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
@@ -120,11 +121,7 @@ func startNodeLogging(t testing.TB, yaml string, logTo io.Writer) *gateway {
 	if iv := node.Invalidator; iv != nil {
 		// A node's first subscription flushes its cache; wait for it so that
 		// tests warm caches that stay warm.
-		for deadline := time.Now().Add(5 * time.Second); !iv.Healthy(); time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("invalidation subscription not ready after 5s")
-			}
-		}
+		eventually.True(t, "invalidation subscription ready", iv.Healthy)
 	}
 	g := &gateway{t: t, url: "http://" + ln.Addr().String(), adminKey: testAdminKey, node: node, srv: node.Server}
 	t.Cleanup(g.stop)

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/mock"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 )
@@ -55,11 +56,10 @@ func TestMonthlyCapAcrossNodes(t *testing.T) {
 		SpendUSD float64 `json:"spend_usd"`
 	}
 	// Both nodes flush their usage every second.
-	for deadline := time.Now().Add(5 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
-		if nodes[1].admin("GET", "/v1/keys/"+k.ID+"/usage", nil, http.StatusOK, &u); u.Requests == served.Load() {
-			break
-		}
-	}
+	eventually.True(t, "every served request recorded", func() bool {
+		nodes[1].admin("GET", "/v1/keys/"+k.ID+"/usage", nil, http.StatusOK, &u)
+		return u.Requests == served.Load()
+	})
 	t.Logf("%d served, %d refused, $%v spent of $0.02", served.Load(), refused.Load(), u.SpendUSD)
 	if u.Requests != served.Load() || u.SpendUSD > 0.02 || u.SpendUSD < 0.016 {
 		t.Fatalf("%d served, %d recorded, $%v spent: want every one recorded, at most the cap and close to it",

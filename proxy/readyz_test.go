@@ -9,6 +9,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 )
 
@@ -46,15 +47,11 @@ plans: [{name: all, models: ["*"]}]
 	}
 	until := func(within time.Duration, wantStatus int, want string) time.Time {
 		t.Helper()
-		var status int
-		var body string
-		for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(50 * time.Millisecond) {
-			if status, body = readyz(); status == wantStatus && containsAll(body, want) {
-				return time.Now()
-			}
-		}
-		t.Fatalf("readyz after %s: %d %s, want %d with %s", within, status, body, wantStatus, want)
-		return time.Time{}
+		eventually.Within(t, within, fmt.Sprintf("readyz answering %d with %s", wantStatus, want), func() bool {
+			status, body := readyz()
+			return status == wantStatus && containsAll(body, want)
+		})
+		return time.Now()
 	}
 	until(time.Second, http.StatusOK, `{"status":"ready"}`)
 	v.Stop()

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"reflect"
-	"slices"
 	"strings"
 	"sync"
 	"time"
@@ -13,7 +12,7 @@ import (
 	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/config"
-	"github.com/tokenhub/tokenhub/keys"
+	"github.com/tokenhub/tokenhub/internal/node"
 	"github.com/tokenhub/tokenhub/proxy/upstream"
 )
 
@@ -159,7 +158,7 @@ func (s *Server) reloadLocked(ctx context.Context) (*ReloadSummary, error) {
 	if err != nil {
 		return nil, &invalidConfigError{err}
 	}
-	if err := s.registry.SeedPlans(ctx, KeyPlans(next.Plans)); err != nil {
+	if err := s.registry.SeedPlans(ctx, node.KeyPlans(next.Plans)); err != nil {
 		for _, u := range r.retired(old) { // the upstreams this reload made
 			u.Release()
 		}
@@ -262,7 +261,7 @@ func keepRestartOnly(next, prev *config.Config) *config.Config {
 // previous configuration stays in force); 503 when the store could not take
 // the plans.
 func (s *Server) reloadHandler(ctx *fasthttp.RequestCtx) {
-	sum, err := s.Reload(callCtx(ctx))
+	sum, err := s.Reload(s.callCtx(ctx))
 	var invalid *invalidConfigError
 	switch {
 	case errors.As(err, &invalid):
@@ -273,19 +272,4 @@ func (s *Server) reloadHandler(ctx *fasthttp.RequestCtx) {
 	default:
 		writeJSON(ctx, fasthttp.StatusOK, sum)
 	}
-}
-
-// KeyPlans converts the plans the file declares into the key store's
-// plans, field by field; SeedPlans compiles them. config.Validate checked
-// them by the same rules, so a node does not refuse a file check-config
-// passed. The node seeds them at start and Reload at each reload.
-func KeyPlans(plans []*config.Plan) []*keys.Plan {
-	out := make([]*keys.Plan, 0, len(plans))
-	for _, p := range plans {
-		out = append(out, &keys.Plan{
-			Name: p.Name, Models: slices.Clone(p.Models), RPM: p.RPM, TPM: p.TPM,
-			MaxRequestUSD: p.MaxRequestUSD, MonthlyUSD: p.MonthlyUSD,
-		})
-	}
-	return out
 }

@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/eventually"
 )
 
 // fileNode is a gateway started from a config file, as cmd/tokenhub starts
@@ -73,11 +74,7 @@ func startFileNode(t *testing.T, yaml string) *fileNode {
 		n.adminURL = scheme + aln.Addr().String()
 	}
 	if iv := node.Invalidator; iv != nil {
-		for deadline := time.Now().Add(5 * time.Second); !iv.Healthy(); time.Sleep(5 * time.Millisecond) {
-			if time.Now().After(deadline) {
-				t.Fatal("invalidation subscription not ready after 5s")
-			}
-		}
+		eventually.True(t, "invalidation subscription ready", iv.Healthy)
 	}
 	return n
 }

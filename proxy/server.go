@@ -38,12 +38,19 @@ type Options struct {
 	// Metrics, when not nil, are the series the Server serves; the node
 	// makes them before the store so that they see every Valkey call.
 	Metrics *Metrics
+
+	// BaseContext is the parent of every store and gate call a request
+	// makes; the node cancels it at the shutdown's cut (see
+	// internal/node.Node.Base). Nil means context.Background().
+	BaseContext context.Context
 }
 
 // Server is the gateway: it authenticates, checks plans and forwards.
 type Server struct {
 	registry *keys.Registry
 	gate     *limits.Gate
+	// base is Options.BaseContext: see callCtx.
+	base context.Context
 	// routing holds the models and upstreams in force; a reload swaps it
 	// whole, and each request loads it once.
 	routing   atomic.Pointer[routing]
@@ -104,9 +111,13 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	cfg := o.Config
+	if o.BaseContext == nil {
+		o.BaseContext = context.Background()
+	}
 	s := &Server{
 		registry:     o.Registry,
 		gate:         o.Gate,
+		base:         o.BaseContext,
 		adminHash:    sha256.Sum256([]byte(o.AdminKey)),
 		ids:          ids,
 		log:          log,
@@ -377,7 +388,7 @@ func (s *Server) mayHaveBody(ctx *fasthttp.RequestCtx, slot *bodySlot, user, adm
 	}
 	if user {
 		c := &slot.check
-		c.key, c.plan, c.err = s.registry.Authenticate(callCtx(ctx), token)
+		c.key, c.plan, c.err = s.registry.Authenticate(s.callCtx(ctx), token)
 		c.at = time.Now()
 		if c.err == nil {
 			return true
@@ -648,9 +659,11 @@ func errorClass(err error) string {
 	return "malformed request"
 }
 
-// callCtx is the context of the store and gate calls a request makes: never
-// the *fasthttp.RequestCtx itself, which fasthttp recycles when the handler
-// returns, while a context derived from it (a call's timeout) may still look
-// it up afterwards from its timer's goroutine, a data race. Its Done is the
-// server's, not the request's, so it would cancel nothing sooner either.
-func callCtx(*fasthttp.RequestCtx) context.Context { return context.Background() }
+// callCtx is the context of the store and gate calls a request makes: the
+// node's base context (Options.BaseContext), done at the shutdown's cut, so
+// that no call outlives it. Never the *fasthttp.RequestCtx itself, which
+// fasthttp recycles when the handler returns, while a context derived from
+// it (a call's timeout) may still look it up afterwards from its timer's
+// goroutine, a data race. Its Done is the server's, not the request's, so it
+// would cancel nothing sooner either.
+func (s *Server) callCtx(*fasthttp.RequestCtx) context.Context { return s.base }

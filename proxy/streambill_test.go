@@ -13,6 +13,7 @@ import (
 
 	"github.com/openai/openai-go/v3"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
@@ -135,13 +136,10 @@ func TestClientDisconnectStillBillsTheUpstreamUsage(t *testing.T) {
 		}
 	}
 	resp.Body.Close() // the client leaves mid-stream
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		if n, _, completion := g.usageOf(k.ID); n == 1 && completion == 40 {
-			break
-		} else if time.Now().After(deadline) {
-			t.Fatalf("after the client left: %d requests, %d completion tokens billed; want the upstream's 40", n, completion)
-		}
-	}
+	eventually.True(t, "the upstream's 40 completion tokens billed for the one request after the client left", func() bool {
+		n, _, completion := g.usageOf(k.ID)
+		return n == 1 && completion == 40
+	})
 	if m.Requests() != 1 {
 		t.Fatalf("upstream served %d requests", m.Requests())
 	}
@@ -189,18 +187,15 @@ func TestNoDrainSlotBillsAnEstimate(t *testing.T) {
 	}
 	resp.Body.Close()
 	t0 := time.Now()
-	for deadline := t0.Add(5 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		n, _, completion := g.usageOf(k.ID)
-		if n == 1 {
-			// Cut long before the 400 chunks (2s) the upstream would send.
-			if completion == 0 || completion >= 400 || time.Since(t0) > 1500*time.Millisecond {
-				t.Fatalf("billed %d completion tokens after %s; want a small estimate, soon", completion, time.Since(t0))
-			}
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatal("the abandoned stream was never billed")
-		}
+	var completion int64
+	eventually.True(t, "the abandoned stream billed", func() bool {
+		var n int64
+		n, _, completion = g.usageOf(k.ID)
+		return n == 1
+	})
+	// Cut long before the 400 chunks (2s) the upstream would send.
+	if completion == 0 || completion >= 400 || time.Since(t0) > 1500*time.Millisecond {
+		t.Fatalf("billed %d completion tokens after %s; want a small estimate, soon", completion, time.Since(t0))
 	}
 }
 
@@ -241,12 +236,10 @@ plans:
 		ReservedUSD float64 `json:"reserved_usd"`
 		Completion  int64   `json:"completion_tokens"`
 	}
-	for deadline := time.Now().Add(5 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+	eventually.True(t, "completion tokens billed", func() bool {
 		g.admin("GET", "/v1/keys/"+k.ID+"/usage", nil, http.StatusOK, &u)
-		if u.Completion > 0 || time.Now().After(deadline) {
-			break
-		}
-	}
+		return u.Completion > 0
+	})
 	t.Logf("%d chunks relayed; billed %d completion tokens, $%v", chunks, u.Completion, u.SpendUSD)
 	if u.SpendUSD > 0.01 || u.SpendUSD < 0.01-0.00001 || u.ReservedUSD != 0 || u.Completion < int64(chunks-1) {
 		t.Fatalf("billed $%v (%d tokens) with $%v reserved; want the %d chunks relayed, within one of the $0.01 cap",

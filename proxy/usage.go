@@ -53,14 +53,14 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 	// admin names any key, read from the store.
 	var p *keys.Plan
 	if s.isAdmin(token) {
-		k, err := s.registry.Key(callCtx(ctx), id)
+		k, err := s.registry.Key(s.callCtx(ctx), id)
 		if err != nil {
 			s.adminFailed(ctx, err)
 			return
 		}
-		p, _ = s.registry.Plan(callCtx(ctx), k.Plan) // without its plan the report has no cap
+		p, _ = s.registry.Plan(s.callCtx(ctx), k.Plan) // without its plan the report has no cap
 	} else {
-		k, plan, err := s.registry.Authenticate(callCtx(ctx), token)
+		k, plan, err := s.registry.Authenticate(s.callCtx(ctx), token)
 		if err != nil {
 			writeError(ctx, authError(err), nil)
 			return
@@ -71,7 +71,7 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 		}
 		p = plan
 	}
-	r, err := s.gate.Usage(callCtx(ctx), id, time.Now())
+	r, err := s.gate.Usage(s.callCtx(ctx), id, time.Now())
 	if err != nil {
 		s.log.Error("usage report", "key_id", id, "err", err)
 		writeError(ctx, errStoreDown, nil)

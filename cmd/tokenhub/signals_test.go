@@ -17,6 +17,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/tokenhub/tokenhub/internal/eventually"
 )
 
 var (
@@ -80,7 +82,7 @@ func startTokenhub(t *testing.T, config string) *process {
 			t.Logf("tokenhub log:\n%s", p.log.String())
 		}
 	})
-	line := p.waitLog("tokenhub listening", 10*time.Second)
+	line := p.waitLog("tokenhub listening")
 	var l struct{ Addr string }
 	if err := json.Unmarshal([]byte(line), &l); err != nil || l.Addr == "" {
 		t.Fatalf("listening line %q: %v", line, err)
@@ -89,21 +91,25 @@ func startTokenhub(t *testing.T, config string) *process {
 	return p
 }
 
-// waitLog waits for a log line containing s and returns it.
-func (p *process) waitLog(s string, within time.Duration) string {
+// waitLog waits for a log line containing s and returns it. How soon the
+// line comes is not what the tests check, so it waits as long as
+// eventually.True does.
+func (p *process) waitLog(s string) string {
 	p.t.Helper()
-	for deadline := time.Now().Add(within); time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
-		if line, ok := p.log.find(s); ok {
-			return line
+	var line string
+	eventually.True(p.t, fmt.Sprintf("logged %q", s), func() bool {
+		var ok bool
+		if line, ok = p.log.find(s); ok {
+			return true
 		}
 		select {
 		case err := <-p.exit:
 			p.t.Fatalf("tokenhub exited (%v) before logging %q:\n%s", err, s, p.log.String())
 		default:
 		}
-	}
-	p.t.Fatalf("tokenhub did not log %q within %s:\n%s", s, within, p.log.String())
-	return ""
+		return false
+	})
+	return line
 }
 
 func (p *process) signal(sig syscall.Signal) {
@@ -258,7 +264,7 @@ func TestSIGTERMDrains(t *testing.T) {
 	body, closer := stream(t, p.url, key)
 	defer closer.Close()
 	p.signal(syscall.SIGTERM)
-	p.waitLog("shutting down", 2*time.Second)
+	p.waitLog("shutting down")
 
 	idle.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := idleR.ReadByte(); err != io.EOF {
@@ -301,7 +307,7 @@ func TestSIGTERMCutsAtDeadline(t *testing.T) {
 		t.Fatalf("the stream was not cut with an error event:\n%s", rest)
 	}
 	p.waitExit(5 * time.Second)
-	p.waitLog("shutdown deadline reached", time.Second)
+	p.waitLog("shutdown deadline reached")
 
 	again := startTokenhub(t, cfg)
 	if n, completion := again.usage(id); n != 1 || completion < 3 || completion > 20 {
@@ -337,15 +343,15 @@ func TestSIGHUPReloads(t *testing.T) {
 
 	writeConfig(t, dir, 2, "  - {name: second, routes: [{upstream: mock}]}\n", "log: {level: debug}\n")
 	p.signal(syscall.SIGHUP)
-	p.waitLog("config reloaded", 2*time.Second)
+	p.waitLog("config reloaded")
 	if got := models(); !slices.Equal(got, []string{"mock", "second"}) {
 		t.Fatalf("after SIGHUP: models %q", got)
 	}
-	p.waitLog(`"field":"log.level"`, time.Second)
+	p.waitLog(`"field":"log.level"`)
 
 	writeConfig(t, dir, 2, "  - {name: second, routes: [{upstream: nowhere}]}\n", "")
 	p.signal(syscall.SIGHUP)
-	line := p.waitLog("config reload refused", 2*time.Second)
+	line := p.waitLog("config reload refused")
 	if !strings.Contains(line, `models[1].routes[0].upstream: no upstream named \"nowhere\"; declare it under upstreams or fix the name`) {
 		t.Fatalf("the refusal does not name the field and the fix: %s", line)
 	}
@@ -364,7 +370,7 @@ func TestSecondSignalCutsAtOnce(t *testing.T) {
 	body, closer := stream(t, p.url, key)
 	defer closer.Close()
 	p.signal(syscall.SIGTERM)
-	p.waitLog("shutting down", 2*time.Second)
+	p.waitLog("shutting down")
 	p.signal(syscall.SIGTERM)
 	rest, _ := io.ReadAll(body)
 	if !bytes.Contains(rest, []byte(`"code":"upstream_error"`)) {

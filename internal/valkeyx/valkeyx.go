@@ -128,6 +128,13 @@ func Open(ctx context.Context, o Options) (valkey.Client, error) {
 		// The key Registry caches records itself and invalidates over
 		// pub/sub; a second, server-assisted cache would only cost memory.
 		DisableCache: true,
+		// Every command through the connection's pipeline, even one alone:
+		// only there does valkey-go give up on a command when its context
+		// is cancelled. A lone command with a deadline is otherwise sent and
+		// read on the caller's goroutine, which waits for the reply until
+		// the deadline whatever the context says: a node shutting down
+		// with Valkey hung waited out every such call's timeout.
+		AlwaysPipelining: true,
 	}
 	if o.TLS {
 		host, _, err := net.SplitHostPort(o.Addrs[0])

@@ -2,10 +2,13 @@ package valkeyx_test
 
 import (
 	"context"
+	"errors"
 	"strings"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/valkey-io/valkey-go"
 
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/tokenhub/tokenhub/internal/valkeyx"
@@ -109,4 +112,53 @@ func TestOpenRefuses(t *testing.T) {
 	f(valkeyx.Options{Addrs: []string{"127.0.0.1:1"}, Prefix: "a/b"}, `prefix "a/b"`)
 	f(valkeyx.Options{Addrs: []string{"127.0.0.1:1"}, Timeout: -time.Second}, "negative")
 	f(valkeyx.Options{Addrs: []string{"no-port"}, TLS: true}, `address "no-port"`)
+}
+
+// TestCallGivesUpWhenCancelled: a command waiting on a hung server (SIGSTOP)
+// returns when its context is cancelled, long before its deadline. valkey-go
+// sends a lone command with a deadline on the caller's goroutine and waits
+// out the deadline whatever the context says, unless the client pipelines
+// every command: a node's shutdown cuts its calls by cancelling them. (A
+// connection's dial and handshake take no context; they are bounded by the
+// connection timeout, so the calls here go over connections already made.)
+func TestCallGivesUpWhenCancelled(t *testing.T) {
+	srv := valkeytest.Start(t)
+	c, err := valkeyx.Open(context.Background(), valkeyx.Options{Addrs: []string{srv.Addr()}, Timeout: time.Hour})
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	defer c.Close()
+	// valkey-go spreads keyed commands over a few connections at random and
+	// dials each on its first use: a hundred calls dial them all (a 1 in
+	// 10^7 chance to miss one of four).
+	for range 100 {
+		if err := c.Do(context.Background(), c.B().Get().Key("k").Build()).Error(); err != nil && !valkey.IsValkeyNil(err) {
+			t.Fatal(err)
+		}
+	}
+	srv.Pause(t)
+	defer srv.Resume(t)
+	f := func(name string, call func(ctx context.Context) error) {
+		t.Helper()
+		ctx, cancel := context.WithTimeout(context.Background(), time.Hour)
+		defer cancel()
+		done := make(chan error, 1)
+		go func() { done <- call(ctx) }()
+		// Cancelled once the call is most likely waiting for its reply; if
+		// it had not started yet, it fails at once all the same.
+		stop := time.AfterFunc(100*time.Millisecond, cancel)
+		defer stop.Stop()
+		select {
+		case err := <-done:
+			if !errors.Is(err, context.Canceled) {
+				t.Fatalf("%s on a hung server, cancelled: %v, want context.Canceled", name, err)
+			}
+		case <-time.After(time.Minute):
+			t.Fatalf("%s on a hung server still waiting a minute after its context was cancelled", name)
+		}
+	}
+	f("GET", func(ctx context.Context) error { return c.Do(ctx, c.B().Get().Key("k").Build()).Error() })
+	f("a pipeline", func(ctx context.Context) error {
+		return c.DoMulti(ctx, c.B().Get().Key("k").Build(), c.B().Get().Key("j").Build())[0].Error()
+	})
 }
