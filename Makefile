@@ -44,9 +44,11 @@ image:
 
 # Every test: the linters, the suite with the race detector, then the
 # allocation tests (all named TestAllocs*; the race detector allocates, so
-# they are built only without it).
+# they are built only without it). The timeout guards against a hang, not
+# speed: proxy's suite takes about 5 minutes alone and several times that on
+# a machine busy with another suite, past go test's default of 10.
 test: lint
-	$(GO) test -race -count=1 ./...
+	$(GO) test -race -count=1 -timeout 30m ./...
 	$(GO) test -count=1 -run '^TestAllocs' ./...
 
 # gofmt, go vet, then golangci-lint with .golangci.yml (built once into bin/
