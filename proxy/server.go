@@ -192,7 +192,7 @@ func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
 	public.POST("/v1/completions", s.completions)
 	public.POST("/v1/embeddings", s.embeddings)
 	public.GET("/v1/models", s.listModels)
-	public.GET("/v1/models/{model}", s.getModel)
+	public.GET("/v1/models/{model:*}", s.getModel)
 	public.GET("/healthz", healthz)
 	public.GET("/readyz", s.readyz)
 
