@@ -35,7 +35,7 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 	c.rec.keyID, c.rec.plan = key.ID, plan.Name
 	var f openai.Request
 	if detail, err := f.Parse(ctx.PostBody()); err != nil {
-		writeError(ctx, bodyError(err), detail)
+		writeBodyError(ctx, &f, err, detail, minMaxTokens(ep))
 		return
 	}
 	m := s.routing.Load().models.lookup(f.Model)
