@@ -259,7 +259,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 }
 
 // buildUpstreamRequest writes the upstream request for route r: the gateway's
-// own credentials (never the client's), and the body with the model renamed
+// own credentials (never the client's), the client's Accept, and the body with the model renamed
 // when the route calls it something else. A stream always asks for the
 // upstream's usage (stream_options.include_usage), so it can be billed
 // exactly; it reports whether the gateway added that on the client's behalf.
@@ -272,10 +272,12 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep up
 	if auth := u.Authorization(); auth != nil {
 		req.Header.SetCanonical(headerAuthorization, auth)
 	}
-	if f.Stream {
-		req.Header.SetCanonical(headerAccept, contentTypeSSE)
-	} else {
-		req.Header.SetCanonical(headerAccept, contentTypeJSON)
+	// The client's Accept, as sent, and nothing it did not send: an upstream
+	// that negotiates on it must judge what the client asked for (the
+	// SDKs send application/json even for streams, and providers serve them
+	// the stream), not a header of the gateway's (TestAcceptIsForwardedAsSent).
+	for _, a := range ctx.Request.Header.PeekAll(fasthttp.HeaderAccept) {
+		req.Header.AddBytesKV(headerAccept, a)
 	}
 	req.Header.SetCanonical(headerXRequestID, ctx.Response.Header.Peek(headerRequestID))
 	for _, h := range u.Headers() {
