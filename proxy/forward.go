@@ -309,7 +309,8 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep up
 }
 
 // answer relays a buffered upstream answer from u: success and OpenAI-shaped
-// client errors pass through untouched; anything else becomes a gateway error.
+// client errors pass through untouched; another client error keeps its
+// status and the upstream's words; anything else becomes a gateway error.
 // It reports whether the answer was a success, which is billed.
 func (s *Server) answer(ctx *fasthttp.RequestCtx, u *upstream.Upstream, resp *fasthttp.Response, f *openai.Request) bool {
 	status := resp.StatusCode()
@@ -332,9 +333,12 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, u *upstream.Upstream, resp *fa
 		}
 	case status >= 400 && status < 500:
 		if !isOpenAIError(body) {
-			var detail [64]byte
+			// Its status stands, and its words go inside OpenAI's shape
+			// (see appendUpstreamWords).
+			detail := appendStatus(append(make([]byte, 0, 128), f.Model...), status)
+			detail = appendUpstreamWords(detail, body, resp.Header.ContentType(), upstreamSecrets(u.Authorization(), u.Headers()))
 			writeError(ctx, &apiError{status: status, typ: typeInvalidRequest, code: "upstream_error",
-				message: "The upstream refused the request for the model: "}, appendStatus(append(detail[:0], f.Model...), status))
+				message: "The upstream refused the request for the model: "}, detail)
 			return false
 		}
 	case status >= 500:
