@@ -18,6 +18,24 @@ func (s *Server) chatCompletions(ctx *fasthttp.RequestCtx) { s.inference(ctx, up
 func (s *Server) completions(ctx *fasthttp.RequestCtx)     { s.inference(ctx, upstream.Completions) }
 func (s *Server) embeddings(ctx *fasthttp.RequestCtx)      { s.inference(ctx, upstream.Embeddings) }
 
+var errStoredChatCompletions = &apiError{status: fasthttp.StatusNotFound, typ: typeInvalidRequest, code: "unsupported_endpoint",
+	message: "Stored chat completions are not supported by this gateway: it keeps no chat completion after answering it, " +
+		"since remembering every id would cost each chat request a write to the store. For answers stored and retrieved " +
+		"by id, use the Responses API (POST /v1/responses), whose ids this gateway routes back to the upstream that made them. (",
+	after: ")"}
+
+// storedChatCompletions answers the stored chat completions API (get,
+// update, delete and list chat completions, list a completion's messages)
+// on every method, once the key authenticates: a 404 that says what is not
+// supported and why, where a 405 with an Allow header would send the
+// client looking for a method that does not exist.
+func (s *Server) storedChatCompletions(ctx *fasthttp.RequestCtx) {
+	if _, _, ok := s.authenticate(ctx); !ok {
+		return
+	}
+	writeError(ctx, errStoredChatCompletions, methodAndPath(ctx))
+}
+
 // inference is the hot path: authenticate, read the few fields it needs from
 // the body, check the plan, forward. It allocates nothing in steady state for
 // buffered answers (see TestAllocsServeChat).
