@@ -155,3 +155,29 @@ func TestCompletionsMaxTokensZero(t *testing.T) {
 		}
 	}
 }
+
+// TestCompletionsMaxTokensZeroIsBounded: max_tokens 0 with echo still
+// costs output (the prompt, returned with each completion), so the
+// per-request cap weighs it: the same scoring body passes without echo and
+// is refused with it, before the upstream sees it.
+func TestCompletionsMaxTokensZeroIsBounded(t *testing.T) {
+	m, up := startMock(t, mock.Options{})
+	g := startGateway(t, boundsConfig(up), "")
+	key := g.newKey("reqcap").Key
+	prompt := strings.Repeat("score these words ", 8)
+	// Prompt bound: (body bytes + 64) tokens at $1/M, about $0.0003; with
+	// echo the same again as output at $2/M: past the $0.0005 cap.
+	scoring := `{"model":"mock","prompt":"` + prompt + `","max_tokens":0,"logprobs":0`
+	before := m.Requests()
+	st, hdr, b := g.do("POST", "/v1/completions", key, []byte(scoring+`,"echo":true}`))
+	wantErrorBody(t, st, hdr, b, http.StatusPaymentRequired, "budget_exceeded")
+	if m.Requests() != before {
+		t.Fatal("refused, yet the upstream got it")
+	}
+	// Admitted (the mock then refuses max_tokens 0 itself, which
+	// TestCompletionsMaxTokensZero's upstream does not): the gateway let it through.
+	g.do("POST", "/v1/completions", key, []byte(scoring+`}`))
+	if m.Requests() != before+1 {
+		t.Fatal("max_tokens 0 without echo was not forwarded")
+	}
+}
