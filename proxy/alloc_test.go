@@ -17,7 +17,8 @@ func TestAllocsServeChat(t *testing.T) {
 	key := g.newKey("all").Key
 	for _, model := range []string{"mock", "alias"} { // as is, and renamed for the upstream
 		body := bytes.Replace(benchBody, []byte(`"gpt-4o-mini"`), []byte(`"`+model+`"`), 1)
-		req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\n" +
+		// With an Accept, as the SDKs send, which is forwarded.
+		req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\nAccept: application/json\r\n" +
 			"Authorization: Bearer " + key + "\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + string(body))
 		c := newFakeConn(g.srv)
 		serve := func() {

@@ -29,7 +29,7 @@ func TestBodyError(t *testing.T) {
 	f(`{}`, openai.ErrMissingModel, errMissingModel)
 	f(`{"model":1}`, openai.ErrModelNotString, errModelNotString)
 	f(`{"model":"m","stream":1}`, openai.ErrStreamNotBool, errStreamNotBool)
-	f(`{"model":"m","max_tokens":0}`, openai.ErrMaxTokens, errMaxTokens)
+	f(`{"model":"m","max_tokens":-1}`, openai.ErrMaxTokens, errMaxTokens)
 	f(`{"model":"m","n":0}`, openai.ErrChoices, errChoices)
 	f(`{"model":"m","best_of":0}`, openai.ErrBestOf, errBestOf)
 	f(`{"model":"m","model":"m"}`, openai.ErrDuplicateField, errDuplicateField)

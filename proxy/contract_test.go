@@ -88,7 +88,8 @@ func TestErrorsRaw(t *testing.T) {
 	f("empty body", "POST", "/v1/embeddings", key, ``, 400, "invalid_json")
 	f("duplicate model", "POST", "/v1/chat/completions", key, `{"model":"mock","model":"secret-model"}`, 400, "duplicate_key")
 	f("unknown path", "POST", "/v1/nope", key, `{}`, 404, "unknown_url")
-	f("method not allowed", "GET", "/v1/chat/completions", key, ``, 405, "method_not_allowed")
+	// GET /v1/chat/completions lists stored chat completions: see TestStoredChatCompletionsAreUnsupported.
+	f("method not allowed", "GET", "/v1/embeddings", key, ``, 405, "method_not_allowed")
 	f("body too large", "POST", "/v1/chat/completions", key, `{"model":"mock","x":"`+strings.Repeat("a", 70000)+`"}`, 413, "request_too_large")
 	// Far over: the client is still sending when the gateway answers, and must
 	// still read the 413 rather than a reset (lingering close).

@@ -46,8 +46,11 @@ func TestMethodNotAllowedAllow(t *testing.T) {
 			t.Fatalf("%s %s: Allow %q, want %q", method, path, got, wantAllow)
 		}
 	}
-	f("GET", "/v1/chat/completions", "POST")
-	f("OPTIONS", "/v1/chat/completions", "POST")
+	// GET /v1/chat/completions lists stored chat completions (a 404 of its
+	// own: TestStoredChatCompletionsAreUnsupported).
+	f("GET", "/v1/embeddings", "POST")
+	f("PUT", "/v1/chat/completions", "GET, POST")
+	f("OPTIONS", "/v1/chat/completions", "GET, POST")
 	f("DELETE", "/v1/models", "GET")
 	if allow := func() string { _, h, _ := g.do("PUT", "/v1/keys/x", g.adminKey, nil); return h.Get("Allow") }(); strings.Contains(allow, "OPTIONS") {
 		t.Fatalf("PUT /v1/keys/x: Allow %q advertises OPTIONS", allow)

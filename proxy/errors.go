@@ -19,13 +19,14 @@ const (
 
 // apiError is one OpenAI-shaped error answer. The fixed ones are package-level
 // values so writing them allocates nothing; detail, when set, is appended to the
-// message (a model name, a field) and JSON-escaped.
+// message (a model name, a field) and JSON-escaped, and after follows it.
 type apiError struct {
 	status  int
 	typ     string
 	code    string // "" renders as null
 	param   string // "" renders as null
 	message string
+	after   string
 }
 
 var (
@@ -54,18 +55,18 @@ var (
 		message: "The request body must be a JSON object."}
 	errMissingModel = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "model", code: "missing_required_parameter",
 		message: "You must provide a model parameter."}
+	// The field errors' messages are written whole by writeFieldError, in
+	// OpenAI's words; message here is what a field error says without them.
 	errModelNotString = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "model", code: "invalid_type",
-		message: "The model parameter must be a non-empty string."}
+		message: "Invalid 'model': expected a non-empty string of valid UTF-8."}
 	errStreamNotBool = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "stream", code: "invalid_type",
-		message: "The stream parameter must be a boolean."}
+		message: "Invalid type for 'stream': expected a boolean."}
 	errMaxTokens = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "max_tokens", code: "invalid_value",
-		message: "max_tokens (or max_completion_tokens) must be a positive integer."}
-	errMaxTokensTooLarge = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "max_tokens", code: "invalid_value",
-		message: "max_tokens is larger than the model allows; the most it takes is "}
+		message: "Invalid 'max_tokens': expected an integer."}
 	errChoices = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "n", code: "invalid_value",
-		message: "n must be an integer from 1 to 128."}
+		message: "Invalid 'n': expected an integer from 1 to 128."}
 	errDuplicateField = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "duplicate_key",
-		message: "The request body repeats a top-level key: "}
+		message: "Invalid body: the key '", after: "' appears more than once. Upstreams read the last and the gateway would check another, so send it once."}
 	errModelNotFound = &apiError{status: fasthttp.StatusNotFound, typ: typeInvalidRequest, param: "model", code: "model_not_found",
 		message: "The model does not exist: "}
 	errModelNotAllowed = &apiError{status: fasthttp.StatusForbidden, typ: typeInvalidRequest, param: "model", code: "model_not_allowed",
@@ -105,21 +106,38 @@ var (
 // It replaces whatever body was set, keeps the x-request-id header, and does
 // not allocate.
 func writeError(ctx *fasthttp.RequestCtx, e *apiError, detail []byte) {
+	writeErrorParam(ctx, e, nil, detail)
+}
+
+// writeErrorParam is writeError with param, when not nil, in place of e's.
+func writeErrorParam(ctx *fasthttp.RequestCtx, e *apiError, param, detail []byte) {
 	var scratch [512]byte
 	ctx.SetStatusCode(e.status)
 	ctx.SetContentTypeBytes(contentTypeJSON)
-	ctx.SetBody(appendError(scratch[:0], e, detail))
+	ctx.SetBody(appendErrorParam(scratch[:0], e, param, detail))
 }
 
 // appendError appends e's JSON body, {"error":{"message","type","param","code"}}, to b.
 func appendError(b []byte, e *apiError, detail []byte) []byte {
+	return appendErrorParam(b, e, nil, detail)
+}
+
+// appendErrorParam is appendError with param, when not nil, in place of e's.
+func appendErrorParam(b []byte, e *apiError, param, detail []byte) []byte {
 	b = append(b, `{"error":{"message":"`...)
 	b = appendEscaped(b, e.message)
 	b = appendEscapedBytes(b, detail)
+	b = appendEscaped(b, e.after)
 	b = append(b, `","type":"`...)
 	b = append(b, e.typ...)
 	b = append(b, `","param":`...)
-	b = appendNullableString(b, e.param)
+	if param != nil {
+		b = append(b, '"')
+		b = appendEscapedBytes(b, param)
+		b = append(b, '"')
+	} else {
+		b = appendNullableString(b, e.param)
+	}
 	b = append(b, `,"code":`...)
 	b = appendNullableString(b, e.code)
 	return append(b, "}}"...)

@@ -18,6 +18,24 @@ func (s *Server) chatCompletions(ctx *fasthttp.RequestCtx) { s.inference(ctx, up
 func (s *Server) completions(ctx *fasthttp.RequestCtx)     { s.inference(ctx, upstream.Completions) }
 func (s *Server) embeddings(ctx *fasthttp.RequestCtx)      { s.inference(ctx, upstream.Embeddings) }
 
+var errStoredChatCompletions = &apiError{status: fasthttp.StatusNotFound, typ: typeInvalidRequest, code: "unsupported_endpoint",
+	message: "Stored chat completions are not supported by this gateway: it keeps no chat completion after answering it, " +
+		"since remembering every id would cost each chat request a write to the store. For answers stored and retrieved " +
+		"by id, use the Responses API (POST /v1/responses), whose ids this gateway routes back to the upstream that made them. (",
+	after: ")"}
+
+// storedChatCompletions answers the stored chat completions API (get,
+// update, delete and list chat completions, list a completion's messages)
+// on every method, once the key authenticates: a 404 that says what is not
+// supported and why, where a 405 with an Allow header would send the
+// client looking for a method that does not exist.
+func (s *Server) storedChatCompletions(ctx *fasthttp.RequestCtx) {
+	if _, _, ok := s.authenticate(ctx); !ok {
+		return
+	}
+	writeError(ctx, errStoredChatCompletions, methodAndPath(ctx))
+}
+
 // inference is the hot path: authenticate, read the few fields it needs from
 // the body, check the plan, forward. It allocates nothing in steady state for
 // buffered answers (see TestAllocsServeChat).
@@ -35,7 +53,7 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 	c.rec.keyID, c.rec.plan = key.ID, plan.Name
 	var f openai.Request
 	if detail, err := f.Parse(ctx.PostBody()); err != nil {
-		writeError(ctx, bodyError(err), detail)
+		writeBodyError(ctx, &f, err, detail, minMaxTokens(ep))
 		return
 	}
 	m := s.routing.Load().models.lookup(f.Model)
@@ -259,7 +277,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 }
 
 // buildUpstreamRequest writes the upstream request for route r: the gateway's
-// own credentials (never the client's), and the body with the model renamed
+// own credentials (never the client's), the client's Accept, and the body with the model renamed
 // when the route calls it something else. A stream always asks for the
 // upstream's usage (stream_options.include_usage), so it can be billed
 // exactly; it reports whether the gateway added that on the client's behalf.
@@ -272,10 +290,12 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep up
 	if auth := u.Authorization(); auth != nil {
 		req.Header.SetCanonical(headerAuthorization, auth)
 	}
-	if f.Stream {
-		req.Header.SetCanonical(headerAccept, contentTypeSSE)
-	} else {
-		req.Header.SetCanonical(headerAccept, contentTypeJSON)
+	// The client's Accept, as sent, and nothing it did not send: an upstream
+	// that negotiates on it must judge what the client asked for (the
+	// SDKs send application/json even for streams, and providers serve them
+	// the stream), not a header of the gateway's (TestAcceptIsForwardedAsSent).
+	for _, a := range ctx.Request.Header.PeekAll(fasthttp.HeaderAccept) {
+		req.Header.AddBytesKV(headerAccept, a)
 	}
 	req.Header.SetCanonical(headerXRequestID, ctx.Response.Header.Peek(headerRequestID))
 	for _, h := range u.Headers() {
@@ -307,7 +327,8 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep up
 }
 
 // answer relays a buffered upstream answer from u: success and OpenAI-shaped
-// client errors pass through untouched; anything else becomes a gateway error.
+// client errors pass through untouched; another client error keeps its
+// status and the upstream's words; anything else becomes a gateway error.
 // It reports whether the answer was a success, which is billed.
 func (s *Server) answer(ctx *fasthttp.RequestCtx, u *upstream.Upstream, resp *fasthttp.Response, f *openai.Request) bool {
 	status := resp.StatusCode()
@@ -330,9 +351,12 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, u *upstream.Upstream, resp *fa
 		}
 	case status >= 400 && status < 500:
 		if !isOpenAIError(body) {
-			var detail [64]byte
+			// Its status stands, and its words go inside OpenAI's shape
+			// (see appendUpstreamWords).
+			detail := appendStatus(append(make([]byte, 0, 128), f.Model...), status)
+			detail = appendUpstreamWords(detail, body, resp.Header.ContentType(), upstreamSecrets(u.Authorization(), u.Headers()))
 			writeError(ctx, &apiError{status: status, typ: typeInvalidRequest, code: "upstream_error",
-				message: "The upstream refused the request for the model: "}, appendStatus(append(detail[:0], f.Model...), status))
+				message: "The upstream refused the request for the model: "}, detail)
 			return false
 		}
 	case status >= 500:

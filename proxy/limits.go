@@ -20,15 +20,17 @@ import (
 // completion generated (openai.Request.OutputBound).
 // Embeddings produce no output: their inputs, arrays included, are prompt
 // bytes. The tokens-per-minute charge keeps OpenAI's estimate. It answers
-// 400 itself for a max_tokens over the model's limit.
+// 400 itself for a max_tokens over the model's limit, or under the
+// endpoint's least (minMaxTokens).
 func admission(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, key *keys.Key, plan *keys.Plan, m *model, f *openai.Request, a *limits.Admission) (prompt, out int64, ok bool) {
 	perChoice := f.MaxTokens
 	switch {
 	case ep == upstream.Embeddings:
 		perChoice = 0
-	case perChoice > m.maxOutput:
+	case perChoice > m.maxOutput || (perChoice >= 0 && perChoice < minMaxTokens(ep)):
 		var b [20]byte
-		writeError(ctx, errMaxTokensTooLarge, strconv.AppendInt(b[:0], m.maxOutput, 10))
+		writeIntFieldError(ctx, errMaxTokens, f.MaxTokensParam, strconv.AppendInt(b[:0], perChoice, 10),
+			minMaxTokens(ep), m.maxOutput, maxOutputNote)
 		return 0, 0, false
 	case perChoice < 0 && ep == upstream.Completions:
 		perChoice = min(openai.LegacyDefaultMaxTokens, m.maxOutput)
@@ -60,6 +62,20 @@ func admission(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, key *keys.Key, pl
 	}
 	return prompt, out, true
 }
+
+// minMaxTokens is the least max_tokens (or max_completion_tokens) ep takes:
+// 0 on the legacy completions, where the spec allows it (with echo and
+// logprobs it scores a prompt without generating), 1 on chat, as OpenAI
+// refuses 0 there.
+func minMaxTokens(ep upstream.Endpoint) int64 {
+	if ep == upstream.Chat {
+		return 1
+	}
+	return 0
+}
+
+// maxOutputNote says where a max_tokens maximum comes from.
+const maxOutputNote = " (the model's max_output_tokens)"
 
 // streamReserveTokens is the output a stream reserves against the monthly
 // budget at a time, per choice, when it did not set max_tokens.

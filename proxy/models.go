@@ -32,20 +32,73 @@ func (s *Server) listModels(ctx *fasthttp.RequestCtx) {
 }
 
 // getModel answers GET /v1/models/{model}; a model outside the plan is
-// reported as missing, as OpenAI does for models a key cannot use.
+// reported as missing, as OpenAI does for models a key cannot use. The id is
+// percent-decoded: every SDK escapes it as a path segment, so a Hugging
+// Face-style id arrives as meta-llama%2FLlama-3.1-8B. The route takes the
+// rest of the path, so the same id written with a bare slash (curl) finds
+// it too.
 func (s *Server) getModel(ctx *fasthttp.RequestCtx) {
 	_, plan, ok := s.authenticate(ctx)
 	if !ok {
 		return
 	}
-	name, _ := ctx.UserValue("model").(string)
-	m := s.routing.Load().models.byName[name]
-	if m == nil || !allows(plan, name) {
-		writeError(ctx, errModelNotFound, []byte(name))
+	raw, _ := ctx.UserValue("model").(string)
+	var buf [maxModelID]byte
+	name, ok := unescapePathSegment(buf[:0], raw)
+	if !ok {
+		writeError(ctx, errModelIDEscape, methodAndPath(ctx))
+		return
+	}
+	m := s.routing.Load().models.lookup(name)
+	if m == nil || !plan.Allows(name) {
+		writeError(ctx, errModelNotFound, name)
 		return
 	}
 	ctx.SetContentTypeBytes(contentTypeJSON)
 	ctx.SetBody(appendModel(nil, m))
+}
+
+// maxModelID is the decoded id length getModel decodes on the stack; a
+// longer one is decoded on the heap (and names no model anyone configured).
+const maxModelID = 256
+
+var errModelIDEscape = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "model", code: "invalid_url",
+	message: "Invalid URL: the model id has a malformed percent-escape ('%' must be followed by two hex digits): "}
+
+// unescapePathSegment appends the percent-decoded raw to dst, as RFC 3986
+// decodes a path segment ('+' stays '+'); ok is false for a '%' not followed
+// by two hex digits.
+func unescapePathSegment(dst []byte, raw string) (_ []byte, ok bool) {
+	for i := 0; i < len(raw); i++ {
+		c := raw[i]
+		if c != '%' {
+			dst = append(dst, c)
+			continue
+		}
+		if i+2 >= len(raw) {
+			return nil, false
+		}
+		hi, okHi := unhex(raw[i+1])
+		lo, okLo := unhex(raw[i+2])
+		if !okHi || !okLo {
+			return nil, false
+		}
+		dst = append(dst, hi<<4|lo)
+		i += 2
+	}
+	return dst, true
+}
+
+func unhex(c byte) (byte, bool) {
+	switch {
+	case '0' <= c && c <= '9':
+		return c - '0', true
+	case 'a' <= c && c <= 'f':
+		return c - 'a' + 10, true
+	case 'A' <= c && c <= 'F':
+		return c - 'A' + 10, true
+	}
+	return 0, false
 }
 
 func allows(p *keys.Plan, model string) bool { return p.Allows([]byte(model)) }

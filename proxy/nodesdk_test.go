@@ -42,17 +42,19 @@ func TestNodeSDKTypedErrors(t *testing.T) {
 		Error  string         `json:"error"`
 		Status int            `json:"status"`
 		Code   string         `json:"code"`
+		Param  string         `json:"param,omitempty"`
 	}
 	cases := []sdkCase{
-		{"malformed key", "sk-nope", "mock", nil, "AuthenticationError", 401, "invalid_api_key"},
-		{"unknown key", unknown, "mock", nil, "AuthenticationError", 401, "invalid_api_key"},
-		{"revoked key", revoked.Key, "mock", nil, "AuthenticationError", 401, "invalid_api_key"},
-		{"model outside plan", key, "secret-model", nil, "PermissionDeniedError", 403, "model_not_allowed"},
-		{"unknown model", key, "no-such-model", nil, "NotFoundError", 404, "model_not_found"},
-		{"bad max_tokens", key, "mock", map[string]any{"max_tokens": -1}, "BadRequestError", 400, "invalid_value"},
-		{"rate limited", limited, "mock", nil, "RateLimitError", 429, "rate_limit_exceeded"},
-		{"upstream 5xx", key, "failing", nil, "InternalServerError", 502, "upstream_error"},
-		{"upstream timeout", key, "slow", nil, "InternalServerError", 504, "upstream_timeout"},
+		{"malformed key", "sk-nope", "mock", nil, "AuthenticationError", 401, "invalid_api_key", ""},
+		{"unknown key", unknown, "mock", nil, "AuthenticationError", 401, "invalid_api_key", ""},
+		{"revoked key", revoked.Key, "mock", nil, "AuthenticationError", 401, "invalid_api_key", ""},
+		{"model outside plan", key, "secret-model", nil, "PermissionDeniedError", 403, "model_not_allowed", ""},
+		{"unknown model", key, "no-such-model", nil, "NotFoundError", 404, "model_not_found", ""},
+		{"bad max_tokens", key, "mock", map[string]any{"max_tokens": -1}, "BadRequestError", 400, "invalid_value", "max_tokens"},
+		{"max_completion_tokens 0 on chat", key, "mock", map[string]any{"max_completion_tokens": 0}, "BadRequestError", 400, "invalid_value", "max_completion_tokens"},
+		{"rate limited", limited, "mock", nil, "RateLimitError", 429, "rate_limit_exceeded", ""},
+		{"upstream 5xx", key, "failing", nil, "InternalServerError", 502, "upstream_error", ""},
+		{"upstream timeout", key, "slow", nil, "InternalServerError", 504, "upstream_timeout", ""},
 	}
 	in, _ := json.Marshal(map[string]any{"key": key, "cases": cases})
 	cmd := exec.Command(node, filepath.Join(dir, "errors.mjs"))

@@ -200,10 +200,15 @@ func (s *Server) newHTTPServer(cfg *config.Config, h fasthttp.RequestHandler,
 func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
 	public = s.newRouter()
 	public.POST("/v1/chat/completions", s.chatCompletions)
+	// The stored chat completions API, on every method: see
+	// storedChatCompletions.
+	public.GET("/v1/chat/completions", s.storedChatCompletions)
+	public.ANY("/v1/chat/completions/{id}", s.storedChatCompletions)
+	public.ANY("/v1/chat/completions/{id}/messages", s.storedChatCompletions)
 	public.POST("/v1/completions", s.completions)
 	public.POST("/v1/embeddings", s.embeddings)
 	public.GET("/v1/models", s.listModels)
-	public.GET("/v1/models/{model}", s.getModel)
+	public.GET("/v1/models/{model:*}", s.getModel)
 	public.GET("/healthz", healthz)
 	public.GET("/readyz", s.readyz)
 

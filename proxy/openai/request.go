@@ -22,9 +22,12 @@ type Request struct {
 	// Stream is true when the client asked for a stream.
 	Stream bool
 	// MaxTokens is max_completion_tokens, else max_tokens; -1 when neither
-	// is given. N is how many choices are asked for (default 1).
-	MaxTokens int64
-	N         int64
+	// is given. MaxTokensParam is the name of the field it was read from
+	// (or, after ErrMaxTokens, the field refused), nil when neither. N is
+	// how many choices are asked for (default 1).
+	MaxTokens      int64
+	MaxTokensParam []byte
+	N              int64
 	// Prompts is how many prompts a legacy completion's prompt holds (1 for
 	// a string or one array of token ids), BestOf its best_of (0 when
 	// absent): the upstream generates, and bills, best_of completions per
@@ -55,9 +58,11 @@ type Request struct {
 }
 
 // Parse reads f from body. On failure it returns one of the Err values of
-// this package and, for ErrDuplicateField, ErrDuplicateKey and
+// this package and a detail: for ErrDuplicateField, ErrDuplicateKey and
 // ErrAmbiguousKey, the name of the key at fault (one the gateway reads, never
-// the client's bytes) as detail.
+// the client's bytes); for ErrModelNotString, ErrStreamNotBool, ErrMaxTokens,
+// ErrChoices and ErrBestOf, the value's JSON token as the client sent it
+// (in body; untrusted, of any length), for the error to say what it got.
 func (f *Request) Parse(body []byte) (detail []byte, err error) {
 	*f = Request{MaxTokens: -1, N: 1, Prompts: 1}
 	// Validation first, with sonic's SIMD validator (about 135 ns for a typical
@@ -129,9 +134,13 @@ var (
 	ErrMissingModel   = errors.New("openai: the body has no model")
 	ErrModelNotString = errors.New("openai: model is not a non-empty string of valid UTF-8")
 	ErrStreamNotBool  = errors.New("openai: stream is not a boolean")
-	ErrMaxTokens      = errors.New("openai: max_tokens or max_completion_tokens is not a positive integer")
-	ErrChoices        = errors.New("openai: n is not an integer from 1 to 128")
-	ErrBestOf         = errors.New("openai: best_of is not an integer from 1 to 128")
+	// ErrMaxTokens: max_tokens or max_completion_tokens (MaxTokensParam says
+	// which) is not an integer from 0 to MaxCount. 0 is the least the
+	// legacy completions take; the endpoints that take at least 1 refuse 0
+	// themselves.
+	ErrMaxTokens = errors.New("openai: max_tokens or max_completion_tokens is not an integer from 0 to MaxCount")
+	ErrChoices   = errors.New("openai: n is not an integer from 1 to 128")
+	ErrBestOf    = errors.New("openai: best_of is not an integer from 1 to 128")
 	// ErrDuplicateField: a top-level key the gateway reads is repeated.
 	ErrDuplicateField = errors.New("openai: a top-level key is repeated")
 	// ErrDuplicateKey: a nested key the gateway reads is repeated.
@@ -199,6 +208,13 @@ func variantOf(name []byte, keys ...[]byte) []byte {
 // ContentBytes reads, and the time one odd chunk can cost.
 const maxChoices = 128
 
+// MaxChoices is the most n and best_of may ask for.
+const MaxChoices = maxChoices
+
+// MaxCount is the largest count (max_tokens) Parse reads: 15 digits, so
+// that products with prices cannot overflow.
+const MaxCount = 999_999_999_999_999
+
 // field reads one top-level member. On failure it returns the error and the
 // name to detail it with (a key of the gateway's, never the client's bytes).
 func (f *Request) field(key, body []byte, start, end int) (name []byte, err error) {
@@ -211,7 +227,7 @@ func (f *Request) field(key, body []byte, start, end int) (name []byte, err erro
 		}
 		f.seenModel = true
 		if body[start] != '"' || end-start < 3 {
-			return nil, ErrModelNotString
+			return body[start:end], ErrModelNotString
 		}
 		f.modelStart, f.modelEnd = start, end
 		f.Model = body[start+1 : end-1]
@@ -223,7 +239,7 @@ func (f *Request) field(key, body []byte, start, end int) (name []byte, err erro
 		}
 		if !utf8.Valid(f.Model) {
 			// Upstreams would read U+FFFD where the gateway reads raw bytes.
-			return nil, ErrModelNotString
+			return body[start:end], ErrModelNotString
 		}
 	case bytes.Equal(key, keyStream):
 		if f.seenStream {
@@ -235,7 +251,7 @@ func (f *Request) field(key, body []byte, start, end int) (name []byte, err erro
 			f.Stream = true
 		case 'f', 'n':
 		default:
-			return nil, ErrStreamNotBool
+			return body[start:end], ErrStreamNotBool
 		}
 	case bytes.Equal(key, keyMaxTokens), bytes.Equal(key, keyMaxCompletionTokens):
 		bit := uint8(1)
@@ -253,12 +269,19 @@ func (f *Request) field(key, body []byte, start, end int) (name []byte, err erro
 			return nil, nil
 		}
 		v, ok := parseCount(body[start:end])
-		if !ok || v < 1 {
-			return nil, ErrMaxTokens
+		if !ok || v < 0 {
+			if bit == 2 {
+				f.MaxTokensParam = keyMaxCompletionTokens
+			} else {
+				f.MaxTokensParam = keyMaxTokens
+			}
+			return body[start:end], ErrMaxTokens
 		}
 		// max_completion_tokens supersedes the older max_tokens.
-		if bit == 2 || f.seenMax&2 == 0 {
-			f.MaxTokens = v
+		if bit == 2 {
+			f.MaxTokens, f.MaxTokensParam = v, keyMaxCompletionTokens
+		} else if f.seenMax&2 == 0 {
+			f.MaxTokens, f.MaxTokensParam = v, keyMaxTokens
 		}
 	case bytes.Equal(key, keyStreamOptions):
 		if f.soEnd != 0 {
@@ -366,7 +389,7 @@ func choicesField(key, tok []byte, seen *bool, v *int64, bad error) ([]byte, err
 	}
 	n, ok := parseCount(tok)
 	if !ok || n < 1 || n > maxChoices {
-		return nil, bad
+		return tok, bad
 	}
 	*v = n
 	return nil, nil

@@ -220,7 +220,8 @@ func TestRequestFieldsCounts(t *testing.T) {
 			t.Fatalf("Parse(%s) = %v, want %v", body, err, want)
 		}
 	}
-	g(`{"model":"m","max_tokens":0}`, ErrMaxTokens)
+	g(`{"model":"m","max_tokens":-1}`, ErrMaxTokens)
+	g(`{"model":"m","max_completion_tokens":-1}`, ErrMaxTokens)
 	g(`{"model":"m","max_tokens":-5}`, ErrMaxTokens)
 	g(`{"model":"m","max_tokens":1.5}`, ErrMaxTokens)
 	g(`{"model":"m","max_tokens":"10"}`, ErrMaxTokens)
@@ -293,4 +294,26 @@ func quoted(s string) []byte {
 		panic(err)
 	}
 	return b
+}
+
+// TestMaxTokensParam: 0 is read (the legacy completions take it; chat
+// refuses it in proxy), and MaxTokensParam names the field the value came
+// from, or the one refused, so that an error's param is what the client sent.
+func TestMaxTokensParam(t *testing.T) {
+	f := func(body string, wantMax int64, wantParam string, wantErr error) {
+		t.Helper()
+		var rf Request
+		_, err := rf.Parse([]byte(body))
+		if err != wantErr || (err == nil && rf.MaxTokens != wantMax) || string(rf.MaxTokensParam) != wantParam {
+			t.Fatalf("Parse(%s) = %v, max %d param %q; want %v, %d %q", body, err, rf.MaxTokens, rf.MaxTokensParam, wantErr, wantMax, wantParam)
+		}
+	}
+	f(`{"model":"m"}`, -1, "", nil)
+	f(`{"model":"m","max_tokens":0}`, 0, "max_tokens", nil)
+	f(`{"model":"m","max_completion_tokens":0}`, 0, "max_completion_tokens", nil)
+	f(`{"model":"m","max_completion_tokens":7,"max_tokens":9}`, 7, "max_completion_tokens", nil)
+	f(`{"model":"m","max_tokens":9,"max_completion_tokens":7}`, 7, "max_completion_tokens", nil)
+	f(`{"model":"m","max_tokens":null}`, -1, "", nil)
+	f(`{"model":"m","max_completion_tokens":7,"max_tokens":-9}`, 0, "max_tokens", ErrMaxTokens)
+	f(`{"model":"m","max_completion_tokens":"7"}`, 0, "max_completion_tokens", ErrMaxTokens)
 }

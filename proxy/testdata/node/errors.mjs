@@ -31,8 +31,17 @@ for (const c of cases) {
     await cl.chat.completions.create({ model: c.model, messages: [{ role: 'user', content: 'hi' }], ...c.extra });
     report(false, c.name, 'no error');
   } catch (e) {
-    const ok = e instanceof OpenAI[c.error] && e.status === c.status && e.code === c.code;
-    report(ok, c.name, `${e.constructor.name} ${e.status} ${e.code}`);
+    const ok = e instanceof OpenAI[c.error] && e.status === c.status && e.code === c.code && (!c.param || e.param === c.param);
+    report(ok, c.name, `${e.constructor.name} ${e.status} ${e.code}${c.param ? ' ' + e.param : ''}`);
   }
+}
+
+// The stored chat completions API is not served: a 404 the SDK classes.
+try {
+  await client.chat.completions.retrieve('chatcmpl-abc');
+  report(false, 'stored chat completion', 'no error');
+} catch (e) {
+  const ok = e instanceof OpenAI.NotFoundError && e.status === 404 && e.code === 'unsupported_endpoint';
+  report(ok, 'stored chat completion', `${e.constructor.name} ${e.status} ${e.code}`);
 }
 process.exit(failed ? 1 : 0);
