@@ -28,6 +28,8 @@ models:
   - {name: mock, routes: [{upstream: up}], price: {input_per_mtok: 1.5, output_per_mtok: 2.25}, max_output_tokens: 100000}
   - {name: alias, routes: [{upstream: up, model: upstream-name}]}
   - {name: other, routes: [{upstream: up}]}
+  - {name: windowed, routes: [{upstream: up}], price: {input_per_mtok: 1.5, output_per_mtok: 2.25}, context_window_tokens: 200000}
+  - {name: huge, routes: [{upstream: up}], price: {input_per_mtok: 1.5, output_per_mtok: 2.25}, context_window_tokens: 100000000}
 plans:
   - {name: all, models: ["*"]}
   - {name: mockonly, models: ["mock", "alias"]}
@@ -326,9 +328,12 @@ func TestResponsesErrors(t *testing.T) {
 
 // TestResponsesChainedPromptIsUnbounded: previous_response_id (or a
 // conversation) makes the upstream prepend an earlier conversation that the
-// body does not bound, so admission bounds the prompt at MaxBoundTokens: a
-// capped key is refused 402 rather than billed past its cap, an uncapped
-// key is served, and the same body without the chain passes the cap.
+// body does not bound, so admission bounds the prompt by the model's context
+// window or, without one, at MaxBoundTokens: a capped key is refused 402
+// rather than billed past its cap, an uncapped key is served, the same body
+// without the chain passes the cap, and so does the chain on a model whose
+// context window the cap covers (200,000 tokens at $1.5 a million: $0.30 of
+// a $1 cap), not on one whose window it does not ($150).
 func TestResponsesChainedPromptIsUnbounded(t *testing.T) {
 	m, up := startMock(t, mock.Options{Chunks: 4})
 	g := startGateway(t, responsesConfig(up), "")
@@ -352,7 +357,10 @@ func TestResponsesChainedPromptIsUnbounded(t *testing.T) {
 	f("monthly cap, previous_response_id", month, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
 	f("no cap, previous_response_id", free, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusOK)
 	f("per-request cap, previous_response_id null", capped, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":null}`, http.StatusOK)
-	if n := m.Requests(); n != 3 {
-		t.Fatalf("upstream saw %d requests, want the 3 admitted", n)
+	f("per-request cap, context window it covers", capped, `{"model":"windowed","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusOK)
+	f("monthly cap below the context window's cost", month, `{"model":"windowed","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
+	f("per-request cap, context window it does not cover", capped, `{"model":"huge","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
+	if n := m.Requests(); n != 4 {
+		t.Fatalf("upstream saw %d requests, want the 4 admitted", n)
 	}
 }
