@@ -327,8 +327,8 @@ func TestResponsesErrors(t *testing.T) {
 }
 
 // TestResponsesChainedPromptIsUnbounded: previous_response_id (or a
-// conversation) makes the upstream prepend an earlier conversation that the
-// body does not bound, so admission bounds the prompt by the model's context
+// conversation, a stored prompt, an input item_reference) makes the upstream
+// add to the input what the body does not bound, so admission bounds the prompt by the model's context
 // window or, without one, at MaxBoundTokens: a capped key is refused 402
 // rather than billed past its cap, an uncapped key is served, the same body
 // without the chain passes the cap, and so does the chain on a model whose
@@ -354,6 +354,9 @@ func TestResponsesChainedPromptIsUnbounded(t *testing.T) {
 	f("per-request cap, no chain", capped, plain, http.StatusOK)
 	f("per-request cap, previous_response_id", capped, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
 	f("per-request cap, conversation", capped, `{"model":"mock","input":"x","max_output_tokens":16,"conversation":{"id":"conv_1"}}`, http.StatusPaymentRequired)
+	f("per-request cap, stored prompt", capped, `{"model":"mock","input":"x","max_output_tokens":16,"prompt":{"id":"pmpt_1"}}`, http.StatusPaymentRequired)
+	f("per-request cap, item reference", capped, `{"model":"mock","input":[{"type":"item_reference","id":"msg_1"}],"max_output_tokens":16}`, http.StatusPaymentRequired)
+	f("per-request cap, escaped item reference", capped, `{"model":"mock","input":[{"type":"item_r\u0065ference","id":"msg_1"}],"max_output_tokens":16}`, http.StatusPaymentRequired)
 	f("monthly cap, previous_response_id", month, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
 	f("no cap, previous_response_id", free, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusOK)
 	f("per-request cap, previous_response_id null", capped, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":null}`, http.StatusOK)
@@ -362,5 +365,38 @@ func TestResponsesChainedPromptIsUnbounded(t *testing.T) {
 	f("per-request cap, context window it does not cover", capped, `{"model":"huge","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
 	if n := m.Requests(); n != 4 {
 		t.Fatalf("upstream saw %d requests, want the 4 admitted", n)
+	}
+}
+
+// TestResponsesUpstreamFailures: an upstream that answers 5xx is a 502 in
+// OpenAI's shape; one that dies mid-stream ends the client's stream with
+// the Responses error event (upstream_error), and the deltas relayed are
+// billed as an estimate.
+func TestResponsesUpstreamFailures(t *testing.T) {
+	_, cut := startMock(t, mock.Options{Chunks: 30, FailAfterChunks: 5})
+	_, failing := startMock(t, mock.Options{Status: 500})
+	g := startGateway(t, fmt.Sprintf(`
+upstreams: [{name: cut, base_url: %q}, {name: failing, base_url: %q}]
+models:
+  - {name: cut, routes: [{upstream: cut}]}
+  - {name: failing, routes: [{upstream: failing}]}
+plans: [{name: all, models: ["*"]}]
+`, cut, failing), "")
+	k := g.newKey("all")
+	_, err := g.client(k.Key).Responses.New(context.Background(), responsesParams("failing"))
+	wantAPIError(t, err, 502, "server_error", "upstream_error")
+
+	got := rawResponses(t, g.url, k.Key, `{"model":"cut","stream":true,"input":"go"}`)
+	// Four events open the stream, then the five deltas: the error is the tenth, numbered 9.
+	want := "event: error\ndata: {\"type\":\"error\",\"code\":\"upstream_error\"," +
+		"\"message\":\"The upstream stream ended abnormally for the model: cut\",\"param\":null,\"sequence_number\":9}\n\n"
+	if !strings.HasSuffix(got, want) || strings.Count(got, "response.output_text.delta\n") != 5 {
+		t.Fatalf("stream does not end with the error event after 5 deltas:\n%s", got)
+	}
+	u := g.waitUsage(k.ID, "the cut stream's bill", func(u keyUsage) bool { return u.Requests == 2 })
+	// No usage came, so the five words relayed (4-6 bytes each) are
+	// billed at four bytes a token.
+	if u.Completion < 5 || u.Completion > 9 {
+		t.Fatalf("billed %+v; want an estimate of the 5 words produced", u)
 	}
 }
