@@ -400,3 +400,30 @@ plans: [{name: all, models: ["*"]}]
 		t.Fatalf("billed %+v; want an estimate of the 5 words produced", u)
 	}
 }
+
+// TestResponsesLongEventsPass: the Responses API echoes the request's
+// instructions (and tools) in response.created and the final event, and
+// repeats the whole output in the done events, so a legitimate event can be
+// far over the 1 MiB that bounds a chat event. A 2 MB system prompt and the
+// mock's longest answer (65,536 words) stream through whole and are billed
+// the upstream's usage.
+func TestResponsesLongEventsPass(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 65536})
+	g := startGateway(t, fmt.Sprintf(`
+upstreams: [{name: up, base_url: %q}]
+models:
+  - {name: mock, routes: [{upstream: up}], max_output_tokens: 300000}
+plans: [{name: all, models: ["*"]}]
+`, up), "")
+	k := g.newKey("all")
+	instructions := strings.Repeat("Be terse. ", 200000) // 2 MB: 500,000 tokens to the mock
+	body := `{"model":"mock","stream":true,"input":"go","instructions":"` + instructions + `"}`
+	got := rawResponses(t, g.url, k.Key, body)
+	if !strings.Contains(got, "event: response.completed\n") || strings.Contains(got, "event: error\n") {
+		t.Fatalf("stream of %d bytes did not complete: ends %q", len(got), got[max(0, len(got)-300):])
+	}
+	u := g.waitUsage(k.ID, "the long stream's bill", func(u keyUsage) bool { return u.Requests == 1 })
+	if u.Prompt != 500001 || u.Completion != 65536 {
+		t.Fatalf("billed %+v, want the upstream's 500,001 + 65,536 tokens", u)
+	}
+}
