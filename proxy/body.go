@@ -175,6 +175,8 @@ func bodyError(err error) *apiError {
 		return errStreamNotBool
 	case openai.ErrMaxTokens:
 		return errMaxTokens
+	case openai.ErrPreviousResponseID:
+		return errPreviousResponseID
 	case openai.ErrChoices:
 		return errChoices
 	case openai.ErrBestOf:

@@ -63,6 +63,10 @@ var (
 		message: "Invalid type for 'stream': expected a boolean."}
 	errMaxTokens = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "max_tokens", code: "invalid_value",
 		message: "Invalid 'max_tokens': expected an integer."}
+	errPreviousResponseID = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "previous_response_id", code: "invalid_type",
+		message: "Invalid type for 'previous_response_id': expected a string of valid UTF-8."}
+	errBackground = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "background", code: "unsupported_parameter",
+		message: "Unsupported parameter: 'background' responses are not supported by this gateway: their usage is known only after the answer, so they could not be billed."}
 	errChoices = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "n", code: "invalid_value",
 		message: "Invalid 'n': expected an integer from 1 to 128."}
 	errDuplicateField = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "duplicate_key",
