@@ -88,7 +88,7 @@ func (s *Server) settle(c *claim, prompt, completion int64, known bool, requestI
 	c.billed = true
 	r := &c.rec
 	r.prompt, r.completion, r.estimated = prompt, completion, !known
-	r.cost = s.gate.Settle(&c.ticket, prompt, completion, c.model.price, time.Now())
+	r.cost = s.gate.Settle(&c.ticket, usd.Tokens{Prompt: prompt, Completion: completion}, c.model.price, time.Now())
 	// What the upstream reports is billed, even past admission's worst case;
 	// but a bill past it means the bound was wrong (a multiplier it does not
 	// know), and a cap may have been passed: count it and say so.
@@ -184,7 +184,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 			// A request that failed before an answer used nothing; this
 			// releases its reservation.
 			if !c.billed {
-				s.gate.Settle(&c.ticket, 0, 0, m.price, time.Now())
+				s.gate.Settle(&c.ticket, usd.Tokens{}, m.price, time.Now())
 			}
 		}
 	}()

@@ -415,7 +415,7 @@ func (r *streamRelay) journal() {
 	if r.usageKnown {
 		prompt = r.prompt
 	}
-	r.s.gate.Progress(&r.claim.ticket, prompt, r.produced(), r.claim.model.price, time.Now())
+	r.s.gate.Progress(&r.claim.ticket, usd.Tokens{Prompt: prompt, Completion: r.produced()}, r.claim.model.price, time.Now())
 }
 
 // produced is the output so far: the upstream's count once it reported one,
