@@ -10,6 +10,7 @@ import (
 	"github.com/bytedance/sonic/ast"
 
 	"github.com/tokenhub/tokenhub/internal/jsonscan"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // The readers below look up single fields of an OpenAI chunk with sonic's
@@ -25,45 +26,56 @@ import (
 // an allocation each time.
 var nodes = sync.Pool{New: func() any { return new(ast.Node) }}
 
-// ChunkUsage reads usage.prompt_tokens and usage.completion_tokens from a
-// chunk. It reports false when usage is absent or null (every chunk but the
-// last when the client asked for stream_options.include_usage), or when
-// either count is not a non-negative integer.
-func ChunkUsage(data []byte) (prompt, completion int64, ok bool) {
-	prompt, completion, hasCompletion, ok := usage(data)
+// ChunkUsage reads usage.prompt_tokens, usage.completion_tokens and
+// usage.prompt_tokens_details.cached_tokens (see Usage) from a chunk. It
+// reports false when usage is absent or null (every chunk but the last when
+// the client asked for stream_options.include_usage), or when the prompt or
+// completion count is not a non-negative integer.
+func ChunkUsage(data []byte) (usd.Tokens, bool) {
+	used, hasCompletion, ok := usage(data)
 	if !ok || !hasCompletion {
-		return 0, 0, false
+		return usd.Tokens{}, false
 	}
-	return prompt, completion, true
+	return used, true
 }
 
-// Usage reads usage.prompt_tokens and usage.completion_tokens from a whole
-// answer (a buffered completion or embedding), which must be valid JSON;
-// the completion count is 0 when absent (embeddings) or not a count. It
-// reports false without a usage object or a prompt count.
-func Usage(data []byte) (prompt, completion int64, ok bool) {
-	prompt, completion, _, ok = usage(data)
-	return prompt, completion, ok
+// Usage reads usage.prompt_tokens, usage.completion_tokens and
+// usage.prompt_tokens_details.cached_tokens from a whole answer (a buffered
+// completion or embedding), which must be valid JSON; the completion count
+// is 0 when absent (embeddings) or not a count. It reports false without a
+// usage object or a prompt count. The cached count is part of the prompt
+// count, as OpenAI reports it; 0 when absent or not a count, and as the
+// upstream said it otherwise, even past the prompt (the biller clamps it,
+// usd.Tokens.Clamped, and counts that). Like every count here, a key
+// repeated reads as its first.
+func Usage(data []byte) (usd.Tokens, bool) {
+	used, _, ok := usage(data)
+	return used, ok
 }
 
-func usage(data []byte) (prompt, completion int64, hasCompletion, ok bool) {
+func usage(data []byte) (used usd.Tokens, hasCompletion, ok bool) {
 	if !isObject(data) || !mayHaveUsage(data) {
-		return 0, 0, false, false
+		return usd.Tokens{}, false, false
 	}
 	n := nodes.Get().(*ast.Node)
 	defer release(n)
 	u, t := find(n, b2s(data), "usage")
 	if t != ast.V_OBJECT {
-		return 0, 0, false, false
+		return usd.Tokens{}, false, false
 	}
-	if prompt, ok = count(u, "prompt_tokens"); !ok {
-		return 0, 0, false, false
+	if used.Prompt, ok = count(u, "prompt_tokens"); !ok {
+		return usd.Tokens{}, false, false
 	}
-	completion, hasCompletion = count(u, "completion_tokens")
+	used.Completion, hasCompletion = count(u, "completion_tokens")
 	if !hasCompletion {
-		completion = 0
+		used.Completion = 0
 	}
-	return prompt, completion, hasCompletion, true
+	if strings.Contains(u, `"cached_tokens"`) { // spares the search when there are none
+		if used.Cached, ok = count(u, "prompt_tokens_details", "cached_tokens"); !ok {
+			used.Cached = 0
+		}
+	}
+	return used, hasCompletion, true
 }
 
 // IsUsageOnlyChunk reports whether a chunk is the one OpenAI adds at the end
@@ -217,9 +229,9 @@ func find(n *ast.Node, js string, path ...any) (string, int) {
 	return raw, n.TypeSafe()
 }
 
-// count reads a token count: a non-negative integer.
-func count(js, key string) (int64, bool) {
-	n, err := searcher(js).GetByPath(key)
+// count reads a token count, a non-negative integer, at path in js.
+func count(js string, path ...any) (int64, bool) {
+	n, err := searcher(js).GetByPath(path...)
 	if err != nil || n.TypeSafe() != ast.V_NUMBER {
 		return 0, false
 	}

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/sse"
 )
 
@@ -26,9 +27,9 @@ const (
 func TestChunkUsage(t *testing.T) {
 	f := func(in string, prompt, completion int64, ok bool) {
 		t.Helper()
-		p, c, gotOK := ChunkUsage([]byte(in))
-		if p != prompt || c != completion || gotOK != ok {
-			t.Fatalf("ChunkUsage(%s) = %d, %d, %v; want %d, %d, %v", in, p, c, gotOK, prompt, completion, ok)
+		used, gotOK := ChunkUsage([]byte(in))
+		if used.Prompt != prompt || used.Completion != completion || used.Cached != 0 || gotOK != ok {
+			t.Fatalf("ChunkUsage(%s) = %+v, %v; want %d, %d, %v", in, used, gotOK, prompt, completion, ok)
 		}
 	}
 	f(usageChunk, 19, 10, true)
@@ -47,6 +48,44 @@ func TestChunkUsage(t *testing.T) {
 	f(`[DONE]`, 0, 0, false)
 	f(``, 0, 0, false)
 	f(`{"usage":{"prompt_tokens":1,`, 0, 0, false)
+}
+
+// cachedChunk is OpenAI's usage chunk of a chat whose prompt was mostly
+// cached.
+const cachedChunk = `{"id":"chatcmpl-BxQ9","object":"chat.completion.chunk","created":1736871234,"model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}`
+
+// TestUsageCachedTokens: cached_tokens is read from prompt_tokens_details,
+// in a chunk and in a whole answer (chat, legacy completion as vLLM sends
+// it); absent, null or not a count it is 0 and the usage still reads; a
+// count past the prompt is read as sent (settlement clamps it); a repeated
+// key reads as its first, like every count these readers take; one
+// elsewhere (a choice, a completion's details) is not it.
+func TestUsageCachedTokens(t *testing.T) {
+	f := func(in string, want usd.Tokens, wantOK bool) {
+		t.Helper()
+		got, ok := ChunkUsage([]byte(in))
+		if got != want || ok != wantOK {
+			t.Fatalf("ChunkUsage(%s) = %+v, %v; want %+v, %v", in, got, ok, want, wantOK)
+		}
+		if got, ok = Usage([]byte(in)); got != want || ok != wantOK {
+			t.Fatalf("Usage(%s) = %+v, %v; want %+v, %v", in, got, ok, want, wantOK)
+		}
+	}
+	f(cachedChunk, usd.Tokens{Prompt: 2006, Cached: 1920, Completion: 300}, true)
+	f(usageChunk, usd.Tokens{Prompt: 19, Completion: 10}, true) // cached_tokens: 0
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":8}}}`, usd.Tokens{Prompt: 10, Cached: 8, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens_details":{"cached_tokens":8},"completion_tokens":2,"prompt_tokens":10}}`, usd.Tokens{Prompt: 10, Cached: 8, Completion: 2}, true)
+	f(`{"object":"text_completion","choices":[{"text":"x"}],"usage":{"prompt_tokens":64,"total_tokens":80,"completion_tokens":16,"prompt_tokens_details":{"cached_tokens":48}}}`, usd.Tokens{Prompt: 64, Cached: 48, Completion: 16}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":null}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":null}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":-3}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":"8"}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1.5}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":99}}}`, usd.Tokens{Prompt: 10, Cached: 99, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4,"cached_tokens":9}}}`, usd.Tokens{Prompt: 10, Cached: 4, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"cached_tokens":7,"completion_tokens_details":{"cached_tokens":7}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"choices":[{"usage":{"prompt_tokens_details":{"cached_tokens":7}}}],"usage":{"prompt_tokens":10,"completion_tokens":2}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":8}}}`, usd.Tokens{}, false)
 }
 
 func TestIsUsageOnlyChunk(t *testing.T) {
@@ -157,8 +196,8 @@ func TestOpenAIStreams(t *testing.T) {
 					if HasError(ev.Data) {
 						got.errors++
 					}
-					if p, c, ok := ChunkUsage(ev.Data); ok {
-						got.prompt, got.completion = p, c
+					if used, ok := ChunkUsage(ev.Data); ok {
+						got.prompt, got.completion = used.Prompt, used.Completion
 					}
 					n := ContentBytes(ev.Data)
 					if want := decodedContent(t, ev.Data); n != want {
@@ -247,8 +286,8 @@ func FuzzChunk(f *testing.F) {
 		f.Add([]byte(c))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if p, c, ok := ChunkUsage(data); ok && (p < 0 || c < 0) {
-			t.Fatalf("ChunkUsage(%s) = %d, %d", data, p, c)
+		if used, ok := ChunkUsage(data); ok && (used.Prompt < 0 || used.Completion < 0 || used.Cached < 0) {
+			t.Fatalf("ChunkUsage(%s) = %+v", data, used)
 		}
 		IsUsageOnlyChunk(data)
 		HasError(data)
