@@ -204,16 +204,15 @@ plans:
 `, up)
 	g := startGateway(t, yaml, "")
 	k := g.newKey("capped")
-	// About 130 bytes: bounded at 194 prompt tokens, $0.000194 at $1 a
-	// million and $0.000776 at $4, around the $0.0004 cap.
+	// 136 and 137 bytes: bounded at 200 and 201 prompt tokens, $0.0002 at
+	// $1 a million and $0.0008 at $4, either side of the $0.0004 cap.
 	body := func(model string) []byte {
 		return []byte(`{"model":"` + model + `","max_tokens":2,"messages":[{"role":"user","content":"a prompt the upstream may say it found cached, every token"}]}`)
 	}
-	status, hdr, b := g.do("POST", "/v1/chat/completions", k.Key, body("cheapcache"))
-	if status != http.StatusOK {
+	if status, _, b := g.do("POST", "/v1/chat/completions", k.Key, body("cheapcache")); status != http.StatusOK {
 		t.Fatalf("cheapcache: %d %s", status, b)
 	}
-	status, hdr, b = g.do("POST", "/v1/chat/completions", k.Key, body("dearcache"))
+	status, hdr, b := g.do("POST", "/v1/chat/completions", k.Key, body("dearcache"))
 	wantErrorBody(t, status, hdr, b, http.StatusPaymentRequired, "budget_exceeded")
 	// What was admitted is billed within its bound: all of it cached.
 	u := g.cachedUsageOf(k.ID)
