@@ -2,6 +2,7 @@ package openai
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -46,8 +47,9 @@ func ChunkUsage(data []byte) (usd.Tokens, bool) {
 // usage object or a prompt count. The cached count is part of the prompt
 // count, as OpenAI reports it; 0 when absent or not a count, and as the
 // upstream said it otherwise, even past the prompt (the biller clamps it,
-// usd.Tokens.Clamped, and counts that). Like every count here, a key
-// repeated reads as its first.
+// usd.Tokens.Clamped, and counts that). A repeated key reads as its last,
+// and an escaped name as what it spells, as the official SDKs read them
+// (see member): what is billed is the usage the client sees.
 func Usage(data []byte) (usd.Tokens, bool) {
 	used, _, ok := usage(data)
 	return used, ok
@@ -57,25 +59,96 @@ func usage(data []byte) (used usd.Tokens, hasCompletion, ok bool) {
 	if !isObject(data) || !mayHaveUsage(data) {
 		return usd.Tokens{}, false, false
 	}
-	n := nodes.Get().(*ast.Node)
-	defer release(n)
-	u, t := find(n, b2s(data), "usage")
-	if t != ast.V_OBJECT {
+	var u [1][]byte
+	if members(data, usageKey[:], u[:]); u[0] == nil || u[0][0] != '{' {
 		return usd.Tokens{}, false, false
 	}
-	if used.Prompt, ok = count(u, "prompt_tokens"); !ok {
+	var counts [len(usageCounts)][]byte
+	members(u[0], usageCounts[:], counts[:])
+	if used.Prompt, ok = tokenCount(counts[0]); !ok {
 		return usd.Tokens{}, false, false
 	}
-	used.Completion, hasCompletion = count(u, "completion_tokens")
+	used.Completion, hasCompletion = tokenCount(counts[1])
 	if !hasCompletion {
 		used.Completion = 0
 	}
-	if strings.Contains(u, `"cached_tokens"`) { // spares the search when there are none
-		if used.Cached, ok = count(u, "prompt_tokens_details", "cached_tokens"); !ok {
+	if details := counts[2]; details != nil && details[0] == '{' {
+		var cached [1][]byte
+		members(details, cachedKey[:], cached[:])
+		if used.Cached, ok = tokenCount(cached[0]); !ok {
 			used.Cached = 0
 		}
 	}
 	return used, hasCompletion, true
+}
+
+// The members usage reads, at each level.
+var (
+	usageKey    = [...]string{"usage"}
+	usageCounts = [...]string{"prompt_tokens", "completion_tokens", "prompt_tokens_details"}
+	cachedKey   = [...]string{"cached_tokens"}
+)
+
+// members sets values[i] to the raw value of the last member of obj named
+// names[i] (nil when there is none), in one walk of obj, a JSON object with
+// no leading whitespace. The official
+// SDKs read an answer with JSON.parse, Python's json and Go's encoding/json,
+// which keep the last of a repeated key and decode an escaped name
+// ("prompt_\u0074okens"): usage read here must be what the client reads, or
+// an upstream's repeated count would bill one number and show another. It
+// walks obj's members and skips their values without decoding them; on
+// malformed JSON it stays in bounds and answers something or nothing.
+func members(obj []byte, names []string, values [][]byte) {
+	var buf [keyBufLen]byte
+	if len(obj) == 0 || obj[0] != '{' {
+		return
+	}
+	for i := 1; ; {
+		if i = jsonscan.SkipSpace(obj, i); i >= len(obj) || obj[i] != '"' {
+			return // '}', or not an object's member
+		}
+		keyEnd := jsonscan.SkipString(obj, i)
+		lit := obj[i:keyEnd]
+		if i = jsonscan.SkipSpace(obj, keyEnd); i >= len(obj) || obj[i] != ':' {
+			return
+		}
+		if i = jsonscan.SkipSpace(obj, i+1); i >= len(obj) {
+			return
+		}
+		end := jsonscan.SkipValue(obj, i)
+		if len(lit) >= 2 && lit[len(lit)-1] == '"' && end > i {
+			if key, valid := keyName(&buf, lit); valid {
+				for k, name := range names {
+					if string(key) == name {
+						values[k] = obj[i:end]
+					}
+				}
+			}
+		}
+		if i = jsonscan.SkipSpace(obj, end); i >= len(obj) || obj[i] != ',' {
+			return
+		}
+		i++
+	}
+}
+
+// tokenCount reads a token count, a non-negative JSON integer that fits an
+// int64, from a member's raw value (nil: none).
+func tokenCount(raw []byte) (int64, bool) {
+	if len(raw) == 0 || len(raw) > 19 {
+		return 0, false
+	}
+	var v int64
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if v > (math.MaxInt64-int64(c-'0'))/10 {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return v, true
 }
 
 // IsUsageOnlyChunk reports whether a chunk is the one OpenAI adds at the end
@@ -227,16 +300,6 @@ func find(n *ast.Node, js string, path ...any) (string, int) {
 		return "", ast.V_NONE
 	}
 	return raw, n.TypeSafe()
-}
-
-// count reads a token count, a non-negative integer, at path in js.
-func count(js string, path ...any) (int64, bool) {
-	n, err := searcher(js).GetByPath(path...)
-	if err != nil || n.TypeSafe() != ast.V_NUMBER {
-		return 0, false
-	}
-	v, err := n.StrictInt64()
-	return v, err == nil && v >= 0
 }
 
 // release returns a scratch node to the pool, cleared so that it does not

@@ -57,8 +57,7 @@ const cachedChunk = `{"id":"chatcmpl-BxQ9","object":"chat.completion.chunk","cre
 // TestUsageCachedTokens: cached_tokens is read from prompt_tokens_details,
 // in a chunk and in a whole answer (chat, legacy completion as vLLM sends
 // it); absent, null or not a count it is 0 and the usage still reads; a
-// count past the prompt is read as sent (settlement clamps it); a repeated
-// key reads as its first, like every count these readers take; one
+// count past the prompt is read as sent (settlement clamps it); one
 // elsewhere (a choice, a completion's details) is not it.
 func TestUsageCachedTokens(t *testing.T) {
 	f := func(in string, want usd.Tokens, wantOK bool) {
@@ -82,10 +81,53 @@ func TestUsageCachedTokens(t *testing.T) {
 	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":"8"}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
 	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1.5}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
 	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":99}}}`, usd.Tokens{Prompt: 10, Cached: 99, Completion: 2}, true)
-	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":4,"cached_tokens":9}}}`, usd.Tokens{Prompt: 10, Cached: 4, Completion: 2}, true)
 	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"cached_tokens":7,"completion_tokens_details":{"cached_tokens":7}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
 	f(`{"choices":[{"usage":{"prompt_tokens_details":{"cached_tokens":7}}}],"usage":{"prompt_tokens":10,"completion_tokens":2}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
 	f(`{"usage":{"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":8}}}`, usd.Tokens{}, false)
+}
+
+// TestUsageReadsAsClientsDo: an upstream's repeated or escaped keys in
+// usage read as the official SDKs read them (Python's json, JSON.parse and
+// Go's encoding/json keep the last of a repeated key and decode escaped
+// names), so the bill is of the usage the client sees: at every level, the
+// usage object itself, its counts and the cached count's details.
+func TestUsageReadsAsClientsDo(t *testing.T) {
+	f := func(in string, want usd.Tokens, wantOK bool) {
+		t.Helper()
+		var client struct {
+			Usage *struct {
+				Prompt      *int64 `json:"prompt_tokens"`
+				Completion  *int64 `json:"completion_tokens"`
+				PromptTDeta *struct {
+					Cached int64 `json:"cached_tokens"`
+				} `json:"prompt_tokens_details"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal([]byte(in), &client); wantOK && err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if u := client.Usage; wantOK && (u == nil || *u.Prompt != want.Prompt || *u.Completion != want.Completion ||
+			(u.PromptTDeta != nil && u.PromptTDeta.Cached != want.Cached)) {
+			t.Fatalf("the case is wrong: encoding/json reads %s as %+v", in, u)
+		}
+		got, ok := ChunkUsage([]byte(in))
+		if got != want || ok != wantOK {
+			t.Fatalf("ChunkUsage(%s) = %+v, %v; want %+v, %v", in, got, ok, want, wantOK)
+		}
+		if got, ok = Usage([]byte(in)); got != want || ok != wantOK {
+			t.Fatalf("Usage(%s) = %+v, %v; want %+v, %v", in, got, ok, want, wantOK)
+		}
+	}
+	f(`{"usage":{"prompt_tokens":1,"completion_tokens":2,"prompt_tokens":50}}`, usd.Tokens{Prompt: 50, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"completion_tokens":200}}`, usd.Tokens{Prompt: 10, Completion: 200}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":9,"cached_tokens":4}}}`, usd.Tokens{Prompt: 10, Cached: 4, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":9},"prompt_tokens_details":{"cached_tokens":1}}}`, usd.Tokens{Prompt: 10, Cached: 1, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":1,"completion_tokens":1},"choices":[],"usage":{"prompt_tokens":70,"completion_tokens":30}}`, usd.Tokens{Prompt: 70, Completion: 30}, true)
+	f(`{"usage":{"prompt_tokens":1,"completion_tokens":1,"prompt_tokens":"many"}}`, usd.Tokens{}, false)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_\u0074okens":40}}`, usd.Tokens{Prompt: 40, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_\u0074okens":8}}}`, usd.Tokens{Prompt: 10, Cached: 8, Completion: 2}, true)
+	f(`{ "usage" : { "prompt_tokens" : 10 , "completion_tokens" : 2 , "prompt_tokens_details" : { "cached_tokens" : 6 } } }`, usd.Tokens{Prompt: 10, Cached: 6, Completion: 2}, true)
+	f(`{"choices":[{"delta":{"content":"\"usage\":{\"prompt_tokens\":1}"}}],"usage":{"prompt_tokens":10,"completion_tokens":2}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
 }
 
 func TestIsUsageOnlyChunk(t *testing.T) {
