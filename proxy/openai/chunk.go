@@ -15,7 +15,9 @@ import (
 )
 
 // The readers below look up single fields of an OpenAI chunk with sonic's
-// searcher, which skips what it passes over instead of decoding it. They
+// searcher, which skips what it passes over instead of decoding it (usage,
+// whose repeated keys must read as the client reads them, walks members
+// with jsonscan instead: see members). They
 // take a chunk as the Data of an event; anything that is not a JSON object
 // (such as "[DONE]") reads as a chunk without the field. They do not validate
 // what they skip, which saves about a third of their time: a malformed chunk
@@ -49,7 +51,7 @@ func ChunkUsage(data []byte) (usd.Tokens, bool) {
 // upstream said it otherwise, even past the prompt (the biller clamps it,
 // usd.Tokens.Clamped, and counts that). A repeated key reads as its last,
 // and an escaped name as what it spells, as the official SDKs read them
-// (see member): what is billed is the usage the client sees.
+// (see members): what is billed is the usage the client sees.
 func Usage(data []byte) (usd.Tokens, bool) {
 	used, _, ok := usage(data)
 	return used, ok
