@@ -277,8 +277,23 @@ type Route struct {
 type Price struct {
 	// InputPerMTok is the price of a million prompt tokens.
 	InputPerMTok usd.Micro `yaml:"input_per_mtok"`
+	// CachedInputPerMTok is the price of a million prompt tokens the
+	// provider read from its prompt cache (usage's cached_tokens, which are
+	// part of the prompt tokens); nil means InputPerMTok. It may be above
+	// InputPerMTok: admission's worst case takes the higher of the two.
+	CachedInputPerMTok *usd.Micro `yaml:"cached_input_per_mtok"`
 	// OutputPerMTok is the price of a million completion tokens.
 	OutputPerMTok usd.Micro `yaml:"output_per_mtok"`
+}
+
+// USD returns p as the gateway bills it, with the cached-input price
+// defaulted to the input price.
+func (p *Price) USD() usd.Price {
+	cached := p.InputPerMTok
+	if p.CachedInputPerMTok != nil {
+		cached = *p.CachedInputPerMTok
+	}
+	return usd.Price{InputPerMTok: p.InputPerMTok, CachedInputPerMTok: cached, OutputPerMTok: p.OutputPerMTok}
 }
 
 // Upstream returns the upstream called name, or nil.

@@ -323,6 +323,9 @@ func (c *Config) validateModels(p *problems) {
 		if m.Price.InputPerMTok < 0 || m.Price.InputPerMTok > usd.MaxPricePerMTok {
 			p.add(at+".price.input_per_mtok", "must be from 0 to %s dollars (got %s)", usd.MaxPricePerMTok, m.Price.InputPerMTok)
 		}
+		if c := m.Price.CachedInputPerMTok; c != nil && (*c < 0 || *c > usd.MaxPricePerMTok) {
+			p.add(at+".price.cached_input_per_mtok", "must be from 0 to %s dollars (got %s); remove it to charge the input price", usd.MaxPricePerMTok, *c)
+		}
 		if m.Price.OutputPerMTok < 0 || m.Price.OutputPerMTok > usd.MaxPricePerMTok {
 			p.add(at+".price.output_per_mtok", "must be from 0 to %s dollars (got %s)", usd.MaxPricePerMTok, m.Price.OutputPerMTok)
 		}

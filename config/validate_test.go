@@ -13,6 +13,8 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // validDoc exercises every list: two upstreams, two models, one plan.
@@ -169,6 +171,10 @@ func TestValidateRules(t *testing.T) {
 		"models[1].routes[0].weight: must be at least 1 (got -1); remove the route to send it no traffic")
 	f(func(c *Config) { c.Models[1].Price.InputPerMTok = -1 },
 		"models[1].price.input_per_mtok: must be from 0 to 1000 dollars (got -0.000001)")
+	f(func(c *Config) { c.Models[1].Price.CachedInputPerMTok = ptr(usd.Micro(1_000_000_001)) },
+		"models[1].price.cached_input_per_mtok: must be from 0 to 1000 dollars (got 1000.000001); remove it to charge the input price")
+	f(func(c *Config) { c.Models[1].Price.CachedInputPerMTok = ptr(usd.Micro(-1)) },
+		"models[1].price.cached_input_per_mtok: must be from 0 to 1000 dollars (got -0.000001); remove it to charge the input price")
 	f(func(c *Config) { c.Models[1].Price.OutputPerMTok = -2_500_000 },
 		"models[1].price.output_per_mtok: must be from 0 to 1000 dollars (got -2.5)")
 	f(func(c *Config) { c.Models[1].MaxOutputTokens = 0 },
@@ -231,6 +237,8 @@ func TestPricesInYAML(t *testing.T) {
 	}
 	f("input_per_mtok: 2.50", "input_per_mtok: -1",
 		`config: test.yaml: line 13: models[1].price.input_per_mtok: amount "-1" is negative; write US dollars such as 2.50`)
+	f("output_per_mtok: 10}", "output_per_mtok: 10, cached_input_per_mtok: -1.25}",
+		`config: test.yaml: line 13: models[1].price.cached_input_per_mtok: amount "-1.25" is negative; write US dollars such as 2.50`)
 	f("output_per_mtok: 10", "output_per_mtok: 0.0000001",
 		`config: test.yaml: line 13: models[1].price.output_per_mtok: amount "0.0000001" has more than 6 decimals (micro-dollar precision); write US dollars such as 2.50`)
 	f("rpm: 60", "monthly_usd: $5",
@@ -359,3 +367,5 @@ func TestMoneyBounds(t *testing.T) {
 		t.Errorf("the bounds themselves are refused: %v", err)
 	}
 }
+
+func ptr[T any](v T) *T { return &v }

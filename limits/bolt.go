@@ -148,44 +148,61 @@ func (l *BoltLedger) Applied(_ context.Context, keyID string, month Month) (int6
 	return seq, nil
 }
 
-// recordV1 opens a binary record; JSON records open with '{'.
-const recordV1 = 1
+// A binary record opens with its version; JSON records open with '{'.
+// recordV1 records hold four counts each (no cached tokens); recordV2, what
+// is written now, five. Both are read, so a ledger an older version wrote
+// keeps its counts, and the first Add to a record rewrites it as recordV2.
+const (
+	recordV1 = 1
+	recordV2 = 2
+)
 
-// appendCounts appends c as four uvarints.
+// appendCounts appends c as five uvarints (recordV2).
 func appendCounts(b []byte, c *Counts) []byte {
 	b = binary.AppendUvarint(b, uint64(c.Requests))
 	b = binary.AppendUvarint(b, uint64(c.PromptTokens))
 	b = binary.AppendUvarint(b, uint64(c.CompletionTokens))
-	return binary.AppendUvarint(b, uint64(c.Spent))
+	b = binary.AppendUvarint(b, uint64(c.Spent))
+	return binary.AppendUvarint(b, uint64(c.CachedTokens))
 }
 
-// readCounts reads what appendCounts wrote.
-func readCounts(v []byte) (Counts, []byte, bool) {
-	var f [4]uint64
-	for i := range f {
+// readCounts reads what appendCounts wrote in a record of version, which
+// for recordV1 lacks the cached count.
+func readCounts(v []byte, version byte) (Counts, []byte, bool) {
+	var f [5]uint64
+	fields := f[:]
+	if version == recordV1 {
+		fields = f[:4]
+	}
+	for i := range fields {
 		x, n := binary.Uvarint(v)
 		if n <= 0 {
 			return Counts{}, nil, false
 		}
 		f[i], v = x, v[n:]
 	}
-	return Counts{Requests: int64(f[0]), PromptTokens: int64(f[1]), CompletionTokens: int64(f[2]), Spent: usd.Pico(f[3])}, v, true
+	return Counts{Requests: int64(f[0]), PromptTokens: int64(f[1]), CompletionTokens: int64(f[2]), Spent: usd.Pico(f[3]), CachedTokens: int64(f[4])}, v, true
 }
+
+// binaryRecord reports whether v, a stored record, is binary (else JSON).
+func binaryRecord(v []byte) bool { return v[0] == recordV1 || v[0] == recordV2 }
 
 // mergeRecord appends to b the record of old (binary, JSON, or nil for
 // none) plus d: version, totals, the number of models, then each model's
 // name (uvarint length, bytes) and counts. Models d does not touch are
 // copied as they are, without decoding them into a map.
 func mergeRecord(b, old []byte, d *MonthUsage) ([]byte, error) {
-	if len(old) > 0 && old[0] != recordV1 {
+	if len(old) > 0 && !binaryRecord(old) {
 		return mergeSlow(b, old, d) // a JSON record of an earlier version
 	}
 	var total Counts
 	var models uint64
 	var rest []byte
+	var version byte
 	if len(old) > 0 {
 		var ok bool
-		if total, rest, ok = readCounts(old[1:]); ok {
+		version = old[0]
+		if total, rest, ok = readCounts(old[1:], version); ok {
 			models, rest, ok = uvarint(rest)
 		}
 		if !ok {
@@ -194,7 +211,7 @@ func mergeRecord(b, old []byte, d *MonthUsage) ([]byte, error) {
 	}
 	total.add(&d.Counts)
 	start := len(b)
-	b = append(b, recordV1)
+	b = append(b, recordV2)
 	b = appendCounts(b, &total)
 	countAt := len(b)
 	b = binary.AppendUvarint(b, 0) // rewritten below when it is not 0
@@ -205,7 +222,7 @@ func mergeRecord(b, old []byte, d *MonthUsage) ([]byte, error) {
 		if !ok {
 			return b, errors.New("corrupt usage record")
 		}
-		c, r, ok := readCounts(r)
+		c, r, ok := readCounts(r, version)
 		if !ok {
 			return b, errors.New("corrupt usage record")
 		}
@@ -255,7 +272,7 @@ func appendModel(b, name []byte, c *Counts) []byte {
 
 // appendRecord appends u as a binary record.
 func appendRecord(b []byte, u *MonthUsage) []byte {
-	b = append(b, recordV1)
+	b = append(b, recordV2)
 	b = appendCounts(b, &u.Counts)
 	b = binary.AppendUvarint(b, uint64(len(u.Models)))
 	for name, c := range u.Models {
@@ -269,7 +286,7 @@ func recordHas(v []byte, name string) bool {
 	if len(v) == 0 {
 		return false
 	}
-	_, rest, ok := readCounts(v[1:])
+	_, rest, ok := readCounts(v[1:], v[0])
 	if !ok {
 		return false
 	}
@@ -280,7 +297,7 @@ func recordHas(v []byte, name string) bool {
 			if string(got) == name {
 				return true
 			}
-			_, rest, ok = readCounts(rest)
+			_, rest, ok = readCounts(rest, v[0])
 		}
 	}
 	return false
@@ -307,10 +324,10 @@ func decodeUsage(v []byte, u *MonthUsage) error {
 	if len(v) == 0 {
 		return nil
 	}
-	if v[0] != recordV1 {
+	if !binaryRecord(v) {
 		return decodeJSONUsage(v, u)
 	}
-	total, rest, ok := readCounts(v[1:])
+	total, rest, ok := readCounts(v[1:], v[0])
 	models, rest, ok2 := uvarint(rest)
 	if !ok || !ok2 {
 		return fmt.Errorf("limits: decode usage of %s: corrupt record", u.KeyID)
@@ -321,7 +338,7 @@ func decodeUsage(v []byte, u *MonthUsage) error {
 		if !ok {
 			return fmt.Errorf("limits: decode usage of %s: corrupt record", u.KeyID)
 		}
-		c, r, ok := readCounts(r)
+		c, r, ok := readCounts(r, v[0])
 		if !ok {
 			return fmt.Errorf("limits: decode usage of %s: corrupt record", u.KeyID)
 		}

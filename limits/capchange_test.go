@@ -42,7 +42,7 @@ func TestSpendCountedOnceWhenACapAppears(t *testing.T) {
 					if g.Admit(ctx, &a, nov, &tk); tk.Refusal != Admitted {
 						t.Fatalf("uncapped request %d refused: %d", i, tk.Refusal)
 					}
-					g.Settle(&tk, 60, 50, price, nov)
+					g.Settle(&tk, usd.Tokens{Prompt: 60, Completion: 50}, price, nov)
 				}
 				if flushedAfter == 30 {
 					if err := g.Flush(ctx); err != nil {
@@ -63,7 +63,7 @@ func TestSpendCountedOnceWhenACapAppears(t *testing.T) {
 				if g.Admit(ctx, &ok, nov, &tk); tk.Refusal != Admitted {
 					t.Fatalf("a $0.003 worst case over $0.0048 spent of $0.008: refusal %d (spent %s), want admitted", tk.Refusal, tk.Spent)
 				}
-				g.Settle(&tk, 1000, 1000, price, nov)
+				g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, nov)
 				if err := g.Flush(ctx); err != nil {
 					t.Fatal(err)
 				}
@@ -120,7 +120,7 @@ func TestSpendLoadRacesAFlush(t *testing.T) {
 		for range 30 {
 			var tk Ticket
 			g.Admit(ctx, &a, nov, &tk)
-			g.Settle(&tk, 60, 50, price, nov)
+			g.Settle(&tk, usd.Tokens{Prompt: 60, Completion: 50}, price, nov)
 		}
 		l.adding, l.release = make(chan struct{}), make(chan struct{})
 		flushed := make(chan error, 1)

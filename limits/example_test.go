@@ -39,7 +39,7 @@ func ExampleGate() {
 
 	t := admit(1_000) // at worst $0.000615
 	fmt.Println(t.Refusal == limits.Admitted, t.Requests.Remaining)
-	cost := gate.Settle(t, 100, 20, price, now) // the upstream's usage
+	cost := gate.Settle(t, usd.Tokens{Prompt: 100, Completion: 20}, price, now) // the upstream's usage
 	fmt.Println("billed", cost)
 
 	fmt.Println(admit(2_000).Refusal == limits.RefusedRequestCap) // $0.001215 > $0.001

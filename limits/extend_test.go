@@ -63,7 +63,7 @@ func TestExtendStopsStreamsAtTheCap(t *testing.T) {
 						}
 						time.Sleep(100 * time.Microsecond)
 					}
-					g.Settle(&tk, 0, tokens, price, nov)
+					g.Settle(&tk, usd.Tokens{Completion: tokens}, price, nov)
 					mu.Lock()
 					produced += tokens
 					mu.Unlock()
@@ -111,7 +111,7 @@ func TestExtendWithoutCapOrTicket(t *testing.T) {
 	if g.Admit(context.Background(), &a, nov, &second); second.Refusal != Admitted || second.Requests.Remaining != 0 {
 		t.Fatalf("second of 2 rpm: refusal %d %+v; Extend must not spend the rate", second.Refusal, second.Requests)
 	}
-	g.Settle(&tk, 0, 10, price, nov)
+	g.Settle(&tk, usd.Tokens{Completion: 10}, price, nov)
 	if g.Extend(context.Background(), &tk, 1, nov) {
 		t.Fatal("a settled ticket extended")
 	}

@@ -277,17 +277,20 @@ func rollover(st strategy, s *keyState, month Month) {
 	s.startMonth(month)
 }
 
-// Settle records what an admitted request used, at the model's price, and
-// releases its reservation: the tokens bucket is corrected from the estimate
-// to the real count. It returns the cost billed. Settling a refused or
-// already settled ticket does nothing (and returns 0).
-func (g *Gate) Settle(t *Ticket, prompt, completion int64, price usd.Price, now time.Time) usd.Pico {
+// Settle records what an admitted request used, at the model's price
+// (usd.Price.Bill: cached prompt tokens at the cached price, clamped to the
+// prompt), and releases its reservation: the tokens bucket is corrected from
+// the estimate to the real count. It returns the cost billed. Settling a
+// refused or already settled ticket does nothing (and returns 0).
+func (g *Gate) Settle(t *Ticket, used usd.Tokens, price usd.Price, now time.Time) usd.Pico {
 	s := t.state
 	if s == nil {
 		return 0
 	}
 	t.state = nil
-	cost := price.Cost(prompt, completion)
+	used, _ = used.Clamped()
+	prompt, completion := used.Prompt, used.Completion
+	cost := price.Bill(used)
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	month := MonthOf(now)
@@ -306,7 +309,7 @@ func (g *Gate) Settle(t *Ticket, prompt, completion int64, price usd.Price, now 
 		// Under s.mu, so that a key's records reach the journal in the
 		// order they reach pending: pending.Seq then covers every record
 		// of the key at or below it.
-		g.appendJournal(journal.Settle, s.pending.KeyID, t, month, prompt, completion, cost, &s.pending.Seq)
+		g.appendJournal(journal.Settle, s.pending.KeyID, t, month, used, cost, &s.pending.Seq)
 		if s.pending.first == 0 {
 			s.pending.first = s.pending.Seq
 		}
@@ -315,7 +318,7 @@ func (g *Gate) Settle(t *Ticket, prompt, completion int64, price usd.Price, now 
 		// the journal's recycling for good.
 		g.journal.Unpin(&t.pin)
 	}
-	c := Counts{Requests: 1, PromptTokens: prompt, CompletionTokens: completion, Spent: cost}
+	c := Counts{Requests: 1, PromptTokens: prompt, CachedTokens: used.Cached, CompletionTokens: completion, Spent: cost}
 	s.pending.Counts.add(&c)
 	m := s.pending.Models[t.model]
 	if m == nil {

@@ -50,7 +50,7 @@ func TestBudgetHoldsUnderConcurrency(t *testing.T) {
 				return
 			}
 			time.Sleep(time.Millisecond)
-			g.Settle(&tk, 1000, 1000, price, nov) // the worst case, exactly
+			g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, nov) // the worst case, exactly
 			mu.Lock()
 			admitted++
 			mu.Unlock()
@@ -78,8 +78,8 @@ func TestSettleReleasesTheUnusedReservation(t *testing.T) {
 	if g.Admit(context.Background(), &a, nov, &second); second.Refusal != RefusedMonthlyCap {
 		t.Fatal("admitted past the cap while the first is reserved")
 	}
-	g.Settle(&tk, 0, 100, price, nov) // used a fiftieth of the worst case
-	g.Settle(&tk, 0, 100, price, nov) // settling twice does nothing
+	g.Settle(&tk, usd.Tokens{Completion: 100}, price, nov) // used a fiftieth of the worst case
+	g.Settle(&tk, usd.Tokens{Completion: 100}, price, nov) // settling twice does nothing
 	a.Worst = price.Cost(0, 4900)
 	if g.Admit(context.Background(), &a, nov, &second); second.Refusal != Admitted {
 		t.Fatalf("refused %d with $0.0098 left", second.Refusal)
@@ -107,7 +107,7 @@ func TestRateLimits(t *testing.T) {
 		if g.Admit(context.Background(), &a, nov, &tk); tk.Refusal != Admitted {
 			t.Fatalf("request %d refused %d", i, tk.Refusal)
 		}
-		g.Settle(&tk, 10, 20, price, nov) // 30 real tokens: 270 go back to the bucket
+		g.Settle(&tk, usd.Tokens{Prompt: 10, Completion: 20}, price, nov) // 30 real tokens: 270 go back to the bucket
 	}
 	if tk.Requests.Remaining != 0 || tk.Requests.Limit != 3 || tk.Tokens.Limit != 1000 {
 		t.Fatalf("after 3 of 3: %+v %+v", tk.Requests, tk.Tokens)
@@ -134,7 +134,7 @@ func TestUsageSurvivesRestart(t *testing.T) {
 	a := Admission{KeyID: "k", Model: "gpt", Limits: Limits{Monthly: 5_000}, Worst: price.Cost(1000, 1000)}
 	var tk Ticket
 	g.Admit(context.Background(), &a, nov, &tk)
-	g.Settle(&tk, 1000, 1000, price, nov) // $0.003 of $0.005
+	g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, nov) // $0.003 of $0.005
 	if err := g.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -168,9 +168,9 @@ func TestMonthRolloverKeepsTheOldMonth(t *testing.T) {
 	end := time.Date(2026, 11, 30, 23, 59, 59, 0, time.UTC)
 	var tk Ticket
 	g.Admit(context.Background(), &a, end, &tk)
-	g.Settle(&tk, 1, 1, price, end)
+	g.Settle(&tk, usd.Tokens{Prompt: 1, Completion: 1}, price, end)
 	g.Admit(context.Background(), &a, end.Add(2*time.Second), &tk)
-	g.Settle(&tk, 2, 2, price, end.Add(2*time.Second))
+	g.Settle(&tk, usd.Tokens{Prompt: 2, Completion: 2}, price, end.Add(2*time.Second))
 	if err := g.Flush(context.Background()); err != nil {
 		t.Fatal(err)
 	}
@@ -196,6 +196,6 @@ func BenchmarkAdmitSettle(b *testing.B) {
 	for b.Loop() {
 		var tk Ticket
 		g.Admit(context.Background(), &a, now, &tk)
-		g.Settle(&tk, 100, 200, price, now)
+		g.Settle(&tk, usd.Tokens{Prompt: 100, Completion: 200}, price, now)
 	}
 }

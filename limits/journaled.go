@@ -25,9 +25,9 @@ func (g *Gate) UseJournal(j *journal.Journal) {
 // (unless the append failed: then the failure is logged once until an
 // append succeeds again, and the request goes on unjournaled rather than
 // failing).
-func (g *Gate) appendJournal(kind journal.Kind, keyID string, t *Ticket, month Month, prompt, completion int64, cost usd.Pico, seq *int64) {
+func (g *Gate) appendJournal(kind journal.Kind, keyID string, t *Ticket, month Month, used usd.Tokens, cost usd.Pico, seq *int64) {
 	r := journal.Record{Kind: kind, Month: int32(month), Stream: t.stream, Requests: 1,
-		Prompt: prompt, Completion: completion, Spent: int64(cost), KeyID: keyID, Model: t.model}
+		Prompt: used.Prompt, Cached: used.Cached, Completion: used.Completion, Spent: int64(cost), KeyID: keyID, Model: t.model}
 	var n int64
 	var err error
 	if kind == journal.Progress {
@@ -52,13 +52,14 @@ func (g *Gate) journaled(err error) {
 	}
 }
 
-// Progress journals what an admitted stream has produced so far (prompt and
-// completion counted from its start), superseded by a later Progress and by
-// its Settle: if the process dies before Settle, replay bills this. The
-// journal keeps the latest Progress of a stream until its Settle, however
-// much else is applied and recycled meanwhile. It does nothing without a
-// journal, or for a settled ticket.
-func (g *Gate) Progress(t *Ticket, prompt, completion int64, price usd.Price, now time.Time) {
+// Progress journals what an admitted stream has produced so far (prompt,
+// its cached part and completion counted from its start), superseded by a
+// later Progress and by its Settle: if the process dies before Settle,
+// replay bills this, at the cost Settle would have. The journal keeps the
+// latest Progress of a stream until its Settle, however much else is
+// applied and recycled meanwhile. It does nothing without a journal, or for
+// a settled ticket.
+func (g *Gate) Progress(t *Ticket, used usd.Tokens, price usd.Price, now time.Time) {
 	s := t.state
 	if g.journal == nil || s == nil {
 		return
@@ -66,7 +67,8 @@ func (g *Gate) Progress(t *Ticket, prompt, completion int64, price usd.Price, no
 	if t.stream == 0 {
 		t.stream = g.journal.StreamID()
 	}
-	g.appendJournal(journal.Progress, s.pending.KeyID, t, MonthOf(now), prompt, completion, price.Cost(prompt, completion), nil)
+	used, _ = used.Clamped()
+	g.appendJournal(journal.Progress, s.pending.KeyID, t, MonthOf(now), used, price.Bill(used), nil)
 }
 
 // RenewProgress journals an admitted stream's last Progress again when the
@@ -173,7 +175,7 @@ func (g *Gate) Replay(ctx context.Context) (int, error) {
 
 // addRecord adds a journal record's usage to u.
 func addRecord(u *MonthUsage, r *journal.Record) {
-	c := Counts{Requests: r.Requests, PromptTokens: r.Prompt, CompletionTokens: r.Completion, Spent: usd.Pico(r.Spent)}
+	c := Counts{Requests: r.Requests, PromptTokens: r.Prompt, CachedTokens: r.Cached, CompletionTokens: r.Completion, Spent: usd.Pico(r.Spent)}
 	u.Counts.add(&c)
 	m := u.Models[r.Model]
 	if m == nil {

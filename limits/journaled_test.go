@@ -6,6 +6,7 @@ import (
 	"path/filepath"
 	"testing"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/tokenhub/tokenhub/limits/journal"
 )
@@ -76,7 +77,7 @@ func TestReplayAppliesWhatAFlushMissed(t *testing.T) {
 				for range k {
 					var tk Ticket
 					g.Admit(ctx, &a, nov, &tk)
-					g.Settle(&tk, 10, 20, price, nov)
+					g.Settle(&tk, usd.Tokens{Prompt: 10, Completion: 20}, price, nov)
 				}
 			}
 			settle(n.gate, 5)
@@ -86,8 +87,8 @@ func TestReplayAppliesWhatAFlushMissed(t *testing.T) {
 			settle(n.gate, 7) // answered, never flushed
 			var cut Ticket
 			n.gate.Admit(ctx, &a, nov, &cut)
-			n.gate.Progress(&cut, 10, 3, price, nov)
-			n.gate.Progress(&cut, 10, 9, price, nov) // the client got 9 tokens, then the node died
+			n.gate.Progress(&cut, usd.Tokens{Prompt: 10, Completion: 3}, price, nov)
+			n.gate.Progress(&cut, usd.Tokens{Prompt: 10, Completion: 9}, price, nov) // the client got 9 tokens, then the node died
 			crash(n)
 
 			want := Counts{Requests: 13, PromptTokens: 130, CompletionTokens: 12*20 + 9, Spent: 12*price.Cost(10, 20) + price.Cost(10, 9)}
@@ -174,7 +175,7 @@ func TestFlushRecyclesTheJournal(t *testing.T) {
 	for range 100 {
 		var tk Ticket
 		g.Admit(ctx, &a, nov, &tk)
-		g.Settle(&tk, 1, 1, price, nov)
+		g.Settle(&tk, usd.Tokens{Prompt: 1, Completion: 1}, price, nov)
 	}
 	if n := segments(); n != 7 {
 		t.Fatalf("%d segments for 100 records of 15 a segment, want 7", n)
@@ -261,21 +262,21 @@ func TestSilentStreamOutlivesRecycling(t *testing.T) {
 				silent := Admission{KeyID: "key_silent", Model: "m", Worst: price.Cost(10, 100)}
 				var stream Ticket
 				g.Admit(ctx, &silent, nov, &stream)
-				g.Progress(&stream, 10, 9, price, nov) // the client got 9 tokens, then no text for long
+				g.Progress(&stream, usd.Tokens{Prompt: 10, Completion: 9}, price, nov) // the client got 9 tokens, then no text for long
 				// A stream beside it that settles a segment later: its
 				// Progress shares the silent one's segment, its Settle not.
 				short := Admission{KeyID: "key_short", Model: "m", Worst: price.Cost(10, 100)}
 				var shortStream Ticket
 				g.Admit(ctx, &short, nov, &shortStream)
-				g.Progress(&shortStream, 10, 5, price, nov)
+				g.Progress(&shortStream, usd.Tokens{Prompt: 10, Completion: 5}, price, nov)
 				busy := Admission{KeyID: "key_busy", Model: "m", Worst: price.Cost(10, 10)}
 				for i := range 100 { // 7 segments' worth, flushed as they go
 					if i == 20 {
-						g.Settle(&shortStream, 10, 5, price, nov)
+						g.Settle(&shortStream, usd.Tokens{Prompt: 10, Completion: 5}, price, nov)
 					}
 					var tk Ticket
 					g.Admit(ctx, &busy, nov, &tk)
-					g.Settle(&tk, 1, 1, price, nov)
+					g.Settle(&tk, usd.Tokens{Prompt: 1, Completion: 1}, price, nov)
 					if i%10 == 9 {
 						if err := g.Flush(ctx); err != nil {
 							t.Fatal(err)
@@ -291,7 +292,7 @@ func TestSilentStreamOutlivesRecycling(t *testing.T) {
 					t.Fatalf("%d segments after 103 flushed records of 15 a segment (renewed %v)", n, renew)
 				}
 				if settled {
-					g.Settle(&stream, 10, 9, price, nov)
+					g.Settle(&stream, usd.Tokens{Prompt: 10, Completion: 9}, price, nov)
 				}
 				crash()
 

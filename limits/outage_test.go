@@ -49,13 +49,13 @@ func TestSharedOutageRates(t *testing.T) {
 			if g.Admit(ctx, &a, clock.Now(), &tk); tk.Refusal != Admitted {
 				t.Fatalf("refused %d with Valkey up", tk.Refusal)
 			}
-			g.Settle(&tk, c.tokens, 0, price, clock.Now())
+			g.Settle(&tk, usd.Tokens{Prompt: c.tokens, Completion: 0}, price, clock.Now())
 			srv.Stop()
 			admitted := 0
 			for range 400 {
 				if g.Admit(ctx, &a, clock.Now(), &tk); tk.Refusal == Admitted {
 					admitted++
-					g.Settle(&tk, c.tokens, 0, price, clock.Now())
+					g.Settle(&tk, usd.Tokens{Prompt: c.tokens, Completion: 0}, price, clock.Now())
 				}
 			}
 			if admitted != c.admitted || tk.Refusal != c.refusal {
@@ -107,7 +107,7 @@ func TestSharedOutageBudget(t *testing.T) {
 			if g.Admit(ctx, &a, clock.Now(), &tk); tk.Refusal != Admitted {
 				t.Fatalf("refused %d with Valkey up", tk.Refusal)
 			}
-			g.Settle(&tk, 1000, 1000, price, clock.Now())
+			g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, clock.Now())
 			srv.Stop()
 			clock.Add(c.after)
 			var got []Refusal
@@ -115,7 +115,7 @@ func TestSharedOutageBudget(t *testing.T) {
 				g.Admit(ctx, &a, clock.Now(), &tk)
 				got = append(got, tk.Refusal)
 				if tk.Refusal == Admitted {
-					g.Settle(&tk, 1000, 1000, price, clock.Now())
+					g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, clock.Now())
 				}
 			}
 			if !slices.Equal(got, c.want) {
@@ -151,7 +151,7 @@ func TestSharedOutageBudget(t *testing.T) {
 		if tk.Reserved() != worst/10+worst {
 			t.Fatalf("reserved %s, want %s", tk.Reserved(), worst/10+worst)
 		}
-		g.Settle(&tk, 1000, 1000, price, clock.Now())
+		g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, clock.Now())
 	})
 }
 
@@ -181,7 +181,7 @@ func TestSharedBudgetAcrossOutage(t *testing.T) {
 			got = append(got, tk.Refusal)
 			if tk.Refusal == Admitted {
 				admitted++
-				g.Settle(&tk, 1000, 1000, price, clock.Now())
+				g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, clock.Now())
 			}
 		}
 		return got
@@ -274,7 +274,7 @@ func TestOneNodeLedgerOutage(t *testing.T) {
 		var tk Ticket
 		g.Admit(ctx, a, nov, &tk)
 		if tk.Refusal == Admitted {
-			g.Settle(&tk, 1000, 1000, price, nov)
+			g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, nov)
 		}
 		return tk.Refusal
 	}

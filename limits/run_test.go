@@ -40,7 +40,7 @@ func TestSharedRunRecyclesTheJournal(t *testing.T) {
 		if tk.Refusal != Admitted {
 			t.Fatalf("refused %d", tk.Refusal)
 		}
-		g.Settle(&tk, 1, 1, price, time.Now())
+		g.Settle(&tk, usd.Tokens{Prompt: 1, Completion: 1}, price, time.Now())
 	}
 	if n := segments(); n != 7 {
 		t.Fatalf("%d segments for 100 records of 15 a segment, want 7", n)
@@ -81,7 +81,7 @@ func TestSharedRunThroughAnOutage(t *testing.T) {
 			if g.Admit(ctx, &a, time.Now(), &tk); tk.Refusal != Admitted {
 				t.Fatalf("refusal %d", tk.Refusal)
 			}
-			g.Settle(&tk, 1000, 1000, price, time.Now())
+			g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, time.Now())
 		}
 	}
 	recorded := func(want int64) func() bool {
@@ -128,7 +128,7 @@ func TestOneNodeRunThroughAnOutage(t *testing.T) {
 			if g.Admit(ctx, &a, nov, &tk); tk.Refusal != Admitted {
 				t.Fatalf("refusal %d", tk.Refusal)
 			}
-			g.Settle(&tk, 1000, 1000, price, nov)
+			g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, nov)
 		}
 	}
 	recorded := func(want int64) func() bool {

@@ -6,6 +6,7 @@ import (
 	"context"
 	"testing"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 )
 
@@ -22,7 +23,7 @@ func TestAllocsAdmitSettleShared(t *testing.T) {
 		if tk.Refusal != Admitted {
 			t.Fatalf("refused %d", tk.Refusal)
 		}
-		g.Settle(&tk, 100, 200, price, nov)
+		g.Settle(&tk, usd.Tokens{Prompt: 100, Completion: 200}, price, nov)
 	}
 	run() // creates the key's state and leases
 	before := scriptCalls(t, c)

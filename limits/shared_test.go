@@ -117,7 +117,7 @@ func TestSharedBudgetHoldsUnderConcurrency(t *testing.T) {
 				return
 			}
 			time.Sleep(time.Millisecond)
-			g.Settle(&tk, 1000, 1000, price, nov) // the worst case, exactly
+			g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, nov) // the worst case, exactly
 			admitted.Add(1)
 		})
 	}
@@ -184,7 +184,7 @@ func checkRateAcrossNodes(t *testing.T, c valkey.Client, nodes int) {
 				switch tk.Refusal {
 				case Admitted:
 					perSecond[i*int(step)/int(time.Second)]++
-					g.Settle(&tk, 10, 10, price, now)
+					g.Settle(&tk, usd.Tokens{Prompt: 10, Completion: 10}, price, now)
 				case RefusedRequests:
 					if tk.RetryAfter <= 0 || tk.RetryAfter > time.Minute {
 						t.Fatalf("retry after %v", tk.RetryAfter)
@@ -262,7 +262,7 @@ func TestSharedRateNoRoundTripPerRequest(t *testing.T) {
 				if g.Admit(context.Background(), &a, now, &tk); tk.Refusal != Admitted {
 					t.Fatalf("refused %d under the limit", tk.Refusal)
 				}
-				g.Settle(&tk, 100, 300, price, now)
+				g.Settle(&tk, usd.Tokens{Prompt: 100, Completion: 300}, price, now)
 				requests++
 			}
 		}
@@ -291,7 +291,7 @@ func TestSharedIdleLeaseReturns(t *testing.T) {
 	if want := (RateState{Limit: 600, Remaining: 599, Reset: 13 * time.Duration(interval(600))}); tk.Requests != want {
 		t.Fatalf("headers %+v, want %+v: 587 in Valkey and 12 here", tk.Requests, want)
 	}
-	g.Settle(&tk, 500, 500, price, now)
+	g.Settle(&tk, usd.Tokens{Prompt: 500, Completion: 500}, price, now)
 	rate, spend := "{idle:key_i}:rate", "{idle:key_i}:spend:202611"
 	tat := func() time.Duration {
 		v := hget(t, c, rate, "req")
@@ -375,7 +375,7 @@ func TestSharedValkeyDown(t *testing.T) {
 		var tk Ticket
 		timed(t, "Admit", bound, func() { g.Admit(ctx, a, clock.Now(), &tk) })
 		if tk.Refusal == Admitted {
-			g.Settle(&tk, 1000, 1000, price, clock.Now())
+			g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, clock.Now())
 		}
 		return tk.Refusal
 	}
@@ -578,13 +578,13 @@ func TestSharedMonthRollover(t *testing.T) {
 		if g.Admit(ctx, &a, clock.Now(), &tk); tk.Refusal != want {
 			t.Fatalf("November: refusal %d, want %d", tk.Refusal, want)
 		}
-		g.Settle(&tk, 1000, 1000, price, clock.Now())
+		g.Settle(&tk, usd.Tokens{Prompt: 1000, Completion: 1000}, price, clock.Now())
 	}
 	dec := clock.Add(2 * time.Second)
 	if g.Admit(ctx, &a, dec, &tk); tk.Refusal != Admitted || tk.Month != 202612 {
 		t.Fatalf("December: refusal %d, month %d", tk.Refusal, tk.Month)
 	}
-	g.Settle(&tk, 2, 2, price, dec)
+	g.Settle(&tk, usd.Tokens{Prompt: 2, Completion: 2}, price, dec)
 	if err := g.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -634,7 +634,7 @@ func TestSharedTokensAcrossNodes(t *testing.T) {
 			if g.Admit(context.Background(), &a, now, &tk); tk.Refusal == Admitted {
 				u := used[i%2]
 				i++
-				g.Settle(&tk, u/2, u-u/2, price, now)
+				g.Settle(&tk, usd.Tokens{Prompt: u / 2, Completion: u - u/2}, price, now)
 				real += u
 			} else if tk.Refusal != RefusedTokens {
 				t.Fatalf("refusal %d", tk.Refusal)
@@ -697,7 +697,7 @@ func TestSharedGateCluster(t *testing.T) {
 	if g.Admit(ctx, &a, time.Now(), &tk); tk.Refusal != Admitted {
 		t.Fatalf("refusal %d", tk.Refusal)
 	}
-	g.Settle(&tk, 50, 50, price, time.Now())
+	g.Settle(&tk, usd.Tokens{Prompt: 50, Completion: 50}, price, time.Now())
 	if err := g.Flush(ctx); err != nil {
 		t.Fatal(err)
 	}
@@ -725,7 +725,7 @@ func TestSharedRunGivesEverythingBack(t *testing.T) {
 	if g.Admit(context.Background(), &a, now, &tk); tk.Refusal != Admitted {
 		t.Fatalf("refusal %d", tk.Refusal)
 	}
-	g.Settle(&tk, 1, 1, price, now)
+	g.Settle(&tk, usd.Tokens{Prompt: 1, Completion: 1}, price, now)
 	eventually.True(t, "the first heartbeat", func() bool { return sharedOf(g).live.Load() == 1 })
 	cancel()
 	<-done
@@ -760,7 +760,7 @@ func BenchmarkAdmitSettleShared(b *testing.B) {
 	for b.Loop() {
 		var tk Ticket
 		g.Admit(context.Background(), &a, now, &tk)
-		g.Settle(&tk, 100, 200, price, now)
+		g.Settle(&tk, usd.Tokens{Prompt: 100, Completion: 200}, price, now)
 	}
 }
 
@@ -786,7 +786,7 @@ func BenchmarkAdmitSettleSharedParallel(b *testing.B) {
 				for pb.Next() {
 					var tk Ticket
 					g.Admit(context.Background(), &a, now, &tk)
-					g.Settle(&tk, 100, 200, price, now)
+					g.Settle(&tk, usd.Tokens{Prompt: 100, Completion: 200}, price, now)
 				}
 			})
 		})
@@ -820,7 +820,7 @@ func TestSharedBudgetStress(t *testing.T) {
 					switch tk.Refusal {
 					case Admitted:
 						refusals = 0
-						g.Settle(&tk, 2000, n*397%4001, price, time.Now())
+						g.Settle(&tk, usd.Tokens{Prompt: 2000, Completion: n * 397 % 4001}, price, time.Now())
 					case RefusedMonthlyCap:
 						refusals++
 						time.Sleep(5 * time.Millisecond)

@@ -28,6 +28,7 @@ type requestRecord struct {
 	upstreamDur, gatewayDur time.Duration
 	ttfb                    time.Duration // streams: until the first event reached the client
 	prompt, completion      int64
+	cached                  int64 // part of prompt
 	cost                    usd.Pico
 	estimated               bool
 	streamError             string // the code of the error event that ended a stream
@@ -160,8 +161,11 @@ func (a *accessLog) write(e *accessEntry) {
 	}
 	if e.prompt > 0 || e.completion > 0 {
 		a.scratch = e.cost.AppendUSD(a.scratch[:0])
-		at = append(at, slog.Int64("prompt_tokens", e.prompt), slog.Int64("completion_tokens", e.completion),
-			slog.String("cost_usd", b2s(a.scratch)))
+		at = append(at, slog.Int64("prompt_tokens", e.prompt))
+		if e.cached > 0 {
+			at = append(at, slog.Int64("cached_tokens", e.cached))
+		}
+		at = append(at, slog.Int64("completion_tokens", e.completion), slog.String("cost_usd", b2s(a.scratch)))
 		if e.estimated {
 			at = append(at, slog.Bool("usage_estimated", true))
 		}

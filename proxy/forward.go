@@ -110,17 +110,24 @@ type claim struct {
 }
 
 // settle records what the request used; with no usage from the upstream, the
-// estimate stands in and the log says so.
-func (s *Server) settle(c *claim, prompt, completion int64, known bool, requestID []byte) {
+// estimate stands in (none of it cached) and the log says so. A cached count
+// past the prompt count is clamped to it, counted and logged.
+func (s *Server) settle(c *claim, used usd.Tokens, known bool, requestID []byte) {
 	if !known {
-		prompt = c.prompt
+		used.Prompt, used.Cached = c.prompt, 0
 		s.log.Warn("upstream sent no usage; billed an estimate", "usage_estimated", true,
-			"model", c.model.name, "prompt_tokens", prompt, "completion_tokens", completion, "request_id", string(requestID))
+			"model", c.model.name, "prompt_tokens", used.Prompt, "completion_tokens", used.Completion, "request_id", string(requestID))
 	}
+	used, clamped := used.Clamped()
+	if clamped {
+		s.log.Warn("upstream reported more cached tokens than prompt tokens; billed the prompt tokens as cached", "model", c.model.name,
+			"prompt_tokens", used.Prompt, "request_id", string(requestID))
+	}
+	prompt, completion := used.Prompt, used.Completion
 	c.billed = true
 	r := &c.rec
-	r.prompt, r.completion, r.estimated = prompt, completion, !known
-	r.cost = s.gate.Settle(&c.ticket, prompt, completion, c.model.price, time.Now())
+	r.prompt, r.cached, r.completion, r.estimated = prompt, used.Cached, completion, !known
+	r.cost = s.gate.Settle(&c.ticket, used, c.model.price, time.Now())
 	// What the upstream reports is billed, even past admission's worst case;
 	// but a bill past it means the bound was wrong (a multiplier it does not
 	// know), and a cap may have been passed: count it and say so.
@@ -130,7 +137,7 @@ func (s *Server) settle(c *claim, prompt, completion int64, known bool, requestI
 			"prompt_tokens", prompt, "completion_tokens", completion, "cost_usd", r.cost.String(),
 			"worst_usd", c.worst.String(), "request_id", string(requestID))
 	}
-	s.metrics.used(r.model, r.plan, prompt, completion, r.cost, !known, overBound)
+	s.metrics.used(r.model, r.plan, used, r.cost, !known, overBound, clamped)
 }
 
 var bearerPrefix = []byte("bearer ")
@@ -216,7 +223,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 			// A request that failed before an answer used nothing; this
 			// releases its reservation.
 			if !c.billed {
-				s.gate.Settle(&c.ticket, 0, 0, m.price, time.Now())
+				s.gate.Settle(&c.ticket, usd.Tokens{}, m.price, time.Now())
 			}
 		}
 	}()
@@ -282,11 +289,11 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 		if s.answer(ctx, u, resp, f) {
 			// For the Responses API, the response's id is known here:
 			// openai.ResponseID(ctx.Response.Body()).
-			t, known := readUsage(ep, ctx.Response.Body())
+			used, known := readUsage(ep, ctx.Response.Body())
 			if !known {
-				t.Output = min(c.maxOutput, int64(len(ctx.Response.Body())/4))
+				used.Completion = min(c.maxOutput, int64(len(ctx.Response.Body())/4))
 			}
-			s.settle(c, t.Input, t.Output, known, ctx.Response.Header.Peek(headerRequestID))
+			s.settle(c, used, known, ctx.Response.Header.Peek(headerRequestID))
 		}
 		return
 	}
@@ -397,12 +404,11 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, u *upstream.Upstream, resp *fa
 
 // readUsage reads the usage of an answer from endpoint ep with targeted
 // lookups that skip, without validating again, what answer has validated.
-func readUsage(ep upstream.Endpoint, body []byte) (openai.Tokens, bool) {
+func readUsage(ep upstream.Endpoint, body []byte) (usd.Tokens, bool) {
 	if ep == upstream.Responses {
 		return openai.ResponseUsage(body)
 	}
-	prompt, completion, ok := openai.Usage(body)
-	return openai.Tokens{Input: prompt, Output: completion}, ok
+	return openai.Usage(body)
 }
 
 // isOpenAIError reports whether body is an OpenAI error object, which clients'

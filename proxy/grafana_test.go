@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"os"
 	"slices"
 	"strings"
@@ -44,7 +45,7 @@ func exportedFamilies(t *testing.T) map[string]*exportedFamily {
 	m := newGatewayMetrics()
 	m.watchRegistry(reg)
 	m.request("chat", "mock", "free", 200)
-	m.used("mock", "free", 10, 5, 1000, true, true)
+	m.used("mock", "free", usd.Tokens{Prompt: 10, Cached: 2, Completion: 5}, 1000, true, true, true)
 	m.upstreamEvent("mock", upstreamFailover)
 	var b bytes.Buffer
 	m.write(&b)

@@ -15,7 +15,8 @@ import (
 // admission fills a for the request and returns the prompt estimate and the
 // most output the upstream can produce and bill for it. Its money worst case
 // (Worst, Reserve) is an upper bound of what the upstream can bill for the
-// body: the prompt at one token a byte (openai.BoundPrompt), and as output
+// body: the prompt at one token a byte (openai.BoundPrompt), at the higher
+// of the input and cached-input prices (usd.Price.Bound), and as output
 // max_tokens (else the model's maximum, or the legacy default) for every
 // completion generated (openai.Request.OutputBound). A Responses API request
 // that continues an earlier response or a conversation has its prompt bounded
@@ -65,14 +66,14 @@ func admission(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, key *keys.Key, pl
 			MaxRequest: plan.MaxRequestUSD, Monthly: plan.MonthlyUSD,
 		},
 		Tokens: prompt + openai.MulBounded(perChoice, completions),
-		Worst:  m.price.Cost(promptBound, out),
+		Worst:  m.price.Bound(promptBound, out),
 	}
 	if f.Stream && f.MaxTokens < 0 && ep != upstream.Embeddings {
 		// An open-ended stream reserves a step of output and extends its
 		// reservation as it produces (streamRelay.covered), so it holds no
 		// more of the monthly budget than it is using. The per-request cap
 		// still weighs its worst case.
-		a.Reserve = m.price.Cost(promptBound, min(out, openai.MulBounded(streamReserveTokens, completions)))
+		a.Reserve = m.price.Bound(promptBound, min(out, openai.MulBounded(streamReserveTokens, completions)))
 	}
 	return prompt, out, true
 }

@@ -48,10 +48,11 @@ type requestLabels struct {
 type usageLabels struct{ model, plan string }
 
 type usageSeries struct {
-	prompt, completion *vm.Counter
-	spend              *vm.FloatCounter
-	estimated          *vm.Counter
-	overBound          *vm.Counter
+	prompt, cached, completion *vm.Counter
+	spend                      *vm.FloatCounter
+	estimated                  *vm.Counter
+	overBound                  *vm.Counter
+	cachedClamped              *vm.Counter
 }
 
 type upstreamLabels struct{ upstream, event string }
@@ -175,26 +176,35 @@ func (m *gatewayMetrics) request(endpoint, model, plan string, status int) {
 }
 
 // used counts a settled request's tokens and spend.
-func (m *gatewayMetrics) used(model, plan string, prompt, completion int64, cost usd.Pico, estimated, overBound bool) {
+func (m *gatewayMetrics) used(model, plan string, used usd.Tokens, cost usd.Pico, estimated, overBound, cachedClamped bool) {
 	l := usageLabels{model, plan}
 	u, ok := m.usage.lookup(l)
 	if !ok {
 		u = m.usage.add(l, &usageSeries{
 			prompt:     m.set.GetOrCreateCounter(series("tokenhub_tokens_total", "model", l.model, "plan", l.plan, "type", "prompt")),
 			completion: m.set.GetOrCreateCounter(series("tokenhub_tokens_total", "model", l.model, "plan", l.plan, "type", "completion")),
-			spend:      m.set.GetOrCreateFloatCounter(series("tokenhub_spend_usd_total", "model", l.model, "plan", l.plan)),
-			estimated:  m.set.GetOrCreateCounter(series("tokenhub_usage_estimated_total", "model", l.model, "plan", l.plan)),
-			overBound:  m.set.GetOrCreateCounter(series("tokenhub_usage_over_bound_total", "model", l.model, "plan", l.plan)),
+			// A family of its own, not a type of tokenhub_tokens_total:
+			// cached tokens are part of the prompt's, and a sum over type
+			// would count them twice.
+			cached:        m.set.GetOrCreateCounter(series("tokenhub_cached_tokens_total", "model", l.model, "plan", l.plan)),
+			cachedClamped: m.set.GetOrCreateCounter(series("tokenhub_usage_cached_clamped_total", "model", l.model, "plan", l.plan)),
+			spend:         m.set.GetOrCreateFloatCounter(series("tokenhub_spend_usd_total", "model", l.model, "plan", l.plan)),
+			estimated:     m.set.GetOrCreateCounter(series("tokenhub_usage_estimated_total", "model", l.model, "plan", l.plan)),
+			overBound:     m.set.GetOrCreateCounter(series("tokenhub_usage_over_bound_total", "model", l.model, "plan", l.plan)),
 		})
 	}
-	u.prompt.Add(int(prompt))
-	u.completion.Add(int(completion))
+	u.prompt.Add(int(used.Prompt))
+	u.cached.Add(int(used.Cached))
+	u.completion.Add(int(used.Completion))
 	u.spend.Add(float64(cost) / 1e12)
 	if estimated {
 		u.estimated.Inc()
 	}
 	if overBound {
 		u.overBound.Inc()
+	}
+	if cachedClamped {
+		u.cachedClamped.Inc()
 	}
 }
 

@@ -11,20 +11,22 @@ import (
 // ExposeMetadata is on) but has no place for the text, so withHelp adds it.
 // TestMetricsHaveHelpAndType fails on a family missing here.
 var metricHelp = map[string]string{
-	"tokenhub_requests_total":            "Requests answered (a stream when it ends), by endpoint, model, plan and status.",
-	"tokenhub_gateway_duration_seconds":  "Time tokenhub itself added to a request: all of it but the upstream's.",
-	"tokenhub_upstream_duration_seconds": "Upstream's time to its answer (a stream's: to its headers).",
-	"tokenhub_stream_ttfb_seconds":       "A stream's time to its first event at the client.",
-	"tokenhub_tokens_total":              "Tokens billed, by model, plan and type (prompt, completion).",
-	"tokenhub_spend_usd_total":           "Dollars billed, by model and plan.",
-	"tokenhub_usage_estimated_total":     "Requests billed an estimate because the upstream sent no usage.",
-	"tokenhub_usage_over_bound_total":    "Requests whose upstream-reported usage cost more than admission's worst case.",
-	"tokenhub_open_streams":              "Streams being relayed now.",
-	"tokenhub_upstream_events_total":     "Upstream failures and failovers, by upstream and event.",
-	"tokenhub_key_cache_lookups_total":   "Key cache lookups, by result.",
-	"tokenhub_valkey_duration_seconds":   "Duration of every Valkey command and pipeline.",
-	"tokenhub_valkey_errors_total":       "Valkey commands and pipelines that failed.",
-	"tokenhub_access_log_dropped_total":  "Access log lines dropped because the writer fell behind.",
+	"tokenhub_requests_total":             "Requests answered (a stream when it ends), by endpoint, model, plan and status.",
+	"tokenhub_gateway_duration_seconds":   "Time tokenhub itself added to a request: all of it but the upstream's.",
+	"tokenhub_upstream_duration_seconds":  "Upstream's time to its answer (a stream's: to its headers).",
+	"tokenhub_stream_ttfb_seconds":        "A stream's time to its first event at the client.",
+	"tokenhub_tokens_total":               "Tokens billed, by model, plan and type (prompt, completion).",
+	"tokenhub_cached_tokens_total":        "Prompt tokens billed at the cached-input price, by model and plan: part of tokenhub_tokens_total{type=\"prompt\"}, not on top.",
+	"tokenhub_usage_cached_clamped_total": "Requests whose upstream reported more cached tokens than prompt tokens; billed the prompt tokens as cached.",
+	"tokenhub_spend_usd_total":            "Dollars billed, by model and plan.",
+	"tokenhub_usage_estimated_total":      "Requests billed an estimate because the upstream sent no usage.",
+	"tokenhub_usage_over_bound_total":     "Requests whose upstream-reported usage cost more than admission's worst case.",
+	"tokenhub_open_streams":               "Streams being relayed now.",
+	"tokenhub_upstream_events_total":      "Upstream failures and failovers, by upstream and event.",
+	"tokenhub_key_cache_lookups_total":    "Key cache lookups, by result.",
+	"tokenhub_valkey_duration_seconds":    "Duration of every Valkey command and pipeline.",
+	"tokenhub_valkey_errors_total":        "Valkey commands and pipelines that failed.",
+	"tokenhub_access_log_dropped_total":   "Access log lines dropped because the writer fell behind.",
 }
 
 var (

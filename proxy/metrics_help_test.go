@@ -4,6 +4,8 @@ import (
 	"bytes"
 	"strings"
 	"testing"
+
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // TestMetricsHaveHelpAndType: every series family /metrics shows, tokenhub's
@@ -13,7 +15,7 @@ import (
 func TestMetricsHaveHelpAndType(t *testing.T) {
 	m := newGatewayMetrics()
 	m.request("chat", "mock", "free", 200)
-	m.used("mock", "free", 10, 5, 1000, true, true)
+	m.used("mock", "free", usd.Tokens{Prompt: 10, Cached: 4, Completion: 5}, 1000, true, true, true)
 	m.upstreamEvent("mock", upstreamFailover)
 	var b bytes.Buffer
 	m.write(&b)

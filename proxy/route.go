@@ -75,7 +75,7 @@ func newModelTable(models []config.Model, upstreams *upstream.Set, created int64
 	for i := range models {
 		mc := &models[i]
 		m := &model{name: mc.Name, ownedBy: mc.OwnedBy, created: created, maxOutput: mc.MaxOutputTokens, contextWindow: mc.ContextWindowTokens,
-			price: usd.Price{InputPerMTok: mc.Price.InputPerMTok, OutputPerMTok: mc.Price.OutputPerMTok}}
+			price: mc.Price.USD()}
 		var err error
 		if m.routes, err = upstream.NewRoutes(mc.Name, mc.Routes, upstreams); err != nil {
 			return nil, err

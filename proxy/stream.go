@@ -58,7 +58,7 @@ type streamRelay struct {
 	sequence int64
 
 	usageKnown bool
-	usage      openai.Tokens
+	used       usd.Tokens // the upstream's usage, once usageKnown
 	// contentEvents and contentBytes count the events with generated text and
 	// that text's bytes: the running estimate of the output until (and
 	// unless) the upstream reports its usage.
@@ -407,7 +407,7 @@ func (r *streamRelay) pass() *apiError {
 		}
 		e := r.events.Read(ev.Data)
 		if e.HasUsage {
-			r.usage, r.usageKnown = e.Usage, true
+			r.used, r.usageKnown = e.Usage, true
 			if r.injected && e.UsageOnly {
 				continue // the client did not ask for it
 			}
@@ -452,11 +452,11 @@ func (r *streamRelay) journal() {
 		return
 	}
 	r.journaled = r.contentEvents
-	prompt := r.claim.prompt
+	used := usd.Tokens{Prompt: r.claim.prompt, Completion: r.produced()}
 	if r.usageKnown {
-		prompt = r.usage.Input
+		used = r.used
 	}
-	r.s.gate.Progress(&r.claim.ticket, prompt, r.produced(), r.claim.model.price, time.Now())
+	r.s.gate.Progress(&r.claim.ticket, used, r.claim.model.price, time.Now())
 }
 
 // produced is the output so far: the upstream's count once it reported one,
@@ -464,7 +464,7 @@ func (r *streamRelay) journal() {
 // token per four bytes of it, whichever is more, within what was admitted.
 func (r *streamRelay) produced() int64 {
 	if r.usageKnown {
-		return r.usage.Output
+		return r.used.Completion
 	}
 	return min(max(r.contentEvents, (r.contentBytes+3)/4), r.claim.maxOutput)
 }
@@ -478,7 +478,9 @@ func (r *streamRelay) covered() bool {
 	if !c.ticket.Capped() {
 		return true // no monthly budget to hold the running cost against
 	}
-	cost := c.model.price.Cost(c.prompt, r.produced())
+	// Before its usage, the stream cannot know its cached part: the bound
+	// holds whichever price the prompt turns out at.
+	cost := c.model.price.Bound(c.prompt, r.produced())
 	held := c.ticket.Reserved()
 	if cost <= held {
 		return true
@@ -557,10 +559,10 @@ func (r *streamRelay) settle() {
 		return
 	}
 	if r.usageKnown {
-		r.s.settle(&r.claim, r.usage.Input, r.usage.Output, true, r.reqID)
+		r.s.settle(&r.claim, r.used, true, r.reqID)
 		return
 	}
-	r.s.settle(&r.claim, 0, r.produced(), false, r.reqID)
+	r.s.settle(&r.claim, usd.Tokens{Completion: r.produced()}, false, r.reqID)
 }
 
 // b2s views b as a string without copying; b must not change while it is used.

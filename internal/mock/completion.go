@@ -61,16 +61,21 @@ func (s *Server) appendHead(b []byte, ep endpoint, object string, model []byte) 
 }
 
 // appendUsage appends a usage object. Chat answers carry the token-detail
-// objects OpenAI sends; legacy completions do not.
-func appendUsage(b []byte, ep endpoint, prompt, completion int) []byte {
+// objects OpenAI sends; legacy completions do not, unless some prompt
+// tokens are cached.
+func appendUsage(b []byte, ep endpoint, prompt, cached, completion int) []byte {
 	b = append(b, `{"prompt_tokens":`...)
 	b = strconv.AppendInt(b, int64(prompt), 10)
 	b = append(b, `,"completion_tokens":`...)
 	b = strconv.AppendInt(b, int64(completion), 10)
 	b = append(b, `,"total_tokens":`...)
 	b = strconv.AppendInt(b, int64(prompt+completion), 10)
+	if ep == epChat || cached > 0 {
+		b = append(b, `,"prompt_tokens_details":{"cached_tokens":`...)
+		b = strconv.AppendInt(b, int64(cached), 10)
+		b = append(b, `,"audio_tokens":0}`...)
+	}
 	if ep == epChat {
-		b = append(b, `,"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0}`...)
 		b = append(b, `,"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}`...)
 	}
 	return append(b, '}')
@@ -113,7 +118,7 @@ func (s *Server) writeCompletion(ctx *fasthttp.RequestCtx, ep endpoint, r *reque
 		}
 	}
 	b = append(b, `],"usage":`...)
-	b = appendUsage(b, ep, r.promptTokens, n*r.generated()+s.opts.OverReportTokens)
+	b = appendUsage(b, ep, r.promptTokens, max(s.opts.CachedTokens, 0), n*r.generated()+s.opts.OverReportTokens)
 	b = append(b, `,"system_fingerprint":"`+systemFingerprint+`"}`...)
 	ctx.SetContentTypeBytes(contentTypeJSON)
 	ctx.SetBody(b)

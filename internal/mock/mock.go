@@ -78,6 +78,13 @@ type Options struct {
 	// usage reports: an upstream that bills more than the request could
 	// produce, which a gateway must bill and notice.
 	OverReportTokens int
+	// CachedTokens, when positive, is how many of the prompt tokens every
+	// usage reports as read from the provider's prompt cache, in
+	// prompt_tokens_details.cached_tokens as OpenAI does (part of
+	// prompt_tokens, not on top); legacy completions then carry that object
+	// too, as vLLM's do. It is reported as set, even past prompt_tokens: an
+	// upstream that lies, which a gateway must not bill below the prompt.
+	CachedTokens int
 }
 
 // Server answers OpenAI API requests. It is safe for concurrent use.

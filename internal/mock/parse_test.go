@@ -68,3 +68,27 @@ func TestOverReportTokens(t *testing.T) {
 		t.Fatalf("%d %s", status, got)
 	}
 }
+
+// TestCachedTokens: the option reports cached prompt tokens where OpenAI
+// does, prompt_tokens_details.cached_tokens, on chat and (with the object
+// vLLM adds) legacy completions, buffered and streamed; without it chat
+// reports 0 and legacy completions no details.
+func TestCachedTokens(t *testing.T) {
+	const chat = `{"model":"m","messages":[{"role":"user","content":"hi"}],"max_tokens":2`
+	const legacy = `{"model":"m","prompt":"a","max_tokens":2`
+	const streamed = `,"stream":true,"stream_options":{"include_usage":true}}`
+	f := func(o Options, path, body, want, wantNot string) {
+		t.Helper()
+		status, got := start(t, o).do(t, "POST", path, body)
+		if status != 200 || !strings.Contains(got, want) || (wantNot != "" && strings.Contains(got, wantNot)) {
+			t.Fatalf("%+v %s: %d %s; want it with %s", o, body, status, got, want)
+		}
+	}
+	cached := Options{CachedTokens: 7}
+	f(cached, "/v1/chat/completions", chat+"}", `"prompt_tokens_details":{"cached_tokens":7,"audio_tokens":0}`, "")
+	f(cached, "/v1/chat/completions", chat+streamed, `"prompt_tokens_details":{"cached_tokens":7,"audio_tokens":0}`, "")
+	f(cached, "/v1/completions", legacy+"}", `"prompt_tokens_details":{"cached_tokens":7,"audio_tokens":0}`, "")
+	f(cached, "/v1/completions", legacy+streamed, `"prompt_tokens_details":{"cached_tokens":7,"audio_tokens":0}`, "")
+	f(Options{}, "/v1/chat/completions", chat+"}", `"prompt_tokens_details":{"cached_tokens":0,"audio_tokens":0}`, "")
+	f(Options{}, "/v1/completions", legacy+"}", `"usage":{"prompt_tokens":`, "prompt_tokens_details")
+}

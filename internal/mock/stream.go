@@ -22,8 +22,10 @@ type stream struct {
 	finish       string
 	includeUsage bool
 	promptTokens int
-	// billed is the completion tokens the usage chunk reports.
+	// billed is the completion tokens the usage chunk reports, cached the
+	// prompt tokens it reports as cached.
 	billed    int
+	cached    int
 	latency   time.Duration
 	interval  time.Duration
 	failAfter int
@@ -47,6 +49,7 @@ func (s *Server) startStream(ctx *fasthttp.RequestCtx, ep endpoint, r *request, 
 		includeUsage: r.includeUsage,
 		promptTokens: r.promptTokens,
 		billed:       n*r.generated() + s.opts.OverReportTokens,
+		cached:       max(s.opts.CachedTokens, 0),
 		latency:      set.latency,
 		interval:     set.interval,
 		failAfter:    set.failAfter,
@@ -132,7 +135,7 @@ func (st *stream) run(w eventWriter) {
 		if st.chat {
 			ep = epChat
 		}
-		b = appendUsage(b, ep, st.promptTokens, st.billed)
+		b = appendUsage(b, ep, st.promptTokens, st.cached, st.billed)
 		b = append(b, "}\n\n"...)
 		st.buf = b
 		if w.writeEvent(b) != nil {

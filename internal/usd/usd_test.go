@@ -89,3 +89,71 @@ func TestPicoString(t *testing.T) {
 		}
 	}
 }
+
+// TestBill prices usage with a cached part to the pico-dollar: cached tokens
+// are part of the prompt (OpenAI's shape), billed at the cached price, the
+// rest at the input price; what an upstream reports past the prompt is not
+// billed cached.
+func TestBill(t *testing.T) {
+	f := func(p Price, used Tokens, want string) {
+		t.Helper()
+		if got := p.Bill(used).String(); got != want {
+			t.Fatalf("%+v.Bill(%+v) = %s, want %s", p, used, got, want)
+		}
+	}
+	// gpt-4o-mini: $0.15 input, $0.075 cached, $0.60 output per million.
+	mini := Price{InputPerMTok: 150_000, CachedInputPerMTok: 75_000, OutputPerMTok: 600_000}
+	f(mini, Tokens{Prompt: 1, Cached: 1}, "0.000000075")
+	f(mini, Tokens{Prompt: 1, Cached: 0}, "0.00000015")
+	f(mini, Tokens{Prompt: 2006, Cached: 1920, Completion: 300}, "0.0003369")     // 86×0.15 + 1920×0.075 + 300×0.6 (µ$)
+	f(mini, Tokens{Prompt: 1_000_000, Cached: 1_000_000, Completion: 0}, "0.075") // all cached
+	f(mini, Tokens{Prompt: 123, Completion: 45}, mini.Cost(123, 45).String())     // cached missing: as before
+	f(Price{InputPerMTok: 1, CachedInputPerMTok: 1}, Tokens{Prompt: 7, Cached: 3}, "0.000000000007")
+	f(Price{CachedInputPerMTok: 1}, Tokens{Prompt: 7, Cached: 3}, "0.000000000003") // free input, priced cache
+	// Cached dearer than input (a provider's cache-write price): billed as said.
+	dear := Price{InputPerMTok: 100_000, CachedInputPerMTok: 125_000, OutputPerMTok: 0}
+	f(dear, Tokens{Prompt: 1000, Cached: 1000}, "0.000125")
+	f(dear, Tokens{Prompt: 1000, Cached: 400}, "0.00011") // 600×0.1 + 400×0.125
+	// A lying upstream: cached past the prompt is clamped to it; negative to 0.
+	f(mini, Tokens{Prompt: 100, Cached: 1_000_000}, mini.Bill(Tokens{Prompt: 100, Cached: 100}).String())
+	f(dear, Tokens{Prompt: 100, Cached: 1_000_000}, "0.0000125")
+	f(mini, Tokens{Prompt: 100, Cached: -5}, mini.Cost(100, 0).String())
+}
+
+func TestTokensClamped(t *testing.T) {
+	f := func(in Tokens, want Tokens, wantClamped bool) {
+		t.Helper()
+		got, clamped := in.Clamped()
+		if got != want || clamped != wantClamped {
+			t.Fatalf("%+v.Clamped() = %+v, %v; want %+v, %v", in, got, clamped, want, wantClamped)
+		}
+	}
+	f(Tokens{Prompt: 10, Cached: 4, Completion: 2}, Tokens{Prompt: 10, Cached: 4, Completion: 2}, false)
+	f(Tokens{Prompt: 10, Cached: 10}, Tokens{Prompt: 10, Cached: 10}, false)
+	f(Tokens{Prompt: 10, Cached: 11}, Tokens{Prompt: 10, Cached: 10}, true)
+	f(Tokens{Prompt: 10, Cached: -1}, Tokens{Prompt: 10}, true)
+	f(Tokens{Prompt: 0, Cached: 3}, Tokens{}, true)
+}
+
+// TestBoundCoversBill checks admission's bound against every split of a
+// prompt into cached and uncached tokens, with the cached price below,
+// equal to and above the input price: Bound is never below Bill.
+func TestBoundCoversBill(t *testing.T) {
+	for _, p := range []Price{
+		{InputPerMTok: 150_000, CachedInputPerMTok: 75_000, OutputPerMTok: 600_000},
+		{InputPerMTok: 150_000, CachedInputPerMTok: 150_000, OutputPerMTok: 600_000},
+		{InputPerMTok: 100_000, CachedInputPerMTok: 125_000, OutputPerMTok: 400_000},
+		{InputPerMTok: 0, CachedInputPerMTok: 1, OutputPerMTok: 0},
+	} {
+		const prompt, completion = 1000, 50
+		bound := p.Bound(prompt, completion)
+		for cached := int64(0); cached <= prompt+10; cached += 5 {
+			if bill := p.Bill(Tokens{Prompt: prompt, Cached: cached, Completion: completion}); bill > bound {
+				t.Fatalf("%+v: Bill with %d cached = %s, over Bound %s", p, cached, bill, bound)
+			}
+		}
+		if p.CachedInputPerMTok > p.InputPerMTok && bound != p.Bill(Tokens{Prompt: prompt, Cached: prompt, Completion: completion}) {
+			t.Fatalf("%+v: Bound %s is not the all-cached bill when cached is dearer", p, bound)
+		}
+	}
+}

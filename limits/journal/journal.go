@@ -59,30 +59,45 @@ type Record struct {
 	Seq    int64 // set by Append; the order of appends
 	Month  int32 // yyyymm
 	Stream uint64
-	// Counts, the cost in pico-dollars.
-	Requests, Prompt, Completion, Spent int64
-	KeyID, Model                        string
+	// Counts, the cost in pico-dollars. Cached is the part of Prompt the
+	// provider served from its cache (0 in records of earlier versions,
+	// which had no place for it). Requests is at most MaxRequests.
+	Requests, Prompt, Cached, Completion, Spent int64
+	KeyID, Model                                string
 }
+
+// MaxRequests is the most requests one record counts (a record is one
+// request; replay settles a stream as one).
+const MaxRequests = 1<<32 - 1
 
 // layout of a record, little endian:
 //
-//	0  crc32c of [4:160)   4 kind  5 key length  6 model length  7 zero
-//	8  seq   16 month (int32) 20 zero
-//	24 requests  32 prompt  40 completion  48 spent  56 stream
+//	0  crc32c of [4:160)   4 kind|layout2  5 key length  6 model length  7 zero
+//	8  seq   16 month (int32) 20 requests (uint32)
+//	24 cached  32 prompt  40 completion  48 spent  56 stream
 //	64 key id [32]  96 model [64]
+//
+// Records written before cached tokens were counted have the layout2 bit
+// clear, 20 zero and 24 requests (int64): they are read as they were, with
+// no cached tokens, so a journal left by an older version replays. Their
+// kind byte is the only difference an older version sees: a record with the
+// bit set is not a kind it knows, so after a downgrade it skips (and logs)
+// such records rather than read the cached count as requests.
 const (
-	offKind, offKeyLen, offModelLen              = 4, 5, 6
-	offSeq, offMonth                             = 8, 16
-	offReq, offPrompt, offCompl, offSpent        = 24, 32, 40, 48
-	offStream, offKey, offModel                  = 56, 64, 96
-	headerMagic                                  = "tokenhub-journal-v1"
-	segmentSuffix                                = ".journal"
-	nodeIDFile                                   = "node-id"
-	defaultSegmentBytes                          = 32 << 20
-	defaultSyncInterval                          = time.Second
-	minSegmentRecords                            = 16
-	maxSegmentBytes                       int64  = 1 << 30
-	castagnoli                            uint32 = crc32.Castagnoli
+	offKind, offKeyLen, offModelLen                 = 4, 5, 6
+	offSeq, offMonth, offReq                        = 8, 16, 20
+	offCached, offPrompt, offCompl, offSpent        = 24, 32, 40, 48
+	offReqV1                                        = 24
+	offStream, offKey, offModel                     = 56, 64, 96
+	layout2                                  byte   = 0x80
+	headerMagic                                     = "tokenhub-journal-v1"
+	segmentSuffix                                   = ".journal"
+	nodeIDFile                                      = "node-id"
+	defaultSegmentBytes                             = 32 << 20
+	defaultSyncInterval                             = time.Second
+	minSegmentRecords                               = 16
+	maxSegmentBytes                          int64  = 1 << 30
+	castagnoli                               uint32 = crc32.Castagnoli
 )
 
 var crcTable = crc32.MakeTable(castagnoli)
@@ -342,10 +357,21 @@ var ErrClosed = errors.New("journal: closed")
 // error; a Model longer than MaxModel is kept as its first 47 bytes, '#' and
 // 16 hex digits of its FNV-1a hash.
 func (j *Journal) Append(r *Record) (int64, error) {
-	if len(r.KeyID) > MaxKeyID {
-		return 0, fmt.Errorf("journal: key id of %d bytes is over %d", len(r.KeyID), MaxKeyID)
+	if err := check(r); err != nil {
+		return 0, err
 	}
 	return j.append(r, nil)
+}
+
+// check refuses a record encode cannot hold whole.
+func check(r *Record) error {
+	if len(r.KeyID) > MaxKeyID {
+		return fmt.Errorf("journal: key id of %d bytes is over %d", len(r.KeyID), MaxKeyID)
+	}
+	if r.Requests < 0 || r.Requests > MaxRequests {
+		return fmt.Errorf("journal: %d requests in one record is not from 0 to %d", r.Requests, int64(MaxRequests))
+	}
+	return nil
 }
 
 // AppendPinned is Append for a stream's running count: once r is written,
@@ -353,8 +379,8 @@ func (j *Journal) Append(r *Record) (int64, error) {
 // stream's Unpin. When the append fails, p still holds the stream's
 // previous record, the latest one journaled.
 func (j *Journal) AppendPinned(r *Record, p *Pin) (int64, error) {
-	if len(r.KeyID) > MaxKeyID {
-		return 0, fmt.Errorf("journal: key id of %d bytes is over %d", len(r.KeyID), MaxKeyID)
+	if err := check(r); err != nil {
+		return 0, err
 	}
 	return j.append(r, p)
 }
@@ -447,12 +473,13 @@ func (j *Journal) rotate(full *segment) error {
 }
 
 func encode(b []byte, r *Record, seq int64) {
-	b[offKind] = byte(r.Kind)
+	b[offKind] = byte(r.Kind) | layout2
 	b[offKeyLen] = byte(len(r.KeyID))
 	le := binary.LittleEndian
 	le.PutUint64(b[offSeq:], uint64(seq))
 	le.PutUint32(b[offMonth:], uint32(r.Month))
-	le.PutUint64(b[offReq:], uint64(r.Requests))
+	le.PutUint32(b[offReq:], uint32(r.Requests))
+	le.PutUint64(b[offCached:], uint64(r.Cached))
 	le.PutUint64(b[offPrompt:], uint64(r.Prompt))
 	le.PutUint64(b[offCompl:], uint64(r.Completion))
 	le.PutUint64(b[offSpent:], uint64(r.Spent))
@@ -510,7 +537,7 @@ func Decode(b []byte, r *Record) (ok, torn bool) {
 		return false, false
 	}
 	kl, ml := int(b[offKeyLen]), int(b[offModelLen])
-	k := Kind(b[offKind])
+	k := Kind(b[offKind] &^ layout2)
 	if kl > MaxKeyID || ml > MaxModel || (k != Settle && k != Progress) {
 		return false, true
 	}
@@ -518,13 +545,18 @@ func Decode(b []byte, r *Record) (ok, torn bool) {
 		Kind:       k,
 		Seq:        int64(le.Uint64(b[offSeq:])),
 		Month:      int32(le.Uint32(b[offMonth:])),
-		Requests:   int64(le.Uint64(b[offReq:])),
 		Prompt:     int64(le.Uint64(b[offPrompt:])),
 		Completion: int64(le.Uint64(b[offCompl:])),
 		Spent:      int64(le.Uint64(b[offSpent:])),
 		Stream:     le.Uint64(b[offStream:]),
 		KeyID:      string(b[offKey : offKey+kl]),
 		Model:      string(b[offModel : offModel+ml]),
+	}
+	if b[offKind]&layout2 != 0 {
+		r.Requests = int64(le.Uint32(b[offReq:]))
+		r.Cached = int64(le.Uint64(b[offCached:]))
+	} else {
+		r.Requests = int64(le.Uint64(b[offReqV1:]))
 	}
 	return true, false
 }

@@ -2,6 +2,8 @@ package journal
 
 import (
 	"bytes"
+	"encoding/binary"
+	"hash/crc32"
 	"io"
 	"log/slog"
 	"os"
@@ -524,4 +526,84 @@ func (j *Journal) abandon() {
 	j.cur.Store(nil)
 	j.unmapAll()
 	j.lock.Close() // the kernel drops a killed process's locks
+}
+
+// TestCachedTokensSurviveReopen: a record's cached tokens (any int64 count,
+// not only small ones) are read back after a reopen without Close, as
+// after SIGKILL, with its other counts.
+func TestCachedTokensSurviveReopen(t *testing.T) {
+	dir := t.TempDir()
+	j, err := Open(dir, Options{SegmentBytes: 64 * RecordSize, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	want := []Record{
+		{Kind: Settle, Month: 202612, Requests: 1, Prompt: 2006, Cached: 1920, Completion: 300, Spent: 336_900_000, KeyID: "key_a", Model: "gpt-4o-mini"},
+		{Kind: Progress, Month: 202612, Stream: 9, Requests: 1, Prompt: 1 << 40, Cached: 1<<40 - 1, Completion: 7, Spent: 1, KeyID: "key_b", Model: "m"},
+		{Kind: Settle, Month: 202612, Requests: MaxRequests, Prompt: 5, KeyID: "key_c", Model: "m"},
+	}
+	for i := range want {
+		if want[i].Seq, err = j.Append(&want[i]); err != nil {
+			t.Fatal(err)
+		}
+	}
+	j.abandon()
+	got := all(t, open(t, dir, Options{SegmentBytes: 64 * RecordSize}))
+	if len(got) != len(want) {
+		t.Fatalf("read %d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("record %d read back as\n%+v\nwant\n%+v", i, got[i], want[i])
+		}
+	}
+	over := Record{Kind: Settle, Requests: MaxRequests + 1, KeyID: "k"}
+	if _, err := j.Append(&over); err == nil {
+		t.Fatal("appended a record of more requests than it can hold")
+	}
+}
+
+// encodeV1 writes r as versions before cached tokens did: requests at 24 as
+// an int64, no cached count, no layout bit.
+func encodeV1(b []byte, r *Record, seq int64) {
+	clear(b[:RecordSize])
+	b[offKind] = byte(r.Kind)
+	b[offKeyLen] = byte(len(r.KeyID))
+	b[offModelLen] = byte(len(r.Model))
+	le := binary.LittleEndian
+	le.PutUint64(b[offSeq:], uint64(seq))
+	le.PutUint32(b[offMonth:], uint32(r.Month))
+	le.PutUint64(b[24:], uint64(r.Requests))
+	le.PutUint64(b[32:], uint64(r.Prompt))
+	le.PutUint64(b[40:], uint64(r.Completion))
+	le.PutUint64(b[48:], uint64(r.Spent))
+	le.PutUint64(b[56:], r.Stream)
+	copy(b[offKey:], r.KeyID)
+	copy(b[offModel:], r.Model)
+	le.PutUint32(b[0:], crc32.Checksum(b[4:RecordSize], crcTable))
+}
+
+// TestOlderRecordsStillRead: a journal an older version left (records
+// without cached tokens) replays after an upgrade: each old record reads
+// as it was written, with no cached tokens, beside new ones.
+func TestOlderRecordsStillRead(t *testing.T) {
+	dir := t.TempDir()
+	j, err := Open(dir, Options{SegmentBytes: 64 * RecordSize, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	old := Record{Kind: Progress, Month: 202611, Stream: 77, Requests: 1, Prompt: 40, Completion: 12, Spent: 9_000, KeyID: "key_old", Model: "mock"}
+	cur := Record{Kind: Settle, Month: 202611, Requests: 1, Prompt: 40, Cached: 32, Completion: 12, Spent: 8_000, KeyID: "key_new", Model: "mock"}
+	for _, r := range []*Record{&old, &cur} {
+		if r.Seq, err = j.Append(r); err != nil {
+			t.Fatal(err)
+		}
+	}
+	seg := j.cur.Load()
+	encodeV1(seg.data[1*RecordSize:], &old, old.Seq) // the first slot, as the old version wrote it
+	j.abandon()
+	got := all(t, open(t, dir, Options{SegmentBytes: 64 * RecordSize}))
+	if len(got) != 2 || got[0] != old || got[1] != cur {
+		t.Fatalf("read %+v\nwant %+v and %+v", got, old, cur)
+	}
 }

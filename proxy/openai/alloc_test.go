@@ -23,6 +23,7 @@ func TestAllocsChunkReaders(t *testing.T) {
 	}
 	f("content chunk", contentChunk)
 	f("usage chunk", usageChunk)
+	f("usage chunk with cached tokens", cachedChunk)
 	f("escaped content", escapedChunk)
 	f("two choices", twoChoices)
 	f("legacy completion", legacyChunk)

@@ -2,6 +2,7 @@ package openai
 
 import (
 	"bytes"
+	"math"
 	"strings"
 	"sync"
 	"unicode/utf8"
@@ -10,10 +11,13 @@ import (
 	"github.com/bytedance/sonic/ast"
 
 	"github.com/tokenhub/tokenhub/internal/jsonscan"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // The readers below look up single fields of an OpenAI chunk with sonic's
-// searcher, which skips what it passes over instead of decoding it. They
+// searcher, which skips what it passes over instead of decoding it (usage,
+// whose repeated keys must read as the client reads them, walks members
+// with jsonscan instead: see members). They
 // take a chunk as the Data of an event; anything that is not a JSON object
 // (such as "[DONE]") reads as a chunk without the field. They do not validate
 // what they skip, which saves about a third of their time: a malformed chunk
@@ -25,45 +29,128 @@ import (
 // an allocation each time.
 var nodes = sync.Pool{New: func() any { return new(ast.Node) }}
 
-// ChunkUsage reads usage.prompt_tokens and usage.completion_tokens from a
-// chunk. It reports false when usage is absent or null (every chunk but the
-// last when the client asked for stream_options.include_usage), or when
-// either count is not a non-negative integer.
-func ChunkUsage(data []byte) (prompt, completion int64, ok bool) {
-	prompt, completion, hasCompletion, ok := usage(data)
+// ChunkUsage reads usage.prompt_tokens, usage.completion_tokens and
+// usage.prompt_tokens_details.cached_tokens (see Usage) from a chunk. It
+// reports false when usage is absent or null (every chunk but the last when
+// the client asked for stream_options.include_usage), or when the prompt or
+// completion count is not a non-negative integer.
+func ChunkUsage(data []byte) (usd.Tokens, bool) {
+	used, hasCompletion, ok := usage(data)
 	if !ok || !hasCompletion {
-		return 0, 0, false
+		return usd.Tokens{}, false
 	}
-	return prompt, completion, true
+	return used, true
 }
 
-// Usage reads usage.prompt_tokens and usage.completion_tokens from a whole
-// answer (a buffered completion or embedding), which must be valid JSON;
-// the completion count is 0 when absent (embeddings) or not a count. It
-// reports false without a usage object or a prompt count.
-func Usage(data []byte) (prompt, completion int64, ok bool) {
-	prompt, completion, _, ok = usage(data)
-	return prompt, completion, ok
+// Usage reads usage.prompt_tokens, usage.completion_tokens and
+// usage.prompt_tokens_details.cached_tokens from a whole answer (a buffered
+// completion or embedding), which must be valid JSON; the completion count
+// is 0 when absent (embeddings) or not a count. It reports false without a
+// usage object or a prompt count. The cached count is part of the prompt
+// count, as OpenAI reports it; 0 when absent or not a count, and as the
+// upstream said it otherwise, even past the prompt (the biller clamps it,
+// usd.Tokens.Clamped, and counts that). A repeated key reads as its last,
+// and an escaped name as what it spells, as the official SDKs read them
+// (see members): what is billed is the usage the client sees.
+func Usage(data []byte) (usd.Tokens, bool) {
+	used, _, ok := usage(data)
+	return used, ok
 }
 
-func usage(data []byte) (prompt, completion int64, hasCompletion, ok bool) {
+func usage(data []byte) (used usd.Tokens, hasCompletion, ok bool) {
 	if !isObject(data) || !mayHaveUsage(data) {
-		return 0, 0, false, false
+		return usd.Tokens{}, false, false
 	}
-	n := nodes.Get().(*ast.Node)
-	defer release(n)
-	u, t := find(n, b2s(data), "usage")
-	if t != ast.V_OBJECT {
-		return 0, 0, false, false
+	var u [1][]byte
+	if members(data, usageKey[:], u[:]); u[0] == nil || u[0][0] != '{' {
+		return usd.Tokens{}, false, false
 	}
-	if prompt, ok = count(u, "prompt_tokens"); !ok {
-		return 0, 0, false, false
+	var counts [len(usageCounts)][]byte
+	members(u[0], usageCounts[:], counts[:])
+	if used.Prompt, ok = tokenCount(counts[0]); !ok {
+		return usd.Tokens{}, false, false
 	}
-	completion, hasCompletion = count(u, "completion_tokens")
+	used.Completion, hasCompletion = tokenCount(counts[1])
 	if !hasCompletion {
-		completion = 0
+		used.Completion = 0
 	}
-	return prompt, completion, hasCompletion, true
+	if details := counts[2]; details != nil && details[0] == '{' {
+		var cached [1][]byte
+		members(details, cachedKey[:], cached[:])
+		if used.Cached, ok = tokenCount(cached[0]); !ok {
+			used.Cached = 0
+		}
+	}
+	return used, hasCompletion, true
+}
+
+// The members usage reads, at each level.
+var (
+	usageKey    = [...]string{"usage"}
+	usageCounts = [...]string{"prompt_tokens", "completion_tokens", "prompt_tokens_details"}
+	cachedKey   = [...]string{"cached_tokens"}
+)
+
+// members sets values[i] to the raw value of the last member of obj named
+// names[i] (nil when there is none), in one walk of obj, a JSON object with
+// no leading whitespace. The official
+// SDKs read an answer with JSON.parse, Python's json and Go's encoding/json,
+// which keep the last of a repeated key and decode an escaped name
+// ("prompt_\u0074okens"): usage read here must be what the client reads, or
+// an upstream's repeated count would bill one number and show another. It
+// walks obj's members and skips their values without decoding them; on
+// malformed JSON it stays in bounds and answers something or nothing.
+func members(obj []byte, names []string, values [][]byte) {
+	var buf [keyBufLen]byte
+	if len(obj) == 0 || obj[0] != '{' {
+		return
+	}
+	for i := 1; ; {
+		if i = jsonscan.SkipSpace(obj, i); i >= len(obj) || obj[i] != '"' {
+			return // '}', or not an object's member
+		}
+		keyEnd := jsonscan.SkipString(obj, i)
+		lit := obj[i:keyEnd]
+		if i = jsonscan.SkipSpace(obj, keyEnd); i >= len(obj) || obj[i] != ':' {
+			return
+		}
+		if i = jsonscan.SkipSpace(obj, i+1); i >= len(obj) {
+			return
+		}
+		end := jsonscan.SkipValue(obj, i)
+		if len(lit) >= 2 && lit[len(lit)-1] == '"' && end > i {
+			if key, valid := keyName(&buf, lit); valid {
+				for k, name := range names {
+					if string(key) == name {
+						values[k] = obj[i:end]
+					}
+				}
+			}
+		}
+		if i = jsonscan.SkipSpace(obj, end); i >= len(obj) || obj[i] != ',' {
+			return
+		}
+		i++
+	}
+}
+
+// tokenCount reads a token count, a non-negative JSON integer that fits an
+// int64, from a member's raw value (nil: none).
+func tokenCount(raw []byte) (int64, bool) {
+	if len(raw) == 0 || len(raw) > 19 {
+		return 0, false
+	}
+	var v int64
+	for _, c := range raw {
+		if c < '0' || c > '9' {
+			return 0, false
+		}
+		if v > (math.MaxInt64-int64(c-'0'))/10 {
+			return 0, false
+		}
+		v = v*10 + int64(c-'0')
+	}
+	return v, true
 }
 
 // IsUsageOnlyChunk reports whether a chunk is the one OpenAI adds at the end
@@ -215,16 +302,6 @@ func find(n *ast.Node, js string, path ...any) (string, int) {
 		return "", ast.V_NONE
 	}
 	return raw, n.TypeSafe()
-}
-
-// count reads a token count: a non-negative integer.
-func count(js, key string) (int64, bool) {
-	n, err := searcher(js).GetByPath(key)
-	if err != nil || n.TypeSafe() != ast.V_NUMBER {
-		return 0, false
-	}
-	v, err := n.StrictInt64()
-	return v, err == nil && v >= 0
 }
 
 // release returns a scratch node to the pool, cleared so that it does not

@@ -11,6 +11,7 @@ import (
 	"testing"
 	"unicode/utf8"
 
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/sse"
 )
 
@@ -26,9 +27,9 @@ const (
 func TestChunkUsage(t *testing.T) {
 	f := func(in string, prompt, completion int64, ok bool) {
 		t.Helper()
-		p, c, gotOK := ChunkUsage([]byte(in))
-		if p != prompt || c != completion || gotOK != ok {
-			t.Fatalf("ChunkUsage(%s) = %d, %d, %v; want %d, %d, %v", in, p, c, gotOK, prompt, completion, ok)
+		used, gotOK := ChunkUsage([]byte(in))
+		if used.Prompt != prompt || used.Completion != completion || used.Cached != 0 || gotOK != ok {
+			t.Fatalf("ChunkUsage(%s) = %+v, %v; want %d, %d, %v", in, used, gotOK, prompt, completion, ok)
 		}
 	}
 	f(usageChunk, 19, 10, true)
@@ -47,6 +48,86 @@ func TestChunkUsage(t *testing.T) {
 	f(`[DONE]`, 0, 0, false)
 	f(``, 0, 0, false)
 	f(`{"usage":{"prompt_tokens":1,`, 0, 0, false)
+}
+
+// cachedChunk is OpenAI's usage chunk of a chat whose prompt was mostly
+// cached.
+const cachedChunk = `{"id":"chatcmpl-BxQ9","object":"chat.completion.chunk","created":1736871234,"model":"gpt-4o-mini-2024-07-18","choices":[],"usage":{"prompt_tokens":2006,"completion_tokens":300,"total_tokens":2306,"prompt_tokens_details":{"cached_tokens":1920,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":0,"audio_tokens":0,"accepted_prediction_tokens":0,"rejected_prediction_tokens":0}}}`
+
+// TestUsageCachedTokens: cached_tokens is read from prompt_tokens_details,
+// in a chunk and in a whole answer (chat, legacy completion as vLLM sends
+// it); absent, null or not a count it is 0 and the usage still reads; a
+// count past the prompt is read as sent (settlement clamps it); one
+// elsewhere (a choice, a completion's details) is not it.
+func TestUsageCachedTokens(t *testing.T) {
+	f := func(in string, want usd.Tokens, wantOK bool) {
+		t.Helper()
+		got, ok := ChunkUsage([]byte(in))
+		if got != want || ok != wantOK {
+			t.Fatalf("ChunkUsage(%s) = %+v, %v; want %+v, %v", in, got, ok, want, wantOK)
+		}
+		if got, ok = Usage([]byte(in)); got != want || ok != wantOK {
+			t.Fatalf("Usage(%s) = %+v, %v; want %+v, %v", in, got, ok, want, wantOK)
+		}
+	}
+	f(cachedChunk, usd.Tokens{Prompt: 2006, Cached: 1920, Completion: 300}, true)
+	f(usageChunk, usd.Tokens{Prompt: 19, Completion: 10}, true) // cached_tokens: 0
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":8}}}`, usd.Tokens{Prompt: 10, Cached: 8, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens_details":{"cached_tokens":8},"completion_tokens":2,"prompt_tokens":10}}`, usd.Tokens{Prompt: 10, Cached: 8, Completion: 2}, true)
+	f(`{"object":"text_completion","choices":[{"text":"x"}],"usage":{"prompt_tokens":64,"total_tokens":80,"completion_tokens":16,"prompt_tokens_details":{"cached_tokens":48}}}`, usd.Tokens{Prompt: 64, Cached: 48, Completion: 16}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":null}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":null}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":-3}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":"8"}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":1.5}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":99}}}`, usd.Tokens{Prompt: 10, Cached: 99, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"cached_tokens":7,"completion_tokens_details":{"cached_tokens":7}}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"choices":[{"usage":{"prompt_tokens_details":{"cached_tokens":7}}}],"usage":{"prompt_tokens":10,"completion_tokens":2}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
+	f(`{"usage":{"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":8}}}`, usd.Tokens{}, false)
+}
+
+// TestUsageReadsAsClientsDo: an upstream's repeated or escaped keys in
+// usage read as the official SDKs read them (Python's json, JSON.parse and
+// Go's encoding/json keep the last of a repeated key and decode escaped
+// names), so the bill is of the usage the client sees: at every level, the
+// usage object itself, its counts and the cached count's details.
+func TestUsageReadsAsClientsDo(t *testing.T) {
+	f := func(in string, want usd.Tokens, wantOK bool) {
+		t.Helper()
+		var client struct {
+			Usage *struct {
+				Prompt      *int64 `json:"prompt_tokens"`
+				Completion  *int64 `json:"completion_tokens"`
+				PromptTDeta *struct {
+					Cached int64 `json:"cached_tokens"`
+				} `json:"prompt_tokens_details"`
+			} `json:"usage"`
+		}
+		if err := json.Unmarshal([]byte(in), &client); wantOK && err != nil {
+			t.Fatalf("%s: %v", in, err)
+		}
+		if u := client.Usage; wantOK && (u == nil || *u.Prompt != want.Prompt || *u.Completion != want.Completion ||
+			(u.PromptTDeta != nil && u.PromptTDeta.Cached != want.Cached)) {
+			t.Fatalf("the case is wrong: encoding/json reads %s as %+v", in, u)
+		}
+		got, ok := ChunkUsage([]byte(in))
+		if got != want || ok != wantOK {
+			t.Fatalf("ChunkUsage(%s) = %+v, %v; want %+v, %v", in, got, ok, want, wantOK)
+		}
+		if got, ok = Usage([]byte(in)); got != want || ok != wantOK {
+			t.Fatalf("Usage(%s) = %+v, %v; want %+v, %v", in, got, ok, want, wantOK)
+		}
+	}
+	f(`{"usage":{"prompt_tokens":1,"completion_tokens":2,"prompt_tokens":50}}`, usd.Tokens{Prompt: 50, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"completion_tokens":200}}`, usd.Tokens{Prompt: 10, Completion: 200}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":9,"cached_tokens":4}}}`, usd.Tokens{Prompt: 10, Cached: 4, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_tokens":9},"prompt_tokens_details":{"cached_tokens":1}}}`, usd.Tokens{Prompt: 10, Cached: 1, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":1,"completion_tokens":1},"choices":[],"usage":{"prompt_tokens":70,"completion_tokens":30}}`, usd.Tokens{Prompt: 70, Completion: 30}, true)
+	f(`{"usage":{"prompt_tokens":1,"completion_tokens":1,"prompt_tokens":"many"}}`, usd.Tokens{}, false)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_\u0074okens":40}}`, usd.Tokens{Prompt: 40, Completion: 2}, true)
+	f(`{"usage":{"prompt_tokens":10,"completion_tokens":2,"prompt_tokens_details":{"cached_\u0074okens":8}}}`, usd.Tokens{Prompt: 10, Cached: 8, Completion: 2}, true)
+	f(`{ "usage" : { "prompt_tokens" : 10 , "completion_tokens" : 2 , "prompt_tokens_details" : { "cached_tokens" : 6 } } }`, usd.Tokens{Prompt: 10, Cached: 6, Completion: 2}, true)
+	f(`{"choices":[{"delta":{"content":"\"usage\":{\"prompt_tokens\":1}"}}],"usage":{"prompt_tokens":10,"completion_tokens":2}}`, usd.Tokens{Prompt: 10, Completion: 2}, true)
 }
 
 func TestIsUsageOnlyChunk(t *testing.T) {
@@ -157,8 +238,8 @@ func TestOpenAIStreams(t *testing.T) {
 					if HasError(ev.Data) {
 						got.errors++
 					}
-					if p, c, ok := ChunkUsage(ev.Data); ok {
-						got.prompt, got.completion = p, c
+					if used, ok := ChunkUsage(ev.Data); ok {
+						got.prompt, got.completion = used.Prompt, used.Completion
 					}
 					n := ContentBytes(ev.Data)
 					if want := decodedContent(t, ev.Data); n != want {
@@ -247,8 +328,8 @@ func FuzzChunk(f *testing.F) {
 		f.Add([]byte(c))
 	}
 	f.Fuzz(func(t *testing.T, data []byte) {
-		if p, c, ok := ChunkUsage(data); ok && (p < 0 || c < 0) {
-			t.Fatalf("ChunkUsage(%s) = %d, %d", data, p, c)
+		if used, ok := ChunkUsage(data); ok && (used.Prompt < 0 || used.Completion < 0 || used.Cached < 0) {
+			t.Fatalf("ChunkUsage(%s) = %+v", data, used)
 		}
 		IsUsageOnlyChunk(data)
 		HasError(data)

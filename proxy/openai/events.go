@@ -2,6 +2,7 @@ package openai
 
 import (
 	"bytes"
+	"github.com/tokenhub/tokenhub/internal/usd"
 
 	"github.com/bytedance/sonic/ast"
 )
@@ -12,7 +13,7 @@ import (
 // tokens, and what the budget cut-off weighs).
 type Event struct {
 	// Usage is the upstream's count for the whole stream, when HasUsage.
-	Usage    Tokens
+	Usage    usd.Tokens
 	HasUsage bool
 	// UsageOnly: a chat chunk with usage and no choices, the one OpenAI adds
 	// for stream_options.include_usage.
@@ -39,8 +40,8 @@ func (ChatEvents) Read(data []byte) Event {
 		e.Done = true
 		return e
 	}
-	if p, c, ok := ChunkUsage(data); ok {
-		e.Usage, e.HasUsage = Tokens{Input: p, Output: c}, true
+	if used, ok := ChunkUsage(data); ok {
+		e.Usage, e.HasUsage = used, true
 		e.UsageOnly = IsUsageOnlyChunk(data)
 	}
 	e.ContentBytes = ContentBytes(data)
@@ -72,9 +73,7 @@ func (ResponsesEvents) Read(data []byte) Event {
 	switch typ {
 	case `"response.completed"`, `"response.incomplete"`, `"response.failed"`:
 		e.Done = true
-		if u, t := find(n, js, "response", "usage"); t == ast.V_OBJECT {
-			e.Usage, e.HasUsage = responseTokens(n, u)
-		}
+		e.Usage, e.HasUsage = ResponseUsage(data)
 	case `"response.created"`:
 		e.Created = true
 	default:

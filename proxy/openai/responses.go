@@ -3,6 +3,7 @@ package openai
 import (
 	"bytes"
 	"errors"
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"strings"
 	"unicode/utf8"
 
@@ -185,50 +186,56 @@ func isItemReference(lit []byte) bool {
 	return ok && bytes.Equal(dec, typeItemReference)
 }
 
-// Tokens is the usage an upstream reports for one answer. Input counts every
-// prompt token, Cached among them; Output every generated token, Reasoning
-// among them (OpenAI's usage counts both details inside the totals).
-type Tokens struct {
-	Input, Output     int64
-	Cached, Reasoning int64
-}
-
 // ResponseUsage reads the usage of a Responses API answer: the top-level
 // usage of a whole response, or response.usage of a stream's final event
 // (response.completed, response.incomplete, response.failed). It reports
 // false when there is none or input_tokens is not a count; output_tokens
-// absent or not a count reads as 0, and so do the details.
-func ResponseUsage(data []byte) (Tokens, bool) {
+// absent or not a count reads as 0, and so does cached_tokens. A repeated key
+// counts as its last, as the client's SDK reads it. Reasoning tokens are
+// part of output_tokens and billed with them.
+func ResponseUsage(data []byte) (usd.Tokens, bool) {
 	if !isObject(data) || !mayHaveUsage(data) {
-		return Tokens{}, false
+		return usd.Tokens{}, false
 	}
-	n := nodes.Get().(*ast.Node)
-	defer release(n)
-	js := b2s(data)
-	u, t := find(n, js, "usage")
-	if t != ast.V_OBJECT {
-		if u, t = find(n, js, "response", "usage"); t != ast.V_OBJECT {
-			return Tokens{}, false
+	var top [2][]byte
+	members(data, responseTop[:], top[:])
+	u := top[0]
+	if u == nil || u[0] != '{' {
+		var in [1][]byte
+		members(top[1], usageKey[:], in[:])
+		if u = in[0]; u == nil || u[0] != '{' {
+			return usd.Tokens{}, false
 		}
 	}
-	return responseTokens(n, u)
+	return responseTokens(u)
 }
 
+// The members ResponseUsage reads, at each level.
+var (
+	responseTop    = [...]string{"usage", "response"}
+	responseCounts = [...]string{"input_tokens", "output_tokens", "input_tokens_details"}
+)
+
 // responseTokens reads a Responses usage object, u.
-func responseTokens(n *ast.Node, u string) (Tokens, bool) {
-	var tk Tokens
+func responseTokens(u []byte) (usd.Tokens, bool) {
+	var counts [len(responseCounts)][]byte
+	members(u, responseCounts[:], counts[:])
+	var used usd.Tokens
 	var ok bool
-	if tk.Input, ok = count(u, "input_tokens"); !ok {
-		return Tokens{}, false
+	if used.Prompt, ok = tokenCount(counts[0]); !ok {
+		return usd.Tokens{}, false
 	}
-	tk.Output, _ = count(u, "output_tokens")
-	if d, t := find(n, u, "input_tokens_details"); t == ast.V_OBJECT {
-		tk.Cached, _ = count(d, "cached_tokens")
+	if used.Completion, ok = tokenCount(counts[1]); !ok {
+		used.Completion = 0
 	}
-	if d, t := find(n, u, "output_tokens_details"); t == ast.V_OBJECT {
-		tk.Reasoning, _ = count(d, "reasoning_tokens")
+	if d := counts[2]; d != nil && d[0] == '{' {
+		var cached [1][]byte
+		members(d, cachedKey[:], cached[:])
+		if used.Cached, ok = tokenCount(cached[0]); !ok {
+			used.Cached = 0
+		}
 	}
-	return tk, true
+	return used, true
 }
 
 // ResponseID returns the id of the response data carries: the top-level id

@@ -2,6 +2,7 @@ package openai
 
 import (
 	"encoding/json"
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"testing"
 )
 
@@ -98,23 +99,25 @@ const (
 )
 
 func TestResponseUsage(t *testing.T) {
-	f := func(data string, want Tokens, wantOK bool) {
+	f := func(data string, want usd.Tokens, wantOK bool) {
 		t.Helper()
 		got, ok := ResponseUsage([]byte(data))
 		if got != want || ok != wantOK {
 			t.Fatalf("ResponseUsage(%s) = %+v %v, want %+v %v", data, got, ok, want, wantOK)
 		}
 	}
-	full := Tokens{Input: 12, Output: 30, Cached: 4, Reasoning: 9}
+	full := usd.Tokens{Prompt: 12, Completion: 30, Cached: 4}
 	f(responseBody, full, true)
 	f(completedEvent, full, true)
-	f(incompleteEvent, Tokens{Input: 3, Output: 16}, true)
-	f(failedEvent, Tokens{}, false)
-	f(createdEvent, Tokens{}, false)
-	f(`{"usage":{"prompt_tokens":3,"completion_tokens":4}}`, Tokens{}, false) // chat's names are not these
-	f(`{"usage":{"input_tokens":-1,"output_tokens":4}}`, Tokens{}, false)
-	f(`[DONE]`, Tokens{}, false)
-	f(``, Tokens{}, false)
+	f(incompleteEvent, usd.Tokens{Prompt: 3, Completion: 16}, true)
+	f(failedEvent, usd.Tokens{}, false)
+	f(createdEvent, usd.Tokens{}, false)
+	f(`{"usage":{"prompt_tokens":3,"completion_tokens":4}}`, usd.Tokens{}, false) // chat's names are not these
+	f(`{"usage":{"input_tokens":-1,"output_tokens":4}}`, usd.Tokens{}, false)
+	f(`[DONE]`, usd.Tokens{}, false)
+	f(``, usd.Tokens{}, false)
+	// A repeated key counts as its last, as the client's SDK reads it.
+	f(`{"usage":{"input_tokens":1,"output_tokens":2,"input_tokens":50}}`, usd.Tokens{Prompt: 50, Completion: 2}, true)
 }
 
 func TestResponseID(t *testing.T) {
@@ -146,8 +149,8 @@ func TestResponsesEvents(t *testing.T) {
 	f(deltaEvent, Event{ContentBytes: len(" loremé")})
 	f(argsEvent, Event{ContentBytes: len(`{"a":1}`)})
 	f(textDoneEvent, Event{})
-	f(completedEvent, Event{Done: true, HasUsage: true, Usage: Tokens{Input: 12, Output: 30, Cached: 4, Reasoning: 9}})
-	f(incompleteEvent, Event{Done: true, HasUsage: true, Usage: Tokens{Input: 3, Output: 16}})
+	f(completedEvent, Event{Done: true, HasUsage: true, Usage: usd.Tokens{Prompt: 12, Completion: 30, Cached: 4}})
+	f(incompleteEvent, Event{Done: true, HasUsage: true, Usage: usd.Tokens{Prompt: 3, Completion: 16}})
 	f(failedEvent, Event{Done: true})
 	f(errorEvent, Event{})
 	f(`{"type":"response.output_text.delta","delta":7}`, Event{})
@@ -165,7 +168,7 @@ func TestChatEvents(t *testing.T) {
 	f(`[DONE]`, Event{Done: true})
 	f(`{"choices":[{"index":0,"delta":{"content":"ab"}}],"usage":null}`, Event{ContentBytes: 2})
 	f(`{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}`,
-		Event{HasUsage: true, UsageOnly: true, Usage: Tokens{Input: 3, Output: 4}})
+		Event{HasUsage: true, UsageOnly: true, Usage: usd.Tokens{Prompt: 3, Completion: 4}})
 }
 
 // FuzzResponsesFields: what ParseResponses accepts, a Go upstream (the last
