@@ -99,14 +99,17 @@ func TestInvalidatorBoundsStalenessWhenMessagesAreLost(t *testing.T) {
 		t.Fatal(err)
 	}
 	waitFor(t, func() bool { return !iv.Healthy() }, "unhealthy after heartbeats stop")
-	t0 := time.Now()
+	// The bound is StaleAfter exactly: checked on the Registry, not by the
+	// wall clock, which a loaded machine stretches.
+	if got := time.Duration(reg.maxAge.Load()); got != 50*time.Millisecond {
+		t.Fatalf("cache age bound %v while unhealthy, want StaleAfter (50ms)", got)
+	}
+	// While healthy, entries never go stale (the bound is 0), so the
+	// revocation is seen at all only because of that bound.
 	waitFor(t, func() bool {
 		_, _, err := reg.Authenticate(ctx, []byte(secret))
 		return errors.Is(err, ErrRevoked)
 	}, "revocation seen")
-	if d := time.Since(t0); d > 200*time.Millisecond {
-		t.Fatalf("revocation took %s after the subscription turned unhealthy, want about StaleAfter", d)
-	}
 
 	// Messages flow again: healthy, and entries live until evicted.
 	ps.lossy.Store(false)

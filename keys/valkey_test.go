@@ -256,12 +256,17 @@ func storeCalls(k *keys.Key) []struct {
 	}
 }
 
-// checkFailsFast asserts that every method of s fails within timeout plus a
-// margin for scheduling and the race detector, with an error that does not
-// claim the record is missing.
-func checkFailsFast(t *testing.T, s keys.Store, k *keys.Key, timeout time.Duration) {
+// checkFailsFast asserts that every method of s fails with an error that
+// does not claim the record is missing and, when the server hangs
+// (timedOut), that the store's own timeout is what ended the call: that is
+// the promise ("every Valkey call is bounded by store.valkey.timeout"),
+// checked by its cause rather than by the wall clock, which a loaded machine
+// stretches (this took 1.3s against a 450ms bound under load, issue 12).
+// The time is still bounded, at 25 times the timeout: a hang guard against
+// calls that wait for a reconnect or retry, not a speed claim.
+func checkFailsFast(t *testing.T, s keys.Store, k *keys.Key, timeout time.Duration, timedOut bool) {
 	t.Helper()
-	const margin = 250 * time.Millisecond
+	hangGuard := 25 * timeout
 	for _, c := range storeCalls(k) {
 		start := time.Now()
 		err := c.call(context.Background(), s)
@@ -271,8 +276,10 @@ func checkFailsFast(t *testing.T, s keys.Store, k *keys.Key, timeout time.Durati
 			t.Errorf("%s succeeded with the server down", c.name)
 		case errors.Is(err, keys.ErrNotFound):
 			t.Errorf("%s = %v; a store that is down must not report records missing", c.name, err)
-		case took > timeout+margin:
-			t.Errorf("%s took %v to fail, want at most %v", c.name, took, timeout+margin)
+		case timedOut && !errors.Is(err, context.DeadlineExceeded):
+			t.Errorf("%s = %v with the server hung, want the store's timeout (context.DeadlineExceeded)", c.name, err)
+		case took > hangGuard:
+			t.Errorf("%s took %v to fail, want it bounded by the %v timeout (hang guard %v)", c.name, took, timeout, hangGuard)
 		}
 		t.Logf("%s: %v after %v", c.name, err, took.Round(time.Millisecond))
 	}
@@ -308,6 +315,12 @@ func TestValkeyOutage(t *testing.T) {
 	const timeout = 200 * time.Millisecond
 	s := openValkey(t, srv, "outage", timeout)
 	defer s.Close()
+	// patient is a second store on the same data whose calls may take 10s:
+	// the claims that a store recovers by itself must not hang on a call
+	// that a loaded machine stretches past 200ms (issue 12). The outage
+	// breaks its connections as it does s's.
+	patient := openValkey(t, srv, "outage", 10*time.Second)
+	defer patient.Close()
 	ctx := context.Background()
 	k := &keys.Key{ID: "key_000000000000000000000001", Plan: "free", Hash: hashOf("outage"), CreatedAt: time.Now()}
 	if err := s.PutPlan(ctx, &keys.Plan{Name: "free"}); err != nil {
@@ -321,20 +334,20 @@ func TestValkeyOutage(t *testing.T) {
 		// The kernel accepts connections but nothing answers: only the
 		// timeout ends a call.
 		srv.Pause(t)
-		checkFailsFast(t, s, k, timeout)
+		checkFailsFast(t, s, k, timeout, true)
 		srv.Resume(t)
 		t.Logf("working again %v after Resume", waitUntilWorks(t, s, k).Round(time.Millisecond))
-		resync(t, s, k)
+		resync(t, patient, k)
 	})
 	t.Run("down", func(t *testing.T) {
 		srv.Stop()
-		checkFailsFast(t, s, k, timeout)
+		checkFailsFast(t, s, k, timeout, false)
 		srv.Restart(t)
 		// The same store, not reopened: valkey-go redials by itself.
 		t.Logf("working again %v after Restart", waitUntilWorks(t, s, k).Round(time.Millisecond))
-		resync(t, s, k)
+		resync(t, patient, k)
 		for _, c := range storeCalls(k) {
-			if err := c.call(ctx, s); err != nil {
+			if err := c.call(ctx, patient); err != nil {
 				t.Errorf("%s after Restart: %v", c.name, err)
 			}
 		}
@@ -345,7 +358,7 @@ func TestValkeyOutage(t *testing.T) {
 		for _, c := range storeCalls(k) {
 			srv.Stop()
 			srv.Restart(t)
-			if err := c.call(ctx, s); err != nil {
+			if err := c.call(ctx, patient); err != nil {
 				t.Errorf("%s, first call after a restart: %v", c.name, err)
 			}
 		}
@@ -380,7 +393,9 @@ func TestOpenValkeyErrors(t *testing.T) {
 			t.Fatalf("OpenValkey(%+v) = %q, want it to mention %q", o, err, want)
 		}
 		t.Logf("%v: %v", time.Since(start), err)
-		if took := time.Since(start); took > 2*time.Second {
+		// A hang guard, not a speed claim: the slowest case waits for the
+		// 1s dial timeout, and this is ten times that.
+		if took := time.Since(start); took > 10*time.Second {
 			t.Fatalf("OpenValkey(%+v) took %v to fail", o, took)
 		}
 	}

@@ -10,6 +10,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 )
 
@@ -54,17 +55,19 @@ plans:
 
 // warm makes sure g has key cached: the invalidation that announces a new key
 // can reach g while its first request fills the cache, which then (rightly)
-// drops the fill; a request after a pause fills it for good.
+// drops the fill; so it asks until a request is answered from the cache
+// (the Registry counts a hit), rather than sleeping for the message.
 func (g *gateway) warm(t *testing.T, key string) { g.warmModel(t, key, "mock") }
 
 func (g *gateway) warmModel(t *testing.T, key, model string) {
 	t.Helper()
-	for range 2 {
+	eventually.True(t, "the key cached on node "+g.url, func() bool {
+		hits := g.node.Registry.Stats().Hits
 		if st := g.answer(key, model); st != 200 {
 			t.Fatalf("node %s: key answered %d for %s", g.url, st, model)
 		}
-		time.Sleep(20 * time.Millisecond)
-	}
+		return g.node.Registry.Stats().Hits > hits
+	})
 }
 
 // answer sends a one-token chat for model with key to g and returns the status.
@@ -75,18 +78,14 @@ func (g *gateway) answer(key, model string) int {
 }
 
 // within polls g until it answers want for key and model, and returns how long
-// that took after since; it fails the test past the bound.
+// that took after since; it fails the test past the promise's bound
+// (propagationBound from since), never a tighter one.
 func within(t *testing.T, g *gateway, since time.Time, key, model string, want int) time.Duration {
 	t.Helper()
-	for {
-		if g.answer(key, model) == want {
-			return time.Since(since)
-		}
-		if time.Since(since) > propagationBound {
-			t.Fatalf("node %s still not answering %d for %s after %s", g.url, want, model, propagationBound)
-		}
-		time.Sleep(time.Millisecond)
-	}
+	eventually.Within(t, propagationBound-time.Since(since),
+		fmt.Sprintf("node %s answering %d for %s", g.url, want, model),
+		func() bool { return g.answer(key, model) == want })
+	return time.Since(since)
 }
 
 func percentiles(d []time.Duration) string {
@@ -194,7 +193,10 @@ func TestValkeyOutage(t *testing.T) {
 	t0 := time.Now()
 	status, hdr, body := b.do("POST", "/v1/chat/completions", fresh.Key, []byte(`{"model":"mock","messages":[]}`))
 	wantErrorBody(t, status, hdr, body, 503, "store_unavailable")
-	if d := time.Since(t0); d > time.Second {
+	// A hang guard, not a speed claim: the refusal waits at most one
+	// store.valkey.timeout (300ms here; keys' TestValkeyOutage proves that
+	// bound by its cause), and this is ten times that.
+	if d := time.Since(t0); d > 3*time.Second {
 		t.Fatalf("unknown key during the outage took %s to refuse", d)
 	}
 	wg.Wait()
@@ -206,8 +208,11 @@ func TestValkeyOutage(t *testing.T) {
 	}
 
 	v.Restart(t)
-	t0 = time.Now()
-	within(t, b, t0, fresh.Key, "mock", 200)
+	// Not the propagation promise: how soon Valkey is reachable again after
+	// a restart is the client's redial, so this waits generously.
+	eventually.True(t, "the new key answering on node B once Valkey is back", func() bool {
+		return b.answer(fresh.Key, "mock") == 200
+	})
 	a.admin("DELETE", "/v1/keys/"+k.ID, nil, http.StatusOK, nil)
 	t0 = time.Now()
 	for _, g := range nodes {

@@ -25,13 +25,13 @@ func TestShutdownWaitsForStreams(t *testing.T) {
 	resp := startStream(t, g.url, k.Key)
 	defer resp.Body.Close()
 
-	start := time.Now()
+	// Shutdown must return when the stream ends, not at its deadline: the
+	// deadline is far (30s against a 1s stream) and checked by whether it
+	// expired, not by the wall clock.
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
 	shut := make(chan error, 1)
-	go func() {
-		ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-		defer cancel()
-		shut <- g.node.Shutdown(ctx)
-	}()
+	go func() { shut <- g.node.Shutdown(ctx) }()
 	idle.c.SetReadDeadline(time.Now().Add(time.Second))
 	if _, err := idle.br.ReadByte(); err != io.EOF {
 		t.Fatalf("idle keep-alive connection: %v, want it closed (EOF) at once", err)
@@ -51,8 +51,8 @@ func TestShutdownWaitsForStreams(t *testing.T) {
 	if err := <-shut; err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	if d := time.Since(start); d > 3*time.Second {
-		t.Fatalf("Shutdown took %s for a 1s stream", d)
+	if ctx.Err() != nil {
+		t.Fatal("Shutdown waited for its deadline, not for the stream to end")
 	}
 }
 
@@ -73,7 +73,9 @@ func TestShutdownCutsStreamsAndSettlesThem(t *testing.T) {
 	if err := g.node.Shutdown(ctx); err != nil {
 		t.Fatalf("Shutdown: %v", err)
 	}
-	if d := time.Since(start); d > 2*time.Second {
+	// A hang guard, not a speed claim: at the deadline streams are cut and
+	// settled at once; ten times the deadline and more is a hang.
+	if d := time.Since(start); d > 5*time.Second {
 		t.Fatalf("Shutdown took %s with a 300ms deadline", d)
 	}
 	b, _ := io.ReadAll(resp.Body)

@@ -167,7 +167,9 @@ func TestUpstreamCutBillsWhatWasProduced(t *testing.T) {
 // a client that leaves gets its upstream cut at once, and what was relayed
 // is billed as an estimate rather than nothing.
 func TestNoDrainSlotBillsAnEstimate(t *testing.T) {
-	_, up := startMock(t, mock.Options{Chunks: 400, ChunkInterval: 5 * time.Millisecond})
+	// 400 chunks 25ms apart: 10s to the end, so "cut at once" and "drained"
+	// differ by the tokens billed whatever the machine's load, not by time.
+	_, up := startMock(t, mock.Options{Chunks: 400, ChunkInterval: 25 * time.Millisecond})
 	g := startGateway(t, "server: {max_stream_drains: 0}\n"+yamlModels(up), "")
 	k := g.newKey("all")
 	req, _ := http.NewRequest("POST", g.url+"/v1/chat/completions",
@@ -186,16 +188,16 @@ func TestNoDrainSlotBillsAnEstimate(t *testing.T) {
 		}
 	}
 	resp.Body.Close()
-	t0 := time.Now()
 	var completion int64
 	eventually.True(t, "the abandoned stream billed", func() bool {
 		var n int64
 		n, _, completion = g.usageOf(k.ID)
 		return n == 1
 	})
-	// Cut long before the 400 chunks (2s) the upstream would send.
-	if completion == 0 || completion >= 400 || time.Since(t0) > 1500*time.Millisecond {
-		t.Fatalf("billed %d completion tokens after %s; want a small estimate, soon", completion, time.Since(t0))
+	// Cut long before the 400 chunks the upstream would send: a drained
+	// stream bills them all (400 or more), a cut one the few relayed.
+	if completion == 0 || completion >= 400 {
+		t.Fatalf("billed %d completion tokens; want a small estimate of what was relayed before the cut", completion)
 	}
 }
 
