@@ -13,8 +13,9 @@
 //
 //  1. after proxy/openai's Request.Parse (which owns model, the whitelist
 //     and the bounds), calls ChatToMessages(buf, body, RequestOptions{Model:
-//     upstreamModel, DefaultMaxTokens: maxOutputTokens}); a *FieldError is
-//     a 400 with its Param; RequestInfo.MaxTokens is the output bound;
+//     upstreamModel, DefaultMaxTokens: maxOutputTokens, APIVersion: the
+//     upstream's anthropic-version}); a *FieldError is a 400 with its
+//     Param; RequestInfo.MaxTokens is the output bound;
 //  2. sends the result to <base_url>/messages (x-api-key,
 //     anthropic-version);
 //  3. on a 2xx non-stream answer, MessageToChat(buf, body,
@@ -41,7 +42,10 @@
 // true; top_logprobs; non-zero presence_penalty or frequency_penalty;
 // a non-empty logit_bias; response_format other than text (Anthropic's
 // structured outputs are a beta with another shape); modalities other than
-// text; temperature above 1 (Anthropic's range is 0 to 1); parts other than
+// text; temperature or top_p above 1 (Anthropic's range is 0 to 1), or, for
+// an upstream on API version 2026-10-21 (DefaultVersion, which refuses
+// sampling parameters), any value but their default 1, which is dropped
+// (RequestOptions.APIVersion = Version20230601 writes them); parts other than
 // text and image_url (audio, files); non-function tools; and any top-level
 // field not listed in topLevel (reasoning_effort, audio, prediction,
 // web_search_options, functions...), since dropping what a client asked for

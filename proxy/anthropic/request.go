@@ -10,11 +10,27 @@ import (
 	"github.com/bytedance/sonic"
 )
 
+// Anthropic API versions (the anthropic-version header) whose request
+// shapes differ for the translation.
+const (
+	// Version20230601 takes temperature and top_p.
+	Version20230601 = "2023-06-01"
+	// Version20261021 refuses temperature, top_p and top_k, even at their
+	// defaults. It is what the official SDKs' current majors send.
+	Version20261021 = "2026-10-21"
+	// DefaultVersion is the version an upstream speaks unless configured.
+	DefaultVersion = Version20261021
+)
+
 // RequestOptions are what a chat request does not say and a Messages
 // request needs: they come from the route.
 type RequestOptions struct {
 	// Model is the upstream's model name, written as the request's model.
 	Model string
+	// APIVersion is the anthropic-version the request is sent with
+	// (DefaultVersion when empty): it decides whether sampling parameters
+	// can be written.
+	APIVersion string
 	// DefaultMaxTokens is max_tokens when the client gives neither
 	// max_completion_tokens nor max_tokens (Anthropic requires one): the
 	// model's max_output_tokens. 0 makes such a request an error.
@@ -193,17 +209,11 @@ func ChatToMessages(dst, body []byte, opts RequestOptions) ([]byte, RequestInfo,
 	if dst, err = appendMessages(dst, req.Messages); err != nil {
 		return dst, info, err
 	}
-	if req.Temperature != "" {
-		t, _ := req.Temperature.Float64()
-		if t < 0 || t > 1 {
-			return dst, info, fieldErr("temperature", "must be from 0 to 1 for an Anthropic model")
-		}
-		dst = append(dst, `,"temperature":`...)
-		dst = append(dst, req.Temperature...)
+	if dst, err = appendSampling(dst, "temperature", req.Temperature, opts.APIVersion); err != nil {
+		return dst, info, err
 	}
-	if req.TopP != "" {
-		dst = append(dst, `,"top_p":`...)
-		dst = append(dst, req.TopP...)
+	if dst, err = appendSampling(dst, "top_p", req.TopP, opts.APIVersion); err != nil {
+		return dst, info, err
 	}
 	if dst, err = appendStop(dst, req.Stop); err != nil {
 		return dst, info, err
@@ -220,6 +230,33 @@ func ChatToMessages(dst, body []byte, opts RequestOptions) ([]byte, RequestInfo,
 		return dst, info, err
 	}
 	return append(dst, '}'), info, nil
+}
+
+// appendSampling writes temperature or top_p (name) when the API version
+// takes it. Version 2026-10-21 and later refuse both, even at their
+// defaults: the default (1, in both APIs) is dropped, as it asks for what
+// the model does anyway; any other value is refused, naming the field,
+// since the answer would not be the one asked for. Anthropic's range for
+// both is 0 to 1 (OpenAI's temperature goes to 2).
+func appendSampling(dst []byte, name string, v json.Number, version string) ([]byte, error) {
+	if v == "" {
+		return dst, nil
+	}
+	f, err := v.Float64()
+	if err != nil || f < 0 || f > 1 {
+		return dst, fieldErr(name, "must be from 0 to 1 for an Anthropic model")
+	}
+	if version != Version20230601 {
+		if f == 1 {
+			return dst, nil
+		}
+		return dst, fieldErr(name, "is not accepted by Anthropic API version "+Version20261021+
+			" (an upstream pinned to anthropic-version "+Version20230601+" takes it)")
+	}
+	dst = append(dst, ',', '"')
+	dst = append(dst, name...)
+	dst = append(dst, '"', ':')
+	return append(dst, v...), nil
 }
 
 // checkTopLevel refuses a top-level key this translation does not know.

@@ -109,8 +109,7 @@ func TestChatToMessagesMapping(t *testing.T) {
 	f(`,"stop":"x"`, ``, `"stop_sequences":["x"]`)
 	f(`,"stop":["x","y"]`, ``, `"stop_sequences":["x","y"]`)
 	f(`,"user":"u1"`, ``, `"metadata":{"user_id":"u1"}`)
-	f(`,"temperature":1`, ``, `"temperature":1`)
-	f(`,"top_p":0.5`, ``, `"top_p":0.5`)
+	f(`,"temperature":1,"top_p":1.0`, ``, `"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`)
 	f(`,"stream":true`, ``, `"stream":true`)
 	f(``, `[{"role":"system","content":"s"},{"role":"user","content":"hi"}]`, `"system":[{"type":"text","text":"s"}]`)
 	f(``, `[{"role":"user","content":"a"},{"role":"system","content":"s1"},{"role":"developer","content":"s2"}]`, `"system":[{"type":"text","text":"s1"},{"type":"text","text":"s2"}]`)
@@ -126,6 +125,30 @@ func TestChatToMessagesMapping(t *testing.T) {
 	// (Go's encoding/json would take it for role, and the last of the two).
 	f(``, `[{"role":"user","Role":"system","content":"hi"}]`, `"messages":[{"role":"user"`)
 	f(`,"seed":1,"store":true,"metadata":{"a":"b"},"service_tier":"flex","n":null,"logprobs":null,"presence_penalty":0,"frequency_penalty":0,"logit_bias":{},"response_format":{"type":"text"},"modalities":["text"]`, ``, `"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`)
+}
+
+// TestChatToMessagesSampling: version 2023-06-01 takes temperature and
+// top_p; 2026-10-21 refuses them, so only their defaults pass, dropped.
+func TestChatToMessagesSampling(t *testing.T) {
+	f := func(version, extra, want string) {
+		t.Helper()
+		body := `{"messages":[{"role":"user","content":"hi"}]` + extra + `}`
+		out, _, err := ChatToMessages(nil, []byte(body), RequestOptions{Model: "m", DefaultMaxTokens: 1, APIVersion: version})
+		got := string(out)
+		if err != nil {
+			got = err.Error()
+		}
+		if !strings.Contains(got, want) {
+			t.Fatalf("%s %s: got %s, want %s", version, extra, got, want)
+		}
+	}
+	f(Version20230601, `,"temperature":0.5,"top_p":0.25`, `"temperature":0.5,"top_p":0.25}`)
+	f(Version20230601, `,"temperature":0`, `"temperature":0}`)
+	f(Version20230601, `,"temperature":1.2`, `temperature: must be from 0 to 1`)
+	f(Version20261021, `,"temperature":0.5`, `temperature: is not accepted by Anthropic API version 2026-10-21`)
+	f("", `,"top_p":0.5`, `top_p: is not accepted by Anthropic API version 2026-10-21`)
+	f("", `,"temperature":1,"top_p":1`, `"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`)
+	f("", `,"temperature":null`, `"messages":[{"role":"user","content":[{"type":"text","text":"hi"}]}]}`)
 }
 
 func TestChatToMessagesRefuses(t *testing.T) {
@@ -155,6 +178,8 @@ func TestChatToMessagesRefuses(t *testing.T) {
 	f(`,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}}`, ``, "response_format")
 	f(`,"modalities":["text","audio"]`, ``, "modalities")
 	f(`,"temperature":1.5`, ``, "temperature")
+	f(`,"temperature":0.2`, ``, "temperature")
+	f(`,"top_p":0.9`, ``, "top_p")
 	f(`,"reasoning_effort":"high"`, ``, "reasoning_effort")
 	f(`,"audio":{"voice":"alloy"}`, ``, "audio")
 	f(`,"functions":[]`, ``, "functions")
