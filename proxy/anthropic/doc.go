@@ -40,8 +40,9 @@
 //
 // Refused with a FieldError naming the field: n other than 1; logprobs
 // true; top_logprobs; non-zero presence_penalty or frequency_penalty;
-// a non-empty logit_bias; response_format other than text (Anthropic's
-// structured outputs are a beta with another shape); modalities other than
+// a non-empty logit_bias; response_format json_object (Anthropic's
+// structured outputs need a schema; json_schema maps to
+// output_config.format); modalities other than
 // text; temperature or top_p above 1 (Anthropic's range is 0 to 1), or, for
 // an upstream on API version 2026-10-21 (DefaultVersion, which refuses
 // sampling parameters), any value but their default 1, which is dropped

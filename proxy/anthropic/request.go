@@ -95,7 +95,10 @@ type chatRequest struct {
 	FrequencyPenalty  *float64        `json:"frequency_penalty"`
 	LogitBias         map[string]any  `json:"logit_bias"`
 	ResponseFormat    *struct {
-		Type string `json:"type"`
+		Type       string `json:"type"`
+		JSONSchema *struct {
+			Schema json.RawMessage `json:"schema"`
+		} `json:"json_schema"`
 	} `json:"response_format"`
 	Modalities []string `json:"modalities"`
 }
@@ -229,6 +232,9 @@ func ChatToMessages(dst, body []byte, opts RequestOptions) ([]byte, RequestInfo,
 	if dst, err = appendTools(dst, &req); err != nil {
 		return dst, info, err
 	}
+	if dst, err = appendOutputFormat(dst, &req); err != nil {
+		return dst, info, err
+	}
 	return append(dst, '}'), info, nil
 }
 
@@ -314,8 +320,10 @@ func (r *chatRequest) refuseUntranslatable() error {
 		return fieldErr("frequency_penalty", "Anthropic models have no frequency penalty")
 	case len(r.LogitBias) != 0:
 		return fieldErr("logit_bias", "Anthropic models take no logit bias")
-	case r.ResponseFormat != nil && r.ResponseFormat.Type != "" && r.ResponseFormat.Type != "text":
-		return fieldErr("response_format", "only the text format is translated for an Anthropic model")
+	case r.ResponseFormat != nil && r.ResponseFormat.Type != "" && r.ResponseFormat.Type != "text" && r.ResponseFormat.Type != "json_schema":
+		// json_object asks for JSON without a schema: Anthropic's
+		// structured outputs need one.
+		return fieldErr("response_format", "only text and json_schema formats are translated for an Anthropic model")
 	case r.MaxTokens != nil && *r.MaxTokens < 1:
 		return fieldErr("max_tokens", "must be a positive integer")
 	case r.MaxCompletionTokens != nil && *r.MaxCompletionTokens < 1:
@@ -728,4 +736,25 @@ func appendToolChoice(dst []byte, r *chatRequest) ([]byte, error) {
 		dst = append(dst, `,"disable_parallel_tool_use":true`...)
 	}
 	return append(dst, '}'), nil
+}
+
+// appendOutputFormat maps response_format json_schema to Anthropic's
+// structured outputs, output_config.format. The schema is passed as given:
+// Anthropic takes a subset of JSON Schema and answers 400 to the rest. The
+// schema's name and strict have no counterpart (Anthropic's format is
+// always strict).
+func appendOutputFormat(dst []byte, r *chatRequest) ([]byte, error) {
+	if r.ResponseFormat == nil || r.ResponseFormat.Type != "json_schema" {
+		return dst, nil
+	}
+	var schema []byte
+	if js := r.ResponseFormat.JSONSchema; js != nil {
+		schema = bytes.TrimSpace(js.Schema)
+	}
+	if len(schema) == 0 || schema[0] != '{' {
+		return dst, fieldErr("response_format.json_schema.schema", "must be a JSON schema object")
+	}
+	dst = append(dst, `,"output_config":{"format":{"type":"json_schema","schema":`...)
+	dst = append(dst, schema...)
+	return append(dst, "}}"...), nil
 }

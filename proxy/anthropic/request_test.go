@@ -106,6 +106,8 @@ func TestChatToMessagesMapping(t *testing.T) {
 	f(`,"tool_choice":{"type":"function","function":{"name":"f"}},"tools":[{"type":"function","function":{"name":"f"}}]`, ``, `"tool_choice":{"type":"tool","name":"f"}`)
 	f(`,"parallel_tool_calls":false,"tools":[{"type":"function","function":{"name":"f"}}]`, ``, `"tool_choice":{"type":"auto","disable_parallel_tool_use":true}`)
 	f(`,"tool_choice":"none","parallel_tool_calls":false,"tools":[{"type":"function","function":{"name":"f"}}]`, ``, `"tool_choice":{"type":"none"}}`)
+	f(`,"response_format":{"type":"json_schema","json_schema":{"name":"x","strict":true,"schema":{"type":"object","properties":{"a":{"type":"string"}},"required":["a"],"additionalProperties":false}}}`, ``,
+		`,"output_config":{"format":{"type":"json_schema","schema":{"type":"object","properties":{"a":{"type":"string"}},"required":["a"],"additionalProperties":false}}}}`)
 	f(`,"stop":"x"`, ``, `"stop_sequences":["x"]`)
 	f(`,"stop":["x","y"]`, ``, `"stop_sequences":["x","y"]`)
 	f(`,"user":"u1"`, ``, `"metadata":{"user_id":"u1"}`)
@@ -175,7 +177,8 @@ func TestChatToMessagesRefuses(t *testing.T) {
 	f(`,"frequency_penalty":-1`, ``, "frequency_penalty")
 	f(`,"logit_bias":{"50256":-100}`, ``, "logit_bias")
 	f(`,"response_format":{"type":"json_object"}`, ``, "response_format")
-	f(`,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":{}}}`, ``, "response_format")
+	f(`,"response_format":{"type":"json_schema","json_schema":{"name":"x"}}`, ``, "response_format.json_schema.schema")
+	f(`,"response_format":{"type":"json_schema","json_schema":{"name":"x","schema":true}}`, ``, "response_format.json_schema.schema")
 	f(`,"modalities":["text","audio"]`, ``, "modalities")
 	f(`,"temperature":1.5`, ``, "temperature")
 	f(`,"temperature":0.2`, ``, "temperature")
