@@ -4,10 +4,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"errors"
+	"reflect"
 	"strconv"
 	"strings"
 
 	"github.com/bytedance/sonic"
+	"github.com/bytedance/sonic/decoder"
 )
 
 // Anthropic API versions (the anthropic-version header) whose request
@@ -67,9 +69,9 @@ func (e *FieldError) Error() string {
 
 func fieldErr(param, reason string) error { return &FieldError{Param: param, Reason: reason} }
 
-// decoder reads chat bodies as OpenAI's servers do: keys matched exactly
+// strict reads chat bodies as OpenAI's servers do: keys matched exactly
 // (encoding/json would take "Role" for "role"), strings checked.
-var decoder = sonic.Config{CaseSensitive: true, ValidateString: true}.Froze()
+var strict = sonic.Config{CaseSensitive: true, ValidateString: true}.Froze()
 
 // chatRequest is a chat completion request as far as the translation reads
 // it. Values whose JSON type varies (content, stop, tool_choice) stay raw.
@@ -183,8 +185,8 @@ func ChatToMessages(dst, body []byte, opts RequestOptions) ([]byte, RequestInfo,
 		return dst, info, err
 	}
 	var req chatRequest
-	if err := decoder.Unmarshal(body, &req); err != nil {
-		return dst, info, fieldErr("", "a field has the wrong type: "+typeErrorField(err))
+	if err := strict.Unmarshal(body, &req); err != nil {
+		return dst, info, fieldErr("", typeErrorField(err))
 	}
 	if err := req.refuseUntranslatable(); err != nil {
 		return dst, info, err
@@ -268,7 +270,7 @@ func appendSampling(dst []byte, name string, v json.Number, version string) ([]b
 // checkTopLevel refuses a top-level key this translation does not know.
 func checkTopLevel(body []byte) error {
 	var keys map[string]json.RawMessage
-	if err := decoder.Unmarshal(body, &keys); err != nil {
+	if err := strict.Unmarshal(body, &keys); err != nil {
 		return fieldErr("", "the body is not a JSON object")
 	}
 	for k := range keys {
@@ -288,20 +290,36 @@ func keysErr(param, name string, err error) error {
 }
 
 // typeErrorField returns a short, content-free description of a decode
-// error: the decoder's message may quote the body, which must not reach a
-// log line.
+// error: the decoder's own message quotes the body, which must not reach a
+// log line; the expected type does not. (sonic's offset is not where the
+// value starts, so it is left out rather than mislead.)
 func typeErrorField(err error) string {
-	msg := err.Error()
-	if i := strings.Index(msg, "Field: "); i >= 0 {
-		f := msg[i+len("Field: "):]
-		if j := strings.IndexAny(f, " \n\t"); j >= 0 {
-			f = f[:j]
-		}
-		if len(f) <= 64 {
-			return strings.Trim(f, "\"`'")
-		}
+	var mismatch *decoder.MismatchTypeError
+	if errors.As(err, &mismatch) && mismatch.Type != nil {
+		return "a value is not a " + jsonTypeOf(mismatch.Type) + " where the chat completions API takes one"
 	}
 	return "see the OpenAI chat completions reference"
+}
+
+// jsonTypeOf names, in JSON's terms, what a Go type decodes from.
+func jsonTypeOf(t reflect.Type) string {
+	for t.Kind() == reflect.Pointer {
+		t = t.Elem()
+	}
+	switch t.Kind() {
+	case reflect.Bool:
+		return "boolean"
+	case reflect.Int, reflect.Int64, reflect.Float64:
+		return "number"
+	case reflect.String:
+		if t == reflect.TypeFor[json.Number]() {
+			return "number"
+		}
+		return "string"
+	case reflect.Slice:
+		return "array"
+	}
+	return "object"
 }
 
 // refuseUntranslatable refuses fields that have no Anthropic equivalent
@@ -464,13 +482,13 @@ func textParts(content json.RawMessage, param string) ([]string, error) {
 	}
 	if v[0] == '"' {
 		var s string
-		if err := decoder.Unmarshal(v, &s); err != nil {
+		if err := strict.Unmarshal(v, &s); err != nil {
 			return nil, fieldErr(param+".content", "is not a string or an array of parts")
 		}
 		return []string{s}, nil
 	}
 	var parts []chatPart
-	if err := decoder.Unmarshal(v, &parts); err != nil {
+	if err := strict.Unmarshal(v, &parts); err != nil {
 		return nil, fieldErr(param+".content", "is not a string or an array of parts")
 	}
 	texts := make([]string, 0, len(parts))
@@ -494,7 +512,7 @@ func appendUserContent(dst []byte, content json.RawMessage, param string) ([]byt
 		return appendTextBlocks(dst, v, param, false)
 	}
 	var parts []chatPart
-	if err := decoder.Unmarshal(v, &parts); err != nil {
+	if err := strict.Unmarshal(v, &parts); err != nil {
 		return dst, fieldErr(param+".content", "is not a string or an array of parts")
 	}
 	comma := false
@@ -625,11 +643,11 @@ func appendStop(dst []byte, stop json.RawMessage) ([]byte, error) {
 	var seqs []string
 	if v[0] == '"' {
 		var s string
-		if err := decoder.Unmarshal(v, &s); err != nil {
+		if err := strict.Unmarshal(v, &s); err != nil {
 			return dst, fieldErr("stop", "must be a string or an array of strings")
 		}
 		seqs = []string{s}
-	} else if err := decoder.Unmarshal(v, &seqs); err != nil {
+	} else if err := strict.Unmarshal(v, &seqs); err != nil {
 		return dst, fieldErr("stop", "must be a string or an array of strings")
 	}
 	if len(seqs) == 0 {
@@ -703,7 +721,7 @@ func appendToolChoice(dst []byte, r *chatRequest) ([]byte, error) {
 		}
 	case v[0] == '"':
 		var s string
-		_ = decoder.Unmarshal(v, &s)
+		_ = strict.Unmarshal(v, &s)
 		switch s {
 		case "auto":
 		case "none":
@@ -720,7 +738,7 @@ func appendToolChoice(dst []byte, r *chatRequest) ([]byte, error) {
 				Name string `json:"name"`
 			} `json:"function"`
 		}
-		if err := decoder.Unmarshal(v, &named); err != nil || named.Type != "function" || named.Function.Name == "" {
+		if err := strict.Unmarshal(v, &named); err != nil || named.Type != "function" || named.Function.Name == "" {
 			return dst, fieldErr("tool_choice", "must be auto, none, required or a named function")
 		}
 		choice, name = "tool", named.Function.Name

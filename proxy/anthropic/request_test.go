@@ -223,6 +223,10 @@ func TestChatToMessagesRefusesDuplicatesWithDetail(t *testing.T) {
 	if err == nil || !strings.Contains(err.Error(), `"role" is repeated`) {
 		t.Fatalf("err %v, want it to name the repeated key", err)
 	}
+	_, _, err = ChatToMessages(nil, []byte(`{"messages":[{"role":5,"content":"secret text"}]}`), testOpts)
+	if err == nil || err.Error() != "anthropic: a value is not a string where the chat completions API takes one" {
+		t.Fatalf("err %v, want the type, and no content", err)
+	}
 	_, _, err = ChatToMessages(nil, []byte(`[1]`), testOpts)
 	if err != ErrNotObject {
 		t.Fatalf("err %v, want ErrNotObject", err)

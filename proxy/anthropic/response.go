@@ -69,7 +69,7 @@ func MessageToChat(dst, body []byte, opts ResponseOptions) ([]byte, Usage, error
 	if !sonic.Valid(body) {
 		return dst, Usage{}, ErrNotMessage
 	}
-	if err := decoder.Unmarshal(body, &m); err != nil || m.Type != "message" {
+	if err := strict.Unmarshal(body, &m); err != nil || m.Type != "message" {
 		return dst, Usage{}, ErrNotMessage
 	}
 	var u Usage
