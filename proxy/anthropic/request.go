@@ -10,6 +10,8 @@ import (
 
 	"github.com/bytedance/sonic"
 	"github.com/bytedance/sonic/decoder"
+
+	"github.com/tokenhub/tokenhub/internal/jsonscan"
 )
 
 // Anthropic API versions (the anthropic-version header) whose request
@@ -268,14 +270,26 @@ func appendSampling(dst []byte, name string, v json.Number, version string) ([]b
 }
 
 // checkTopLevel refuses a top-level key this translation does not know.
+// body is a valid JSON object whose keys checkKeys has read (their escapes
+// are valid), so a walk over its members suffices: no decode.
 func checkTopLevel(body []byte) error {
-	var keys map[string]json.RawMessage
-	if err := strict.Unmarshal(body, &keys); err != nil {
-		return fieldErr("", "the body is not a JSON object")
-	}
-	for k := range keys {
-		if _, known := topLevel[k]; !known {
-			return fieldErr(k, "is not supported for an Anthropic model")
+	i := jsonscan.SkipSpace(body, jsonscan.SkipSpace(body, 0)+1)
+	var buf []byte
+	for i < len(body) && body[i] != '}' {
+		keyEnd := jsonscan.SkipString(body, i)
+		key := body[i+1 : keyEnd-1]
+		if bytes.IndexByte(key, '\\') >= 0 {
+			buf, _ = jsonscan.AppendUnescaped(buf[:0], body[i:keyEnd])
+			key = buf
+		}
+		if _, known := topLevel[string(key)]; !known {
+			return fieldErr(string(key), "is not supported for an Anthropic model")
+		}
+		i = jsonscan.SkipSpace(body, keyEnd)
+		i = jsonscan.SkipSpace(body, i+1) // the ':'
+		i = jsonscan.SkipSpace(body, jsonscan.SkipValue(body, i))
+		if i < len(body) && body[i] == ',' {
+			i = jsonscan.SkipSpace(body, i+1)
 		}
 	}
 	return nil
