@@ -58,7 +58,6 @@ var (
 	errAnthropicNoMessages     = anthropicBadRequest("messages: Field required")
 	errAnthropicMessagesType   = anthropicBadRequest("messages: Input should be a valid list")
 	errAnthropicEmptyMessages  = anthropicBadRequest("messages: at least one message is required")
-	errAnthropicAnswerTooLong  = anthropicBadRequest("The answer would exceed the mock's limit of 1048576 words.")
 	errAnthropicSystemType     = anthropicBadRequest("system: Input should be a valid string or a list of text blocks")
 	errAnthropicStopsType      = anthropicBadRequest("stop_sequences: Input should be a valid list of strings")
 	errAnthropicToolsType      = anthropicBadRequest("tools: Input should be a valid list")

@@ -65,6 +65,9 @@ type messagesRequest struct {
 	// whether each found its tool_result.
 	prevIDs, curIDs         [][]byte
 	prevMatched, curMatched []bool
+	// failure is the message error parse returns a pointer to, so that
+	// answering one does not allocate.
+	failure messageError
 	// arena holds decoded strings. It is sized to the body first, which no
 	// set of decoded literals can exceed, so it never moves while slices
 	// point into it.
@@ -95,6 +98,12 @@ func (r *messagesRequest) reset(bodyLen int) {
 		curMatched:  r.curMatched[:0],
 		arena:       arena,
 	}
+}
+
+// fail records me as the request's error and returns it.
+func (r *messagesRequest) fail(me messageError) *messageError {
+	r.failure = me
+	return &r.failure
 }
 
 // decode returns the contents of the string literal lit with its escapes
@@ -387,7 +396,7 @@ func (r *messagesRequest) parseMessages(body []byte, at int) (*anthropicError, *
 		last := jsonscan.SkipSpace(body, jsonscan.SkipValue(body, msg))
 		isLast := last < len(body) && body[last] == ']'
 		if body[msg] != '{' {
-			return nil, &messageError{e: errAnthropicMessageType, message: i, block: -1}
+			return nil, r.fail(messageError{e: errAnthropicMessageType, message: i, block: -1})
 		}
 		var roleV []byte
 		content := -1
@@ -415,10 +424,10 @@ func (r *messagesRequest) parseMessages(body []byte, at int) (*anthropicError, *
 		case `"system"`:
 			rl = roleSystem
 		default:
-			return nil, &messageError{e: errAnthropicRole, message: i, block: -1}
+			return nil, r.fail(messageError{e: errAnthropicRole, message: i, block: -1})
 		}
 		if content < 0 {
-			return nil, &messageError{e: errAnthropicContentType, message: i, block: -1}
+			return nil, r.fail(messageError{e: errAnthropicContentType, message: i, block: -1})
 		}
 		// The previous message's tool_use ids become the ones this message's
 		// tool_results may answer; only an assistant message has any.
@@ -430,7 +439,7 @@ func (r *messagesRequest) parseMessages(body []byte, at int) (*anthropicError, *
 		}
 		for k, matched := range r.prevMatched {
 			if !matched {
-				return nil, &messageError{e: errAnthropicMissingResult, message: i - 1, block: -1, id: r.prevIDs[k]}
+				return nil, r.fail(messageError{e: errAnthropicMissingResult, message: i - 1, block: -1, id: r.prevIDs[k]})
 			}
 		}
 		r.messages++
@@ -449,14 +458,14 @@ func (r *messagesRequest) parseContent(body []byte, at, i int, rl role, isLast b
 	case '"':
 		v := valueAt(body, at)
 		if len(v) == 2 && !emptyAllowed {
-			return &messageError{e: errAnthropicEmptyContent, message: i, block: -1}
+			return r.fail(messageError{e: errAnthropicEmptyContent, message: i, block: -1})
 		}
 		r.inputBytes += len(v) - 2
 		r.lastText = append(r.lastText, span{at, at + len(v)})
 		return nil
 	case '[':
 	default:
-		return &messageError{e: errAnthropicContentType, message: i, block: -1}
+		return r.fail(messageError{e: errAnthropicContentType, message: i, block: -1})
 	}
 	blocks := newElements(body, at)
 	j := 0
@@ -466,7 +475,7 @@ func (r *messagesRequest) parseContent(body []byte, at, i int, rl role, isLast b
 			break
 		}
 		if body[block] != '{' {
-			return &messageError{e: errAnthropicBlockType, message: i, block: j}
+			return r.fail(messageError{e: errAnthropicBlockType, message: i, block: j})
 		}
 		var typ, text, id, name, useID []byte
 		input, result, textAt := -1, -1, -1
@@ -496,15 +505,15 @@ func (r *messagesRequest) parseContent(body []byte, at, i int, rl role, isLast b
 		}
 		blocks.consumed(fields.end())
 		if typ == nil || typ[0] != '"' {
-			return &messageError{e: errAnthropicBlockType, message: i, block: j}
+			return r.fail(messageError{e: errAnthropicBlockType, message: i, block: j})
 		}
 		if rl == roleSystem && string(typ) != `"text"` {
-			return &messageError{e: errAnthropicSystemBlock, message: i, block: j}
+			return r.fail(messageError{e: errAnthropicSystemBlock, message: i, block: j})
 		}
 		switch string(typ) {
 		case `"text"`:
 			if text == nil || text[0] != '"' || len(text) == 2 {
-				return &messageError{e: errAnthropicEmptyText, message: i, block: j}
+				return r.fail(messageError{e: errAnthropicEmptyText, message: i, block: j})
 			}
 			r.inputBytes += len(text) - 2
 			if len(r.lastText) < maxTextSpans {
@@ -512,10 +521,10 @@ func (r *messagesRequest) parseContent(body []byte, at, i int, rl role, isLast b
 			}
 		case `"tool_use"`:
 			if rl != roleAssistant {
-				return &messageError{e: errAnthropicToolUseRole, message: i, block: j}
+				return r.fail(messageError{e: errAnthropicToolUseRole, message: i, block: j})
 			}
 			if id == nil || id[0] != '"' || len(id) == 2 || name == nil || name[0] != '"' || len(name) == 2 {
-				return &messageError{e: errAnthropicToolUseID, message: i, block: j}
+				return r.fail(messageError{e: errAnthropicToolUseID, message: i, block: j})
 			}
 			if input >= 0 {
 				r.inputBytes += len(valueAt(body, input))
@@ -526,10 +535,10 @@ func (r *messagesRequest) parseContent(body []byte, at, i int, rl role, isLast b
 			}
 		case `"tool_result"`:
 			if rl != roleUser {
-				return &messageError{e: errAnthropicToolResultRole, message: i, block: j}
+				return r.fail(messageError{e: errAnthropicToolResultRole, message: i, block: j})
 			}
 			if useID == nil || useID[0] != '"' {
-				return &messageError{e: errAnthropicToolUseID, message: i, block: j}
+				return r.fail(messageError{e: errAnthropicToolUseID, message: i, block: j})
 			}
 			want := r.decode(useID)
 			found := false
@@ -539,7 +548,7 @@ func (r *messagesRequest) parseContent(body []byte, at, i int, rl role, isLast b
 				}
 			}
 			if !found {
-				return &messageError{e: errAnthropicOrphanResult, message: i, block: j, id: want}
+				return r.fail(messageError{e: errAnthropicOrphanResult, message: i, block: j, id: want})
 			}
 			if result >= 0 {
 				n, _ := contentLen(body, result)
@@ -549,7 +558,7 @@ func (r *messagesRequest) parseContent(body []byte, at, i int, rl role, isLast b
 		}
 	}
 	if j == 0 && !emptyAllowed {
-		return &messageError{e: errAnthropicEmptyContent, message: i, block: -1}
+		return r.fail(messageError{e: errAnthropicEmptyContent, message: i, block: -1})
 	}
 	return nil
 }
