@@ -1,5 +1,6 @@
-// Command tokenhub-mock serves the OpenAI-compatible fake upstream of package
-// internal/mock over HTTP, for benchmarking a gateway against it by hand.
+// Command tokenhub-mock serves the fake upstream of package internal/mock over
+// HTTP, OpenAI's API and Anthropic's Messages API (/v1/messages) side by side,
+// for benchmarking or trying a gateway against it by hand.
 package main
 
 import (
@@ -30,7 +31,18 @@ func run() error {
 	flag.IntVar(&o.Chunks, "chunks", mock.DefaultChunks, "words per answer (content chunks per stream) unless max_tokens is lower")
 	flag.DurationVar(&o.ChunkInterval, "interval", 0, "gap between stream chunks")
 	flag.IntVar(&o.EmbeddingDims, "embedding-dims", mock.DefaultEmbeddingDims, "embedding length unless the request sets dimensions")
+	flag.IntVar(&o.Status, "status", 0, "answer every request with this HTTP status (529: Anthropic's overloaded_error)")
+	flag.IntVar(&o.Anthropic.CacheReadInputTokens, "anthropic-cache-read", 0, "cache_read_input_tokens every Messages usage reports")
+	flag.IntVar(&o.Anthropic.CacheCreationInputTokens, "anthropic-cache-creation", 0, "cache_creation_input_tokens every Messages usage reports")
+	flag.BoolVar(&o.Anthropic.ToolUse, "anthropic-tool-use", false, "call the first tool whenever a Messages request offers tools")
+	flag.IntVar(&o.Anthropic.StreamErrorAfter, "anthropic-stream-error-after", 0, "end Messages streams with an overloaded_error event after this many deltas")
 	flag.Parse()
+	if o.Status != 0 && (o.Status < 400 || o.Status > 599) {
+		return fmt.Errorf("-status %d: want 0 or an HTTP error status, 400 to 599", o.Status)
+	}
+	// The key is a secret: it comes from the environment, never a flag that
+	// ps would show.
+	o.Anthropic.APIKey = os.Getenv("TOKENHUB_MOCK_ANTHROPIC_API_KEY")
 
 	ln, err := net.Listen("tcp", *listen)
 	if err != nil {

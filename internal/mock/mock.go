@@ -13,6 +13,10 @@
 // It lives in internal/ because production code (the built-in model) imports
 // it, and production code must not import the bench tooling.
 //
+// Beside the OpenAI API it serves Anthropic's Messages API (POST /v1/messages,
+// buffered and streamed, and /v1/messages/count_tokens) with Anthropic's
+// checks, error shapes and event sequence; see [AnthropicOptions].
+//
 // Behaviour is set per server with [Options] and per request with headers:
 // X-Mock-Latency and X-Mock-Interval (Go durations), X-Mock-Chunks,
 // X-Mock-Status and X-Mock-Fail-After (integers) override the options of the
@@ -85,6 +89,8 @@ type Options struct {
 	// too, as vLLM's do. It is reported as set, even past prompt_tokens: an
 	// upstream that lies, which a gateway must not bill below the prompt.
 	CachedTokens int
+	// Anthropic shapes the answers of Anthropic's Messages API.
+	Anthropic AnthropicOptions
 }
 
 // Server answers OpenAI API requests. It is safe for concurrent use.
@@ -95,6 +101,8 @@ type Server struct {
 	models   []byte // the /v1/models body, fixed at New
 	bufs     sync.Pool
 	streams  sync.Pool
+	// anthropicCalls pools the state of Messages API requests.
+	anthropicCalls sync.Pool
 }
 
 // New returns a Server answering as o says.
@@ -110,6 +118,7 @@ func New(o Options) *Server {
 	s := &Server{opts: o}
 	s.bufs.New = func() any { return new(buffer) }
 	s.streams.New = func() any { return new(stream) }
+	s.anthropicCalls.New = func() any { return new(anthropicCall) }
 	m := append([]byte(nil), `{"object":"list","data":[{"id":"mock","object":"model","created":`...)
 	m = strconv.AppendInt(m, time.Now().Unix(), 10)
 	s.models = append(m, `,"owned_by":"tokenhub"}]}`...)
@@ -151,6 +160,10 @@ type settings struct {
 // URLs end in /v1.
 func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	s.requests.Add(1)
+	if isAnthropicPath(ctx.Path()) {
+		s.serveAnthropic(ctx)
+		return
+	}
 	var set settings
 	if e := s.settings(ctx, &set); e != nil {
 		writeError(ctx, e)
