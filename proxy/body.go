@@ -33,6 +33,10 @@ func bodyError(err error) *apiError {
 		return errStreamNotBool
 	case openai.ErrMaxTokens:
 		return errMaxTokens
+	case openai.ErrMaxOutputTokens:
+		return errMaxOutputTokens
+	case openai.ErrPreviousResponseID:
+		return errPreviousResponseID
 	case openai.ErrChoices:
 		return errChoices
 	case openai.ErrBestOf:

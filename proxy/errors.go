@@ -62,6 +62,14 @@ var (
 		message: "max_tokens (or max_completion_tokens) must be a positive integer."}
 	errMaxTokensTooLarge = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "max_tokens", code: "invalid_value",
 		message: "max_tokens is larger than the model allows; the most it takes is "}
+	errMaxOutputTokens = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "max_output_tokens", code: "invalid_value",
+		message: "max_output_tokens must be a positive integer."}
+	errMaxOutputTokensTooLarge = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "max_output_tokens", code: "invalid_value",
+		message: "max_output_tokens is larger than the model allows; the most it takes is "}
+	errPreviousResponseID = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "previous_response_id", code: "invalid_type",
+		message: "previous_response_id must be a string."}
+	errBackground = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "background", code: "unsupported_parameter",
+		message: "background responses are not supported by this gateway: their usage is known only after the answer, so they could not be billed."}
 	errChoices = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "n", code: "invalid_value",
 		message: "n must be an integer from 1 to 128."}
 	errDuplicateField = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, code: "duplicate_key",

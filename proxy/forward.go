@@ -17,6 +17,7 @@ import (
 func (s *Server) chatCompletions(ctx *fasthttp.RequestCtx) { s.inference(ctx, upstream.Chat) }
 func (s *Server) completions(ctx *fasthttp.RequestCtx)     { s.inference(ctx, upstream.Completions) }
 func (s *Server) embeddings(ctx *fasthttp.RequestCtx)      { s.inference(ctx, upstream.Embeddings) }
+func (s *Server) responses(ctx *fasthttp.RequestCtx)       { s.inference(ctx, upstream.Responses) }
 
 // inference is the hot path: authenticate, read the few fields it needs from
 // the body, check the plan, forward. It allocates nothing in steady state for
@@ -34,8 +35,21 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 	}
 	c.rec.keyID, c.rec.plan = key.ID, plan.Name
 	var f openai.Request
-	if detail, err := f.Parse(ctx.PostBody()); err != nil {
+	var detail []byte
+	var err error
+	if ep == upstream.Responses {
+		detail, err = f.ParseResponses(ctx.PostBody())
+	} else {
+		detail, err = f.Parse(ctx.PostBody())
+	}
+	if err != nil {
 		writeError(ctx, bodyError(err), detail)
+		return
+	}
+	if f.Background {
+		// A background response answers before it runs, without usage: the
+		// gateway could not bill it.
+		writeError(ctx, errBackground, nil)
 		return
 	}
 	m := s.routing.Load().models.lookup(f.Model)
@@ -248,11 +262,13 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 			return
 		}
 		if s.answer(ctx, u, resp, f) {
-			prompt, completion, known := readUsage(ctx.Response.Body())
+			// For the Responses API, the response's id is known here:
+			// openai.ResponseID(ctx.Response.Body()).
+			t, known := readUsage(ep, ctx.Response.Body())
 			if !known {
-				completion = min(c.maxOutput, int64(len(ctx.Response.Body())/4))
+				t.Output = min(c.maxOutput, int64(len(ctx.Response.Body())/4))
 			}
-			s.settle(c, prompt, completion, known, ctx.Response.Header.Peek(headerRequestID))
+			s.settle(c, t.Input, t.Output, known, ctx.Response.Header.Peek(headerRequestID))
 		}
 		return
 	}
@@ -260,9 +276,10 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 
 // buildUpstreamRequest writes the upstream request for route r: the gateway's
 // own credentials (never the client's), and the body with the model renamed
-// when the route calls it something else. A stream always asks for the
-// upstream's usage (stream_options.include_usage), so it can be billed
-// exactly; it reports whether the gateway added that on the client's behalf.
+// when the route calls it something else. A chat or completion stream always
+// asks for the upstream's usage (stream_options.include_usage), so it can be
+// billed exactly; it reports whether the gateway added that on the client's
+// behalf.
 func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep upstream.Endpoint, r *upstream.Route, f *openai.Request) (injected bool) {
 	u := r.Upstream()
 	req.Reset()
@@ -288,7 +305,8 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep up
 		edits[n] = f.ModelEdit(quoted)
 		n++
 	}
-	if f.Stream && ep != upstream.Embeddings {
+	// A Responses stream always ends with its usage.
+	if f.Stream && (ep == upstream.Chat || ep == upstream.Completions) {
 		if e, ok := f.UsageEdit(body); ok {
 			edits[n] = e
 			n++
@@ -353,9 +371,15 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, u *upstream.Upstream, resp *fa
 	return status < 300
 }
 
-// readUsage reads the answer's usage with targeted lookups that skip,
-// without validating again, what answer has validated.
-func readUsage(body []byte) (prompt, completion int64, ok bool) { return openai.Usage(body) }
+// readUsage reads the usage of an answer from endpoint ep with targeted
+// lookups that skip, without validating again, what answer has validated.
+func readUsage(ep upstream.Endpoint, body []byte) (openai.Tokens, bool) {
+	if ep == upstream.Responses {
+		return openai.ResponseUsage(body)
+	}
+	prompt, completion, ok := openai.Usage(body)
+	return openai.Tokens{Input: prompt, Output: completion}, ok
+}
 
 // isOpenAIError reports whether body is an OpenAI error object, which clients'
 // SDKs can parse and so may pass through as it is.

@@ -27,8 +27,12 @@ func admission(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, key *keys.Key, pl
 	case ep == upstream.Embeddings:
 		perChoice = 0
 	case perChoice > m.maxOutput:
+		e := errMaxTokensTooLarge
+		if ep == upstream.Responses {
+			e = errMaxOutputTokensTooLarge
+		}
 		var b [20]byte
-		writeError(ctx, errMaxTokensTooLarge, strconv.AppendInt(b[:0], m.maxOutput, 10))
+		writeError(ctx, e, strconv.AppendInt(b[:0], m.maxOutput, 10))
 		return 0, 0, false
 	case perChoice < 0 && ep == upstream.Completions:
 		perChoice = min(openai.LegacyDefaultMaxTokens, m.maxOutput)
@@ -39,6 +43,14 @@ func admission(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, key *keys.Key, pl
 	completions := f.Completions(legacy)
 	bodyLen := len(ctx.PostBody())
 	promptBound := min(openai.BoundPrompt(bodyLen), openai.MaxBoundTokens)
+	if f.Chained {
+		// The upstream prepends an earlier response or a conversation, which
+		// the body does not bound, and nothing the gateway knows does: the
+		// prompt is bounded at the most its arithmetic takes
+		// (openai.MaxBoundTokens), which a budget cap refuses unless it
+		// covers that many tokens of the model. Keys without caps are served.
+		promptBound = openai.MaxBoundTokens
+	}
 	out = f.OutputBound(bodyLen, perChoice, legacy)
 	prompt = openai.EstimatePrompt(bodyLen)
 	*a = limits.Admission{

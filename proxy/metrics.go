@@ -69,7 +69,7 @@ const (
 	upstreamBadAnswer   = "bad_response" // an answer that could not be read
 )
 
-var endpointNames = [upstream.NumEndpoints]string{"chat", "completions", "embeddings"}
+var endpointNames = [upstream.NumEndpoints]string{"chat", "completions", "embeddings", "responses"}
 
 // Bucket bounds, in seconds: the gateway's own time is microseconds, an
 // upstream's is up to minutes.

@@ -191,6 +191,7 @@ func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
 	public.POST("/v1/chat/completions", s.chatCompletions)
 	public.POST("/v1/completions", s.completions)
 	public.POST("/v1/embeddings", s.embeddings)
+	public.POST("/v1/responses", s.responses)
 	public.GET("/v1/models", s.listModels)
 	public.GET("/v1/models/{model}", s.getModel)
 	public.GET("/healthz", healthz)

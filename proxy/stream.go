@@ -6,6 +6,7 @@ import (
 	"errors"
 	"io"
 	"net"
+	"strconv"
 	"sync"
 	"time"
 	"unsafe"
@@ -48,9 +49,16 @@ type streamRelay struct {
 	// the gateway's to remove.
 	injected bool
 	sc       *sse.Scanner
+	// events reads the stream's protocol: chat (and legacy completion)
+	// chunks, or the Responses API's typed events.
+	events    eventReader
+	responses bool
+	// sequence is how many events with data were relayed: the Responses
+	// API numbers its events from 0, so it is the number of the next one.
+	sequence int64
 
-	usageKnown         bool
-	prompt, completion int64
+	usageKnown bool
+	usage      openai.Tokens
 	// contentEvents and contentBytes count the events with generated text and
 	// that text's bytes: the running estimate of the output until (and
 	// unless) the upstream reports its usage.
@@ -91,6 +99,14 @@ const (
 
 var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, chunkHead+streamReadSize+512); return &b }}
 
+// eventReader reads, from the data of one event, what the relay needs: its
+// usage, whether it ends what is billed, and the generated text it carries.
+// One implementation per protocol (openai.ChatEvents, openai.ResponsesEvents);
+// they are empty structs, so holding one in the interface allocates nothing.
+type eventReader interface {
+	Read(data []byte) openai.Event
+}
+
 // stream relays resp, an upstream event stream, to the client once the
 // handler returns. It takes ownership of req and resp.
 func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response, f *openai.Request, c *claim, injected bool) {
@@ -112,7 +128,10 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *f
 	r := &streamRelay{s: s, req: req, resp: resp, claim: *c,
 		reqID: append([]byte(nil), h.Peek(headerRequestID)...), injected: injected,
 		sc: sse.NewScanner(maxStreamEvent), reserveStep: c.model.price.Cost(0, streamReserveTokens*f.N),
-		chunked: chunked}
+		chunked: chunked, events: openai.ChatEvents{}}
+	if c.rec.ep == upstream.Responses {
+		r.events, r.responses = openai.ResponsesEvents{}, true
+	}
 	r.head = outBufs.Get().(*[]byte)
 	*r.head = h.AppendBytes((*r.head)[:0])
 	ctx.HijackSetNoResponse(true)
@@ -363,38 +382,44 @@ func (r *streamRelay) pass() *apiError {
 			return nil
 		}
 		if r.claim.billed {
-			continue // past [DONE] nothing is billed, so nothing is relayed
+			continue // past the protocol's end nothing is billed, so nothing is relayed
 		}
 		raw := ev.Raw
-		if ev.IsDone() {
+		if !ev.HasData {
+			r.emit(raw) // a comment or a stray blank line
+			continue
+		}
+		e := r.events.Read(ev.Data)
+		if e.HasUsage {
+			r.usage, r.usageKnown = e.Usage, true
+			if r.injected && e.UsageOnly {
+				continue // the client did not ask for it
+			}
+		}
+		// For the Responses API, e.Created marks response.created, where
+		// the response's id is known: openai.ResponseID(ev.Data).
+		if e.Done {
 			// The client's SDK stops reading here and may ask for its usage
 			// at once: bill before it can see the end.
 			r.settle()
 		}
-		if ev.HasData && !ev.IsDone() {
-			if p, c, ok := openai.ChunkUsage(ev.Data); ok {
-				r.prompt, r.completion, r.usageKnown = p, c, true
-				if r.injected && openai.IsUsageOnlyChunk(ev.Data) {
-					continue // the client did not ask for it
-				}
-			}
-			if n := openai.ContentBytes(ev.Data); n > 0 {
-				r.contentEvents++
-				r.contentBytes += int64(n)
-				if !r.covered() {
-					// Not relayed, so not billed.
-					r.contentEvents--
-					r.contentBytes -= int64(n)
-					return errStreamBudget
-				}
-			}
-			if r.injected {
-				if i, n := usageNull(raw); i >= 0 {
-					r.emit(raw[:i])
-					raw = raw[i+n:]
-				}
+		if n := e.ContentBytes; n > 0 && !e.Done {
+			r.contentEvents++
+			r.contentBytes += int64(n)
+			if !r.covered() {
+				// Not relayed, so not billed.
+				r.contentEvents--
+				r.contentBytes -= int64(n)
+				return errStreamBudget
 			}
 		}
+		if r.injected {
+			if i, n := usageNull(raw); i >= 0 {
+				r.emit(raw[:i])
+				raw = raw[i+n:]
+			}
+		}
+		r.sequence++
 		r.emit(raw)
 	}
 }
@@ -413,7 +438,7 @@ func (r *streamRelay) journal() {
 	r.journaled = r.contentEvents
 	prompt := r.claim.prompt
 	if r.usageKnown {
-		prompt = r.prompt
+		prompt = r.usage.Input
 	}
 	r.s.gate.Progress(&r.claim.ticket, prompt, r.produced(), r.claim.model.price, time.Now())
 }
@@ -423,7 +448,7 @@ func (r *streamRelay) journal() {
 // token per four bytes of it, whichever is more, within what was admitted.
 func (r *streamRelay) produced() int64 {
 	if r.usageKnown {
-		return r.completion
+		return r.usage.Output
 	}
 	return min(max(r.contentEvents, (r.contentBytes+3)/4), r.claim.maxOutput)
 }
@@ -475,14 +500,34 @@ func (r *streamRelay) fail(e *apiError) bool {
 		r.s.log.Info("stream cut at the monthly budget", "model", r.claim.model.name, "request_id", string(r.reqID),
 			"client_gone", r.clientGone)
 	}
-	var b [256]byte
-	ev := append(b[:0], "data: "...)
+	var b [320]byte
 	// The model's name is the client's: the model table is looked up by it.
-	ev = appendError(ev, e, []byte(r.claim.model.name))
-	ev = append(ev, "\n\n"...)
+	var ev []byte
+	if r.responses {
+		ev = appendResponsesErrorEvent(b[:0], e, []byte(r.claim.model.name), r.sequence)
+	} else {
+		ev = append(b[:0], "data: "...)
+		ev = appendError(ev, e, []byte(r.claim.model.name))
+		ev = append(ev, "\n\n"...)
+	}
 	r.emit(ev)
 	r.settle()
 	return r.flush(true)
+}
+
+// appendResponsesErrorEvent appends the Responses API's error event, as
+// OpenAI sends it when a response fails midway (openai-go's
+// responses.ResponseErrorEvent): typed "error", with the code and message
+// flat in the data, numbered seq, the next in the stream.
+func appendResponsesErrorEvent(b []byte, e *apiError, detail []byte, seq int64) []byte {
+	b = append(b, "event: error\ndata: {\"type\":\"error\",\"code\":"...)
+	b = appendNullableString(b, e.code)
+	b = append(b, `,"message":"`...)
+	b = appendEscaped(b, e.message)
+	b = appendEscapedBytes(b, detail)
+	b = append(b, `","param":null,"sequence_number":`...)
+	b = strconv.AppendInt(b, seq, 10)
+	return append(b, "}\n\n"...)
 }
 
 // settle bills the stream, once: the upstream's usage when it sent it (the
@@ -496,7 +541,7 @@ func (r *streamRelay) settle() {
 		return
 	}
 	if r.usageKnown {
-		r.s.settle(&r.claim, r.prompt, r.completion, true, r.reqID)
+		r.s.settle(&r.claim, r.usage.Input, r.usage.Output, true, r.reqID)
 		return
 	}
 	r.s.settle(&r.claim, 0, r.produced(), false, r.reqID)

@@ -32,6 +32,7 @@ func TestAllocsMockHandler(t *testing.T) {
 	f(fasthttp.MethodPost, "/v1/completions", `{"model":"m","prompt":["a","b"],"max_tokens":4}`)
 	f(fasthttp.MethodPost, "/v1/embeddings", `{"model":"m","input":["a","b"]}`)
 	f(fasthttp.MethodPost, "/v1/embeddings", `{"model":"m","input":"a","encoding_format":"base64"}`)
+	f(fasthttp.MethodPost, "/v1/responses", `{"model":"m","input":"x","max_output_tokens":16,"instructions":"Be terse."}`)
 	f(fasthttp.MethodGet, "/v1/models", "")
 }
 

@@ -57,6 +57,8 @@ var (
 		"Invalid 'max_tokens': expected an integer >= 1.")
 	errBadMaxCompletionTokens = badRequest("max_completion_tokens", "invalid_value",
 		"Invalid 'max_completion_tokens': expected an integer >= 1.")
+	errBadMaxOutputTokens = badRequest("max_output_tokens", "integer_below_min_value",
+		"Invalid 'max_output_tokens': integer below minimum value. Expected a value >= 16.")
 	errBadN = badRequest("n", "invalid_value",
 		"Invalid 'n': expected an integer between 1 and 128.")
 	errTooManyChoices = badRequest("n", "invalid_value",

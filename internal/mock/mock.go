@@ -1,6 +1,6 @@
 // Package mock is an OpenAI-compatible fake upstream: chat completions,
-// legacy completions (both buffered and streamed as server-sent events),
-// embeddings and the model list, answered from a fixed word list and
+// legacy completions and responses (the Responses API; all three buffered
+// and streamed as server-sent events), embeddings and the model list, answered from a fixed word list and
 // deterministic hashes instead of a model.
 //
 // It plays two roles. It is the gateway's built-in "mock" model, run in-process
@@ -195,6 +195,15 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 		writeError(ctx, errAnswerTooLong)
 		return
 	}
+	if ep == epResponses {
+		if r.stream {
+			s.startResponseStream(ctx, &r, &set, words, finish)
+			return
+		}
+		sleep(set.latency)
+		s.writeResponse(ctx, &r, words, finish)
+		return
+	}
 	if r.stream {
 		s.startStream(ctx, ep, &r, &set, words, finish)
 		return
@@ -212,6 +221,7 @@ const (
 	epCompletions
 	epEmbeddings
 	epModels
+	epResponses
 )
 
 func endpointOf(path []byte) endpoint {
@@ -224,6 +234,8 @@ func endpointOf(path []byte) endpoint {
 		return epEmbeddings
 	case "/v1/models":
 		return epModels
+	case "/v1/responses":
+		return epResponses
 	}
 	return epUnknown
 }

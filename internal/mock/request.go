@@ -20,11 +20,16 @@ type request struct {
 	input        []byte
 	base64       bool
 	dims         int
+	// The Responses API's fields, echoed in its answer as JSON literals
+	// (nil when absent): max_output_tokens is read into maxTokens.
+	instructions       []byte
+	previousResponseID []byte
+	store              bool
 }
 
 // parse reads r from body for endpoint ep. It returns the error to answer, or nil.
 func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
-	*r = request{n: 1, prompts: 1, dims: defaultDims}
+	*r = request{n: 1, prompts: 1, dims: defaultDims, store: true}
 	// A repeated key overwrites what an earlier one set (null included), as
 	// in the providers' parsers, where the last of repeated keys wins.
 	// Validation first, with sonic's SIMD validator, so the scanners may assume
@@ -70,7 +75,25 @@ func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 				}
 			}
 			m.consumed(so.end())
+		case "max_output_tokens":
+			if ep != epResponses {
+				break
+			}
+			n, e := intParam(m.value(), minOutputTokens, maxInt, errBadMaxOutputTokens)
+			if e != nil {
+				return e
+			}
+			r.maxTokens = n
+		case "instructions":
+			r.instructions = nullAsNil(m.value())
+		case "previous_response_id":
+			r.previousResponseID = nullAsNil(m.value())
+		case "store":
+			r.store = m.value()[0] != 'f'
 		case "max_tokens", "max_completion_tokens":
+			if ep == epResponses {
+				break
+			}
 			n, e := intParam(m.value(), 1, maxInt, errBadMaxTokens)
 			if e != nil {
 				if key[3] == 'c' {
@@ -168,8 +191,32 @@ func (r *request) parse(body []byte, ep endpoint, defaultDims int) *apiError {
 			return errEmbeddingsTooLarge
 		}
 		r.promptTokens = tokens
+	case epResponses:
+		// A quarter of the bytes of the input's text and the instructions,
+		// rounded up; of an array of input items, its JSON's bytes.
+		r.promptTokens = (textLen(r.input)+3)/4 + (textLen(r.instructions)+3)/4
 	}
 	return nil
+}
+
+// textLen is the length of the string v, a JSON value, or of v itself
+// when it is not a string; 0 for nil.
+func textLen(v []byte) int {
+	if v == nil {
+		return 0
+	}
+	if n, ok := stringLen(v); ok {
+		return n
+	}
+	return len(v)
+}
+
+// nullAsNil returns v, a JSON value, or nil for null.
+func nullAsNil(v []byte) []byte {
+	if v[0] == 'n' {
+		return nil
+	}
+	return v
 }
 
 // generated is how many completions the request makes the upstream generate,

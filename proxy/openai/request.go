@@ -33,6 +33,19 @@ type Request struct {
 	BestOf  int64
 	Echo    bool
 
+	// The Responses API's own fields (ParseResponses); MaxTokens holds its
+	// max_output_tokens. PreviousResponseID is the response this one
+	// continues, unescaped (nil when absent or null). Chained: the request
+	// names an earlier response or a conversation, whose items the upstream
+	// prepends to the input, so the body no longer bounds the prompt.
+	// Background: the response runs after the answer, which carries no usage.
+	PreviousResponseID []byte
+	Chained            bool
+	Background         bool
+
+	// responses: the body is a Responses API request (ParseResponses).
+	responses bool
+
 	// modelStart and modelEnd delimit the model's JSON string token (quotes
 	// included) in the body, so it can be replaced without re-encoding.
 	modelStart, modelEnd int
@@ -43,6 +56,10 @@ type Request struct {
 	seenPrompt           bool
 	seenBestOf           bool
 	seenEcho             bool
+	seenPrevious         bool
+	seenConversation     bool
+	seenStore            bool
+	seenBackground       bool
 	// soStart and soEnd delimit the stream_options value token (0, 0 when
 	// absent); objEnd is the index of the body's closing '}'. When
 	// stream_options is an object, soFirst is where its first member (or its
@@ -59,7 +76,20 @@ type Request struct {
 // ErrAmbiguousKey, the name of the key at fault (one the gateway reads, never
 // the client's bytes) as detail.
 func (f *Request) Parse(body []byte) (detail []byte, err error) {
-	*f = Request{MaxTokens: -1, N: 1, Prompts: 1}
+	return f.parse(body, false)
+}
+
+// ParseResponses reads f from body, a Responses API request (POST
+// /v1/responses), under the same rules as Parse: a repeated or ambiguous key
+// the gateway reads is refused, since upstreams take the last of repeated
+// keys. It reads model, stream, max_output_tokens (into MaxTokens),
+// previous_response_id, conversation, store and background.
+func (f *Request) ParseResponses(body []byte) (detail []byte, err error) {
+	return f.parse(body, true)
+}
+
+func (f *Request) parse(body []byte, responses bool) (detail []byte, err error) {
+	*f = Request{MaxTokens: -1, N: 1, Prompts: 1, responses: responses}
 	// Validation first, with sonic's SIMD validator (about 135 ns for a typical
 	// chat body, 4x faster than encoding/json): the scan below may then assume
 	// well-formed JSON. The check is structural: raw control characters, invalid
@@ -88,7 +118,13 @@ func (f *Request) Parse(body []byte) (detail []byte, err error) {
 		i = skipSpace(body, i+1) // the ':'
 		valStart := i
 		valEnd := jsonscan.SkipValue(body, i)
-		if name, err := f.field(key, body, valStart, valEnd); err != nil {
+		var name []byte
+		if responses {
+			name, err = f.responsesField(key, body, valStart, valEnd)
+		} else {
+			name, err = f.field(key, body, valStart, valEnd)
+		}
+		if err != nil {
 			return name, err
 		}
 		i = skipSpace(body, valEnd)

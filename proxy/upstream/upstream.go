@@ -25,10 +25,11 @@ const (
 	Chat Endpoint = iota
 	Completions
 	Embeddings
+	Responses
 	NumEndpoints
 )
 
-var endpointPaths = [NumEndpoints]string{"/chat/completions", "/completions", "/embeddings"}
+var endpointPaths = [NumEndpoints]string{"/chat/completions", "/completions", "/embeddings", "/responses"}
 
 // Upstream is one provider the gateway forwards to, with its own keep-alive
 // connection pools. Streams get a pool of their own so that long-lived streams

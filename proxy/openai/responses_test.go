@@ -1,0 +1,151 @@
+package openai
+
+import (
+	"testing"
+)
+
+func TestResponsesFields(t *testing.T) {
+	f := func(body, wantModel string, wantStream bool, wantMax int64, wantPrev string, wantChained, wantBackground bool) {
+		t.Helper()
+		var rf Request
+		if d, err := rf.ParseResponses([]byte(body)); err != nil {
+			t.Fatalf("ParseResponses(%s): %v %s", body, err, d)
+		}
+		if string(rf.Model) != wantModel || rf.Stream != wantStream || rf.MaxTokens != wantMax ||
+			string(rf.PreviousResponseID) != wantPrev || rf.Chained != wantChained || rf.Background != wantBackground {
+			t.Fatalf("ParseResponses(%s) = model %q stream %v max %d prev %q chained %v background %v", body,
+				rf.Model, rf.Stream, rf.MaxTokens, rf.PreviousResponseID, rf.Chained, rf.Background)
+		}
+	}
+	f(`{"model":"m","input":"hi"}`, "m", false, -1, "", false, false)
+	f(`{"model":"m","input":"hi","stream":true,"max_output_tokens":50}`, "m", true, 50, "", false, false)
+	f(`{"model":"m","max_output_tokens":null}`, "m", false, -1, "", false, false)
+	f(`{"model":"m","previous_response_id":"resp_1"}`, "m", false, -1, "resp_1", true, false)
+	f(`{"model":"m","previous_response_id":"resp\u005f2"}`, "m", false, -1, "resp_2", true, false)
+	f(`{"model":"m","previous_response_id":null}`, "m", false, -1, "", false, false)
+	f(`{"model":"m","conversation":"conv_1"}`, "m", false, -1, "", true, false)
+	f(`{"model":"m","conversation":{"id":"conv_1"}}`, "m", false, -1, "", true, false)
+	f(`{"model":"m","conversation":null}`, "m", false, -1, "", false, false)
+	f(`{"model":"m","background":true}`, "m", false, -1, "", false, true)
+	f(`{"model":"m","background":"true"}`, "m", false, -1, "", false, true)
+	f(`{"model":"m","background":false,"store":false}`, "m", false, -1, "", false, false)
+	// Chat's fields are not the Responses API's: passed on, not read.
+	f(`{"model":"m","max_tokens":0,"n":0,"max_output_tokens":7}`, "m", false, 7, "", false, false)
+}
+
+func TestResponsesFieldsRejects(t *testing.T) {
+	f := func(body string, want error, wantDetail string) {
+		t.Helper()
+		var rf Request
+		d, err := rf.ParseResponses([]byte(body))
+		if err != want || string(d) != wantDetail {
+			t.Fatalf("ParseResponses(%s) = %v %q, want %v %q", body, err, d, want, wantDetail)
+		}
+	}
+	f(`{"input":"hi"}`, ErrMissingModel, "")
+	f(`{"model":"m","model":"n"}`, ErrDuplicateField, "model")
+	f(`{"model":"m","mod\u0065l":"n"}`, ErrDuplicateField, "model")
+	f(`{"model":"m","stream":false,"stream":true}`, ErrDuplicateField, "stream")
+	f(`{"model":"m","max_output_tokens":1,"max_output_tokens":100000}`, ErrDuplicateField, "max_output_tokens")
+	f(`{"model":"m","max_output_tokens":1,"max_output_toke\u006es":100000}`, ErrDuplicateField, "max_output_tokens")
+	f(`{"model":"m","previous_response_id":null,"previous_response_id":"resp_1"}`, ErrDuplicateField, "previous_response_id")
+	f(`{"model":"m","conversation":null,"conversation":"conv_1"}`, ErrDuplicateField, "conversation")
+	f(`{"model":"m","background":false,"background":true}`, ErrDuplicateField, "background")
+	f(`{"model":"m","store":false,"store":true}`, ErrDuplicateField, "store")
+	// Go's encoding/json reads these as the keys they fold to.
+	f(`{"model":"m","Max_Output_Tokens":100000}`, ErrAmbiguousKey, "max_output_tokens")
+	f(`{"model":"m","Previous_Response_ID":"resp_1"}`, ErrAmbiguousKey, "previous_response_id")
+	f(`{"model":"m","Background":true}`, ErrAmbiguousKey, "background")
+	f(`{"model":"m","max_output_tokens":0}`, ErrMaxOutputTokens, "")
+	f(`{"model":"m","max_output_tokens":"5"}`, ErrMaxOutputTokens, "")
+	f(`{"model":"m","max_output_tokens":1.5}`, ErrMaxOutputTokens, "")
+	f(`{"model":"m","previous_response_id":7}`, ErrPreviousResponseID, "")
+}
+
+// A response as OpenAI answers it, and the events of a stream.
+const (
+	responseBody = `{"id":"resp_abc","object":"response","created_at":1,"status":"completed","model":"m",` +
+		`"output":[{"type":"message","id":"msg_1","status":"completed","role":"assistant","content":[{"type":"output_text","text":"usage \"id\"","annotations":[]}]}],` +
+		`"usage":{"input_tokens":12,"input_tokens_details":{"cached_tokens":4},"output_tokens":30,"output_tokens_details":{"reasoning_tokens":9},"total_tokens":42}}`
+	createdEvent   = `{"type":"response.created","sequence_number":0,"response":{"id":"resp_abc","object":"response","status":"in_progress","usage":null}}`
+	deltaEvent     = `{"type":"response.output_text.delta","sequence_number":4,"item_id":"msg_1","output_index":0,"content_index":0,"delta":" lorem\u00e9","logprobs":[]}`
+	argsEvent      = `{"type":"response.function_call_arguments.delta","sequence_number":5,"item_id":"fc_1","output_index":0,"delta":"{\"a\":1}"}`
+	textDoneEvent  = `{"type":"response.output_text.done","sequence_number":6,"item_id":"msg_1","output_index":0,"content_index":0,"text":" lorem ipsum"}`
+	completedEvent = `{"type":"response.completed","sequence_number":9,"response":{"id":"resp_abc","object":"response","status":"completed",` +
+		`"output":[{"type":"message","content":[{"type":"output_text","text":"\"delta\":\"x\""}]}],` +
+		`"usage":{"input_tokens":12,"input_tokens_details":{"cached_tokens":4},"output_tokens":30,"output_tokens_details":{"reasoning_tokens":9},"total_tokens":42}}}`
+	incompleteEvent = `{"type":"response.incomplete","sequence_number":9,"response":{"id":"resp_abc","status":"incomplete","usage":{"input_tokens":3,"output_tokens":16}}}`
+	failedEvent     = `{"type":"response.failed","sequence_number":9,"response":{"id":"resp_abc","status":"failed","usage":null}}`
+	errorEvent      = `{"type":"error","sequence_number":3,"code":"server_error","message":"boom","param":null}`
+)
+
+func TestResponseUsage(t *testing.T) {
+	f := func(data string, want Tokens, wantOK bool) {
+		t.Helper()
+		got, ok := ResponseUsage([]byte(data))
+		if got != want || ok != wantOK {
+			t.Fatalf("ResponseUsage(%s) = %+v %v, want %+v %v", data, got, ok, want, wantOK)
+		}
+	}
+	full := Tokens{Input: 12, Output: 30, Cached: 4, Reasoning: 9}
+	f(responseBody, full, true)
+	f(completedEvent, full, true)
+	f(incompleteEvent, Tokens{Input: 3, Output: 16}, true)
+	f(failedEvent, Tokens{}, false)
+	f(createdEvent, Tokens{}, false)
+	f(`{"usage":{"prompt_tokens":3,"completion_tokens":4}}`, Tokens{}, false) // chat's names are not these
+	f(`{"usage":{"input_tokens":-1,"output_tokens":4}}`, Tokens{}, false)
+	f(`[DONE]`, Tokens{}, false)
+	f(``, Tokens{}, false)
+}
+
+func TestResponseID(t *testing.T) {
+	f := func(data, want string, wantOK bool) {
+		t.Helper()
+		got, ok := ResponseID([]byte(data))
+		if string(got) != want || ok != wantOK {
+			t.Fatalf("ResponseID(%s) = %q %v, want %q %v", data, got, ok, want, wantOK)
+		}
+	}
+	f(responseBody, "resp_abc", true)
+	f(createdEvent, "resp_abc", true)
+	f(completedEvent, "resp_abc", true)
+	f(deltaEvent, "", false)
+	f(`{"id":"resp_\u0041"}`, "", false)
+	f(`{"id":7}`, "", false)
+	f(`{"id":""}`, "", false)
+	f(`[DONE]`, "", false)
+}
+
+func TestResponsesEvents(t *testing.T) {
+	f := func(data string, want Event) {
+		t.Helper()
+		if got := (ResponsesEvents{}).Read([]byte(data)); got != want {
+			t.Fatalf("Read(%s) = %+v, want %+v", data, got, want)
+		}
+	}
+	f(createdEvent, Event{Created: true})
+	f(deltaEvent, Event{ContentBytes: len(" loremé")})
+	f(argsEvent, Event{ContentBytes: len(`{"a":1}`)})
+	f(textDoneEvent, Event{})
+	f(completedEvent, Event{Done: true, HasUsage: true, Usage: Tokens{Input: 12, Output: 30, Cached: 4, Reasoning: 9}})
+	f(incompleteEvent, Event{Done: true, HasUsage: true, Usage: Tokens{Input: 3, Output: 16}})
+	f(failedEvent, Event{Done: true})
+	f(errorEvent, Event{})
+	f(`{"type":"response.output_text.delta","delta":7}`, Event{})
+	f(`[DONE]`, Event{})
+	f(``, Event{})
+}
+
+func TestChatEvents(t *testing.T) {
+	f := func(data string, want Event) {
+		t.Helper()
+		if got := (ChatEvents{}).Read([]byte(data)); got != want {
+			t.Fatalf("Read(%s) = %+v, want %+v", data, got, want)
+		}
+	}
+	f(`[DONE]`, Event{Done: true})
+	f(`{"choices":[{"index":0,"delta":{"content":"ab"}}],"usage":null}`, Event{ContentBytes: 2})
+	f(`{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}`,
+		Event{HasUsage: true, UsageOnly: true, Usage: Tokens{Input: 3, Output: 4}})
+}
