@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/big"
@@ -346,13 +347,24 @@ func TestResponsesChainedPromptIsUnbounded(t *testing.T) {
 		})
 	}
 	const plain = `{"model":"mock","input":"x","max_output_tokens":16}`
+	// Each key continues a response of its own: another key's would be
+	// 404 before admission (TestResponsesPreviousOfAnotherKey).
+	previous := func(key string) string {
+		st, _, b := g.do("POST", "/v1/responses", key, []byte(plain))
+		var r struct{ ID string }
+		if err := json.Unmarshal(b, &r); st != http.StatusOK || err != nil || r.ID == "" {
+			t.Fatalf("create: %d %s", st, b)
+		}
+		return `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"` + r.ID + `"}`
+	}
+	cappedNext, monthNext, freeNext := previous(capped), previous(month), previous(free)
 	f("per-request cap, no chain", capped, plain, http.StatusOK)
-	f("per-request cap, previous_response_id", capped, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
+	f("per-request cap, previous_response_id", capped, cappedNext, http.StatusPaymentRequired)
 	f("per-request cap, conversation", capped, `{"model":"mock","input":"x","max_output_tokens":16,"conversation":{"id":"conv_1"}}`, http.StatusPaymentRequired)
-	f("monthly cap, previous_response_id", month, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
-	f("no cap, previous_response_id", free, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusOK)
+	f("monthly cap, previous_response_id", month, monthNext, http.StatusPaymentRequired)
+	f("no cap, previous_response_id", free, freeNext, http.StatusOK)
 	f("per-request cap, previous_response_id null", capped, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":null}`, http.StatusOK)
-	if n := m.Requests(); n != 3 {
-		t.Fatalf("upstream saw %d requests, want the 3 admitted", n)
+	if n := m.Requests(); n != 3+3 {
+		t.Fatalf("upstream saw %d requests, want the 3 that made the responses and the 3 admitted", n)
 	}
 }

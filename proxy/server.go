@@ -19,6 +19,7 @@ import (
 	"github.com/valyala/fasthttp"
 	"github.com/valyala/fasthttp/pprofhandler"
 
+	"github.com/tokenhub/tokenhub/affinity"
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/dashboard"
 	"github.com/tokenhub/tokenhub/keys"
@@ -38,12 +39,19 @@ type Options struct {
 	// Metrics, when not nil, are the series the Server serves; the node
 	// makes them before the store so that they see every Valkey call.
 	Metrics *Metrics
+
+	// ResponseIDs remembers which upstream and key created each stored
+	// response, for the Responses API's follow-ups. Nil: none is
+	// remembered, and every follow-up answers 404.
+	ResponseIDs affinity.Store
 }
 
 // Server is the gateway: it authenticates, checks plans and forwards.
 type Server struct {
 	registry *keys.Registry
 	gate     *limits.Gate
+	// responseIDs: see Options.ResponseIDs and followups.go.
+	responseIDs affinity.Store
 	// routing holds the models and upstreams in force; a reload swaps it
 	// whole, and each request loads it once.
 	routing   atomic.Pointer[routing]
@@ -107,6 +115,7 @@ func New(o Options) (*Server, error) {
 	s := &Server{
 		registry:     o.Registry,
 		gate:         o.Gate,
+		responseIDs:  o.ResponseIDs,
 		adminHash:    sha256.Sum256([]byte(o.AdminKey)),
 		ids:          ids,
 		log:          log,
@@ -192,6 +201,11 @@ func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
 	public.POST("/v1/completions", s.completions)
 	public.POST("/v1/embeddings", s.embeddings)
 	public.POST("/v1/responses", s.responses)
+	public.POST("/v1/responses/input_tokens", s.inputTokens)
+	public.GET("/v1/responses/{id}", s.getResponse)
+	public.DELETE("/v1/responses/{id}", s.deleteResponse)
+	public.POST("/v1/responses/{id}/cancel", s.cancelResponse)
+	public.GET("/v1/responses/{id}/input_items", s.responseInputItems)
 	public.GET("/v1/models", s.listModels)
 	public.GET("/v1/models/{model}", s.getModel)
 	public.GET("/healthz", healthz)

@@ -9,6 +9,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/tokenhub/tokenhub/affinity"
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
@@ -29,9 +30,12 @@ type Node struct {
 	// when admin_key comes from the config.
 	AdminKeyFile string
 
-	store   keys.Store
-	ledger  limits.Ledger
-	journal *journal.Journal
+	store  keys.Store
+	ledger limits.Ledger
+	// responseIDs remembers which upstream and key created each stored
+	// response (affinity): in Valkey beside the keys, or its own bbolt file.
+	responseIDs affinity.Store
+	journal     *journal.Journal
 	// cancel ends the node's background loops; running joins them.
 	cancel  context.CancelFunc
 	running sync.WaitGroup
@@ -68,6 +72,18 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 			return n, err
 		}
 		n.store = boltStore
+	}
+
+	idOpts := affinity.Options{Retention: cfg.Store.Responses.Retention, MaxIDs: cfg.Store.Responses.MaxIDs}
+	if valkeyStore != nil {
+		n.responseIDs = affinity.NewValkey(valkeyStore.Client(), cfg.Store.Valkey.Prefix, cfg.Store.Valkey.Timeout, idOpts)
+	} else {
+		// Assigned only on success, as the store is.
+		boltIDs, err := affinity.OpenBolt(cfg.Store.Path, idOpts)
+		if err != nil {
+			return n, err
+		}
+		n.responseIDs = boltIDs
 	}
 
 	n.Registry, err = keys.NewRegistry(n.store, keys.RegistryOptions{
@@ -140,7 +156,8 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Nod
 		// The path, never the secret: logs are read by more people than keys should be.
 		log.Info("admin key", "file", n.AdminKeyFile, "created", created)
 	}
-	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: adminKey, Logger: log, Metrics: metrics})
+	n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: adminKey, Logger: log, Metrics: metrics,
+		ResponseIDs: n.responseIDs})
 	if err != nil {
 		return n, err
 	}
@@ -195,6 +212,11 @@ func (n *Node) Close() {
 	}
 	if n.Registry != nil {
 		n.Registry.Close()
+	}
+	if n.responseIDs != nil {
+		if err := n.responseIDs.Close(); err != nil {
+			slog.Default().Warn("closing the response ids", "err", err)
+		}
 	}
 	if n.store != nil {
 		if err := n.store.Close(); err != nil && !errors.Is(err, net.ErrClosed) {
