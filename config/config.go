@@ -267,6 +267,11 @@ type Model struct {
 	Price Price `yaml:"price"`
 	// MaxOutputTokens is the most output tokens one request may produce.
 	MaxOutputTokens int64 `yaml:"max_output_tokens"`
+	// ContextWindowTokens is the most tokens, input and output, the model
+	// takes in one request; 0 when not given. It bounds the input of a
+	// Responses API request that continues an earlier response or a
+	// conversation, which the request's body does not bound.
+	ContextWindowTokens int64 `yaml:"context_window_tokens"`
 	// OwnedBy is shown in GET /v1/models; by default the first route's upstream.
 	OwnedBy string `yaml:"owned_by"`
 }

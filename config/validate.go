@@ -333,11 +333,18 @@ func (c *Config) validateModels(p *problems) {
 		if m.MaxOutputTokens < 1 || m.MaxOutputTokens > maxOutputTokens {
 			p.add(at+".max_output_tokens", "must be from 1 to %d (got %d); remove it for the default %d", maxOutputTokens, m.MaxOutputTokens, defaultModel().MaxOutputTokens)
 		}
+		if m.ContextWindowTokens < 0 || m.ContextWindowTokens > maxContextWindowTokens {
+			p.add(at+".context_window_tokens", "must be from 1 to %d (got %d); remove it if the model's is unknown", maxContextWindowTokens, m.ContextWindowTokens)
+		}
 	}
 }
 
 // maxOutputTokens bounds a model's max_output_tokens (see usd.MaxPricePerMTok).
 const maxOutputTokens = 10_000_000
+
+// maxContextWindowTokens bounds a model's context_window_tokens, as
+// maxOutputTokens bounds its output.
+const maxContextWindowTokens = 100_000_000
 
 func (c *Config) validatePlans(p *problems) {
 	seen := make(map[string]int)

@@ -177,6 +177,10 @@ func TestValidateRules(t *testing.T) {
 		"models[1].price.output_per_mtok: must be from 0 to 1000 dollars (got -2.5)")
 	f(func(c *Config) { c.Models[1].MaxOutputTokens = 0 },
 		"models[1].max_output_tokens: must be from 1 to 10000000 (got 0); remove it for the default 4096")
+	f(func(c *Config) { c.Models[1].ContextWindowTokens = -1 },
+		"models[1].context_window_tokens: must be from 1 to 100000000 (got -1); remove it if the model's is unknown")
+	f(func(c *Config) { c.Models[1].ContextWindowTokens = 100_000_001 },
+		"models[1].context_window_tokens: must be from 1 to 100000000 (got 100000001); remove it if the model's is unknown")
 
 	f(func(c *Config) { c.Plans = append(c.Plans, nil) },
 		"plans[1]: empty entry; remove it")

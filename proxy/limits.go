@@ -17,7 +17,9 @@ import (
 // (Worst, Reserve) is an upper bound of what the upstream can bill for the
 // body: the prompt at one token a byte (openai.BoundPrompt), and as output
 // max_tokens (else the model's maximum, or the legacy default) for every
-// completion generated (openai.Request.OutputBound).
+// completion generated (openai.Request.OutputBound). A Responses API request
+// that continues an earlier response or a conversation has its prompt bounded
+// by the model's context window instead, or, without one, not at all.
 // Embeddings produce no output: their inputs, arrays included, are prompt
 // bytes. The tokens-per-minute charge keeps OpenAI's estimate. It answers
 // 400 itself for a max_tokens over the model's limit.
@@ -45,11 +47,15 @@ func admission(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, key *keys.Key, pl
 	promptBound := min(openai.BoundPrompt(bodyLen), openai.MaxBoundTokens)
 	if f.Chained {
 		// The upstream prepends an earlier response or a conversation, which
-		// the body does not bound, and nothing the gateway knows does: the
-		// prompt is bounded at the most its arithmetic takes
-		// (openai.MaxBoundTokens), which a budget cap refuses unless it
-		// covers that many tokens of the model. Keys without caps are served.
+		// the body does not bound: the model's context window does, when it
+		// is configured. Else nothing the gateway knows does, and the prompt
+		// is bounded at the most its arithmetic takes (openai.MaxBoundTokens),
+		// which a budget cap refuses unless it covers that many tokens of
+		// the model; keys without caps are served.
 		promptBound = openai.MaxBoundTokens
+		if m.contextWindow > 0 {
+			promptBound = m.contextWindow
+		}
 	}
 	out = f.OutputBound(bodyLen, perChoice, legacy)
 	prompt = openai.EstimatePrompt(bodyLen)

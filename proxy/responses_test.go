@@ -29,6 +29,8 @@ models:
   - {name: mock, routes: [{upstream: up}], price: {input_per_mtok: 1.5, output_per_mtok: 2.25}, max_output_tokens: 100000}
   - {name: alias, routes: [{upstream: up, model: upstream-name}]}
   - {name: other, routes: [{upstream: up}]}
+  - {name: windowed, routes: [{upstream: up}], price: {input_per_mtok: 1.5, output_per_mtok: 2.25}, context_window_tokens: 200000}
+  - {name: huge, routes: [{upstream: up}], price: {input_per_mtok: 1.5, output_per_mtok: 2.25}, context_window_tokens: 100000000}
 plans:
   - {name: all, models: ["*"]}
   - {name: mockonly, models: ["mock", "alias"]}
@@ -326,10 +328,13 @@ func TestResponsesErrors(t *testing.T) {
 }
 
 // TestResponsesChainedPromptIsUnbounded: previous_response_id (or a
-// conversation) makes the upstream prepend an earlier conversation that the
-// body does not bound, so admission bounds the prompt at MaxBoundTokens: a
-// capped key is refused 402 rather than billed past its cap, an uncapped
-// key is served, and the same body without the chain passes the cap.
+// conversation, a stored prompt, an input item_reference) makes the upstream
+// add to the input what the body does not bound, so admission bounds the prompt by the model's context
+// window or, without one, at MaxBoundTokens: a capped key is refused 402
+// rather than billed past its cap, an uncapped key is served, the same body
+// without the chain passes the cap, and so does the chain on a model whose
+// context window the cap covers (200,000 tokens at $1.5 a million: $0.30 of
+// a $1 cap), not on one whose window it does not ($150).
 func TestResponsesChainedPromptIsUnbounded(t *testing.T) {
 	m, up := startMock(t, mock.Options{Chunks: 4})
 	g := startGateway(t, responsesConfig(up), "")
@@ -355,16 +360,85 @@ func TestResponsesChainedPromptIsUnbounded(t *testing.T) {
 		if err := json.Unmarshal(b, &r); st != http.StatusOK || err != nil || r.ID == "" {
 			t.Fatalf("create: %d %s", st, b)
 		}
-		return `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"` + r.ID + `"}`
+		return r.ID
 	}
-	cappedNext, monthNext, freeNext := previous(capped), previous(month), previous(free)
+	next := func(model, id string) string {
+		return `{"model":"` + model + `","input":"x","max_output_tokens":16,"previous_response_id":"` + id + `"}`
+	}
+	cappedID, monthID, freeID := previous(capped), previous(month), previous(free)
 	f("per-request cap, no chain", capped, plain, http.StatusOK)
-	f("per-request cap, previous_response_id", capped, cappedNext, http.StatusPaymentRequired)
+	f("per-request cap, previous_response_id", capped, next("mock", cappedID), http.StatusPaymentRequired)
 	f("per-request cap, conversation", capped, `{"model":"mock","input":"x","max_output_tokens":16,"conversation":{"id":"conv_1"}}`, http.StatusPaymentRequired)
-	f("monthly cap, previous_response_id", month, monthNext, http.StatusPaymentRequired)
-	f("no cap, previous_response_id", free, freeNext, http.StatusOK)
+	f("per-request cap, stored prompt", capped, `{"model":"mock","input":"x","max_output_tokens":16,"prompt":{"id":"pmpt_1"}}`, http.StatusPaymentRequired)
+	f("per-request cap, item reference", capped, `{"model":"mock","input":[{"type":"item_reference","id":"msg_1"}],"max_output_tokens":16}`, http.StatusPaymentRequired)
+	f("per-request cap, escaped item reference", capped, `{"model":"mock","input":[{"type":"item_r\u0065ference","id":"msg_1"}],"max_output_tokens":16}`, http.StatusPaymentRequired)
+	f("monthly cap, previous_response_id", month, next("mock", monthID), http.StatusPaymentRequired)
+	f("no cap, previous_response_id", free, next("mock", freeID), http.StatusOK)
 	f("per-request cap, previous_response_id null", capped, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":null}`, http.StatusOK)
-	if n := m.Requests(); n != 3+3 {
-		t.Fatalf("upstream saw %d requests, want the 3 that made the responses and the 3 admitted", n)
+	f("per-request cap, context window it covers", capped, next("windowed", cappedID), http.StatusOK)
+	f("monthly cap below the context window's cost", month, next("windowed", monthID), http.StatusPaymentRequired)
+	f("per-request cap, context window it does not cover", capped, next("huge", cappedID), http.StatusPaymentRequired)
+	if n := m.Requests(); n != 3+4 {
+		t.Fatalf("upstream saw %d requests, want the 3 that made the responses and the 4 admitted", n)
+	}
+}
+
+// TestResponsesUpstreamFailures: an upstream that answers 5xx is a 502 in
+// OpenAI's shape; one that dies mid-stream ends the client's stream with
+// the Responses error event (upstream_error), and the deltas relayed are
+// billed as an estimate.
+func TestResponsesUpstreamFailures(t *testing.T) {
+	_, cut := startMock(t, mock.Options{Chunks: 30, FailAfterChunks: 5})
+	_, failing := startMock(t, mock.Options{Status: 500})
+	g := startGateway(t, fmt.Sprintf(`
+upstreams: [{name: cut, base_url: %q}, {name: failing, base_url: %q}]
+models:
+  - {name: cut, routes: [{upstream: cut}]}
+  - {name: failing, routes: [{upstream: failing}]}
+plans: [{name: all, models: ["*"]}]
+`, cut, failing), "")
+	k := g.newKey("all")
+	_, err := g.client(k.Key).Responses.New(context.Background(), responsesParams("failing"))
+	wantAPIError(t, err, 502, "server_error", "upstream_error")
+
+	got := rawResponses(t, g.url, k.Key, `{"model":"cut","stream":true,"input":"go"}`)
+	// Four events open the stream, then the five deltas: the error is the tenth, numbered 9.
+	want := "event: error\ndata: {\"type\":\"error\",\"code\":\"upstream_error\"," +
+		"\"message\":\"The upstream stream ended abnormally for the model: cut\",\"param\":null,\"sequence_number\":9}\n\n"
+	if !strings.HasSuffix(got, want) || strings.Count(got, "response.output_text.delta\n") != 5 {
+		t.Fatalf("stream does not end with the error event after 5 deltas:\n%s", got)
+	}
+	u := g.waitUsage(k.ID, "the cut stream's bill", func(u keyUsage) bool { return u.Requests == 2 })
+	// No usage came, so the five words relayed (4-6 bytes each) are
+	// billed at four bytes a token.
+	if u.Completion < 5 || u.Completion > 9 {
+		t.Fatalf("billed %+v; want an estimate of the 5 words produced", u)
+	}
+}
+
+// TestResponsesLongEventsPass: the Responses API echoes the request's
+// instructions (and tools) in response.created and the final event, and
+// repeats the whole output in the done events, so a legitimate event can be
+// far over the 1 MiB that bounds a chat event. A 2 MB system prompt and the
+// mock's longest answer (65,536 words) stream through whole and are billed
+// the upstream's usage.
+func TestResponsesLongEventsPass(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 65536})
+	g := startGateway(t, fmt.Sprintf(`
+upstreams: [{name: up, base_url: %q}]
+models:
+  - {name: mock, routes: [{upstream: up}], max_output_tokens: 300000}
+plans: [{name: all, models: ["*"]}]
+`, up), "")
+	k := g.newKey("all")
+	instructions := strings.Repeat("Be terse. ", 200000) // 2 MB: 500,000 tokens to the mock
+	body := `{"model":"mock","stream":true,"input":"go","instructions":"` + instructions + `"}`
+	got := rawResponses(t, g.url, k.Key, body)
+	if !strings.Contains(got, "event: response.completed\n") || strings.Contains(got, "event: error\n") {
+		t.Fatalf("stream of %d bytes did not complete: ends %q", len(got), got[max(0, len(got)-300):])
+	}
+	u := g.waitUsage(k.ID, "the long stream's bill", func(u keyUsage) bool { return u.Requests == 1 })
+	if u.Prompt != 500001 || u.Completion != 65536 {
+		t.Fatalf("billed %+v, want the upstream's 500,001 + 65,536 tokens", u)
 	}
 }

@@ -59,6 +59,9 @@ type model struct {
 	routes    upstream.Routes
 	price     usd.Price
 	maxOutput int64 // most completion tokens one request may produce
+	// contextWindow is the most tokens one request takes, input and output;
+	// 0 when not configured.
+	contextWindow int64
 }
 
 // modelTable is the immutable set of served models, looked up per request.
@@ -71,7 +74,7 @@ func newModelTable(models []config.Model, upstreams *upstream.Set, created int64
 	t := &modelTable{byName: make(map[string]*model, len(models))}
 	for i := range models {
 		mc := &models[i]
-		m := &model{name: mc.Name, ownedBy: mc.OwnedBy, created: created, maxOutput: mc.MaxOutputTokens,
+		m := &model{name: mc.Name, ownedBy: mc.OwnedBy, created: created, maxOutput: mc.MaxOutputTokens, contextWindow: mc.ContextWindowTokens,
 			price: usd.Price{InputPerMTok: mc.Price.InputPerMTok, OutputPerMTok: mc.Price.OutputPerMTok}}
 		var err error
 		if m.routes, err = upstream.NewRoutes(mc.Name, mc.Routes, upstreams); err != nil {

@@ -89,7 +89,8 @@ type streamRelay struct {
 }
 
 const (
-	// maxStreamEvent bounds one event; a longer one ends the stream with an error.
+	// maxStreamEvent bounds one event; a longer one ends the stream with an
+	// error. A Responses stream's events may be longer (responsesEventLimit).
 	maxStreamEvent = 1 << 20
 	// streamReadSize is the most one upstream read takes.
 	streamReadSize = 4 << 10
@@ -105,6 +106,17 @@ var outBufs = sync.Pool{New: func() any { b := make([]byte, 0, chunkHead+streamR
 // they are empty structs, so holding one in the interface allocates nothing.
 type eventReader interface {
 	Read(data []byte) openai.Event
+}
+
+// responsesEventLimit bounds one event of a Responses stream for a body of
+// bodyLen bytes and at most maxOutput output tokens. Unlike a chat chunk, an
+// event may carry the whole response: response.created and the final event
+// echo the request's instructions and tools (at most the body, re-escaped at
+// up to three times its bytes: \u00e9 for é), and the done events repeat the
+// whole output (16 bytes a token, escaped, is generous). The scanner grows to
+// an event's size only when one is that long.
+func responsesEventLimit(bodyLen int, maxOutput int64) int {
+	return maxStreamEvent + 3*bodyLen + int(min(maxOutput, openai.MaxBoundTokens))*16
 }
 
 // stream relays resp, an upstream event stream, to the client once the
@@ -125,9 +137,13 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *f
 	c.rec.stream = true
 	c.rec.gatewayDur = time.Since(c.rec.start) - c.rec.upstreamDur
 	s.metrics.openStreams.Add(1)
+	eventLimit := maxStreamEvent
+	if c.rec.ep == upstream.Responses {
+		eventLimit = responsesEventLimit(len(ctx.PostBody()), c.maxOutput)
+	}
 	r := &streamRelay{s: s, req: req, resp: resp, claim: *c,
 		reqID: append([]byte(nil), h.Peek(headerRequestID)...), injected: injected,
-		sc: sse.NewScanner(maxStreamEvent), reserveStep: c.model.price.Cost(0, streamReserveTokens*f.N),
+		sc: sse.NewScanner(eventLimit), reserveStep: c.model.price.Cost(0, streamReserveTokens*f.N),
 		chunked: chunked, events: openai.ChatEvents{}}
 	if c.rec.ep == upstream.Responses {
 		r.events, r.responses = openai.ResponsesEvents{}, true

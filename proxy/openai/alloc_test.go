@@ -56,7 +56,7 @@ func TestAllocsResponsesReaders(t *testing.T) {
 }
 
 func TestAllocsParseResponses(t *testing.T) {
-	b := []byte(`{"model":"m","input":"hi","stream":true,"max_output_tokens":50,"store":false,"previous_response_id":"resp_1"}`)
+	b := []byte(`{"model":"m","input":[{"role":"user","content":"hi"},{"type":"item_reference","id":"msg_1"}],"stream":true,"max_output_tokens":50,"store":false,"previous_response_id":"resp_1"}`)
 	var rf Request
 	if n := testing.AllocsPerRun(1000, func() { rf.ParseResponses(b) }); n != 0 {
 		t.Fatalf("%v allocations per parse, want 0", n)

@@ -36,8 +36,9 @@ type Request struct {
 	// The Responses API's own fields (ParseResponses); MaxTokens holds its
 	// max_output_tokens. PreviousResponseID is the response this one
 	// continues, unescaped (nil when absent or null). Chained: the request
-	// names an earlier response or a conversation, whose items the upstream
-	// prepends to the input, so the body no longer bounds the prompt.
+	// names an earlier response, a conversation, a stored prompt or an
+	// earlier item (an input item_reference), which the upstream adds to the
+	// input, so the body no longer bounds the prompt.
 	// Background: the response runs after the answer, which carries no usage.
 	PreviousResponseID []byte
 	Chained            bool
@@ -63,6 +64,7 @@ type Request struct {
 	seenConversation     bool
 	seenStore            bool
 	seenBackground       bool
+	seenInput            bool
 	// soStart and soEnd delimit the stream_options value token (0, 0 when
 	// absent); objEnd is the index of the body's closing '}'. When
 	// stream_options is an object, soFirst is where its first member (or its

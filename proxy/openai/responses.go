@@ -7,6 +7,8 @@ import (
 	"unicode/utf8"
 
 	"github.com/bytedance/sonic/ast"
+
+	"github.com/tokenhub/tokenhub/internal/jsonscan"
 )
 
 var (
@@ -15,10 +17,14 @@ var (
 	keyConversation       = []byte("conversation")
 	keyStore              = []byte("store")
 	keyBackground         = []byte("background")
+	keyInput              = []byte("input")
+	keyType               = []byte("type")
+	keyContent            = []byte("content")
 	// responsesReadKeys are the top-level keys the gateway reads in a
 	// Responses API request.
 	responsesReadKeys = [...][]byte{keyModel, keyStream, keyMaxOutputTokens, keyPreviousResponseID,
-		keyConversation, keyStore, keyBackground}
+		keyConversation, keyStore, keyBackground, keyInput, keyPrompt}
+	typeItemReference = []byte("item_reference")
 )
 
 // What ParseResponses refuses a body for, beside Parse's refusals.
@@ -77,6 +83,27 @@ func (f *Request) responsesField(key, body []byte, start, end int) (name []byte,
 		// A conversation's items are prepended like a previous response's;
 		// whatever its shape, anything but null may name one somewhere.
 		f.Chained = f.Chained || body[start] != 'n'
+	case bytes.Equal(key, keyPrompt):
+		// A stored prompt's template is expanded by the upstream, from
+		// nothing the body shows.
+		if f.seenPrompt {
+			return keyPrompt, ErrDuplicateField
+		}
+		f.seenPrompt = true
+		f.Chained = f.Chained || body[start] != 'n'
+	case bytes.Equal(key, keyInput):
+		// Read so that a repeat is refused: the upstream takes the last.
+		if f.seenInput {
+			return keyInput, ErrDuplicateField
+		}
+		f.seenInput = true
+		if body[start] == '[' {
+			refs, ok := referencesItems(body, start)
+			if !ok {
+				return nil, ErrMalformedJSON
+			}
+			f.Chained = f.Chained || refs
+		}
 	case bytes.Equal(key, keyStore):
 		if f.seenStore {
 			return keyStore, ErrDuplicateField
@@ -96,6 +123,67 @@ func (f *Request) responsesField(key, body []byte, start, end int) (name []byte,
 		}
 	}
 	return nil, nil
+}
+
+// referencesItems reports whether the input array at body[start] may hold
+// an item reference ({"type":"item_reference","id":…}, whose type is
+// optional): an item whose type is item_reference, in any spelling the
+// upstream decodes as that, or an object without a type and without content,
+// which only a reference is. The upstream replaces a reference with the
+// earlier item, which the body does not bound. ok is false for an escape
+// JSON does not define in a key.
+func referencesItems(body []byte, start int) (refs, ok bool) {
+	i := skipSpace(body, start+1)
+	var buf [keyBufLen]byte
+	for body[i] != ']' {
+		end := jsonscan.SkipValue(body, i)
+		if body[i] == '{' {
+			var hasType, hasContent bool
+			j := skipSpace(body, i+1)
+			for body[j] != '}' {
+				keyEnd := jsonscan.SkipString(body, j)
+				key, ok := keyName(&buf, body[j:keyEnd])
+				if !ok {
+					return false, false
+				}
+				j = skipSpace(body, skipSpace(body, keyEnd)+1)
+				valEnd := jsonscan.SkipValue(body, j)
+				switch {
+				// null is as if absent, as for every optional field.
+				case bytes.Equal(key, keyType), variantOf(key, keyType) != nil:
+					hasType = hasType || body[j] != 'n'
+					if body[j] == '"' && isItemReference(body[j:valEnd]) {
+						return true, true
+					}
+				case bytes.Equal(key, keyContent), variantOf(key, keyContent) != nil:
+					hasContent = hasContent || body[j] != 'n'
+				}
+				j = skipSpace(body, valEnd)
+				if body[j] == ',' {
+					j = skipSpace(body, j+1)
+				}
+			}
+			if !hasType && !hasContent {
+				return true, true
+			}
+		}
+		i = skipSpace(body, end)
+		if body[i] == ',' {
+			i = skipSpace(body, i+1)
+		}
+	}
+	return false, true
+}
+
+// isItemReference reports whether lit, a JSON string literal, decodes to
+// item_reference.
+func isItemReference(lit []byte) bool {
+	if bytes.IndexByte(lit, '\\') < 0 {
+		return bytes.Equal(lit[1:len(lit)-1], typeItemReference)
+	}
+	var buf [keyBufLen]byte
+	dec, ok := jsonscan.AppendUnescaped(buf[:0], lit)
+	return ok && bytes.Equal(dec, typeItemReference)
 }
 
 // Tokens is the usage an upstream reports for one answer. Input counts every

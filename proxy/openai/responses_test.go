@@ -1,6 +1,7 @@
 package openai
 
 import (
+	"encoding/json"
 	"testing"
 )
 
@@ -29,6 +30,19 @@ func TestResponsesFields(t *testing.T) {
 	f(`{"model":"m","background":true}`, "m", false, -1, "", false, true)
 	f(`{"model":"m","background":"true"}`, "m", false, -1, "", false, true)
 	f(`{"model":"m","background":false,"store":false}`, "m", false, -1, "", false, false)
+	// What the upstream adds to the input from elsewhere: a stored prompt,
+	// an earlier item referenced by id (its type optional, escapes decoded).
+	f(`{"model":"m","prompt":{"id":"pmpt_1"}}`, "m", false, -1, "", true, false)
+	f(`{"model":"m","prompt":null}`, "m", false, -1, "", false, false)
+	f(`{"model":"m","input":[{"type":"item_reference","id":"msg_1"}]}`, "m", false, -1, "", true, false)
+	f(`{"model":"m","input":[{"role":"user","content":"hi"},{"id":"msg_1"}]}`, "m", false, -1, "", true, false)
+	f(`{"model":"m","input":[{"type":"item_reference","id":"msg_1"}]}`, "m", false, -1, "", true, false)
+	f(`{"model":"m","input":[{"Type":"item_reference","id":"msg_1"}]}`, "m", false, -1, "", true, false)
+	f(`{"model":"m","input":[{"role":"user","content":"a \"type\":\"item_reference\""},{"type":"message","role":"user","content":[{"type":"input_text","text":"x"}]}]}`, "m", false, -1, "", false, false)
+	f(`{"model":"m","input":[{"type":"message","id":"msg_1","role":"assistant","content":[]}, 1, "s", []]}`, "m", false, -1, "", false, false)
+	f(`{"model":"m","input":[{"type":null,"id":"msg_1","content":null}]}`, "m", false, -1, "", true, false)
+	f(`{"model":"m","input":[]}`, "m", false, -1, "", false, false)
+	f(`{"model":"m","input":"item_reference"}`, "m", false, -1, "", false, false)
 	// Chat's fields are not the Responses API's: passed on, not read.
 	f(`{"model":"m","max_tokens":0,"n":0,"max_output_tokens":7}`, "m", false, 7, "", false, false)
 }
@@ -52,6 +66,10 @@ func TestResponsesFieldsRejects(t *testing.T) {
 	f(`{"model":"m","conversation":null,"conversation":"conv_1"}`, ErrDuplicateField, "conversation")
 	f(`{"model":"m","background":false,"background":true}`, ErrDuplicateField, "background")
 	f(`{"model":"m","store":false,"store":true}`, ErrDuplicateField, "store")
+	f(`{"model":"m","input":"hi","input":[{"type":"item_reference","id":"msg_1"}]}`, ErrDuplicateField, "input")
+	f(`{"model":"m","prompt":null,"prompt":{"id":"pmpt_1"}}`, ErrDuplicateField, "prompt")
+	f(`{"model":"m","Input":[{"id":"msg_1"}]}`, ErrAmbiguousKey, "input")
+	f(`{"model":"m","input":[{"typ\e":"item_reference"}]}`, ErrMalformedJSON, "")
 	// Go's encoding/json reads these as the keys they fold to.
 	f(`{"model":"m","Max_Output_Tokens":100000}`, ErrAmbiguousKey, "max_output_tokens")
 	f(`{"model":"m","Previous_Response_ID":"resp_1"}`, ErrAmbiguousKey, "previous_response_id")
@@ -148,4 +166,59 @@ func TestChatEvents(t *testing.T) {
 	f(`{"choices":[{"index":0,"delta":{"content":"ab"}}],"usage":null}`, Event{ContentBytes: 2})
 	f(`{"choices":[],"usage":{"prompt_tokens":3,"completion_tokens":4}}`,
 		Event{HasUsage: true, UsageOnly: true, Usage: Tokens{Input: 3, Output: 4}})
+}
+
+// FuzzResponsesFields: what ParseResponses accepts, a Go upstream (the last
+// of repeated keys wins, names match case-insensitively) reads the same
+// way: the model, at most the max_output_tokens admitted, and no earlier
+// response, conversation, stored prompt or item reference the gateway did
+// not see.
+func FuzzResponsesFields(f *testing.F) {
+	for _, s := range []string{
+		`{"model":"m","input":"hi","stream":true,"max_output_tokens":20}`,
+		`{"model":"m","previous_response_id":"resp_1","input":[{"role":"user","content":"hi"}]}`,
+		`{"model":"m","input":[{"type":"item_reference","id":"msg_1"},{"id":"msg_2"}]}`,
+		`{"model":"m","max_output_tokens":16,"Max_Output_Tokens":1000}`, `{"model":"m","conversation":{"id":"c"}}`,
+		`{"model":"m","input":[{"TYPE":"item_r\u0065ference"}],"prompt":null}`, `{"model":"m","background":1}`,
+		`{"model":"m","input":[{"type":null,"content":null,"id":"x"}]}`,
+	} {
+		f.Add([]byte(s))
+	}
+	f.Fuzz(func(t *testing.T, body []byte) {
+		var rf Request
+		if _, err := rf.ParseResponses(body); err != nil {
+			return
+		}
+		var v struct {
+			Model              string            `json:"model"`
+			MaxOutputTokens    *int64            `json:"max_output_tokens"`
+			PreviousResponseID *string           `json:"previous_response_id"`
+			Conversation       json.RawMessage   `json:"conversation"`
+			Prompt             json.RawMessage   `json:"prompt"`
+			Input              []json.RawMessage `json:"input"`
+		}
+		if err := json.Unmarshal(body, &v); err != nil {
+			return // structural validation lets through what encoding/json refuses
+		}
+		if v.Model != string(rf.Model) {
+			t.Fatalf("model of %q: got %q, encoding/json %q", body, rf.Model, v.Model)
+		}
+		if v.MaxOutputTokens != nil && (rf.MaxTokens < 0 || *v.MaxOutputTokens > rf.MaxTokens) {
+			t.Fatalf("max_output_tokens of %q: got %d, encoding/json %d", body, rf.MaxTokens, *v.MaxOutputTokens)
+		}
+		chained := v.PreviousResponseID != nil || (len(v.Conversation) > 0 && string(v.Conversation) != "null") ||
+			(len(v.Prompt) > 0 && string(v.Prompt) != "null")
+		for _, item := range v.Input {
+			var it struct {
+				Type    *string         `json:"type"`
+				Content json.RawMessage `json:"content"`
+			}
+			if json.Unmarshal(item, &it) == nil && ((it.Type != nil && *it.Type == "item_reference") || (it.Type == nil && it.Content == nil)) {
+				chained = true
+			}
+		}
+		if chained && !rf.Chained {
+			t.Fatalf("%q chains input the gateway did not see", body)
+		}
+	})
 }
