@@ -33,7 +33,8 @@ func wantNotFound(t *testing.T, what string, err error) {
 func TestResponseFollowUps(t *testing.T) {
 	m, up := startMock(t, mock.Options{Chunks: 8})
 	g := startGateway(t, responsesConfig(up), "")
-	owner, other := g.client(g.newKey("all").Key), g.client(g.newKey("all").Key)
+	ownerKey := g.newKey("all").Key
+	owner, other := g.client(ownerKey), g.client(g.newKey("all").Key)
 	ctx := context.Background()
 
 	created, err := owner.Responses.New(ctx, responsesParams("alias"))
@@ -87,6 +88,11 @@ func TestResponseFollowUps(t *testing.T) {
 	if n := m.Requests(); n != before {
 		t.Fatalf("the upstream saw %d follow-ups of ids not the key's", n-before)
 	}
+
+	// Streaming a stored response again is refused, not sent upstream as a
+	// stream the gateway would not read.
+	st, hdr, b := g.do("GET", "/v1/responses/"+created.ID+"?stream=true", ownerKey, nil)
+	wantErrorBody(t, st, hdr, b, http.StatusBadRequest, "unsupported_parameter")
 
 	if err := owner.Responses.Delete(ctx, created.ID); err != nil {
 		t.Fatal(err)
@@ -308,4 +314,10 @@ plans: [{name: all, models: ["*"]}]
 	if err := s.Err(); err != nil || !found {
 		t.Fatalf("stream: %v, created seen %v", err, found)
 	}
+
+	// With Valkey gone a node cannot tell whose a response is: 503, not
+	// a guess (the key itself is still served from the cache).
+	v.Stop()
+	st, hdr, body := a.do("GET", "/v1/responses/"+created.ID, key, nil)
+	wantErrorBody(t, st, hdr, body, http.StatusServiceUnavailable, "store_unavailable")
 }
