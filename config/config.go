@@ -120,6 +120,20 @@ type Store struct {
 	// reaches before its answer is released, so that a node killed between
 	// two flushes to the store loses no usage.
 	Journal Journal `yaml:"journal"`
+	// Responses bounds what the store remembers of the responses created
+	// through the gateway (id -> upstream, route, key), which their
+	// follow-ups need.
+	Responses Responses `yaml:"responses"`
+}
+
+// Responses bounds the memory of created responses' ids.
+type Responses struct {
+	// Retention is how long an id is remembered: its follow-ups answer 404
+	// after it (OpenAI keeps a stored response 30 days).
+	Retention time.Duration `yaml:"retention"`
+	// MaxIDs is how many ids are remembered at most; remembering one more
+	// forgets the oldest.
+	MaxIDs int64 `yaml:"max_ids"`
 }
 
 // Journal configures a node's usage journal.

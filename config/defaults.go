@@ -26,7 +26,8 @@ func defaultConfig() Config {
 			// ordinary prompts, at once; well under what a laptop holds.
 			MaxBodyBytesInFlight: 64 * MiB,
 		},
-		Store: Store{Path: "./data", Journal: Journal{SyncInterval: time.Second, SegmentSize: 32 * MiB}},
+		Store: Store{Path: "./data", Journal: Journal{SyncInterval: time.Second, SegmentSize: 32 * MiB},
+			Responses: Responses{Retention: 30 * 24 * time.Hour, MaxIDs: 1_000_000}},
 		Cache: defaultCache(),
 		Log:   Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
 	}

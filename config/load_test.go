@@ -36,7 +36,8 @@ func TestDefaultsApplied(t *testing.T) {
 		MaxBodyBytes: 16777216,
 		Server: Server{ReadTimeout: 30 * time.Second, IdleTimeout: 120 * time.Second, ShutdownTimeout: 30 * time.Second,
 			StreamDrainTimeout: 30 * time.Second, MaxStreamDrains: 256, MaxBodyBytesInFlight: 64 * MiB},
-		Store: Store{Path: "./data", Journal: Journal{SyncInterval: time.Second, SegmentSize: 32 << 20}},
+		Store: Store{Path: "./data", Journal: Journal{SyncInterval: time.Second, SegmentSize: 32 << 20},
+			Responses: Responses{Retention: 30 * 24 * time.Hour, MaxIDs: 1_000_000}},
 		Cache: Cache{MaxKeys: 1000000, NegativeTTL: 2 * time.Second, StaleAfter: time.Second, StaleIfError: 4 * time.Second},
 		Log:   Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
 		Upstreams: []Upstream{{

@@ -99,6 +99,10 @@ func (c *Config) validateServer(p *problems) {
 	if n := c.Store.Journal.SegmentSize; n < 64*KiB || n > GiB {
 		p.add("store.journal.segment_size", "%d bytes is out of range; use from 64KiB to 1GiB, or remove it for the default %s", n, def.Store.Journal.SegmentSize)
 	}
+	p.positive("store.responses.retention", c.Store.Responses.Retention, def.Store.Responses.Retention)
+	if n := c.Store.Responses.MaxIDs; n < 1 {
+		p.add("store.responses.max_ids", "%d is not a count; use at least 1, or remove it for the default %d", n, def.Store.Responses.MaxIDs)
+	}
 	if c.Cache.MaxKeys < 1000 {
 		p.add("cache.max_keys", "%d is too small to be useful; use at least 1000, or remove it for the default %d", c.Cache.MaxKeys, def.Cache.MaxKeys)
 	}

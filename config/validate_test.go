@@ -96,6 +96,10 @@ func TestValidateRules(t *testing.T) {
 		"store.journal.sync_interval: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 1s")
 	f(func(c *Config) { c.Store.Journal.SegmentSize = 1000 },
 		"store.journal.segment_size: 1000 bytes is out of range; use from 64KiB to 1GiB, or remove it for the default 32MiB")
+	f(func(c *Config) { c.Store.Responses.Retention = 0 },
+		"store.responses.retention: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 720h0m0s")
+	f(func(c *Config) { c.Store.Responses.MaxIDs = 0 },
+		"store.responses.max_ids: 0 is not a count; use at least 1, or remove it for the default 1000000")
 	f(func(c *Config) { c.Cache.MaxKeys = 999 },
 		"cache.max_keys: 999 is too small to be useful; use at least 1000, or remove it for the default 1000000")
 	f(func(c *Config) { c.Cache.NegativeTTL = 0 },

@@ -80,6 +80,14 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 		writeError(ctx, errModelNotAllowed, f.Model)
 		return
 	}
+	if ep == upstream.Responses {
+		// The response it continues lives on one upstream, and may be
+		// only this key's (followups.go).
+		if !s.pinPrevious(ctx, key, m, &f, &c) {
+			return
+		}
+		c.remember = !f.Unstored
+	}
 	var a limits.Admission
 	prompt, out, ok := admission(ctx, ep, key, plan, m, &f, &a)
 	if !ok {
@@ -107,6 +115,12 @@ type claim struct {
 	rec       requestRecord
 	handedOff bool // a stream relay took the request over
 	billed    bool // settle ran
+	// pin, when set, is the only route the request may take (the one
+	// holding its previous_response_id); route is the route it took.
+	pin, route *upstream.Route
+	// remember: a Responses create the upstream stores, whose id is
+	// remembered for its follow-ups (rememberResponse).
+	remember bool
 }
 
 // settle records what the request used; with no usage from the upstream, the
@@ -228,16 +242,23 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 		}
 	}()
 
-	first := m.routes.First()
-	for n := range m.routes.Len() {
-		r := m.routes.Attempt(first, n)
+	first, attempts := m.routes.First(), m.routes.Len()
+	if c.pin != nil {
+		attempts = 1 // no other upstream holds what it continues
+	}
+	for n := range attempts {
+		r := c.pin
+		if r == nil {
+			r = m.routes.Attempt(first, n)
+		}
+		c.route = r
 		u := r.Upstream()
 		injected := buildUpstreamRequest(req, ctx, ep, r, f)
 		sent := time.Now()
 		err := u.Do(req, resp, f.Stream, sent)
 		c.rec.upstream = u.Name()
 		c.rec.upstreamDur += time.Since(sent)
-		last := n == m.routes.Len()-1
+		last := n == attempts-1
 		if err != nil {
 			if upstream.IsTimeout(err) {
 				s.metrics.upstreamEvent(u.Name(), upstreamTimeout)
@@ -287,8 +308,10 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 			return
 		}
 		if s.answer(ctx, u, resp, f) {
-			// For the Responses API, the response's id is known here:
-			// openai.ResponseID(ctx.Response.Body()).
+			if c.remember {
+				// Before the handler returns, so before the client reads the id.
+				s.rememberResponse(c, ctx.Response.Body(), ctx.Response.Header.Peek(headerRequestID))
+			}
 			used, known := readUsage(ep, ctx.Response.Body())
 			if !known {
 				used.Completion = min(c.maxOutput, int64(len(ctx.Response.Body())/4))

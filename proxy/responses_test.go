@@ -3,6 +3,7 @@ package proxy
 import (
 	"bufio"
 	"context"
+	"encoding/json"
 	"fmt"
 	"io"
 	"math/big"
@@ -351,20 +352,34 @@ func TestResponsesChainedPromptIsUnbounded(t *testing.T) {
 		})
 	}
 	const plain = `{"model":"mock","input":"x","max_output_tokens":16}`
+	// Each key continues a response of its own: another key's would be
+	// 404 before admission (TestResponsesPreviousOfAnotherKey).
+	previous := func(key string) string {
+		st, _, b := g.do("POST", "/v1/responses", key, []byte(plain))
+		var r struct{ ID string }
+		if err := json.Unmarshal(b, &r); st != http.StatusOK || err != nil || r.ID == "" {
+			t.Fatalf("create: %d %s", st, b)
+		}
+		return r.ID
+	}
+	next := func(model, id string) string {
+		return `{"model":"` + model + `","input":"x","max_output_tokens":16,"previous_response_id":"` + id + `"}`
+	}
+	cappedID, monthID, freeID := previous(capped), previous(month), previous(free)
 	f("per-request cap, no chain", capped, plain, http.StatusOK)
-	f("per-request cap, previous_response_id", capped, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
+	f("per-request cap, previous_response_id", capped, next("mock", cappedID), http.StatusPaymentRequired)
 	f("per-request cap, conversation", capped, `{"model":"mock","input":"x","max_output_tokens":16,"conversation":{"id":"conv_1"}}`, http.StatusPaymentRequired)
 	f("per-request cap, stored prompt", capped, `{"model":"mock","input":"x","max_output_tokens":16,"prompt":{"id":"pmpt_1"}}`, http.StatusPaymentRequired)
 	f("per-request cap, item reference", capped, `{"model":"mock","input":[{"type":"item_reference","id":"msg_1"}],"max_output_tokens":16}`, http.StatusPaymentRequired)
 	f("per-request cap, escaped item reference", capped, `{"model":"mock","input":[{"type":"item_r\u0065ference","id":"msg_1"}],"max_output_tokens":16}`, http.StatusPaymentRequired)
-	f("monthly cap, previous_response_id", month, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
-	f("no cap, previous_response_id", free, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusOK)
+	f("monthly cap, previous_response_id", month, next("mock", monthID), http.StatusPaymentRequired)
+	f("no cap, previous_response_id", free, next("mock", freeID), http.StatusOK)
 	f("per-request cap, previous_response_id null", capped, `{"model":"mock","input":"x","max_output_tokens":16,"previous_response_id":null}`, http.StatusOK)
-	f("per-request cap, context window it covers", capped, `{"model":"windowed","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusOK)
-	f("monthly cap below the context window's cost", month, `{"model":"windowed","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
-	f("per-request cap, context window it does not cover", capped, `{"model":"huge","input":"x","max_output_tokens":16,"previous_response_id":"resp_1"}`, http.StatusPaymentRequired)
-	if n := m.Requests(); n != 4 {
-		t.Fatalf("upstream saw %d requests, want the 4 admitted", n)
+	f("per-request cap, context window it covers", capped, next("windowed", cappedID), http.StatusOK)
+	f("monthly cap below the context window's cost", month, next("windowed", monthID), http.StatusPaymentRequired)
+	f("per-request cap, context window it does not cover", capped, next("huge", cappedID), http.StatusPaymentRequired)
+	if n := m.Requests(); n != 3+4 {
+		t.Fatalf("upstream saw %d requests, want the 3 that made the responses and the 4 admitted", n)
 	}
 }
 

@@ -21,6 +21,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/dashboard"
+	"github.com/tokenhub/tokenhub/internal/affinity"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
 )
@@ -43,6 +44,10 @@ type Options struct {
 	// makes; the node cancels it at the shutdown's cut (see
 	// internal/node.Node.Base). Nil means context.Background().
 	BaseContext context.Context
+	// ResponseIDs remembers which upstream and key created each stored
+	// response, for the Responses API's follow-ups. Nil: none is
+	// remembered, and every follow-up answers 404.
+	ResponseIDs affinity.Store
 }
 
 // Server is the gateway: it authenticates, checks plans and forwards.
@@ -51,6 +56,8 @@ type Server struct {
 	gate     *limits.Gate
 	// base is Options.BaseContext: see callCtx.
 	base context.Context
+	// responseIDs: see Options.ResponseIDs and followups.go.
+	responseIDs affinity.Store
 	// routing holds the models and upstreams in force; a reload swaps it
 	// whole, and each request loads it once.
 	routing   atomic.Pointer[routing]
@@ -118,6 +125,7 @@ func New(o Options) (*Server, error) {
 		registry:     o.Registry,
 		gate:         o.Gate,
 		base:         o.BaseContext,
+		responseIDs:  o.ResponseIDs,
 		adminHash:    sha256.Sum256([]byte(o.AdminKey)),
 		ids:          ids,
 		log:          log,
@@ -208,6 +216,11 @@ func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
 	public.POST("/v1/completions", s.completions)
 	public.POST("/v1/embeddings", s.embeddings)
 	public.POST("/v1/responses", s.responses)
+	public.POST("/v1/responses/input_tokens", s.inputTokens)
+	public.GET("/v1/responses/{id}", s.getResponse)
+	public.DELETE("/v1/responses/{id}", s.deleteResponse)
+	public.POST("/v1/responses/{id}/cancel", s.cancelResponse)
+	public.GET("/v1/responses/{id}/input_items", s.responseInputItems)
 	public.GET("/v1/models", s.listModels)
 	public.GET("/v1/models/{model:*}", s.getModel)
 	public.GET("/healthz", healthz)

@@ -412,8 +412,10 @@ func (r *streamRelay) pass() *apiError {
 				continue // the client did not ask for it
 			}
 		}
-		// For the Responses API, e.Created marks response.created, where
-		// the response's id is known: openai.ResponseID(ev.Data).
+		if e.Created && r.claim.remember {
+			// Before the event is relayed, so before the client reads the id.
+			r.s.rememberResponse(&r.claim, ev.Data, r.reqID)
+		}
 		if e.Done {
 			// The client's SDK stops reading here and may ask for its usage
 			// at once: bill before it can see the end.

@@ -25,7 +25,7 @@ func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Node,
 		return nil, err
 	}
 	n := &Node{Node: state}
-	if n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: n.AdminKey, Logger: log, Metrics: metrics,
+	if n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: n.AdminKey, Logger: log, Metrics: metrics, ResponseIDs: n.ResponseIDs,
 		BaseContext: n.Base()}); err != nil {
 		n.Node.Close()
 		return nil, err

@@ -35,7 +35,7 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Node, e
 		return nil, err
 	}
 	n = &Node{Node: state}
-	n.Server, err = proxy.New(proxy.Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: n.AdminKey, Logger: log, Metrics: metrics,
+	n.Server, err = proxy.New(proxy.Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: n.AdminKey, Logger: log, Metrics: metrics, ResponseIDs: n.ResponseIDs,
 		BaseContext: n.Base()})
 	if err != nil {
 		n.Close()

@@ -1,6 +1,7 @@
 // Package mock is an OpenAI-compatible fake upstream: chat completions,
 // legacy completions and responses (the Responses API; all three buffered
-// and streamed as server-sent events), embeddings and the model list, answered from a fixed word list and
+// and streamed as server-sent events), the Responses API's follow-ups on
+// stored responses (followups.go), embeddings and the model list, answered from a fixed word list and
 // deterministic hashes instead of a model.
 //
 // It plays two roles. It is the gateway's built-in "mock" model, run in-process
@@ -103,6 +104,10 @@ type Server struct {
 	streams  sync.Pool
 	// anthropicCalls pools the state of Messages API requests.
 	anthropicCalls sync.Pool
+	// stored are the responses created with store not false, for the
+	// follow-ups (see followups.go); slots are scratch copies of them.
+	stored storedRing
+	slots  sync.Pool
 }
 
 // New returns a Server answering as o says.
@@ -119,6 +124,8 @@ func New(o Options) *Server {
 	s.bufs.New = func() any { return new(buffer) }
 	s.streams.New = func() any { return new(stream) }
 	s.anthropicCalls.New = func() any { return new(anthropicCall) }
+	s.stored.init()
+	s.slots.New = func() any { return &storedResponse{buf: make([]byte, 0, storedInitialBytes)} }
 	m := append([]byte(nil), `{"object":"list","data":[{"id":"mock","object":"model","created":`...)
 	m = strconv.AppendInt(m, time.Now().Unix(), 10)
 	s.models = append(m, `,"owned_by":"tokenhub"}]}`...)
@@ -181,6 +188,10 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 	}
 	switch ep {
 	case epUnknown:
+		if isFollowUp(path) {
+			s.serveFollowUp(ctx)
+			return
+		}
 		writeUnknownURL(ctx, fasthttp.StatusNotFound, ctx.Method(), path)
 		return
 	case epModels:

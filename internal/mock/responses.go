@@ -173,6 +173,7 @@ func (s *Server) writeResponse(ctx *fasthttp.RequestCtx, r *request, n int, fini
 	buf := s.getBuffer()
 	var rs response
 	rs.set(s, r, n, finish)
+	s.stored.keep(&rs, r.input)
 	b := rs.appendObject(buf.b[:0], true)
 	ctx.SetContentTypeBytes(contentTypeJSON)
 	ctx.SetBody(b)
@@ -199,6 +200,7 @@ type responseStream struct {
 func (s *Server) startResponseStream(ctx *fasthttp.RequestCtx, r *request, set *settings, n int, finish string) {
 	st := &responseStream{latency: set.latency, interval: set.interval, failAfter: set.failAfter}
 	st.set(s, r, n, finish)
+	s.stored.keep(&st.response, r.input)
 	st.own()
 	if st.failAfter > 0 {
 		ctx.HijackSetNoResponse(true)

@@ -15,6 +15,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/tokenhub/tokenhub/internal/affinity"
 	"log/slog"
 	"net"
 	"slices"
@@ -48,6 +49,11 @@ type Node struct {
 	// AdminKeyFile is where the generated admin key was found or written; empty
 	// when admin_key comes from the config.
 	AdminKeyFile string
+
+	// ResponseIDs remembers which upstream and key created each stored
+	// response (the Responses API's follow-ups): in Valkey beside the keys,
+	// or a bbolt file of its own.
+	ResponseIDs affinity.Store
 
 	store   keys.Store
 	ledger  limits.Ledger
@@ -100,6 +106,18 @@ func Open(ctx context.Context, cfg *config.Config, o Options) (n *Node, err erro
 			return n, err
 		}
 		n.store = boltStore
+	}
+
+	idOpts := affinity.Options{Retention: cfg.Store.Responses.Retention, MaxIDs: cfg.Store.Responses.MaxIDs}
+	if valkeyStore != nil {
+		n.ResponseIDs = affinity.NewValkey(valkeyStore.Client(), cfg.Store.Valkey.Prefix, cfg.Store.Valkey.Timeout, idOpts)
+	} else {
+		// Assigned only on success, as the store is.
+		boltIDs, err := affinity.OpenBolt(cfg.Store.Path, idOpts)
+		if err != nil {
+			return n, err
+		}
+		n.ResponseIDs = boltIDs
 	}
 
 	n.Registry, err = keys.NewRegistry(n.store, keys.RegistryOptions{
@@ -224,6 +242,12 @@ func (n *Node) Close() {
 	}
 	if n.Registry != nil {
 		n.Registry.Close()
+	}
+	if n.ResponseIDs != nil {
+		// Before the store: with Valkey it shares the store's client.
+		if err := n.ResponseIDs.Close(); err != nil {
+			slog.Default().Warn("closing the response ids", "err", err)
+		}
 	}
 	if n.store != nil {
 		// With Valkey this also fails the commands still waiting for a reply

@@ -46,6 +46,9 @@ type Request struct {
 	PreviousResponseID []byte
 	Chained            bool
 	Background         bool
+	// Unstored: store is false, so the upstream keeps no copy of the
+	// response, and there is nothing to follow up on.
+	Unstored bool
 
 	// responses: the body is a Responses API request (ParseResponses).
 	responses bool

@@ -110,6 +110,7 @@ func (f *Request) responsesField(key, body []byte, start, end int) (name []byte,
 			return keyStore, ErrDuplicateField
 		}
 		f.seenStore = true
+		f.Unstored = body[start] == 'f'
 	case bytes.Equal(key, keyBackground):
 		if f.seenBackground {
 			return keyBackground, ErrDuplicateField
