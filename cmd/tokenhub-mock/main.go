@@ -30,6 +30,10 @@ func run() error {
 	flag.IntVar(&o.Chunks, "chunks", mock.DefaultChunks, "words per answer (content chunks per stream) unless max_tokens is lower")
 	flag.DurationVar(&o.ChunkInterval, "interval", 0, "gap between stream chunks")
 	flag.IntVar(&o.EmbeddingDims, "embedding-dims", mock.DefaultEmbeddingDims, "embedding length unless the request sets dimensions")
+	flag.IntVar(&o.Status, "status", 0, "answer every request with this HTTP status and an OpenAI error (0: answer normally)")
+	flag.DurationVar(&o.RetryAfter, "retry-after", 0, "with -status 429 or 503: the retry-after the answers carry")
+	flag.BoolVar(&o.Hang, "hang", false, "read every request and never answer it: a stalled provider")
+	flag.Float64Var(&o.ErrorRate, "error-rate", 0, "fraction of requests (0 to 1) answered 500, spread evenly")
 	flag.Parse()
 
 	ln, err := net.Listen("tcp", *listen)
@@ -39,6 +43,11 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	slog.Info("tokenhub-mock serving", "addr", ln.Addr().String())
+	m := mock.New(o)
+	go func() {
+		<-ctx.Done()
+		m.Close() // answers the requests -hang holds, so shutdown can finish
+	}()
 	// Let streams in flight finish, but not for ever.
-	return mock.Serve(ctx, ln, mock.New(o).HTTPServer(), 10*time.Second)
+	return mock.Serve(ctx, ln, m.HTTPServer(), 10*time.Second)
 }
