@@ -302,8 +302,13 @@ func (s *Server) failover(m *model, tried upstream.Tried, started, now time.Time
 	}
 	r := m.routes.Route(i)
 	u := r.Upstream()
-	if !now.Before(started.Add(u.Timeout())) || !u.Failover(now) {
+	if !now.Before(started.Add(u.Timeout())) {
 		r.Health().Abandon(trial)
+		return 0, false, false
+	}
+	if !u.Failover(now) {
+		r.Health().Abandon(trial)
+		s.metrics.upstreamEvent(u.Name(), upstreamBudgetSpent)
 		return 0, false, false
 	}
 	return i, trial, true

@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -64,4 +65,60 @@ func TestTrafficLeavesTheBadRoute(t *testing.T) {
 	f("half 500", mock.Options{ErrorRate: 0.5}, 0)
 	f("10x latency", mock.Options{Latency: 200 * time.Millisecond}, 20*time.Millisecond)
 	f("429 retry-after", mock.Options{Status: http.StatusTooManyRequests, RetryAfter: time.Minute}, 0)
+}
+
+// TestRouteHealthIsVisible: GET /admin/upstreams (admin key only) and
+// /metrics show each route's state, latency, in-flight requests and
+// ejections: here a route cooling down after a 429 with a retry-after,
+// beside a healthy one that took the failover.
+func TestRouteHealthIsVisible(t *testing.T) {
+	g, key, bad, _ := startTwoRoutes(t, mock.Options{Status: http.StatusTooManyRequests, RetryAfter: time.Minute}, 0)
+	for bad.Requests() == 0 {
+		if st, _, body := g.do("POST", "/v1/chat/completions", key, resendBody("m", false)); st != http.StatusOK {
+			t.Fatalf("%d %s", st, body)
+		}
+	}
+	var list struct {
+		Object string `json:"object"`
+		Data   []struct {
+			Model, Upstream, State string
+			Weight                 int
+			Until                  *int64
+			LatencyMS              *float64 `json:"latency_ms"`
+			InFlight               int64    `json:"in_flight"`
+			Ejections              int64
+			ConsecutiveFailures    int `json:"consecutive_failures"`
+		}
+	}
+	g.admin("GET", "/admin/upstreams", nil, http.StatusOK, &list)
+	if list.Object != "list" || len(list.Data) != 2 {
+		t.Fatalf("GET /admin/upstreams: %+v", list)
+	}
+	b, g0 := list.Data[0], list.Data[1]
+	inAMinute := time.Now().Add(time.Minute).Unix()
+	if b.Model != "m" || b.Upstream != "bad" || b.State != "cooling_down" || b.Ejections != 1 || b.InFlight != 0 ||
+		b.Until == nil || *b.Until < inAMinute-5 || *b.Until > inAMinute+1 || b.LatencyMS == nil || *b.LatencyMS < 4000 {
+		t.Fatalf("the 429 route: %+v, want cooling down for a minute with a failure's 5s latency", b)
+	}
+	if g0.Upstream != "good" || g0.State != "healthy" || g0.Until != nil || g0.LatencyMS == nil || g0.Ejections != 0 || g0.Weight != 1 {
+		t.Fatalf("the good route: %+v", g0)
+	}
+	st, hdr, body := g.do("GET", "/admin/upstreams", key, nil)
+	wantErrorBody(t, st, hdr, body, http.StatusForbidden, "admin_key_required")
+
+	_, _, metrics := g.do("GET", "/metrics", "", nil)
+	for _, want := range []string{
+		`tokenhub_route_state{model="m",upstream="bad",state="cooling_down"} 1`,
+		`tokenhub_route_state{model="m",upstream="bad",state="healthy"} 0`,
+		`tokenhub_route_state{model="m",upstream="good",state="healthy"} 1`,
+		`tokenhub_route_ejections_total{model="m",upstream="bad"} 1`,
+		`tokenhub_route_in_flight{model="m",upstream="good"} 0`,
+		`tokenhub_route_latency_seconds{model="m",upstream="bad"} `,
+		"# TYPE tokenhub_route_state gauge",
+		"# HELP tokenhub_route_ejections_total Times a route",
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
