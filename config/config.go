@@ -274,7 +274,8 @@ type Health struct {
 type Model struct {
 	// Name is what clients put in the request's "model" field.
 	Name string `yaml:"name"`
-	// Routes are the upstreams serving the model, picked by weight.
+	// Routes are the upstreams serving the model, picked by health, latency
+	// and load with the weights as a prior; at most MaxRoutes.
 	Routes []Route `yaml:"routes"`
 	// Price is what the model costs, for budgets and spend.
 	Price Price `yaml:"price"`
@@ -295,7 +296,7 @@ type Route struct {
 	// Model is the model name the upstream knows; by default the model's own name.
 	Model string `yaml:"model"`
 	// Weight is this route's share of the model's traffic, relative to its
-	// other routes.
+	// other routes, when they are alike in latency and load.
 	Weight int `yaml:"weight"`
 }
 

@@ -122,3 +122,34 @@ func TestRouteHealthIsVisible(t *testing.T) {
 		}
 	}
 }
+
+// TestRetryBudgetBoundsFailovers: when every route fails, failovers stop
+// once each upstream's retry budget is spent (here min_retries 2 and no
+// ratio), so a model whose providers are all down does not multiply its
+// load on them; the failure is answered as the upstream gave it. Before the
+// budget, every request tried every route: 20 requests here.
+func TestRetryBudgetBoundsFailovers(t *testing.T) {
+	a, aURL := startMock(t, mock.Options{Status: http.StatusInternalServerError})
+	b, bURL := startMock(t, mock.Options{Status: http.StatusInternalServerError})
+	g := startGateway(t, fmt.Sprintf(`
+upstreams:
+  - {name: a, base_url: %q, health: {retry_ratio: 0, min_retries: 2, consecutive_failures: 1000}}
+  - {name: b, base_url: %q, health: {retry_ratio: 0, min_retries: 2, consecutive_failures: 1000}}
+models:
+  - {name: m, routes: [{upstream: a}, {upstream: b}]}
+plans:
+  - {name: all, models: ["*"]}
+`, aURL, bURL), "")
+	key := g.newKey("all").Key
+	for range 10 {
+		st, hdr, body := g.do("POST", "/v1/chat/completions", key, resendBody("m", false))
+		wantErrorBody(t, st, hdr, body, http.StatusBadGateway, "upstream_error")
+	}
+	if n := a.Requests() + b.Requests(); n < 10 || n > 14 {
+		t.Fatalf("10 requests reached the upstreams %d times, want 10 first attempts and at most 2 failovers to each", n)
+	}
+	_, _, metrics := g.do("GET", "/metrics", "", nil)
+	if !strings.Contains(string(metrics), `event="retry_budget_spent"`) {
+		t.Fatal("/metrics counts no failover refused by the retry budget")
+	}
+}
