@@ -255,13 +255,41 @@ type Upstream struct {
 	// provably unsent). Connections reused sooner skip the check; 0 checks
 	// every reuse.
 	StaleCheckAfter time.Duration `yaml:"stale_check_after"`
+	// Health is how the gateway judges, from the answers alone, whether the
+	// upstream's routes can take traffic, and how many retries it may take.
+	Health Health `yaml:"health"`
+}
+
+// Health is passive health checking of an upstream's routes (a route is the
+// upstream serving one model), in the style of Envoy's outlier detection,
+// and the retry budget that bounds the failovers sent to the upstream.
+type Health struct {
+	// ConsecutiveFailures in a row (connect failures, timeouts, drops, 5xx,
+	// 429) eject a route.
+	ConsecutiveFailures int `yaml:"consecutive_failures"`
+	// Ejection is how long a first ejection lasts; each ejection that
+	// follows without a stable healthy spell between lasts twice as long
+	// as the one before, up to MaxEjection. Then one trial request decides.
+	Ejection time.Duration `yaml:"ejection"`
+	// MaxEjection bounds an ejection.
+	MaxEjection time.Duration `yaml:"max_ejection"`
+	// MaxCoolDown bounds how long a retry-after on a 429 or 503 keeps the
+	// route out of the choice.
+	MaxCoolDown time.Duration `yaml:"max_cool_down"`
+	// RetryRatio is how many failovers the upstream may take per request it
+	// gets first, over the last 10 to 20 seconds.
+	RetryRatio float64 `yaml:"retry_ratio"`
+	// MinRetries are failovers allowed in each 10-second window whatever the
+	// ratio allows, so a quiet upstream can still take some.
+	MinRetries int `yaml:"min_retries"`
 }
 
 // Model is a model name clients may request, and where it is served.
 type Model struct {
 	// Name is what clients put in the request's "model" field.
 	Name string `yaml:"name"`
-	// Routes are the upstreams serving the model, picked by weight.
+	// Routes are the upstreams serving the model, picked by health, latency
+	// and load with the weights as a prior; at most MaxRoutes.
 	Routes []Route `yaml:"routes"`
 	// Price is what the model costs, for budgets and spend.
 	Price Price `yaml:"price"`
@@ -276,6 +304,10 @@ type Model struct {
 	OwnedBy string `yaml:"owned_by"`
 }
 
+// MaxRoutes is the most routes a model may have: a request's attempts keep
+// the routes they tried in one 64-bit word.
+const MaxRoutes = 64
+
 // Route sends a model's requests to one upstream.
 type Route struct {
 	// Upstream is the name of an entry of Config.Upstreams.
@@ -283,7 +315,7 @@ type Route struct {
 	// Model is the model name the upstream knows; by default the model's own name.
 	Model string `yaml:"model"`
 	// Weight is this route's share of the model's traffic, relative to its
-	// other routes.
+	// other routes, when they are alike in latency and load.
 	Weight int `yaml:"weight"`
 }
 

@@ -55,6 +55,21 @@ func defaultUpstream() Upstream {
 		MaxConns:            512,
 		MaxIdleConnDuration: 30 * time.Second,
 		StaleCheckAfter:     100 * time.Millisecond,
+		Health:              defaultHealth(),
+	}
+}
+
+// defaultHealth ejects a route after 5 failures in a row for 10s, then 20s,
+// 40s… up to 5 minutes, honours a retry-after of up to a minute, and lets
+// each upstream take 10% extra attempts in failovers, at least 10 in 10s.
+func defaultHealth() Health {
+	return Health{
+		ConsecutiveFailures: 5,
+		Ejection:            10 * time.Second,
+		MaxEjection:         5 * time.Minute,
+		MaxCoolDown:         time.Minute,
+		RetryRatio:          0.1,
+		MinRetries:          10,
 	}
 }
 

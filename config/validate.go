@@ -214,6 +214,28 @@ func (c *Config) validateUpstreams(p *problems) {
 		if u.MaxConns < 1 {
 			p.add(at+".max_conns", "must be at least 1 (got %d); remove it for the default %d", u.MaxConns, def.MaxConns)
 		}
+		validateHealth(p, at+".health", &u.Health)
+	}
+}
+
+func validateHealth(p *problems, at string, h *Health) {
+	def := defaultHealth()
+	if h.ConsecutiveFailures < 1 {
+		p.add(at+".consecutive_failures", "must be at least 1 (got %d); remove it for the default %d", h.ConsecutiveFailures, def.ConsecutiveFailures)
+	}
+	p.positive(at+".ejection", h.Ejection, def.Ejection)
+	p.positive(at+".max_ejection", h.MaxEjection, def.MaxEjection)
+	if h.MaxEjection > 0 && h.MaxEjection < h.Ejection {
+		p.add(at+".max_ejection", "%s is shorter than ejection (%s); make it at least as long", h.MaxEjection, h.Ejection)
+	}
+	if h.MaxCoolDown < 0 {
+		p.add(at+".max_cool_down", "must not be negative (got %s); 0s ignores retry-after, or remove it for the default %s", h.MaxCoolDown, def.MaxCoolDown)
+	}
+	if !(h.RetryRatio >= 0 && h.RetryRatio <= 1) {
+		p.add(at+".retry_ratio", "must be from 0 to 1 (got %v); remove it for the default %v", h.RetryRatio, def.RetryRatio)
+	}
+	if h.MinRetries < 0 {
+		p.add(at+".min_retries", "must not be negative (got %d); remove it for the default %d", h.MinRetries, def.MinRetries)
 	}
 }
 
@@ -308,6 +330,9 @@ func (c *Config) validateModels(p *problems) {
 		}
 		if len(m.Routes) == 0 {
 			p.add(at+".routes", "none; add at least one, such as [{upstream: NAME}] with NAME one of the upstreams (%s)", strings.Join(upstreams, ", "))
+		}
+		if len(m.Routes) > MaxRoutes {
+			p.add(at+".routes", "%d routes; a model may have at most %d", len(m.Routes), MaxRoutes)
 		}
 		for j, r := range m.Routes {
 			rat := fmt.Sprintf("%s.routes[%d]", at, j)

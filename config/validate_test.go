@@ -7,6 +7,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
+	"math"
 	"math/big"
 	"os"
 	"path/filepath"
@@ -150,6 +151,24 @@ func TestValidateRules(t *testing.T) {
 		"upstreams[1].max_idle_conn_duration: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 30s")
 	f(func(c *Config) { c.Upstreams[1].MaxConns = 0 },
 		"upstreams[1].max_conns: must be at least 1 (got 0); remove it for the default 512")
+	health := func(edit func(h *Health), want string) {
+		t.Helper()
+		f(func(c *Config) { edit(&c.Upstreams[1].Health) }, "upstreams[1].health."+want)
+	}
+	health(func(h *Health) { h.ConsecutiveFailures = 0 }, "consecutive_failures: must be at least 1 (got 0); remove it for the default 5")
+	health(func(h *Health) { h.Ejection = 0 }, "ejection: must be more than 0 (got 0s); write a duration such as 30s, or remove it for the default 10s")
+	health(func(h *Health) { h.MaxEjection = time.Second },
+		"max_ejection: 1s is shorter than ejection (10s); make it at least as long")
+	health(func(h *Health) { h.MaxCoolDown = -time.Second },
+		"max_cool_down: must not be negative (got -1s); 0s ignores retry-after, or remove it for the default 1m0s")
+	health(func(h *Health) { h.RetryRatio = 1.5 }, "retry_ratio: must be from 0 to 1 (got 1.5); remove it for the default 0.1")
+	health(func(h *Health) { h.RetryRatio = math.NaN() }, "retry_ratio: must be from 0 to 1 (got NaN); remove it for the default 0.1")
+	health(func(h *Health) { h.MinRetries = -1 }, "min_retries: must not be negative (got -1); remove it for the default 10")
+	f(func(c *Config) {
+		for range MaxRoutes {
+			c.Models[1].Routes = append(c.Models[1].Routes, c.Models[1].Routes[0])
+		}
+	}, "models[1].routes: 65 routes; a model may have at most 64")
 
 	f(func(c *Config) { c.Models = nil },
 		"models: none declared; declare at least one, such as {name: mock, routes: [{upstream: mock}]} with an upstream whose base_url is inproc://mock")

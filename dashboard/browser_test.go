@@ -82,6 +82,12 @@ func TestKeysPageInChromium(t *testing.T) {
 		chromedp.Click(chromedp.CSS("#signin-form button")),
 		chromedp.WaitVisible(chromedp.ID("create-form")))
 	p.poll("plans listed", `document.querySelector('#create-plan option[value="free"]') !== null`)
+	// The routes' health: the built-in mock model's one route, healthy.
+	mockRoute := `document.querySelector('#routes-body tr[data-model="mock"][data-upstream="mock"]')`
+	p.poll("routes listed", mockRoute+` !== null`)
+	if got := p.eval(mockRoute + `.cells[2].textContent + '|' + ` + mockRoute + `.cells[6].textContent`); got != "healthy|—" {
+		t.Fatalf("the mock route shows state|back at %q, want healthy|—", got)
+	}
 	if got := p.eval(`sessionStorage.getItem('tokenhub.adminKey')`); got != adminKey {
 		t.Fatalf("sessionStorage holds %q, want the admin key", got)
 	}

@@ -153,8 +153,8 @@ func (s *Server) pinPrevious(ctx *fasthttp.RequestCtx, key *keys.Key, m *model, 
 		return false
 	}
 	for i := range m.routes.Len() {
-		if r := m.routes.Attempt(0, i); r.Upstream().Name() == rec.Upstream {
-			c.pin = r
+		if m.routes.Route(i).Upstream().Name() == rec.Upstream {
+			c.pin, c.pinned = i, true
 			return true
 		}
 	}
@@ -239,27 +239,47 @@ func (s *Server) inputTokens(ctx *fasthttp.RequestCtx) {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	f.Stream = false // a count is never streamed; Accept asks for JSON
-	first, attempts := m.routes.First(), m.routes.Len()
-	if c.pin != nil {
-		attempts = 1
+	var tried upstream.Tried
+	var started time.Time // the first attempt's send, where the deadline runs from
+	var i int
+	var trial bool
+	if c.pinned {
+		i = c.pin
+		m.routes.Route(i).Health().Begin()
+	} else {
+		i, trial, _ = m.routes.Pick(tried, time.Now())
 	}
-	for n := range attempts {
-		r := c.pin
-		if r == nil {
-			r = m.routes.Attempt(first, n)
-		}
+	for {
+		r := m.routes.Route(i)
 		u := r.Upstream()
+		tried.Add(i)
 		buildUpstreamRequest(req, ctx, upstream.Responses, r, &f)
 		req.SetRequestURIBytes(append(append([]byte(nil), u.URI(upstream.Responses)...), "/input_tokens"...))
-		err := u.Do(req, resp, false, time.Now())
-		last := n == attempts-1
-		if err != nil && upstream.NeverSent(err) && !upstream.IsTimeout(err) && !upstream.IsDropped(err) && !last {
-			s.metrics.upstreamEvent(u.Name(), upstreamFailover)
-			continue
+		sent := time.Now()
+		if started.IsZero() {
+			started = sent
+			u.FirstAttempt(sent)
 		}
-		if err == nil && upstream.FailsOver(resp.StatusCode()) && !last {
-			s.metrics.upstreamEvent(u.Name(), upstreamFailover)
-			continue
+		err := u.Do(req, resp, false, started)
+		now := time.Now()
+		o := upstream.Outcome{Trial: trial, Sent: sent, Latency: now.Sub(sent)}
+		retry := err != nil && upstream.NeverSent(err) && !upstream.IsTimeout(err) && !upstream.IsDropped(err)
+		if err == nil && upstream.FailsOver(resp.StatusCode()) {
+			retry = true
+			if st := resp.StatusCode(); st == fasthttp.StatusTooManyRequests || st == fasthttp.StatusServiceUnavailable {
+				o.CoolDown = upstream.RetryAfter(&resp.Header, now)
+			}
+		}
+		if err != nil || retry {
+			o.Failed, o.Latency = true, max(o.Latency, failureLatency)
+		}
+		s.routeDone(m, r, o, now)
+		if retry {
+			if next, nextTrial, ok := s.failover(m, &c, tried, started, now); ok {
+				s.metrics.upstreamEvent(u.Name(), upstreamFailover)
+				i, trial = next, nextTrial
+				continue
+			}
 		}
 		if err != nil {
 			s.answerUpstreamError(ctx, u, err, f.Model)

@@ -115,9 +115,11 @@ type claim struct {
 	rec       requestRecord
 	handedOff bool // a stream relay took the request over
 	billed    bool // settle ran
-	// pin, when set, is the only route the request may take (the one
-	// holding its previous_response_id); route is the route it took.
-	pin, route *upstream.Route
+	// pin, when pinned, is the index of the only route the request may take
+	// (the one holding its previous_response_id); route is the route it took.
+	pin    int
+	pinned bool
+	route  *upstream.Route
 	// remember: a Responses create the upstream stores, whose id is
 	// remembered for its follow-ups (rememberResponse).
 	remember bool
@@ -221,12 +223,15 @@ var (
 	headerXRequestID    = []byte(headerRequestID)
 )
 
-// forward sends the request to the model's routes, starting from a weighted
-// choice and failing over to the next route when the request provably never
-// reached the upstream (see upstream.NeverSent) or it answered 429 or 5xx
-// (upstream.FailsOver), as long as nothing has been sent to the client yet. A request the upstream may have
-// read is never sent again: a 502 costs the client a retry it decides on, a
-// second send may cost it a second bill.
+// forward sends the request to one of the model's routes, chosen by health,
+// latency and load (upstream.Routes.Pick), and fails over to the next best
+// route when the request provably never reached the upstream (see
+// upstream.NeverSent) or it answered 429 or 5xx (upstream.FailsOver), as
+// long as nothing has been sent to the client yet, the request's deadline
+// (its first attempt's) has time left and the next upstream's retry budget
+// allows. A request the upstream may have read is never sent again: a 502
+// costs the client a retry it decides on, a second send may cost it a
+// second bill.
 func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *model, f *openai.Request, c *claim) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
@@ -242,24 +247,36 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 		}
 	}()
 
-	first, attempts := m.routes.First(), m.routes.Len()
-	if c.pin != nil {
-		attempts = 1 // no other upstream holds what it continues
+	var tried upstream.Tried
+	var started time.Time // the first attempt's send, where the deadline runs from
+	var i int
+	var trial bool
+	if c.pinned {
+		// No other upstream holds what it continues: no choice, no failover.
+		i = c.pin
+		m.routes.Route(i).Health().Begin()
+	} else {
+		i, trial, _ = m.routes.Pick(tried, time.Now())
 	}
-	for n := range attempts {
-		r := c.pin
-		if r == nil {
-			r = m.routes.Attempt(first, n)
-		}
+	for {
+		r := m.routes.Route(i)
 		c.route = r
 		u := r.Upstream()
+		tried.Add(i)
 		injected := buildUpstreamRequest(req, ctx, ep, r, f)
 		sent := time.Now()
-		err := u.Do(req, resp, f.Stream, sent)
+		if started.IsZero() {
+			started = sent
+			u.FirstAttempt(sent)
+		}
+		err := u.Do(req, resp, f.Stream, started)
+		now := time.Now()
 		c.rec.upstream = u.Name()
-		c.rec.upstreamDur += time.Since(sent)
-		last := n == attempts-1
+		c.rec.upstreamDur += now.Sub(sent)
+		o := upstream.Outcome{Trial: trial, Sent: sent, Latency: now.Sub(sent)}
 		if err != nil {
+			o.Failed, o.Latency = true, max(o.Latency, failureLatency)
+			s.routeDone(m, r, o, now)
 			if upstream.IsTimeout(err) {
 				s.metrics.upstreamEvent(u.Name(), upstreamTimeout)
 				writeError(ctx, errUpstreamTimeout, f.Model)
@@ -281,12 +298,14 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 				return
 			}
 			s.metrics.upstreamEvent(u.Name(), upstreamUnreachable)
-			s.log.Warn("upstream unreachable", "upstream", u.Name(), "err", err, "failover", !last)
-			if last {
+			next, nextTrial, ok := s.failover(m, c, tried, started, now)
+			s.log.Warn("upstream unreachable", "upstream", u.Name(), "err", err, "failover", ok)
+			if !ok {
 				writeError(ctx, errUpstreamUnreachable, f.Model)
 				return
 			}
 			s.metrics.upstreamEvent(u.Name(), upstreamFailover)
+			i, trial = next, nextTrial
 			continue
 		}
 		status := resp.StatusCode()
@@ -296,11 +315,22 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 		case status >= 500:
 			s.metrics.upstreamEvent(u.Name(), upstreamStatus5xx)
 		}
-		if upstream.FailsOver(status) && !last {
-			s.metrics.upstreamEvent(u.Name(), upstreamFailover)
-			s.log.Warn("upstream failed", "upstream", u.Name(), "status", status, "failover", true)
-			resp.CloseBodyStream() //nolint:errcheck // the connection is discarded on error
-			continue
+		failsOver := upstream.FailsOver(status)
+		if failsOver {
+			o.Failed, o.Latency = true, max(o.Latency, failureLatency)
+			if status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable {
+				o.CoolDown = upstream.RetryAfter(&resp.Header, now)
+			}
+		}
+		s.routeDone(m, r, o, now)
+		if failsOver {
+			if next, nextTrial, ok := s.failover(m, c, tried, started, now); ok {
+				s.metrics.upstreamEvent(u.Name(), upstreamFailover)
+				s.log.Warn("upstream failed", "upstream", u.Name(), "status", status, "failover", true)
+				resp.CloseBodyStream() //nolint:errcheck // the connection is discarded on error
+				i, trial = next, nextTrial
+				continue
+			}
 		}
 		if f.Stream && status == fasthttp.StatusOK && isEventStream(resp.Header.ContentType()) {
 			c.handedOff = true
@@ -320,6 +350,53 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 		}
 		return
 	}
+}
+
+// failureLatency is the latency a failed attempt counts as in its route's
+// peak-EWMA, whatever it took: a fast 500 must not make a route look fast.
+// The average decays back from it in about 45 seconds to a fast route's
+// tens of milliseconds, so a route that failed once gets traffic again
+// when the others are loaded, or after a while.
+const failureLatency = 5 * time.Second
+
+// failover picks the route to try after a failed attempt at now, among the
+// routes not tried: none when the request's deadline (from its first
+// attempt, started) has passed for it or its upstream's retry budget is
+// spent.
+func (s *Server) failover(m *model, c *claim, tried upstream.Tried, started, now time.Time) (i int, trial, ok bool) {
+	if c.pinned {
+		return 0, false, false
+	}
+	i, trial, ok = m.routes.Pick(tried, now)
+	if !ok {
+		return 0, false, false
+	}
+	r := m.routes.Route(i)
+	u := r.Upstream()
+	if !now.Before(started.Add(u.Timeout())) {
+		r.Health().Abandon(trial)
+		return 0, false, false
+	}
+	if !u.Failover(now) {
+		r.Health().Abandon(trial)
+		s.metrics.upstreamEvent(u.Name(), upstreamBudgetSpent)
+		return 0, false, false
+	}
+	return i, trial, true
+}
+
+// routeDone reports an attempt's outcome to its route's health, and logs
+// the state change it made, if any: once per change, never per request.
+func (s *Server) routeDone(m *model, r *upstream.Route, o upstream.Outcome, now time.Time) {
+	ch, changed := r.Health().Done(o, now)
+	if !changed {
+		return
+	}
+	if ch.To == upstream.Healthy {
+		s.log.Info("route healthy again", "model", m.name, "upstream", r.Upstream().Name())
+		return
+	}
+	s.log.Warn("route out of the choice", "model", m.name, "upstream", r.Upstream().Name(), "state", ch.To.String(), "for", ch.For.String())
 }
 
 // buildUpstreamRequest writes the upstream request for route r: the gateway's

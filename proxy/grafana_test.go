@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/internal/usd"
 	"os"
 	"slices"
@@ -47,6 +48,25 @@ func exportedFamilies(t *testing.T) map[string]*exportedFamily {
 	m.request("chat", "mock", "free", 200)
 	m.used("mock", "free", usd.Tokens{Prompt: 10, Cached: 2, Completion: 5}, 1000, true, true, true)
 	m.upstreamEvent("mock", upstreamFailover)
+	// The route health families, written at each scrape from the routes a
+	// server holds.
+	cfg, err := config.Parse([]byte("upstreams: [{name: mock, base_url: \"inproc://mock\"}]\nmodels: [{name: mock, routes: [{upstream: mock}]}]\n"),
+		"test.yaml", func(string) string { return "" })
+	if err != nil {
+		t.Fatal(err)
+	}
+	rt, err := newRouting(cfg, nil, 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		for _, u := range rt.upstreams.All() {
+			u.Release()
+		}
+	})
+	var s Server
+	s.routing.Store(rt)
+	m.set.RegisterMetricsWriter(s.writeRouteMetrics)
 	var b bytes.Buffer
 	m.write(&b)
 

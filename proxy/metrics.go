@@ -59,15 +59,16 @@ type upstreamLabels struct{ upstream, event string }
 
 // Upstream events counted by tokenhub_upstream_events_total.
 const (
-	upstreamFailover    = "failover"     // a route failed and the next was tried
-	upstreamUnreachable = "unreachable"  // never reached: refused, or closed before the request was written
-	upstreamDropped     = "dropped"      // closed or reset after the request was written, without an answer
-	upstreamTimeout     = "timeout"      // no answer within the deadlines
-	upstreamStatus5xx   = "status_5xx"   // answered 5xx
-	upstreamStatus429   = "status_429"   // answered 429
-	upstreamAuthRefused = "auth_refused" // answered 401 or 403: the gateway's provider key was refused
-	upstreamStreamCut   = "stream_cut"   // a stream broke off or stalled
-	upstreamBadAnswer   = "bad_response" // an answer that could not be read
+	upstreamFailover    = "failover"           // a route failed and the next was tried
+	upstreamUnreachable = "unreachable"        // never reached: refused, or closed before the request was written
+	upstreamDropped     = "dropped"            // closed or reset after the request was written, without an answer
+	upstreamTimeout     = "timeout"            // no answer within the deadlines
+	upstreamStatus5xx   = "status_5xx"         // answered 5xx
+	upstreamStatus429   = "status_429"         // answered 429
+	upstreamAuthRefused = "auth_refused"       // answered 401 or 403: the gateway's provider key was refused
+	upstreamStreamCut   = "stream_cut"         // a stream broke off or stalled
+	upstreamBadAnswer   = "bad_response"       // an answer that could not be read
+	upstreamBudgetSpent = "retry_budget_spent" // a failover to it refused: its retry budget was spent
 )
 
 var endpointNames = [upstream.NumEndpoints]string{"chat", "completions", "embeddings", "responses"}

@@ -81,7 +81,7 @@ func newModelTable(models []config.Model, upstreams *upstream.Set, created int64
 			return nil, err
 		}
 		if m.ownedBy == "" {
-			m.ownedBy = m.routes.Attempt(0, 0).Upstream().Name()
+			m.ownedBy = m.routes.Route(0).Upstream().Name()
 		}
 		t.byName[m.name] = m
 		t.sorted = append(t.sorted, m)

@@ -153,6 +153,7 @@ func New(o Options) (*Server, error) {
 		return nil, err
 	}
 	s.routing.Store(r)
+	s.metrics.set.RegisterMetricsWriter(s.writeRouteMetrics)
 	if cfg.TLS.Enabled() {
 		if s.tls, err = newCertificate(cfg.TLS); err != nil {
 			s.Close()
@@ -251,6 +252,7 @@ func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
 	r.PUT("/v1/plans/{name}", s.admin(s.putPlan))
 	r.DELETE("/v1/plans/{name}", s.admin(s.deletePlan))
 	r.POST("/admin/reload", s.admin(s.reloadHandler))
+	r.GET("/admin/upstreams", s.admin(s.listUpstreams))
 
 	// The operators' page: static files that call the admin API above from the browser.
 	r.GET(dashboard.PathRoot, dashboard.Handler)

@@ -39,6 +39,10 @@
 //   - streaming: what the gateway adds to a stream's time to first byte and
 //     to each event, at -conns streams at a time; and what it holds per
 //     open stream, from its memory with -streams slow streams open.
+//   - failover: one model with two routes, one healthy and one degraded in
+//     turn (hung, half its answers 500, ten times slower, 429 with a
+//     retry-after), in an open loop: success rate and p50/p99 after the
+//     first seconds, against the healthy route alone.
 //   - propagation: how long a change made on one of -nodes tokenhub nodes
 //     sharing a Valkey (a revoke, a rotate, a model taken out of a plan)
 //     takes to hold on the others, against the documented 5s; it exits 1 if

@@ -14,6 +14,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/bench/load"
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // TestMain lets the test binary serve the mock when the benchmark starts it
@@ -585,6 +586,26 @@ func TestStreamingConfigIsValid(t *testing.T) {
 	}
 }
 
+// TestFailoverConfigIsValid: the failover scenario's config gives one
+// model two routes, the degraded upstream first, both with the scenario's
+// timeout, and the 429 sent to the mock as its X-Mock-Status header.
+func TestFailoverConfigIsValid(t *testing.T) {
+	data := gateway{addr: "127.0.0.1:8128", store: filepath.Join(t.TempDir(), "store"), routes: []mockRoute{
+		{upstream: "bad", model: benchModel, mockAddr: "127.0.0.1:9128", maxConns: 1024, timeout: failoverTimeout, mockStatus: 429},
+		{upstream: "good", model: benchModel, mockAddr: "127.0.0.1:9129", maxConns: 1024, timeout: failoverTimeout},
+	}}.config()
+	c, err := config.Parse(data, "failover.yaml", func(string) string { return "" })
+	if err != nil {
+		t.Fatalf("config rejected: %v\n%s", err, data)
+	}
+	if len(c.Upstreams) != 2 || c.Upstreams[0].Timeout != failoverTimeout || c.Upstreams[1].Timeout != failoverTimeout ||
+		c.Upstreams[0].Headers[mock.HeaderStatus] != "429" || len(c.Upstreams[1].Headers) != 0 ||
+		len(c.Models) != 1 || len(c.Models[0].Routes) != 2 ||
+		c.Models[0].Routes[0].Upstream != "bad" || c.Models[0].Routes[1].Upstream != "good" {
+		t.Fatalf("config read back as %+v\n%s", c, data)
+	}
+}
+
 func TestRSSAndOpenFiles(t *testing.T) {
 	if runtime.GOOS != "linux" {
 		t.Skip("memory is read from /proc")
@@ -599,5 +620,26 @@ func TestRSSAndOpenFiles(t *testing.T) {
 	limit, err := raiseOpenFiles(256)
 	if err != nil || limit < 256 {
 		t.Fatalf("open-file limit: %d, %v", limit, err)
+	}
+}
+
+// TestFailoverReport: a row per degradation, with its success rate,
+// latencies, errors by kind and the degraded route's state.
+func TestFailoverReport(t *testing.T) {
+	rep := &failoverReport{Scenario: failoverScenario, Rate: 200, Duration: 15 * time.Second, CPUs: 2, Runs: []failoverRun{{
+		Fault: "hung", Success: 0.9953, BadRoute: "ejected, 2 ejections, latency 4287 ms",
+		Open: &load.OpenResult{Result: load.Result{Requests: 3000, OK: 2986, Errors: 14, ErrorsByKind: map[string]uint64{"504": 14},
+			Latency: load.Latency{P50: 21900 * time.Microsecond, P99: 45400 * time.Microsecond}}},
+	}}}
+	var b strings.Builder
+	if err := rep.writeMarkdown(&b); err != nil {
+		t.Fatal(err)
+	}
+	want := "| hung | 3000 | 99.53% | 21.9ms | 45.4ms | 504: 14 | ejected, 2 ejections, latency 4287 ms |\n"
+	if !strings.Contains(b.String(), want) {
+		t.Fatalf("markdown:\n%s\nwant the row:\n%s", b.String(), want)
+	}
+	if err := rep.verdict(); err != nil {
+		t.Fatalf("verdict: %v", err)
 	}
 }

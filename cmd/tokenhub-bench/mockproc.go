@@ -33,7 +33,9 @@ func startMock(ctx context.Context, dir, name string, o mock.Options) (*process,
 		return nil, "", err
 	}
 	args := []string{"-listen", addr, "-latency", o.Latency.String(), "-chunks", strconv.Itoa(o.Chunks),
-		"-interval", o.ChunkInterval.String(), "-embedding-dims", strconv.Itoa(o.EmbeddingDims)}
+		"-interval", o.ChunkInterval.String(), "-embedding-dims", strconv.Itoa(o.EmbeddingDims),
+		"-status", strconv.Itoa(o.Status), "-retry-after", o.RetryAfter.String(), "-hang=" + strconv.FormatBool(o.Hang),
+		"-error-rate", strconv.FormatFloat(o.ErrorRate, 'g', -1, 64)}
 	proc, err := startProcessEnv(name, filepath.Join(dir, name+".log"), []string{mockEnv + "=1"}, exe, args...)
 	if err != nil {
 		return nil, "", err
@@ -55,6 +57,10 @@ func serveMock(args []string, stderr io.Writer) int {
 	fs.IntVar(&o.Chunks, "chunks", 0, "words per answer unless max_tokens is lower; 0 for the mock's default")
 	fs.DurationVar(&o.ChunkInterval, "interval", 0, "gap between a stream's events")
 	fs.IntVar(&o.EmbeddingDims, "embedding-dims", 0, "embedding length; 0 for the mock's default")
+	fs.IntVar(&o.Status, "status", 0, "answer every request with this status and an OpenAI error; 0 to answer normally")
+	fs.DurationVar(&o.RetryAfter, "retry-after", 0, "with -status 429 or 503: the retry-after the answers carry")
+	fs.BoolVar(&o.Hang, "hang", false, "read every request and never answer it")
+	fs.Float64Var(&o.ErrorRate, "error-rate", 0, "fraction of requests answered 500, spread evenly")
 	if err := fs.Parse(args); err != nil {
 		return 2
 	}
@@ -65,7 +71,12 @@ func serveMock(args []string, stderr io.Writer) int {
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := mock.Serve(ctx, ln, mock.New(o).HTTPServer(), 5*time.Second); err != nil {
+	m := mock.New(o)
+	go func() {
+		<-ctx.Done()
+		m.Close() // answers the requests -hang holds, so the server can stop
+	}()
+	if err := mock.Serve(ctx, ln, m.HTTPServer(), 5*time.Second); err != nil {
 		fmt.Fprintln(stderr, "mock:", err)
 		return 1
 	}

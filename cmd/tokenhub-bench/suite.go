@@ -43,6 +43,9 @@ var scenarios = []scenario{
 	{name: rateLimitScenario, run: func(ctx context.Context, o *options, logw io.Writer) (output, error) {
 		return rateLimit(ctx, o, logw)
 	}},
+	{name: failoverScenario, run: func(ctx context.Context, o *options, logw io.Writer) (output, error) {
+		return failover(ctx, o, logw)
+	}},
 	{name: valkeyScenario, needsValkey: true, run: func(ctx context.Context, o *options, logw io.Writer) (output, error) {
 		return valkeyNodes(ctx, o, logw)
 	}},

@@ -8,10 +8,13 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // benchModel is the model name every target is asked for: tokenhub routes it
@@ -168,13 +171,20 @@ type gateway struct {
 }
 
 // mockRoute is a model tokenhub forwards to a mock upstream of its own.
+// Routes of the same model make one model with several routes.
 type mockRoute struct {
 	upstream, model, mockAddr string
 	maxConns                  int
+	// timeout is the upstream's timeout; the default when 0.
+	timeout time.Duration
+	// mockStatus, when set, is sent to the mock as X-Mock-Status: every
+	// answer has that status, while its /v1/models still answers.
+	mockStatus int
 }
 
-// config is the gateway's config file: an upstream and a model for each
-// route, and the bench plan.
+// config is the gateway's config file: an upstream for each route, a model
+// for each model the routes name (with their routes in order), and the
+// bench plan.
 func (g gateway) config() []byte {
 	q := yamlString
 	plan := g.plan
@@ -182,10 +192,25 @@ func (g gateway) config() []byte {
 		plan = planOpen
 	}
 	var ups, models, extra strings.Builder
+	var order []string
+	routes := map[string][]string{}
 	for _, r := range g.routes {
-		fmt.Fprintf(&ups, "  - {name: %s, base_url: %s, max_conns: %d}\n", q(r.upstream), q("http://"+r.mockAddr+"/v1"), r.maxConns)
-		fmt.Fprintf(&models, "  - name: %s\n    routes: [{upstream: %s, model: %s}]\n    price: {input_per_mtok: 0.1, output_per_mtok: 0.4}\n",
-			q(r.model), q(r.upstream), q(r.model))
+		timeout := ""
+		if r.timeout > 0 {
+			timeout = ", timeout: " + r.timeout.String()
+		}
+		if r.mockStatus != 0 {
+			timeout += fmt.Sprintf(", headers: {%s: %q}", mock.HeaderStatus, strconv.Itoa(r.mockStatus))
+		}
+		fmt.Fprintf(&ups, "  - {name: %s, base_url: %s, max_conns: %d%s}\n", q(r.upstream), q("http://"+r.mockAddr+"/v1"), r.maxConns, timeout)
+		if _, ok := routes[r.model]; !ok {
+			order = append(order, r.model)
+		}
+		routes[r.model] = append(routes[r.model], fmt.Sprintf("{upstream: %s, model: %s}", q(r.upstream), q(r.model)))
+	}
+	for _, m := range order {
+		fmt.Fprintf(&models, "  - name: %s\n    routes: [%s]\n    price: {input_per_mtok: 0.1, output_per_mtok: 0.4}\n",
+			q(m), strings.Join(routes[m], ", "))
 	}
 	if g.adminKey != "" {
 		fmt.Fprintf(&extra, "admin_key: %s\n", q(g.adminKey))

@@ -36,6 +36,10 @@ func run() error {
 	flag.IntVar(&o.Anthropic.CacheCreationInputTokens, "anthropic-cache-creation", 0, "cache_creation_input_tokens every Messages usage reports")
 	flag.BoolVar(&o.Anthropic.ToolUse, "anthropic-tool-use", false, "call the first tool whenever a Messages request offers tools")
 	flag.IntVar(&o.Anthropic.StreamErrorAfter, "anthropic-stream-error-after", 0, "end Messages streams with an overloaded_error event after this many deltas")
+	flag.IntVar(&o.Status, "status", 0, "answer every request with this HTTP status and an OpenAI error (0: answer normally)")
+	flag.DurationVar(&o.RetryAfter, "retry-after", 0, "with -status 429 or 503: the retry-after the answers carry")
+	flag.BoolVar(&o.Hang, "hang", false, "read every request and never answer it: a stalled provider")
+	flag.Float64Var(&o.ErrorRate, "error-rate", 0, "fraction of requests (0 to 1) answered 500, spread evenly")
 	flag.Parse()
 	if o.Status != 0 && (o.Status < 400 || o.Status > 599) {
 		return fmt.Errorf("-status %d: want 0 or an HTTP error status, 400 to 599", o.Status)
@@ -51,6 +55,11 @@ func run() error {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	slog.Info("tokenhub-mock serving", "addr", ln.Addr().String())
+	m := mock.New(o)
+	go func() {
+		<-ctx.Done()
+		m.Close() // answers the requests -hang holds, so shutdown can finish
+	}()
 	// Let streams in flight finish, but not for ever.
-	return mock.Serve(ctx, ln, mock.New(o).HTTPServer(), 10*time.Second)
+	return mock.Serve(ctx, ln, m.HTTPServer(), 10*time.Second)
 }

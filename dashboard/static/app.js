@@ -1,5 +1,5 @@
-// tokenhub dashboard: the Keys and Plans admin APIs (/v1/keys, /v1/plans) in
-// one page. Plain JavaScript, no build step.
+// tokenhub dashboard: the Keys and Plans admin APIs (/v1/keys, /v1/plans) and
+// the routes' health (/admin/upstreams) in one page. Plain JavaScript, no build step.
 //
 // Rules this file keeps:
 //   - Text from the API reaches the page only through textContent, text nodes
@@ -216,6 +216,7 @@
     closePlanForm();
     $('keys-body').replaceChildren();
     $('plans-body').replaceChildren();
+    $('routes-body').replaceChildren();
     $('create-plan').replaceChildren();
     clearMessages();
     showSignIn(typeof message === 'string' ? message : '');
@@ -231,7 +232,7 @@
   async function reload() {
     state.usage = new Map();
     state.usageQueue = [];
-    await Promise.all([loadPlans(), loadKeys()]);
+    await Promise.all([loadPlans(), loadKeys(), loadRoutes()]);
   }
 
   // ---- Secret panel --------------------------------------------------------
@@ -557,6 +558,35 @@
       state.usage = new Map(); // the monthly cap shown with each key's spend may have changed
       renderKeys();
     });
+  }
+
+  // ---- Routes --------------------------------------------------------------
+
+  async function loadRoutes() {
+    const session = state.session;
+    const list = await api('GET', '/admin/upstreams');
+    if (session !== state.session) return;
+    renderRoutes(list.data || []);
+  }
+
+  const latency = (ms) => (ms == null ? '—'
+    : (ms < 10 ? ms.toFixed(1) : Math.round(ms).toLocaleString()) + ' ms');
+
+  const stateLabels = { healthy: 'healthy', ejected: 'ejected', cooling_down: 'cooling down', half_open: 'trial' };
+
+  function renderRoutes(routes) {
+    const rows = routes.map((r) => el('tr', { dataset: { model: r.model, upstream: r.upstream } },
+      el('td', { className: 'mono', textContent: r.model }),
+      el('td', { textContent: r.upstream }),
+      el('td', { className: 'route-' + (stateLabels[r.state] ? r.state : 'unknown'), textContent: stateLabels[r.state] || String(r.state) }),
+      el('td', { className: 'num', textContent: latency(r.latency_ms) }),
+      el('td', { className: 'num', textContent: count(r.in_flight) }),
+      el('td', { className: 'num', textContent: count(r.ejections) }),
+      el('td', { textContent: when(r.until) })));
+    if (rows.length === 0) {
+      rows.push(el('tr', {}, el('td', { colSpan: 7, className: 'muted', textContent: 'No routes.' })));
+    }
+    $('routes-body').replaceChildren(...rows);
   }
 
   // ---- Wiring --------------------------------------------------------------

@@ -92,16 +92,34 @@ type Options struct {
 	CachedTokens int
 	// Anthropic shapes the answers of Anthropic's Messages API.
 	Anthropic AnthropicOptions
+
+	// The faults below make the mock a provider having a bad minute, for the
+	// gateway's health checking; they apply to the inference endpoints.
+
+	// Hang makes every request read and never answered (a provider that
+	// stalls), until Close.
+	Hang bool
+	// ErrorRate is the fraction of requests, from 0 to 1, answered 500
+	// instead, spread evenly: with 0.5 every second one.
+	ErrorRate float64
+	// RetryAfter, with Status 429 or 503, is sent in the answer's
+	// retry-after-ms and retry-after (whole seconds, rounded up) headers.
+	RetryAfter time.Duration
 }
 
 // Server answers OpenAI API requests. It is safe for concurrent use.
 type Server struct {
 	opts     Options
 	requests atomic.Uint64
-	ids      atomic.Uint64
-	models   []byte // the /v1/models body, fixed at New
-	bufs     sync.Pool
-	streams  sync.Pool
+	// inferences counts the inference requests, for ErrorRate.
+	inferences atomic.Uint64
+	// closed releases the requests Hang holds.
+	closed    chan struct{}
+	closeOnce sync.Once
+	ids       atomic.Uint64
+	models    []byte // the /v1/models body, fixed at New
+	bufs      sync.Pool
+	streams   sync.Pool
 	// anthropicCalls pools the state of Messages API requests.
 	anthropicCalls sync.Pool
 	// stored are the responses created with store not false, for the
@@ -120,7 +138,7 @@ func New(o Options) *Server {
 		o.EmbeddingDims = DefaultEmbeddingDims
 	}
 	o.EmbeddingDims = min(o.EmbeddingDims, maxEmbeddingDims)
-	s := &Server{opts: o}
+	s := &Server{opts: o, closed: make(chan struct{})}
 	s.bufs.New = func() any { return new(buffer) }
 	s.streams.New = func() any { return new(stream) }
 	s.anthropicCalls.New = func() any { return new(anthropicCall) }
@@ -130,6 +148,29 @@ func New(o Options) *Server {
 	m = strconv.AppendInt(m, time.Now().Unix(), 10)
 	s.models = append(m, `,"owned_by":"tokenhub"}]}`...)
 	return s
+}
+
+// Close answers the requests Hang holds (with a 500: the connection of a
+// real stalled provider would be cut) and every later one at once, so the
+// server can shut down.
+func (s *Server) Close() { s.closeOnce.Do(func() { close(s.closed) }) }
+
+// fault answers the request as the fault options say, reporting whether it
+// did.
+func (s *Server) fault(ctx *fasthttp.RequestCtx) bool {
+	if s.opts.Hang {
+		<-s.closed
+		writeStatusError(ctx, fasthttp.StatusInternalServerError)
+		return true
+	}
+	if r := s.opts.ErrorRate; r > 0 {
+		n := float64(s.inferences.Add(1))
+		if int64(n*r) != int64((n-1)*r) {
+			writeStatusError(ctx, fasthttp.StatusInternalServerError)
+			return true
+		}
+	}
+	return false
 }
 
 // Requests returns how many requests the server has received, errors included.
@@ -179,9 +220,17 @@ func (s *Server) Handler(ctx *fasthttp.RequestCtx) {
 
 	path := ctx.Path()
 	ep := endpointOf(path)
+	if ep != epModels && ep != epUnknown && s.fault(ctx) {
+		return
+	}
 	if set.status != 0 {
 		if ep != epModels {
 			sleep(set.latency)
+		}
+		if d := s.opts.RetryAfter; d > 0 && (set.status == fasthttp.StatusTooManyRequests || set.status == fasthttp.StatusServiceUnavailable) {
+			var b [20]byte
+			ctx.Response.Header.SetBytesV("Retry-After-Ms", strconv.AppendInt(b[:0], d.Milliseconds(), 10))
+			ctx.Response.Header.SetBytesV(fasthttp.HeaderRetryAfter, strconv.AppendInt(b[:0], int64((d+time.Second-1)/time.Second), 10))
 		}
 		writeStatusError(ctx, set.status)
 		return

@@ -5,12 +5,16 @@
 // before a request is written to it, and cutting every connection at
 // shutdown's deadline), the upstreams of one configuration (Set, which a
 // reload rebuilds keeping the unchanged ones with their warm connections),
-// the routes of a model (Routes: the weighted choice of the first and the
-// failover order), and the rules of what may fail over: a 429 or 5xx
-// answer (FailsOver), and of the failures only those that prove the request
-// never reached the upstream (NeverSent), never one it may have read and
-// billed (IsDropped, IsTimeout). A pooled connection found closed before a
-// byte was written is the one failure retried on the same upstream.
+// the routes of a model (Routes: each route's passive health, peak-EWMA
+// latency and requests in flight, and Pick, the choice of each attempt's
+// route among the healthy ones by the power of two choices), each
+// upstream's retry budget for the failovers it takes, and the rules of
+// what may fail over: a 429 or 5xx answer (FailsOver, with the pause its
+// RetryAfter asks for), and of the failures only those that prove the
+// request never reached the upstream (NeverSent), never one it may have
+// read and billed (IsDropped, IsTimeout). A pooled connection found closed
+// before a byte was written is the one failure retried on the same
+// upstream.
 //
 // It knows nothing of HTTP handlers, keys, limits or the error contract: it
 // must not import proxy (which imports it) nor keys or limits. It takes the

@@ -5,6 +5,7 @@ import (
 	"io"
 	"net"
 	"syscall"
+	"time"
 
 	"github.com/valyala/fasthttp"
 )
@@ -88,4 +89,28 @@ func IsDropped(err error) bool {
 // last route's answer is relayed whatever it is.
 func FailsOver(status int) bool {
 	return status == fasthttp.StatusTooManyRequests || status >= 500
+}
+
+// RetryAfter is the pause an upstream asks for in its answer's
+// retry-after-ms (milliseconds, as OpenAI and Azure send it) or retry-after
+// (seconds, or an HTTP date) header; 0 when it asks for none or the value
+// is unreadable. The caller bounds it.
+func RetryAfter(h *fasthttp.ResponseHeader, now time.Time) time.Duration {
+	if v := h.Peek("Retry-After-Ms"); len(v) > 0 {
+		if ms, err := fasthttp.ParseUfloat(v); err == nil && ms > 0 {
+			return time.Duration(min(ms, float64(24*time.Hour/time.Millisecond)) * float64(time.Millisecond))
+		}
+		return 0
+	}
+	v := h.Peek(fasthttp.HeaderRetryAfter)
+	if len(v) == 0 {
+		return 0
+	}
+	if s, err := fasthttp.ParseUint(v); err == nil {
+		return time.Duration(min(s, 86400)) * time.Second
+	}
+	if t, err := fasthttp.ParseHTTPDate(v); err == nil && t.After(now) {
+		return t.Sub(now)
+	}
+	return 0
 }

@@ -3,6 +3,7 @@ package upstream
 import (
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/tokenhub/tokenhub/config"
 )
@@ -38,7 +39,7 @@ func TestRoutesQuotedModel(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		got := rs.Attempt(0, 0).QuotedModel()
+		got := rs.Route(0).QuotedModel()
 		if want == "" && got != nil || string(got) != want {
 			t.Fatalf("model %q: quoted %q, want %q", upstreamModel, got, want)
 		}
@@ -66,32 +67,34 @@ func TestRoutesRefused(t *testing.T) {
 	f(nil, "model m has no routes")
 }
 
-// TestRoutesFailoverOrder: failover walks the routes in config order from
-// the one a request started at, each route once.
-func TestRoutesFailoverOrder(t *testing.T) {
+// TestRoutesPickEachOnce: a request's attempts take each route at most
+// once, whatever the order, and then Pick has none left.
+func TestRoutesPickEachOnce(t *testing.T) {
 	set := testSet(t, "a", "b", "c")
 	rs, err := NewRoutes("m", []config.Route{{Upstream: "a"}, {Upstream: "b"}, {Upstream: "c"}}, set)
 	if err != nil {
 		t.Fatal(err)
 	}
-	f := func(first int, want string) {
-		t.Helper()
-		got := ""
+	for range 100 {
+		var tried Tried
 		for n := range rs.Len() {
-			got += rs.Attempt(first, n).Upstream().Name()
+			i, trial, ok := rs.Pick(tried, time.Now())
+			if !ok || trial || tried.Has(i) {
+				t.Fatalf("attempt %d: route %d (trial %v, ok %v) after %b", n, i, trial, ok, tried)
+			}
+			tried.Add(i)
+			rs.Route(i).Health().Done(Outcome{Sent: time.Now()}, time.Now())
 		}
-		if got != want {
-			t.Fatalf("from route %d: %s, want %s", first, got, want)
+		if i, _, ok := rs.Pick(tried, time.Now()); ok {
+			t.Fatalf("a fourth attempt got route %d", i)
 		}
 	}
-	f(0, "abc")
-	f(1, "bca")
-	f(2, "cab")
 }
 
-// TestRoutesFirstByWeight: the first route is drawn by weight (a weight
-// under 1 counts as 1). The bounds are 10 standard deviations wide: the
-// test does not fail by chance.
+// TestRoutesFirstByWeight: with nothing known of the routes' latency and
+// nothing in flight, the first route is drawn by weight (a weight under 1
+// counts as 1). The bounds are 10 standard deviations wide: the test does
+// not fail by chance.
 func TestRoutesFirstByWeight(t *testing.T) {
 	set := testSet(t, "a", "b", "c")
 	rs, err := NewRoutes("m", []config.Route{{Upstream: "a", Weight: 6}, {Upstream: "b", Weight: 3}, {Upstream: "c"}}, set)
@@ -101,7 +104,9 @@ func TestRoutesFirstByWeight(t *testing.T) {
 	const draws = 10000
 	var got [3]int
 	for range draws {
-		got[rs.First()]++
+		i, _, _ := rs.Pick(0, time.Now())
+		rs.Route(i).Health().Abandon(false)
+		got[i]++
 	}
 	for i, want := range []int{6000, 3000, 1000} {
 		if d := got[i] - want; d < -500 || d > 500 {
@@ -113,9 +118,10 @@ func TestRoutesFirstByWeight(t *testing.T) {
 		t.Fatal(err)
 	}
 	for range 100 {
-		if i := one.First(); i != 0 {
-			t.Fatalf("a single route: first %d", i)
+		if i, _, ok := one.Pick(0, time.Now()); i != 0 || !ok {
+			t.Fatalf("a single route: first %d, ok %v", i, ok)
 		}
+		one.Route(0).Health().Abandon(false)
 	}
 }
 

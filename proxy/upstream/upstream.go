@@ -47,6 +47,8 @@ type Upstream struct {
 	firstByte    time.Duration        // streams: until the response headers
 	staleCheck   time.Duration        // see config.Upstream.StaleCheckAfter
 	close        func() error
+	// budget bounds the failovers sent here from other routes.
+	budget *retryBudget
 	// config is what the upstream was built from: a reload keeps an
 	// upstream whose config is unchanged, with its warm connections.
 	config config.Upstream
@@ -75,6 +77,7 @@ func New(c *config.Upstream) (*Upstream, error) {
 		close:      func() error { return nil },
 		config:     *c,
 		conns:      make(map[*upstreamConn]struct{}),
+		budget:     newRetryBudget(c.Health.RetryRatio, c.Health.MinRetries),
 	}
 	if c.APIKey != "" {
 		u.auth = []byte("Bearer " + c.APIKey)
@@ -193,6 +196,10 @@ func New(c *config.Upstream) (*Upstream, error) {
 
 // Name is the upstream's name in the config, for logs and metrics.
 func (u *Upstream) Name() string { return u.name }
+
+// Timeout bounds a whole request to u, failovers to it included: they
+// keep the deadline of the request's first attempt.
+func (u *Upstream) Timeout() time.Duration { return u.timeout }
 
 // URI is the absolute URL of endpoint ep at the upstream.
 func (u *Upstream) URI(ep Endpoint) []byte { return u.uris[ep] }
