@@ -16,6 +16,7 @@ import (
 	"github.com/openai/openai-go/v3"
 	"github.com/openai/openai-go/v3/responses"
 
+	"github.com/tokenhub/tokenhub/internal/eventually"
 	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
@@ -85,18 +86,15 @@ func (g *gateway) usageNow(id string) keyUsage {
 	return u
 }
 
-// waitUsage polls the key's usage until ok holds of it.
+// waitUsage waits until ok holds of the key's usage.
 func (g *gateway) waitUsage(id string, what string, ok func(keyUsage) bool) keyUsage {
 	g.t.Helper()
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
-		u := g.usageNow(id)
-		if ok(u) {
-			return u
-		}
-		if time.Now().After(deadline) {
-			g.t.Fatalf("waited 10s for %s; usage is %+v", what, u)
-		}
-	}
+	var u keyUsage
+	eventually.True(g.t, what, func() bool {
+		u = g.usageNow(id)
+		return ok(u)
+	})
+	return u
 }
 
 // TestResponsesCreate: the official SDK's Responses.New through the gateway
@@ -130,6 +128,55 @@ func TestResponsesCreate(t *testing.T) {
 	short, err := c.Responses.New(context.Background(), p)
 	if err != nil || short.Status != "incomplete" || short.Usage.OutputTokens != 16 {
 		t.Fatalf("max_output_tokens 16: %v %s", err, short.RawJSON())
+	}
+}
+
+// TestResponsesCachedInputPrice: a Responses answer whose usage reports
+// input_tokens_details.cached_tokens bills those at the model's
+// cached_input_per_mtok and the rest of the input at input_per_mtok, to the
+// pico-dollar, buffered and streamed. The mock reports a 1,500-token input as
+// 1,408 cached: 1,408 × $0.25 + 92 × $1.5 + 40 × $2.25 a million tokens is
+// $0.00058.
+func TestResponsesCachedInputPrice(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 40})
+	g := startGateway(t, fmt.Sprintf(`
+upstreams: [{name: up, base_url: %q}]
+models:
+  - {name: mock, routes: [{upstream: up}], price: {input_per_mtok: 1.5, cached_input_per_mtok: 0.25, output_per_mtok: 2.25}}
+plans:
+  - {name: all, models: ["*"]}
+`, up), "")
+	input := strings.Repeat("abcd", 1500)
+	params := responses.ResponseNewParams{Model: "mock", Input: responses.ResponseNewParamsInputUnion{OfString: openai.String(input)}}
+	for _, stream := range []bool{false, true} {
+		t.Run(fmt.Sprintf("stream=%v", stream), func(t *testing.T) {
+			k := g.newKey("all")
+			c := g.client(k.Key)
+			if stream {
+				s := c.Responses.NewStreaming(context.Background(), params)
+				for s.Next() {
+				}
+				if err := s.Err(); err != nil {
+					t.Fatal(err)
+				}
+			} else {
+				r, err := c.Responses.New(context.Background(), params)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if r.Usage.InputTokens != 1500 || r.Usage.InputTokensDetails.CachedTokens != 1408 || r.Usage.OutputTokens != 40 {
+					t.Fatalf("usage %s", r.Usage.RawJSON())
+				}
+			}
+			u := g.waitUsage(k.ID, "the response billed", func(u keyUsage) bool { return u.Requests == 1 && u.ReservedUSD == "0" })
+			if u.Prompt != 1500 || u.Completion != 40 || u.SpendUSD != "0.00058" {
+				t.Fatalf("billed %+v, want 1,500 (1,408 cached) + 40 tokens, $0.00058", u)
+			}
+			_, _, body := g.do("GET", "/v1/keys/"+k.ID+"/usage", g.adminKey, nil)
+			if !strings.Contains(string(body), `"cached_tokens":1408`) {
+				t.Fatalf("the usage API does not show the cached tokens: %s", body)
+			}
+		})
 	}
 }
 
