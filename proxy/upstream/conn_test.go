@@ -21,16 +21,19 @@ import (
 // socketState is a loopback socket's line in /proc/net/tcp: its TCP state
 // ("01" established, "08" close-wait) and whether bytes wait in its receive
 // queue; found is false once the socket left the table (reset).
-func socketState(t *testing.T, local net.Addr) (state string, queued, found bool) {
+func socketState(t *testing.T, local, remote net.Addr) (state string, queued, found bool) {
 	t.Helper()
 	table, err := os.ReadFile("/proc/net/tcp")
 	if err != nil {
 		t.Skipf("no /proc/net/tcp to watch TCP states: %v", err)
 	}
-	suffix := fmt.Sprintf(":%04X", local.(*net.TCPAddr).Port)
+	// Both ends: once this socket is gone its port is free, and another
+	// connection (another test binary's, run beside) may take it.
+	localPort := fmt.Sprintf(":%04X", local.(*net.TCPAddr).Port)
+	remotePort := fmt.Sprintf(":%04X", remote.(*net.TCPAddr).Port)
 	for _, line := range strings.Split(string(table), "\n")[1:] {
 		f := strings.Fields(line)
-		if len(f) > 4 && strings.HasSuffix(f[1], suffix) {
+		if len(f) > 4 && strings.HasSuffix(f[1], localPort) && strings.HasSuffix(f[2], remotePort) {
 			return f[3], !strings.HasSuffix(f[4], ":00000000"), true
 		}
 	}
@@ -76,7 +79,7 @@ func TestUpstreamConnWritesOnlyToOpenConnections(t *testing.T) {
 			if reused {
 				c.requests = 1 // a request went before on it
 			}
-			eventually.True(t, "what the peer did reaching the socket", func() bool { return arrived(socketState(t, raw.LocalAddr())) })
+			eventually.True(t, "what the peer did reaching the socket", func() bool { return arrived(socketState(t, raw.LocalAddr(), raw.RemoteAddr())) })
 			c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // a request begins
 			n, err := c.Write([]byte("POST /v1/chat/completions HTTP/1.1\r\n"))
 			if got := errors.Is(err, errNotSent); got != wantNotSent || (got && n != 0) {
@@ -131,7 +134,7 @@ func TestUpstreamConnWritesOnlyToOpenConnections(t *testing.T) {
 		defer conn.Close()
 		c := conn.(*upstreamConn)
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // the first request
-		eventually.True(t, "the peer's FIN", func() bool { s, _, _ := socketState(t, raw.LocalAddr()); return s == "08" })
+		eventually.True(t, "the peer's FIN", func() bool { s, _, _ := socketState(t, raw.LocalAddr(), raw.RemoteAddr()); return s == "08" })
 		c.SetWriteDeadline(time.Now().Add(5 * time.Second)) // the next, at once
 		if n, err := c.Write([]byte("POST /v1/chat/completions HTTP/1.1\r\n")); errors.Is(err, errNotSent) || n == 0 {
 			t.Fatalf("write: %d bytes, err %v; want it written unchecked", n, err)
