@@ -5,7 +5,6 @@ package proxy
 import (
 	"bytes"
 	"testing"
-	"time"
 
 	"github.com/tokenhub/tokenhub/internal/mock"
 )
@@ -34,10 +33,7 @@ func TestAllocsServeResponses(t *testing.T) {
 				t.Fatalf("%d body bytes still reserved after the request", n)
 			}
 		}
-		for range 200 { // warm pools, the key cache and upstream conns
-			serve()
-		}
-		time.Sleep(50 * time.Millisecond)
+		warmServe(t, g, serve)
 		if n := testing.AllocsPerRun(2000, serve); n != 0 {
 			t.Errorf("model %s: %v allocations per request, want 0", model, n)
 		}

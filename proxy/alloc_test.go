@@ -33,16 +33,7 @@ func TestAllocsServeChat(t *testing.T) {
 				t.Fatalf("%d body bytes still reserved after the request", n)
 			}
 		}
-		for range 200 { // warm pools, the key cache (ristretto applies sets asynchronously) and upstream conns
-			serve()
-		}
-		// ristretto applies a set when its goroutine gets to it: wait for a
-		// request answered from the cache rather than sleeping for one.
-		eventually.True(t, "the key served from the cache", func() bool {
-			hits := g.node.Registry.Stats().Hits
-			serve()
-			return g.node.Registry.Stats().Hits > hits
-		})
+		warmServe(t, g, serve)
 		if n := testing.AllocsPerRun(2000, serve); n != 0 {
 			t.Errorf("model %s: %v allocations per request, want 0", model, n)
 		}
@@ -104,4 +95,19 @@ func storeCommands(t *testing.T, v *valkeytest.Server) string {
 		keep = append(keep, name+"="+calls)
 	}
 	return strings.Join(keep, " ")
+}
+
+// warmServe serves a request until pools, upstream connections and the key cache
+// are warm. ristretto applies a set when its goroutine gets to it: so it
+// waits for a request answered from the cache rather than sleeping for one.
+func warmServe(t *testing.T, g *gateway, serve func()) {
+	t.Helper()
+	for range 200 {
+		serve()
+	}
+	eventually.True(t, "the key served from the cache", func() bool {
+		hits := g.node.Registry.Stats().Hits
+		serve()
+		return g.node.Registry.Stats().Hits > hits
+	})
 }
