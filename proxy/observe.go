@@ -2,6 +2,7 @@ package proxy
 
 import (
 	"bytes"
+	"github.com/tokenhub/tokenhub/proxy/upstream"
 	"time"
 
 	"github.com/valyala/fasthttp"
@@ -41,8 +42,12 @@ func (s *Server) finish(rec *requestRecord, status int, requestID []byte, total 
 // count themselves with their model and plan.
 func (s *Server) countOther(ctx *fasthttp.RequestCtx) {
 	path := ctx.Path()
-	if ctx.IsPost() && (bytes.Equal(path, pathChat) || bytes.Equal(path, pathCompletions) || bytes.Equal(path, pathEmbeddings)) {
-		return
+	if ctx.IsPost() {
+		for _, p := range inferencePaths {
+			if bytes.Equal(path, p) {
+				return
+			}
+		}
 	}
 	s.metrics.request(routeClass(path), "", "", ctx.Response.StatusCode())
 }
@@ -51,6 +56,13 @@ var (
 	pathChat        = []byte("/v1/chat/completions")
 	pathCompletions = []byte("/v1/completions")
 	pathEmbeddings  = []byte("/v1/embeddings")
+	pathResponses   = []byte("/v1/responses")
+	// inferencePaths are the routes whose handler counts its own requests
+	// (finishHandler), one per upstream.Endpoint.
+	inferencePaths = [upstream.NumEndpoints][]byte{
+		upstream.Chat: pathChat, upstream.Completions: pathCompletions,
+		upstream.Embeddings: pathEmbeddings, upstream.Responses: pathResponses,
+	}
 )
 
 // routeClasses name the other endpoints for the endpoint label, by path

@@ -291,3 +291,24 @@ func TestMetricsValkey(t *testing.T) {
 		t.Fatal("Valkey down, yet no error counted")
 	}
 }
+
+// TestResponsesCountedOnce: a Responses create counts itself, with its model
+// and plan, like the other inference endpoints, and is not counted a second
+// time among the other routes.
+func TestResponsesCountedOnce(t *testing.T) {
+	_, up := startMock(t, mock.Options{Chunks: 4})
+	g := startGateway(t, responsesConfig(up), "")
+	k := g.newKey("all")
+	if st, _, body := g.do("POST", "/v1/responses", k.Key, []byte(`{"model":"mock","input":"hi","store":false}`)); st != 200 {
+		t.Fatalf("%d %s", st, body)
+	}
+	total := 0.0
+	for series, v := range g.scrape() {
+		if strings.HasPrefix(series, "tokenhub_requests_total{") && strings.Contains(series, `status="200"`) {
+			total += v
+		}
+	}
+	if m := g.scrape(); total != 1 || m[`tokenhub_requests_total{endpoint="responses",model="mock",plan="all",status="200"}`] != 1 {
+		t.Fatalf("one Responses request counted %v times in tokenhub_requests_total", total)
+	}
+}
