@@ -17,17 +17,7 @@ import (
 // and code, and a stream cut at the month's budget ends with the Responses
 // API's error event.
 func TestNodeSDKResponses(t *testing.T) {
-	dir, _ := filepath.Abs("testdata/node")
-	node, err := exec.LookPath("node")
-	if err == nil {
-		_, err = os.Stat(filepath.Join(dir, "node_modules", "openai"))
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("node and the openai package are needed (.ci/install-deps installs them): %v", err)
-		}
-		t.Skipf("needs node and `npm install --prefix proxy/testdata/node` (make deps): %v", err)
-	}
+	node, dir := nodeSDK(t)
 	_, up := startMock(t, mock.Options{Chunks: 12})
 	_, endless := startMock(t, mock.Options{Chunks: 20000})
 	g := startGateway(t, fmt.Sprintf(`

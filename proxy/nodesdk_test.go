@@ -14,17 +14,7 @@ import (
 // each error must surface as the SDK's own class (AuthenticationError,
 // PermissionDeniedError, NotFoundError, ...) with tokenhub's status and code.
 func TestNodeSDKTypedErrors(t *testing.T) {
-	dir, _ := filepath.Abs("testdata/node")
-	node, err := exec.LookPath("node")
-	if err == nil {
-		_, err = os.Stat(filepath.Join(dir, "node_modules", "openai"))
-	}
-	if err != nil {
-		if os.Getenv("CI") == "true" {
-			t.Fatalf("node and the openai package are needed (.ci/install-deps installs them): %v", err)
-		}
-		t.Skipf("needs node and `npm install --prefix proxy/testdata/node` (make deps): %v", err)
-	}
+	node, dir := nodeSDK(t)
 	g := startGateway(t, errorsConfig(t)+`  - {name: slow, models: ["mock"], rpm: 1}
 `, "")
 	key := g.newKey("basic").Key
@@ -65,4 +55,23 @@ func TestNodeSDKTypedErrors(t *testing.T) {
 	if err != nil {
 		t.Fatalf("node SDK checks failed: %v", err)
 	}
+}
+
+// nodeSDK returns the node binary and the directory holding the official
+// OpenAI Node SDK (proxy/testdata/node); without them the test skips, or
+// fails under CI=true.
+func nodeSDK(t *testing.T) (node, dir string) {
+	t.Helper()
+	dir, _ = filepath.Abs("testdata/node")
+	node, err := exec.LookPath("node")
+	if err == nil {
+		_, err = os.Stat(filepath.Join(dir, "node_modules", "openai"))
+	}
+	if err != nil {
+		if os.Getenv("CI") == "true" {
+			t.Fatalf("node and the openai package are needed (.ci/install-deps installs them): %v", err)
+		}
+		t.Skipf("needs node and `npm install --prefix proxy/testdata/node` (make deps): %v", err)
+	}
+	return node, dir
 }
