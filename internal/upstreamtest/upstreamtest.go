@@ -190,6 +190,19 @@ func (u *Server) Receipts() int64 { return u.receipts.Load() }
 // trust.
 func TLSListener(t testing.TB) (net.Listener, *x509.Certificate) {
 	t.Helper()
+	der, priv, cert := SelfSigned(t, "upstream")
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	pair := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv, Leaf: cert}
+	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}), cert
+}
+
+// SelfSigned makes a self-signed ECDSA certificate for 127.0.0.1 named cn,
+// valid for an hour either side of now: its DER bytes, key and parsed form.
+func SelfSigned(t testing.TB, cn string) ([]byte, *ecdsa.PrivateKey, *x509.Certificate) {
+	t.Helper()
 	priv, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	if err != nil {
 		t.Fatal(err)
@@ -199,7 +212,7 @@ func TLSListener(t testing.TB) (net.Listener, *x509.Certificate) {
 		t.Fatal(err)
 	}
 	tmpl := &x509.Certificate{
-		SerialNumber: serial, Subject: pkix.Name{CommonName: "upstream"},
+		SerialNumber: serial, Subject: pkix.Name{CommonName: cn},
 		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour),
 		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)},
 		KeyUsage:    x509.KeyUsageDigitalSignature, ExtKeyUsage: []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
@@ -212,10 +225,5 @@ func TLSListener(t testing.TB) (net.Listener, *x509.Certificate) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	pair := tls.Certificate{Certificate: [][]byte{der}, PrivateKey: priv, Leaf: cert}
-	return tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{pair}, MinVersion: tls.VersionTLS12}), cert
+	return der, priv, cert
 }
