@@ -5,8 +5,6 @@ package anthropic
 import (
 	"os"
 	"testing"
-
-	"github.com/tokenhub/tokenhub/sse"
 )
 
 // The race detector allocates on its own, hence the build tag.
@@ -18,18 +16,7 @@ func TestAllocsStreamTranslate(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := sse.NewScanner(1 << 16)
-	s.Feed(stream)
-	s.End()
-	var names, datas [][]byte
-	for {
-		ev, ok, err := s.Next()
-		if err != nil || !ok {
-			break
-		}
-		names = append(names, append([]byte(nil), ev.Name...))
-		datas = append(datas, append([]byte(nil), ev.Data...))
-	}
+	names, datas := recordedEvents(stream)
 	var tr StreamTranslator
 	out := make([]byte, 0, 1<<14)
 	run := func() {

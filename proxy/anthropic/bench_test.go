@@ -14,18 +14,7 @@ func BenchmarkStreamTranslate(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	s := sse.NewScanner(1 << 16)
-	s.Feed(stream)
-	s.End()
-	var names, datas [][]byte
-	for {
-		ev, ok, err := s.Next()
-		if err != nil || !ok {
-			break
-		}
-		names = append(names, append([]byte(nil), ev.Name...))
-		datas = append(datas, append([]byte(nil), ev.Data...))
-	}
+	names, datas := recordedEvents(stream)
 	var tr StreamTranslator
 	out := make([]byte, 0, 1<<14)
 	b.ReportAllocs()
@@ -74,5 +63,21 @@ func BenchmarkEventUsage(b *testing.B) {
 	b.ReportAllocs()
 	for b.Loop() {
 		EventUsage(data)
+	}
+}
+
+// recordedEvents splits a recorded stream into its events' names and data,
+// copied out of the scanner, for a translator to be fed one at a time.
+func recordedEvents(stream []byte) (names, datas [][]byte) {
+	s := sse.NewScanner(1 << 16)
+	s.Feed(stream)
+	s.End()
+	for {
+		ev, ok, err := s.Next()
+		if err != nil || !ok {
+			return names, datas
+		}
+		names = append(names, append([]byte(nil), ev.Name...))
+		datas = append(datas, append([]byte(nil), ev.Data...))
 	}
 }
