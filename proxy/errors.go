@@ -8,6 +8,7 @@ import (
 
 	"github.com/valyala/fasthttp"
 
+	"github.com/tokenhub/tokenhub/internal/jsonscan"
 	"github.com/tokenhub/tokenhub/keys"
 )
 
@@ -156,37 +157,10 @@ func appendNullableString(b []byte, s string) []byte {
 
 const hexDigits = "0123456789abcdef"
 
-// appendEscaped appends s as the inside of a JSON string literal.
-func appendEscaped(b []byte, s string) []byte {
-	for i := 0; i < len(s); i++ {
-		b = appendEscapedByte(b, s[i])
-	}
-	return b
-}
-
-func appendEscapedBytes(b, s []byte) []byte {
-	for _, c := range s {
-		b = appendEscapedByte(b, c)
-	}
-	return b
-}
-
-func appendEscapedByte(b []byte, c byte) []byte {
-	switch {
-	case c == '"' || c == '\\':
-		return append(b, '\\', c)
-	case c == '\n':
-		return append(b, '\\', 'n')
-	case c == '\r':
-		return append(b, '\\', 'r')
-	case c == '\t':
-		return append(b, '\\', 't')
-	case c < 0x20 || c == '<' || c == '>' || c == '&':
-		// < > & escaped too, so an error echoed into a browser cannot form markup.
-		return append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-	}
-	return append(b, c)
-}
+// appendEscaped and appendEscapedBytes append s escaped for the inside of a
+// JSON string literal (jsonscan.AppendEscaped).
+func appendEscaped(b []byte, s string) []byte { return jsonscan.AppendEscaped(b, s) }
+func appendEscapedBytes(b, s []byte) []byte   { return jsonscan.AppendEscaped(b, s) }
 
 // authError maps the keys package's sentinel errors to answers: the one place
 // where key failures become HTTP statuses.

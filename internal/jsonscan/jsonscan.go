@@ -170,3 +170,29 @@ func Hex4[T string | []byte](s T, i int) (rune, bool) {
 	}
 	return r, true
 }
+
+// AppendEscaped appends s as the inside of a JSON string literal, escaped as
+// the gateway escapes every string it writes: quotes, backslashes and control
+// bytes, and < > & as \u00XX too, so that no byte of it can form markup when
+// an answer is shown in a browser. Other bytes pass as they are.
+func AppendEscaped[T string | []byte](b []byte, s T) []byte {
+	for i := 0; i < len(s); i++ {
+		switch c := s[i]; {
+		case c == '"' || c == '\\':
+			b = append(b, '\\', c)
+		case c == '\n':
+			b = append(b, '\\', 'n')
+		case c == '\r':
+			b = append(b, '\\', 'r')
+		case c == '\t':
+			b = append(b, '\\', 't')
+		case c < 0x20 || c == '<' || c == '>' || c == '&':
+			b = append(b, '\\', 'u', '0', '0', lowerHex[c>>4], lowerHex[c&0xf])
+		default:
+			b = append(b, c)
+		}
+	}
+	return b
+}
+
+const lowerHex = "0123456789abcdef"

@@ -79,3 +79,20 @@ func FuzzAppendUnescaped(f *testing.F) {
 		}
 	})
 }
+
+func TestAppendEscaped(t *testing.T) {
+	for in, want := range map[string]string{
+		``:               ``,
+		`plain/é`:        `plain/é`,
+		`"\`:             `\"\\`,
+		"\n\r\t\x00\x1f": `\n\r\t\u0000\u001f`,
+		`<script>&amp;`:  `\u003cscript\u003e\u0026amp;`,
+	} {
+		if got := string(AppendEscaped([]byte("x"), in)); got != "x"+want {
+			t.Errorf("AppendEscaped(%q) = %q, want %q", in, got, "x"+want)
+		}
+		if got := string(AppendEscaped(nil, []byte(in))); got != want {
+			t.Errorf("AppendEscaped([]byte(%q)) = %q, want %q", in, got, want)
+		}
+	}
+}

@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/jsonscan"
 )
 
 // Route is one way to answer a model: an upstream and its name for the
@@ -181,27 +182,7 @@ func (rs *Routes) weighted(set Tried, total int) int {
 }
 
 // appendQuoted appends s as a JSON string literal, escaped as the gateway
-// escapes every string it writes (proxy's error bodies too): < > & as
-// \u00XX as well, so that no byte of it can form markup.
+// escapes every string it writes (jsonscan.AppendEscaped).
 func appendQuoted(b []byte, s string) []byte {
-	b = append(b, '"')
-	for i := 0; i < len(s); i++ {
-		switch c := s[i]; {
-		case c == '"' || c == '\\':
-			b = append(b, '\\', c)
-		case c == '\n':
-			b = append(b, '\\', 'n')
-		case c == '\r':
-			b = append(b, '\\', 'r')
-		case c == '\t':
-			b = append(b, '\\', 't')
-		case c < 0x20 || c == '<' || c == '>' || c == '&':
-			b = append(b, '\\', 'u', '0', '0', hexDigits[c>>4], hexDigits[c&0xf])
-		default:
-			b = append(b, c)
-		}
-	}
-	return append(b, '"')
+	return append(jsonscan.AppendEscaped(append(b, '"'), s), '"')
 }
-
-const hexDigits = "0123456789abcdef"
