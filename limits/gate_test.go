@@ -2,12 +2,13 @@ package limits
 
 import (
 	"context"
-	"github.com/tokenhub/tokenhub/internal/usd"
 	"io"
 	"log/slog"
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 var (

@@ -2,8 +2,9 @@ package limits
 
 import (
 	"context"
-	"github.com/tokenhub/tokenhub/internal/usd"
 	"time"
+
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // Ledger keeps month-to-date usage per key: the embedded store on one node,

@@ -4,14 +4,14 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
-	"github.com/tokenhub/tokenhub/config"
-	"github.com/tokenhub/tokenhub/internal/usd"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
 )
 

@@ -2,10 +2,11 @@ package proxy
 
 import (
 	"bytes"
-	"github.com/tokenhub/tokenhub/proxy/upstream"
 	"time"
 
 	"github.com/valyala/fasthttp"
+
+	"github.com/tokenhub/tokenhub/proxy/upstream"
 )
 
 // finishHandler records an inference request when its handler returns,

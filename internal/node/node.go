@@ -15,7 +15,6 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/tokenhub/tokenhub/internal/affinity"
 	"log/slog"
 	"net"
 	"slices"
@@ -23,6 +22,7 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/affinity"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
 	"github.com/tokenhub/tokenhub/limits/journal"

@@ -2,9 +2,10 @@ package openai
 
 import (
 	"bytes"
-	"github.com/tokenhub/tokenhub/internal/usd"
 
 	"github.com/bytedance/sonic/ast"
+
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 // Event is what a stream relay needs from one event of an upstream stream,

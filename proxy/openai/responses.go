@@ -3,13 +3,13 @@ package openai
 import (
 	"bytes"
 	"errors"
-	"github.com/tokenhub/tokenhub/internal/usd"
 	"strings"
 	"unicode/utf8"
 
 	"github.com/bytedance/sonic/ast"
 
 	"github.com/tokenhub/tokenhub/internal/jsonscan"
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 var (

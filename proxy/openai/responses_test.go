@@ -2,8 +2,9 @@ package openai
 
 import (
 	"encoding/json"
-	"github.com/tokenhub/tokenhub/internal/usd"
 	"testing"
+
+	"github.com/tokenhub/tokenhub/internal/usd"
 )
 
 func TestResponsesFields(t *testing.T) {
