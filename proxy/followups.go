@@ -323,11 +323,7 @@ func (s *Server) rememberResponse(c *claim, data []byte, requestID []byte) {
 			"upstream", c.rec.upstream, "request_id", string(requestID))
 		return
 	}
-	routeModel := c.model.name
-	if q := c.route.QuotedModel(); len(q) >= 2 {
-		routeModel = string(q[1 : len(q)-1])
-	}
-	rec := affinity.Record{Upstream: c.route.Upstream().Name(), Model: c.model.name, RouteModel: routeModel, KeyID: c.rec.keyID}
+	rec := affinity.Record{Upstream: c.route.Upstream().Name(), Model: c.model.name, RouteModel: c.route.Model(), KeyID: c.rec.keyID}
 	if err := s.responseIDs.Remember(s.callCtx(nil), string(id), rec); err != nil {
 		s.log.Error("could not remember a response's id; its follow-ups will answer 404", "err", err,
 			"upstream", rec.Upstream, "request_id", string(requestID))

@@ -17,8 +17,10 @@ type Route struct {
 	// quotedModel is the upstream's model name as a JSON string literal, ready
 	// to splice into the body; nil when the client's name can pass unchanged.
 	quotedModel []byte
-	weight      int
-	health      *Health
+	// model is the upstream's name for the model, as the route calls it.
+	model  string
+	weight int
+	health *Health
 }
 
 // Upstream is where the route sends.
@@ -28,6 +30,10 @@ func (r *Route) Upstream() *Upstream { return r.upstream }
 // literal, to splice into the body in place of the client's; nil when the
 // client's name can pass unchanged.
 func (r *Route) QuotedModel() []byte { return r.quotedModel }
+
+// Model is the upstream's name for the model: the route's, else the name
+// clients call it.
+func (r *Route) Model() string { return r.model }
 
 // Health is the route's passive health and latency.
 func (r *Route) Health() *Health { return r.health }
@@ -57,9 +63,9 @@ func NewRoutes(model string, cfgs []config.Route, set *Set) (Routes, error) {
 		if up == nil {
 			return Routes{}, fmt.Errorf("upstream: model %s: no upstream %q", model, rc.Upstream)
 		}
-		r := Route{upstream: up, weight: max(rc.Weight, 1), health: newHealth(up.config.Health, rs.healthy)}
+		r := Route{upstream: up, model: model, weight: max(rc.Weight, 1), health: newHealth(up.config.Health, rs.healthy)}
 		if rc.Model != "" && rc.Model != model {
-			r.quotedModel = appendQuoted(nil, rc.Model)
+			r.model, r.quotedModel = rc.Model, appendQuoted(nil, rc.Model)
 		}
 		rs.list = append(rs.list, r)
 	}
