@@ -223,15 +223,35 @@ type AccessLog struct {
 	Sample float64 `yaml:"sample"`
 }
 
-// Upstream is one OpenAI-compatible provider.
+// The upstream kinds: the wire protocol an upstream speaks.
+const (
+	// KindOpenAI is an OpenAI-compatible API (chat/completions, completions,
+	// embeddings, responses), authenticated with a bearer token.
+	KindOpenAI = "openai"
+	// KindAnthropic is Anthropic's native Messages API (<base_url>/messages),
+	// authenticated with x-api-key and versioned by anthropic-version.
+	KindAnthropic = "anthropic"
+)
+
+// Upstream is one provider.
 type Upstream struct {
 	// Name is how routes refer to this upstream.
 	Name string `yaml:"name"`
+	// Kind is the protocol the upstream speaks: KindOpenAI (the default) or
+	// KindAnthropic.
+	Kind string `yaml:"kind"`
 	// BaseURL is the absolute http(s) URL that endpoint paths such as
-	// /chat/completions are appended to, or InprocMock.
+	// /chat/completions (or, for an anthropic upstream, /messages) are
+	// appended to, or InprocMock.
 	BaseURL string `yaml:"base_url"`
-	// APIKey is sent upstream as a bearer token; usually ${SOME_ENV_VAR}.
+	// APIKey is sent upstream as a bearer token (an anthropic upstream: as
+	// x-api-key); usually ${SOME_ENV_VAR}.
 	APIKey string `yaml:"api_key"`
+	// AnthropicVersion is the anthropic-version header sent to an anthropic
+	// upstream with the requests the gateway writes (a chat completion
+	// translated to Messages), and with /v1/messages requests whose client
+	// sent none. Empty means the current version the gateway knows.
+	AnthropicVersion string `yaml:"anthropic_version"`
 	// Optional upstreams are left out, with their routes, when APIKey is
 	// empty, so a config can route to a provider only when its key is set.
 	Optional bool `yaml:"optional"`
@@ -328,18 +348,26 @@ type Price struct {
 	// part of the prompt tokens); nil means InputPerMTok. It may be above
 	// InputPerMTok: admission's worst case takes the higher of the two.
 	CachedInputPerMTok *usd.Micro `yaml:"cached_input_per_mtok"`
+	// CacheWritePerMTok is the price of a million prompt tokens the provider
+	// wrote to its prompt cache (Anthropic's cache_creation_input_tokens,
+	// part of the prompt); nil means InputPerMTok. Admission's worst case
+	// takes the highest of the three input prices.
+	CacheWritePerMTok *usd.Micro `yaml:"cache_write_per_mtok"`
 	// OutputPerMTok is the price of a million completion tokens.
 	OutputPerMTok usd.Micro `yaml:"output_per_mtok"`
 }
 
-// USD returns p as the gateway bills it, with the cached-input price
-// defaulted to the input price.
+// USD returns p as the gateway bills it, with the cached-input and
+// cache-write prices defaulted to the input price.
 func (p *Price) USD() usd.Price {
-	cached := p.InputPerMTok
+	cached, write := p.InputPerMTok, p.InputPerMTok
 	if p.CachedInputPerMTok != nil {
 		cached = *p.CachedInputPerMTok
 	}
-	return usd.Price{InputPerMTok: p.InputPerMTok, CachedInputPerMTok: cached, OutputPerMTok: p.OutputPerMTok}
+	if p.CacheWritePerMTok != nil {
+		write = *p.CacheWritePerMTok
+	}
+	return usd.Price{InputPerMTok: p.InputPerMTok, CachedInputPerMTok: cached, CacheWritePerMTok: write, OutputPerMTok: p.OutputPerMTok}
 }
 
 // Upstream returns the upstream called name, or nil.

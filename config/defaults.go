@@ -48,6 +48,7 @@ func defaultCache() Cache {
 
 func defaultUpstream() Upstream {
 	return Upstream{
+		Kind:                KindOpenAI,
 		ConnectTimeout:      5 * time.Second,
 		FirstByteTimeout:    60 * time.Second,
 		EventTimeout:        60 * time.Second,

@@ -42,6 +42,7 @@ func TestDefaultsApplied(t *testing.T) {
 		Log:   Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
 		Upstreams: []Upstream{{
 			Name:                "mock",
+			Kind:                KindOpenAI,
 			BaseURL:             "inproc://mock",
 			ConnectTimeout:      5 * time.Second,
 			FirstByteTimeout:    60 * time.Second,
@@ -169,7 +170,7 @@ func TestUnknownKeyRejected(t *testing.T) {
   - {name: b, base_url: "inproc://mock", maxconns: 1}
 models: [{name: m, routes: [{upstream: mock, wieght: 2}]}]
 `, `config: test.yaml: 2 problems:
-line 3: upstreams[1].maxconns: unknown key; the keys allowed here are name, base_url, api_key, optional, headers, connect_timeout, first_byte_timeout, event_timeout, timeout, max_conns, max_idle_conn_duration, stale_check_after, health
+line 3: upstreams[1].maxconns: unknown key; the keys allowed here are name, kind, base_url, api_key, anthropic_version, optional, headers, connect_timeout, first_byte_timeout, event_timeout, timeout, max_conns, max_idle_conn_duration, stale_check_after, health
 line 4: models[0].routes[0].wieght: unknown key; the keys allowed here are upstream, model, weight`)
 	f(minimal+"plans: [{name: p, models: ['*'], monthly: 1}]\n",
 		"config: test.yaml: line 3: plans[0].monthly: unknown key; the keys allowed here are name, models, rpm, tpm, max_request_usd, monthly_usd")
@@ -195,7 +196,7 @@ models: [{name: m, routes: [{upstream: second}]}]
 		t.Fatalf("merged upstream = %+v", u)
 	}
 	bad := strings.Replace(doc, "<<: *base", "<<: {nme: x}", 1)
-	want := "config: test.yaml: line 3: upstreams[1].nme: unknown key; the keys allowed here are name, base_url, api_key, optional, headers, connect_timeout, first_byte_timeout, event_timeout, timeout, max_conns, max_idle_conn_duration, stale_check_after, health"
+	want := "config: test.yaml: line 3: upstreams[1].nme: unknown key; the keys allowed here are name, kind, base_url, api_key, anthropic_version, optional, headers, connect_timeout, first_byte_timeout, event_timeout, timeout, max_conns, max_idle_conn_duration, stale_check_after, health"
 	if got := parseErr(t, bad); got != want {
 		t.Fatalf("got\n%s\nwant\n%s", got, want)
 	}

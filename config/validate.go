@@ -200,8 +200,20 @@ func (c *Config) validateUpstreams(p *problems) {
 		if err := checkBaseURL(u.BaseURL); err != nil {
 			p.add(at+".base_url", "%v", err)
 		}
+		switch u.Kind {
+		case KindOpenAI:
+			if u.AnthropicVersion != "" {
+				p.add(at+".anthropic_version", "is only for upstreams of kind %s; remove it, or set kind: %s", KindAnthropic, KindAnthropic)
+			}
+		case KindAnthropic:
+			if u.AnthropicVersion != "" && !isDate(u.AnthropicVersion) {
+				p.add(at+".anthropic_version", "%q is not an API version; use a date such as 2023-06-01, or remove it for the current one", u.AnthropicVersion)
+			}
+		default:
+			p.add(at+".kind", "%q is not a kind; use %s or %s", u.Kind, KindOpenAI, KindAnthropic)
+		}
 		for _, k := range slices.Sorted(maps.Keys(u.Headers)) {
-			checkHeader(p, at+".headers."+k, k, u.Headers[k], u.APIKey != "")
+			checkHeader(p, at+".headers."+k, k, u.Headers[k], u.APIKey != "", u.Kind == KindAnthropic)
 		}
 		p.positive(at+".connect_timeout", u.ConnectTimeout, def.ConnectTimeout)
 		p.positive(at+".first_byte_timeout", u.FirstByteTimeout, def.FirstByteTimeout)
@@ -270,7 +282,7 @@ func checkBaseURL(s string) error {
 // checkHeader validates one extra upstream header. Headers that frame the
 // request are the client library's to set, and a second Authorization would
 // conflict with the one api_key produces.
-func checkHeader(p *problems, field, name, value string, hasAPIKey bool) {
+func checkHeader(p *problems, field, name, value string, hasAPIKey, anthropic bool) {
 	if !validHeaderName(name) {
 		p.add(field, "%q is not a valid header name; use letters, digits and '-'", name)
 		return
@@ -279,8 +291,16 @@ func checkHeader(p *problems, field, name, value string, hasAPIKey bool) {
 	case "Host", "Content-Length", "Transfer-Encoding", "Connection":
 		p.add(field, "the gateway sets this header itself; remove it")
 	case "Authorization":
-		if hasAPIKey {
+		if hasAPIKey && !anthropic {
 			p.add(field, "api_key already sets Authorization; remove one of them")
+		}
+	case "X-Api-Key":
+		if hasAPIKey && anthropic {
+			p.add(field, "api_key already sets x-api-key; remove one of them")
+		}
+	case "Anthropic-Version":
+		if anthropic {
+			p.add(field, "set anthropic_version instead; the gateway sends the client's own version on /v1/messages")
 		}
 	}
 	if strings.ContainsAny(value, "\r\n\x00") {
@@ -355,6 +375,9 @@ func (c *Config) validateModels(p *problems) {
 		if c := m.Price.CachedInputPerMTok; c != nil && (*c < 0 || *c > usd.MaxPricePerMTok) {
 			p.add(at+".price.cached_input_per_mtok", "must be from 0 to %s dollars (got %s); remove it to charge the input price", usd.MaxPricePerMTok, *c)
 		}
+		if c := m.Price.CacheWritePerMTok; c != nil && (*c < 0 || *c > usd.MaxPricePerMTok) {
+			p.add(at+".price.cache_write_per_mtok", "must be from 0 to %s dollars (got %s); remove it to charge the input price", usd.MaxPricePerMTok, *c)
+		}
 		if m.Price.OutputPerMTok < 0 || m.Price.OutputPerMTok > usd.MaxPricePerMTok {
 			p.add(at+".price.output_per_mtok", "must be from 0 to %s dollars (got %s)", usd.MaxPricePerMTok, m.Price.OutputPerMTok)
 		}
@@ -392,4 +415,11 @@ func (c *Config) validatePlans(p *problems) {
 			seen[pl.Name] = i
 		}
 	}
+}
+
+// isDate reports whether s is a date as YYYY-MM-DD, the shape of
+// Anthropic's API versions.
+func isDate(s string) bool {
+	_, err := time.Parse(time.DateOnly, s)
+	return err == nil
 }

@@ -198,6 +198,22 @@ func TestValidateRules(t *testing.T) {
 		"models[1].price.cached_input_per_mtok: must be from 0 to 1000 dollars (got 1000.000001); remove it to charge the input price")
 	f(func(c *Config) { c.Models[1].Price.CachedInputPerMTok = ptr(usd.Micro(-1)) },
 		"models[1].price.cached_input_per_mtok: must be from 0 to 1000 dollars (got -0.000001); remove it to charge the input price")
+	f(func(c *Config) { c.Models[1].Price.CacheWritePerMTok = ptr(usd.Micro(-1)) },
+		"models[1].price.cache_write_per_mtok: must be from 0 to 1000 dollars (got -0.000001); remove it to charge the input price")
+	f(func(c *Config) { c.Upstreams[1].Kind = "bedrock" },
+		`upstreams[1].kind: "bedrock" is not a kind; use openai or anthropic`)
+	f(func(c *Config) { c.Upstreams[1].AnthropicVersion = "2023-06-01" },
+		"upstreams[1].anthropic_version: is only for upstreams of kind anthropic; remove it, or set kind: anthropic")
+	f(func(c *Config) { c.Upstreams[1].Kind, c.Upstreams[1].AnthropicVersion = KindAnthropic, "latest" },
+		`upstreams[1].anthropic_version: "latest" is not an API version; use a date such as 2023-06-01, or remove it for the current one`)
+	f(func(c *Config) {
+		c.Upstreams[1].Kind, c.Upstreams[1].APIKey = KindAnthropic, "k"
+		c.Upstreams[1].Headers = map[string]string{"X-Api-Key": "other"}
+	}, "upstreams[1].headers.X-Api-Key: api_key already sets x-api-key; remove one of them")
+	f(func(c *Config) {
+		c.Upstreams[1].Kind = KindAnthropic
+		c.Upstreams[1].Headers = map[string]string{"anthropic-version": "2023-06-01"}
+	}, "upstreams[1].headers.anthropic-version: set anthropic_version instead; the gateway sends the client's own version on /v1/messages")
 	f(func(c *Config) { c.Models[1].Price.OutputPerMTok = -2_500_000 },
 		"models[1].price.output_per_mtok: must be from 0 to 1000 dollars (got -2.5)")
 	f(func(c *Config) { c.Models[1].MaxOutputTokens = 0 },

@@ -182,8 +182,8 @@ func (s *Server) admitRequest(ctx *fasthttp.RequestCtx, key *keys.Key, plan *key
 // upstream's own headers; JSON asked for.
 func setUpstreamHeaders(req *fasthttp.Request, ctx *fasthttp.RequestCtx, u *upstream.Upstream) {
 	req.Reset()
-	if auth := u.Authorization(); auth != nil {
-		req.Header.SetCanonical(headerAuthorization, auth)
+	if name, auth := u.Auth(); auth != nil {
+		req.Header.SetCanonical(name, auth)
 	}
 	req.Header.SetCanonical(headerAccept, contentTypeJSON)
 	req.Header.SetCanonical(headerXRequestID, ctx.Response.Header.Peek(headerRequestID))

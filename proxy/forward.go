@@ -411,8 +411,8 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep up
 	req.Header.SetMethodBytes(methodPost)
 	req.SetRequestURIBytes(u.URI(ep))
 	req.Header.SetContentTypeBytes(contentTypeJSON)
-	if auth := u.Authorization(); auth != nil {
-		req.Header.SetCanonical(headerAuthorization, auth)
+	if name, auth := u.Auth(); auth != nil {
+		req.Header.SetCanonical(name, auth)
 	}
 	// The client's Accept, as sent, and nothing it did not send: an upstream
 	// that negotiates on it must judge what the client asked for (the
@@ -479,7 +479,7 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, u *upstream.Upstream, resp *fa
 			// Its status stands, and its words go inside OpenAI's shape
 			// (see appendUpstreamWords).
 			detail := appendStatus(append(make([]byte, 0, 128), f.Model...), status)
-			detail = appendUpstreamWords(detail, body, resp.Header.ContentType(), upstreamSecrets(u.Authorization(), u.Headers()))
+			detail = appendUpstreamWords(detail, body, resp.Header.ContentType(), upstreamSecrets(u.APIKey(), u.Headers()))
 			writeError(ctx, &apiError{status: status, typ: typeInvalidRequest, code: "upstream_error",
 				message: "The upstream refused the request for the model: "}, detail)
 			return false

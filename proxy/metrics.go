@@ -71,7 +71,7 @@ const (
 	upstreamBudgetSpent = "retry_budget_spent" // a failover to it refused: its retry budget was spent
 )
 
-var endpointNames = [upstream.NumEndpoints]string{"chat", "completions", "embeddings", "responses"}
+var endpointNames = [upstream.NumEndpoints]string{"chat", "completions", "embeddings", "responses", "messages", "count_tokens"}
 
 // Bucket bounds, in seconds: the gateway's own time is microseconds, an
 // upstream's is up to minutes.

@@ -57,12 +57,12 @@ func appendUpstreamWords(b, body, contentType []byte, secrets [][]byte) []byte {
 }
 
 // upstreamSecrets returns what of u's credentials must never be quoted: the
-// token of its Authorization and the values of its configured headers
+// key (as sent in Authorization or x-api-key) and the values of its configured headers
 // (api-key and the like) long enough to be secrets.
-func upstreamSecrets(auth []byte, headers [][2][]byte) [][]byte {
+func upstreamSecrets(apiKey []byte, headers [][2][]byte) [][]byte {
 	var s [][]byte
-	if token, ok := bytes.CutPrefix(auth, []byte("Bearer ")); ok && len(token) >= secretRunMin {
-		s = append(s, token)
+	if len(apiKey) >= secretRunMin {
+		s = append(s, apiKey)
 	}
 	for _, h := range headers {
 		if len(h[1]) >= 2*secretRunMin {

@@ -30,30 +30,45 @@ type Price struct {
 	// builds a Price from config sets this to InputPerMTok then (the zero
 	// value would make cached tokens free).
 	CachedInputPerMTok Micro
-	OutputPerMTok      Micro
+	// CacheWritePerMTok is the price of prompt tokens the provider wrote to
+	// its prompt cache (Anthropic's cache_creation_input_tokens). Like the
+	// cached price, whoever builds a Price from config defaults it to
+	// InputPerMTok.
+	CacheWritePerMTok Micro
+	OutputPerMTok     Micro
 }
 
 // Tokens is what a request used, as its upstream reports it. Cached is the
-// part of Prompt the provider served from its prompt cache: OpenAI-shaped
-// usage counts cached tokens inside prompt_tokens (chat, completions) and
-// input_tokens (responses), never on top. A plain value, passed by value.
+// part of Prompt the provider served from its prompt cache, CacheWrite the
+// part it wrote to it: OpenAI-shaped usage counts cached tokens inside
+// prompt_tokens (chat, completions) and input_tokens (responses), never on
+// top, and Anthropic's three input counts (input, cache read, cache
+// creation) are summed into Prompt the same way. A plain value, passed by
+// value.
 type Tokens struct {
-	Prompt, Cached, Completion int64
+	Prompt, Cached, CacheWrite, Completion int64
 }
 
-// Clamped returns t with Cached within [0, Prompt], and reports whether it
-// had to clamp: an upstream that reports more cached tokens than prompt
-// tokens is wrong, and is billed no cached token that is not a prompt token.
+// Clamped returns t with Cached and CacheWrite non-negative and together
+// within Prompt (CacheWrite yields first), and reports whether it had to
+// clamp: an upstream that reports more cache tokens than prompt tokens is
+// wrong, and is billed no cache token that is not a prompt token.
 func (t Tokens) Clamped() (Tokens, bool) {
-	switch {
-	case t.Cached > t.Prompt:
-		t.Cached = max(t.Prompt, 0)
-		return t, true
-	case t.Cached < 0:
-		t.Cached = 0
-		return t, true
+	clamped := false
+	if t.Cached < 0 {
+		t.Cached, clamped = 0, true
 	}
-	return t, false
+	if t.CacheWrite < 0 {
+		t.CacheWrite, clamped = 0, true
+	}
+	prompt := max(t.Prompt, 0)
+	if t.Cached > prompt {
+		t.Cached, clamped = prompt, true
+	}
+	if t.CacheWrite > prompt-t.Cached {
+		t.CacheWrite, clamped = prompt-t.Cached, true
+	}
+	return t, clamped
 }
 
 // Cost is the exact price of prompt input and completion output tokens,
@@ -62,19 +77,21 @@ func (p Price) Cost(prompt, completion int64) Pico {
 	return Pico(prompt)*Pico(p.InputPerMTok) + Pico(completion)*Pico(p.OutputPerMTok)
 }
 
-// Bill is the exact price of what a request used: its uncached prompt at
-// the input price, its cached prompt at the cached price (Cached clamped
-// to the prompt, see Tokens.Clamped) and its completion at the output price.
+// Bill is the exact price of what a request used: the prompt neither read
+// from nor written to the cache at the input price, cache reads at the
+// cached price, cache writes at the cache-write price (both clamped to the
+// prompt, see Tokens.Clamped) and the completion at the output price.
 func (p Price) Bill(t Tokens) Pico {
 	t, _ = t.Clamped()
-	return Pico(t.Prompt-t.Cached)*Pico(p.InputPerMTok) + Pico(t.Cached)*Pico(p.CachedInputPerMTok) +
-		Pico(t.Completion)*Pico(p.OutputPerMTok)
+	return Pico(t.Prompt-t.Cached-t.CacheWrite)*Pico(p.InputPerMTok) + Pico(t.Cached)*Pico(p.CachedInputPerMTok) +
+		Pico(t.CacheWrite)*Pico(p.CacheWritePerMTok) + Pico(t.Completion)*Pico(p.OutputPerMTok)
 }
 
 // Bound is the most prompt and completion tokens can cost whatever part of
-// the prompt the provider finds cached: every prompt token at the higher of
-// the input and cached prices (config does not require the cached one to be
-// the lower), so admission's worst case stays an upper bound of Bill.
+// the prompt the provider reads from or writes to its cache: every prompt
+// token at the highest of the input, cached and cache-write prices (config
+// orders none of them), so admission's worst case stays an upper bound of
+// Bill.
 func (p Price) Bound(prompt, completion int64) Pico {
-	return Pico(prompt)*Pico(max(p.InputPerMTok, p.CachedInputPerMTok)) + Pico(completion)*Pico(p.OutputPerMTok)
+	return Pico(prompt)*Pico(max(p.InputPerMTok, p.CachedInputPerMTok, p.CacheWritePerMTok)) + Pico(completion)*Pico(p.OutputPerMTok)
 }

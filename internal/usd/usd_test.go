@@ -118,6 +118,14 @@ func TestBill(t *testing.T) {
 	f(mini, Tokens{Prompt: 100, Cached: 1_000_000}, mini.Bill(Tokens{Prompt: 100, Cached: 100}).String())
 	f(dear, Tokens{Prompt: 100, Cached: 1_000_000}, "0.0000125")
 	f(mini, Tokens{Prompt: 100, Cached: -5}, mini.Cost(100, 0).String())
+	// claude-sonnet-4-6: $3 input, $0.30 cache read, $3.75 cache write, $15
+	// output. Anthropic's usage {input 25, cache_read 1400, cache_creation
+	// 600, output 90} is Prompt 2025 with 1400 read and 600 written.
+	sonnet := Price{InputPerMTok: 3_000_000, CachedInputPerMTok: 300_000, CacheWritePerMTok: 3_750_000, OutputPerMTok: 15_000_000}
+	f(sonnet, Tokens{Prompt: 2025, Cached: 1400, CacheWrite: 600, Completion: 90}, "0.004095") // 25×3 + 1400×0.3 + 600×3.75 + 90×15 (µ$)
+	f(sonnet, Tokens{Prompt: 1, CacheWrite: 1}, "0.00000375")
+	// Cache writes past what the reads leave of the prompt are clamped.
+	f(sonnet, Tokens{Prompt: 100, Cached: 60, CacheWrite: 70}, sonnet.Bill(Tokens{Prompt: 100, Cached: 60, CacheWrite: 40}).String())
 }
 
 func TestTokensClamped(t *testing.T) {
@@ -133,6 +141,10 @@ func TestTokensClamped(t *testing.T) {
 	f(Tokens{Prompt: 10, Cached: 11}, Tokens{Prompt: 10, Cached: 10}, true)
 	f(Tokens{Prompt: 10, Cached: -1}, Tokens{Prompt: 10}, true)
 	f(Tokens{Prompt: 0, Cached: 3}, Tokens{}, true)
+	f(Tokens{Prompt: 10, Cached: 4, CacheWrite: 6}, Tokens{Prompt: 10, Cached: 4, CacheWrite: 6}, false)
+	f(Tokens{Prompt: 10, Cached: 4, CacheWrite: 7}, Tokens{Prompt: 10, Cached: 4, CacheWrite: 6}, true)
+	f(Tokens{Prompt: 10, CacheWrite: -2}, Tokens{Prompt: 10}, true)
+	f(Tokens{Prompt: -3, Cached: 1, CacheWrite: 1}, Tokens{Prompt: -3}, true)
 }
 
 // TestBoundCoversBill checks admission's bound against every split of a
@@ -144,12 +156,16 @@ func TestBoundCoversBill(t *testing.T) {
 		{InputPerMTok: 150_000, CachedInputPerMTok: 150_000, OutputPerMTok: 600_000},
 		{InputPerMTok: 100_000, CachedInputPerMTok: 125_000, OutputPerMTok: 400_000},
 		{InputPerMTok: 0, CachedInputPerMTok: 1, OutputPerMTok: 0},
+		{InputPerMTok: 3_000_000, CachedInputPerMTok: 300_000, CacheWritePerMTok: 3_750_000, OutputPerMTok: 15_000_000},
+		{InputPerMTok: 3_000_000, CachedInputPerMTok: 3_500_000, CacheWritePerMTok: 1, OutputPerMTok: 15_000_000},
 	} {
 		const prompt, completion = 1000, 50
 		bound := p.Bound(prompt, completion)
 		for cached := int64(0); cached <= prompt+10; cached += 5 {
-			if bill := p.Bill(Tokens{Prompt: prompt, Cached: cached, Completion: completion}); bill > bound {
-				t.Fatalf("%+v: Bill with %d cached = %s, over Bound %s", p, cached, bill, bound)
+			for written := int64(0); written <= prompt+10; written += 45 {
+				if bill := p.Bill(Tokens{Prompt: prompt, Cached: cached, CacheWrite: written, Completion: completion}); bill > bound {
+					t.Fatalf("%+v: Bill with %d cached and %d written = %s, over Bound %s", p, cached, written, bill, bound)
+				}
 			}
 		}
 		if p.CachedInputPerMTok > p.InputPerMTok && bound != p.Bill(Tokens{Prompt: prompt, Cached: prompt, Completion: completion}) {

@@ -15,6 +15,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/internal/mock"
+	"github.com/tokenhub/tokenhub/proxy/anthropic"
 )
 
 // Endpoint is one of the inference endpoints the gateway forwards.
@@ -26,10 +27,15 @@ const (
 	Completions
 	Embeddings
 	Responses
+	// Messages and CountTokens are Anthropic's Messages API (an anthropic
+	// upstream's only endpoints).
+	Messages
+	CountTokens
 	NumEndpoints
 )
 
-var endpointPaths = [NumEndpoints]string{"/chat/completions", "/completions", "/embeddings", "/responses"}
+var endpointPaths = [NumEndpoints]string{"/chat/completions", "/completions", "/embeddings", "/responses",
+	"/messages", "/messages/count_tokens"}
 
 // Upstream is one provider the gateway forwards to, with its own keep-alive
 // connection pools. Streams get a pool of their own so that long-lived streams
@@ -40,7 +46,11 @@ type Upstream struct {
 	client       *fasthttp.HostClient // buffered answers
 	streamClient *fasthttp.HostClient // SSE streams
 	uris         [NumEndpoints][]byte // absolute URLs, built once
-	auth         []byte               // "Bearer <the gateway's upstream key>", or nil
+	kind         string               // config.KindOpenAI or config.KindAnthropic
+	authName     []byte               // Authorization, or x-api-key for anthropic
+	auth         []byte               // "Bearer <the gateway's upstream key>" or the key, or nil
+	apiKey       []byte               // the key alone, for redaction
+	version      []byte               // anthropic: the anthropic-version sent by default
 	headers      [][2][]byte          // extra headers from the config
 	tls          *tls.Config          // for https base URLs
 	timeout      time.Duration        // whole request
@@ -79,8 +89,22 @@ func New(c *config.Upstream) (*Upstream, error) {
 		conns:      make(map[*upstreamConn]struct{}),
 		budget:     newRetryBudget(c.Health.RetryRatio, c.Health.MinRetries),
 	}
+	u.kind = c.Kind
+	if u.kind == "" {
+		u.kind = config.KindOpenAI
+	}
+	u.authName = []byte(fasthttp.HeaderAuthorization)
 	if c.APIKey != "" {
+		u.apiKey = []byte(c.APIKey)
 		u.auth = []byte("Bearer " + c.APIKey)
+	}
+	if u.kind == config.KindAnthropic {
+		u.authName = []byte("x-api-key")
+		u.auth = u.apiKey
+		u.version = []byte(c.AnthropicVersion)
+		if c.AnthropicVersion == "" {
+			u.version = []byte(anthropic.DefaultVersion)
+		}
 	}
 	for k, v := range c.Headers {
 		u.headers = append(u.headers, [2][]byte{[]byte(k), []byte(v)})
@@ -204,10 +228,26 @@ func (u *Upstream) Timeout() time.Duration { return u.timeout }
 // URI is the absolute URL of endpoint ep at the upstream.
 func (u *Upstream) URI(ep Endpoint) []byte { return u.uris[ep] }
 
-// Authorization is the value of the Authorization header that carries the
-// gateway's own key for the upstream ("Bearer <key>"), or nil when the
-// config gives none. It is a secret: never log it.
-func (u *Upstream) Authorization() []byte { return u.auth }
+// Auth is the header that carries the gateway's own key for the upstream:
+// Authorization: Bearer <key> for an openai upstream, x-api-key: <key> for
+// an anthropic one; value is nil when the config gives no key. It is a
+// secret: never log it.
+func (u *Upstream) Auth() (name, value []byte) { return u.authName, u.auth }
+
+// APIKey is the gateway's key for the upstream alone, or nil: what must be
+// redacted from anything the upstream says back. A secret: never log it.
+func (u *Upstream) APIKey() []byte { return u.apiKey }
+
+// Kind is the protocol the upstream speaks: config.KindOpenAI or
+// config.KindAnthropic.
+func (u *Upstream) Kind() string { return u.kind }
+
+// Anthropic reports whether the upstream speaks Anthropic's Messages API.
+func (u *Upstream) Anthropic() bool { return u.kind == config.KindAnthropic }
+
+// AnthropicVersion is the anthropic-version an anthropic upstream is sent
+// when the request does not carry its own (nil for an openai upstream).
+func (u *Upstream) AnthropicVersion() []byte { return u.version }
 
 // Headers are the extra headers the config adds to every request to the
 // upstream, as name-value pairs. Do not modify them.
