@@ -250,7 +250,9 @@ type Upstream struct {
 	// AnthropicVersion is the anthropic-version header sent to an anthropic
 	// upstream with the requests the gateway writes (a chat completion
 	// translated to Messages), and with /v1/messages requests whose client
-	// sent none. Empty means the current version the gateway knows.
+	// sent none. Empty means 2023-06-01 for translated chat completions
+	// (that version takes temperature and top_p) and the current version
+	// the SDKs send for /v1/messages.
 	AnthropicVersion string `yaml:"anthropic_version"`
 	// Optional upstreams are left out, with their routes, when APIKey is
 	// empty, so a config can route to a provider only when its key is set.

@@ -51,6 +51,7 @@ type Upstream struct {
 	auth         []byte               // "Bearer <the gateway's upstream key>" or the key, or nil
 	apiKey       []byte               // the key alone, for redaction
 	version      []byte               // anthropic: the anthropic-version sent by default
+	translation  []byte               // anthropic: the anthropic-version of translated requests
 	headers      [][2][]byte          // extra headers from the config
 	tls          *tls.Config          // for https base URLs
 	timeout      time.Duration        // whole request
@@ -102,8 +103,10 @@ func New(c *config.Upstream) (*Upstream, error) {
 		u.authName = []byte("x-api-key")
 		u.auth = u.apiKey
 		u.version = []byte(c.AnthropicVersion)
+		u.translation = u.version
 		if c.AnthropicVersion == "" {
 			u.version = []byte(anthropic.DefaultVersion)
+			u.translation = []byte(anthropic.Version20230601)
 		}
 	}
 	for k, v := range c.Headers {
@@ -246,8 +249,15 @@ func (u *Upstream) Kind() string { return u.kind }
 func (u *Upstream) Anthropic() bool { return u.kind == config.KindAnthropic }
 
 // AnthropicVersion is the anthropic-version an anthropic upstream is sent
-// when the request does not carry its own (nil for an openai upstream).
+// when the request does not carry its own (nil for an openai upstream): the
+// configured one, else the current one the SDKs send.
 func (u *Upstream) AnthropicVersion() []byte { return u.version }
+
+// TranslationVersion is the anthropic-version of the Messages requests the
+// gateway writes from chat completions: the configured one, else 2023-06-01,
+// whose request shape the translation writes and which, unlike 2026-10-21,
+// takes the sampling parameters (temperature, top_p) OpenAI clients send.
+func (u *Upstream) TranslationVersion() []byte { return u.translation }
 
 // Headers are the extra headers the config adds to every request to the
 // upstream, as name-value pairs. Do not modify them.
