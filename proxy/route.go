@@ -30,7 +30,11 @@ func newRouting(cfg *config.Config, prev *routing, now int64) (_ *routing, err e
 	if r.upstreams, err = upstream.NewSet(cfg.Upstreams, prevSet); err != nil {
 		return nil, err
 	}
-	if r.models, err = newModelTable(cfg.Models, r.upstreams, now); err != nil {
+	var prevModels *modelTable
+	if prev != nil {
+		prevModels = prev.models
+	}
+	if r.models, err = newModelTable(cfg.Models, r.upstreams, prevModels, now); err != nil {
 		for _, u := range r.upstreams.NotIn(prevSet) {
 			u.Release()
 		}
@@ -70,15 +74,22 @@ type modelTable struct {
 	sorted []*model // by name, for /v1/models
 }
 
-func newModelTable(models []config.Model, upstreams *upstream.Set, created int64) (*modelTable, error) {
+// newModelTable builds the models of a configuration. A model of prev (nil
+// at start) whose routes are unchanged keeps them, health and all (see
+// upstream.Routes.Same).
+func newModelTable(models []config.Model, upstreams *upstream.Set, prev *modelTable, created int64) (*modelTable, error) {
 	t := &modelTable{byName: make(map[string]*model, len(models))}
 	for i := range models {
 		mc := &models[i]
 		m := &model{name: mc.Name, ownedBy: mc.OwnedBy, created: created, maxOutput: mc.MaxOutputTokens, contextWindow: mc.ContextWindowTokens,
 			price: mc.Price.USD()}
-		var err error
-		if m.routes, err = upstream.NewRoutes(mc.Name, mc.Routes, upstreams); err != nil {
-			return nil, err
+		if pm := prev.lookupName(mc.Name); pm != nil && pm.routes.Same(mc.Name, mc.Routes, upstreams) {
+			m.routes = pm.routes
+		} else {
+			var err error
+			if m.routes, err = upstream.NewRoutes(mc.Name, mc.Routes, upstreams); err != nil {
+				return nil, err
+			}
 		}
 		if m.ownedBy == "" {
 			m.ownedBy = m.routes.Route(0).Upstream().Name()
@@ -88,6 +99,14 @@ func newModelTable(models []config.Model, upstreams *upstream.Set, created int64
 	}
 	sort.Slice(t.sorted, func(i, j int) bool { return t.sorted[i].name < t.sorted[j].name })
 	return t, nil
+}
+
+// lookupName finds a model by name in t, which may be nil.
+func (t *modelTable) lookupName(name string) *model {
+	if t == nil {
+		return nil
+	}
+	return t.byName[name]
 }
 
 // lookup finds a model by the client's name for it without allocating.

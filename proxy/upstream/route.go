@@ -75,6 +75,29 @@ func NewRoutes(model string, cfgs []config.Route, set *Set) (Routes, error) {
 	return rs, nil
 }
 
+// Same reports whether rs are the routes NewRoutes would build for model
+// from cfgs into set: each to the same Upstream (which a reload reuses only
+// while its config, health options included, is unchanged) under the same
+// model name and weight. A reload keeps such routes as they are, with their
+// health, latency and requests in flight: reloading to rotate a key must
+// not put an ejected route back into the choice.
+func (rs *Routes) Same(model string, cfgs []config.Route, set *Set) bool {
+	if len(cfgs) != len(rs.list) {
+		return false
+	}
+	for i, rc := range cfgs {
+		r := &rs.list[i]
+		name := model
+		if rc.Model != "" {
+			name = rc.Model
+		}
+		if r.upstream != set.Lookup(rc.Upstream) || r.model != name || r.weight != max(rc.Weight, 1) {
+			return false
+		}
+	}
+	return true
+}
+
 // Len is how many routes there are: the most attempts a request makes.
 func (rs *Routes) Len() int { return len(rs.list) }
 
