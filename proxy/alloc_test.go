@@ -47,7 +47,7 @@ func TestAllocsValkeyHotPath(t *testing.T) {
 	v := valkeytest.Start(t)
 	up := startUpstream(t, staticChat)
 	g := startNode(t, fmt.Sprintf(`
-store: {path: %s, valkey: {addrs: [%q]}}
+store: {path: %s, valkey: {addrs: [%q], timeout: 10s}}
 upstreams: [{name: up, base_url: %q}]
 models: [{name: mock, routes: [{upstream: up}]}]
 plans: [{name: all, models: ["*"]}]

@@ -269,7 +269,7 @@ func TestResponseFollowUpsTwoNodes(t *testing.T) {
 		nodes[i] = startNode(t, fmt.Sprintf(`
 store:
   path: %s
-  valkey: {addrs: [%q], prefix: %s}
+  valkey: {addrs: [%q], prefix: %s, timeout: 10s}
 upstreams: [{name: up, base_url: %q}]
 models: [{name: mock, routes: [{upstream: up}]}]
 plans: [{name: all, models: ["*"]}]

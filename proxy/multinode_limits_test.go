@@ -21,7 +21,7 @@ func limitedNodes(t *testing.T, n int) []*gateway {
 	prefix := fmt.Sprintf("t%d", time.Now().UnixNano())
 	var nodes []*gateway
 	for range n {
-		nodes = append(nodes, startNode(t, fmt.Sprintf("store: {path: %s, valkey: {addrs: [%q], prefix: %s}}\n",
+		nodes = append(nodes, startNode(t, fmt.Sprintf("store: {path: %s, valkey: {addrs: [%q], prefix: %s, timeout: 10s}}\n",
 			t.TempDir(), v.Addr(), prefix)+limitsConfig(up)))
 	}
 	return nodes

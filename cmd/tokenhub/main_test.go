@@ -88,7 +88,7 @@ func TestMigrate(t *testing.T) {
 	bolt.Close()
 
 	cfg := filepath.Join(dir, "valkey.yaml")
-	os.WriteFile(cfg, []byte(fmt.Sprintf("admin_key: 0123456789abcdef0123\nstore: {path: %s, valkey: {addrs: [%q], prefix: migrated}}\n"+
+	os.WriteFile(cfg, []byte(fmt.Sprintf("admin_key: 0123456789abcdef0123\nstore: {path: %s, valkey: {addrs: [%q], prefix: migrated, timeout: 10s}}\n"+
 		"upstreams: [{name: m, base_url: \"inproc://mock\"}]\nmodels: [{name: mock, routes: [{upstream: m}]}]\n", dir, v.Addr())), 0o600)
 	var out, errOut bytes.Buffer
 	if code := run([]string{"migrate", "-config", cfg}, &out, &errOut); code != 0 || !strings.Contains(out.String(), "copied 2 keys and 1 plans") {

@@ -42,7 +42,7 @@ func TestSIGKILLLosesNoUsage(t *testing.T) {
 			storeYAML := fmt.Sprintf("{path: %s}", dir)
 			if store == "valkey" {
 				srv := valkeytest.Start(t)
-				storeYAML = fmt.Sprintf("{path: %s, valkey: {addrs: [%q], prefix: sigkill}}", dir, srv.Addr())
+				storeYAML = fmt.Sprintf("{path: %s, valkey: {addrs: [%q], prefix: sigkill, timeout: 10s}}", dir, srv.Addr())
 			}
 			config := filepath.Join(dir, "tokenhub.yaml")
 			cfg := fmt.Sprintf(`listen: 127.0.0.1:0

@@ -36,9 +36,20 @@ func openServe(t *testing.T, yaml string) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// A check that fails below still shuts the node down and closes it
+	// (t.Fatal runs defers): its goroutines must not be counted against
+	// the next test's.
+	closed := false
+	defer func() {
+		if !closed {
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+			defer cancel()
+			n.Shutdown(ctx) //nolint:errcheck // the test has failed already
+			n.Close()
+		}
+	}()
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
-		n.Close()
 		t.Fatal(err)
 	}
 	served := make(chan error, 1)
@@ -86,6 +97,7 @@ func openServe(t *testing.T, yaml string) {
 	if err := <-served; err != nil {
 		t.Fatalf("serve: %v", err)
 	}
+	closed = true
 	n.Close()
 }
 
@@ -126,7 +138,7 @@ log: {level: error, access: {enabled: true}}
 	}{
 		{"embedded", func(dir string, _ int) string { return fmt.Sprintf("store: {path: %q}\n", dir) }},
 		{"valkey", func(dir string, i int) string {
-			return fmt.Sprintf("store: {path: %q, valkey: {addrs: [%q], prefix: leak%d}}\n", dir, v.Addr(), i)
+			return fmt.Sprintf("store: {path: %q, valkey: {addrs: [%q], prefix: leak%d, timeout: 10s}}\n", dir, v.Addr(), i)
 		}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
