@@ -116,7 +116,7 @@ var crcTable = crc32.MakeTable(castagnoli)
 // Options configures a Journal.
 type Options struct {
 	// SegmentBytes is the size of a segment file; zero means 32 MiB
-	// (about 200,000 records).
+	// (about 175,000 records).
 	SegmentBytes int64
 	// SyncInterval is how often the mapping is written to disk, bounding
 	// what a power loss can lose; zero means a second.
