@@ -149,30 +149,39 @@ func (l *BoltLedger) Applied(_ context.Context, keyID string, month Month) (int6
 }
 
 // A binary record opens with its version; JSON records open with '{'.
-// recordV1 records hold four counts each (no cached tokens); recordV2, what
-// is written now, five. Both are read, so a ledger an older version wrote
-// keeps its counts, and the first Add to a record rewrites it as recordV2.
+// recordV1 records hold four counts each (no cached tokens); recordV2 five
+// (no cache-write tokens); recordV3, what is written now, six. All are read,
+// so a ledger an older version wrote keeps its counts, and the first Add to
+// a record rewrites it as recordV3. An older version refuses a recordV3
+// record (an error, never a misread count).
 const (
 	recordV1 = 1
 	recordV2 = 2
+	recordV3 = 3
 )
 
-// appendCounts appends c as five uvarints (recordV2).
+// appendCounts appends c as six uvarints (recordV3): each version's counts
+// are the previous one's and one more, so an older record is a prefix.
 func appendCounts(b []byte, c *Counts) []byte {
 	b = binary.AppendUvarint(b, uint64(c.Requests))
 	b = binary.AppendUvarint(b, uint64(c.PromptTokens))
 	b = binary.AppendUvarint(b, uint64(c.CompletionTokens))
 	b = binary.AppendUvarint(b, uint64(c.Spent))
-	return binary.AppendUvarint(b, uint64(c.CachedTokens))
+	b = binary.AppendUvarint(b, uint64(c.CachedTokens))
+	return binary.AppendUvarint(b, uint64(c.CacheWriteTokens))
 }
 
 // readCounts reads what appendCounts wrote in a record of version, which
-// for recordV1 lacks the cached count.
+// for recordV1 lacks the cached count and for recordV1 and recordV2 the
+// cache-write count.
 func readCounts(v []byte, version byte) (Counts, []byte, bool) {
-	var f [5]uint64
+	var f [6]uint64
 	fields := f[:]
-	if version == recordV1 {
+	switch version {
+	case recordV1:
 		fields = f[:4]
+	case recordV2:
+		fields = f[:5]
 	}
 	for i := range fields {
 		x, n := binary.Uvarint(v)
@@ -181,11 +190,12 @@ func readCounts(v []byte, version byte) (Counts, []byte, bool) {
 		}
 		f[i], v = x, v[n:]
 	}
-	return Counts{Requests: int64(f[0]), PromptTokens: int64(f[1]), CompletionTokens: int64(f[2]), Spent: usd.Pico(f[3]), CachedTokens: int64(f[4])}, v, true
+	return Counts{Requests: int64(f[0]), PromptTokens: int64(f[1]), CompletionTokens: int64(f[2]), Spent: usd.Pico(f[3]),
+		CachedTokens: int64(f[4]), CacheWriteTokens: int64(f[5])}, v, true
 }
 
 // binaryRecord reports whether v, a stored record, is binary (else JSON).
-func binaryRecord(v []byte) bool { return v[0] == recordV1 || v[0] == recordV2 }
+func binaryRecord(v []byte) bool { return v[0] == recordV1 || v[0] == recordV2 || v[0] == recordV3 }
 
 // mergeRecord appends to b the record of old (binary, JSON, or nil for
 // none) plus d: version, totals, the number of models, then each model's
@@ -211,7 +221,7 @@ func mergeRecord(b, old []byte, d *MonthUsage) ([]byte, error) {
 	}
 	total.add(&d.Counts)
 	start := len(b)
-	b = append(b, recordV2)
+	b = append(b, recordV3)
 	b = appendCounts(b, &total)
 	countAt := len(b)
 	b = binary.AppendUvarint(b, 0) // rewritten below when it is not 0
@@ -272,7 +282,7 @@ func appendModel(b, name []byte, c *Counts) []byte {
 
 // appendRecord appends u as a binary record.
 func appendRecord(b []byte, u *MonthUsage) []byte {
-	b = append(b, recordV2)
+	b = append(b, recordV3)
 	b = appendCounts(b, &u.Counts)
 	b = binary.AppendUvarint(b, uint64(len(u.Models)))
 	for name, c := range u.Models {

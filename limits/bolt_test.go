@@ -41,17 +41,17 @@ func TestBoltLedgerRecords(t *testing.T) {
 		want   *MonthUsage
 	}{
 		{"one delta", nil,
-			[]*MonthUsage{usage("k", 1, 10, 20, 30, map[string]Counts{"a": {1, 10, 0, 20, 30}})},
-			usage("k", 1, 10, 20, 30, map[string]Counts{"a": {1, 10, 0, 20, 30}})},
+			[]*MonthUsage{usage("k", 1, 10, 20, 30, map[string]Counts{"a": {1, 10, 0, 0, 20, 30}})},
+			usage("k", 1, 10, 20, 30, map[string]Counts{"a": {1, 10, 0, 0, 20, 30}})},
 		{"models old and new", nil,
 			[]*MonthUsage{
-				usage("k", 2, 10, 20, 30, map[string]Counts{"a": {1, 5, 0, 10, 15}, "b": {1, 5, 0, 10, 15}}),
-				usage("k", 2, 1, 2, 3, map[string]Counts{"b": {1, 0, 0, 1, 1}, "c": {1, 1, 0, 1, 2}, "zero": {}}),
+				usage("k", 2, 10, 20, 30, map[string]Counts{"a": {1, 5, 0, 0, 10, 15}, "b": {1, 5, 0, 0, 10, 15}}),
+				usage("k", 2, 1, 2, 3, map[string]Counts{"b": {1, 0, 0, 0, 1, 1}, "c": {1, 1, 0, 0, 1, 2}, "zero": {}}),
 			},
-			usage("k", 4, 11, 22, 33, map[string]Counts{"a": {1, 5, 0, 10, 15}, "b": {2, 5, 0, 11, 16}, "c": {1, 1, 0, 1, 2}})},
-		{"from a JSON record", usage("k", 5, 50, 60, 1<<40, map[string]Counts{"a": {5, 50, 0, 60, 1 << 40}}),
-			[]*MonthUsage{usage("k", 1, 1, 1, 1, map[string]Counts{"a": {1, 1, 0, 1, 1}, "b": {0, 0, 0, 0, 0}})},
-			usage("k", 6, 51, 61, 1<<40+1, map[string]Counts{"a": {6, 51, 0, 61, 1<<40 + 1}})},
+			usage("k", 4, 11, 22, 33, map[string]Counts{"a": {1, 5, 0, 0, 10, 15}, "b": {2, 5, 0, 0, 11, 16}, "c": {1, 1, 0, 0, 1, 2}})},
+		{"from a JSON record", usage("k", 5, 50, 60, 1<<40, map[string]Counts{"a": {5, 50, 0, 0, 60, 1 << 40}}),
+			[]*MonthUsage{usage("k", 1, 1, 1, 1, map[string]Counts{"a": {1, 1, 0, 0, 1, 1}, "b": {0, 0, 0, 0, 0, 0}})},
+			usage("k", 6, 51, 61, 1<<40+1, map[string]Counts{"a": {6, 51, 0, 0, 61, 1<<40 + 1}})},
 		{"200 models", nil,
 			[]*MonthUsage{usage("k", 200, 400, 600, 800, many), usage("k", 200, 400, 600, 800, many)},
 			usage("k", 400, 800, 1200, 1600, manyTwice)},
@@ -103,7 +103,7 @@ func BenchmarkBoltLedgerAdd(b *testing.B) {
 	defer l.Close()
 	batch := make([]*MonthUsage, 10_000)
 	for i := range batch {
-		batch[i] = usage(fmt.Sprintf("key_%024d", i), 1, 100, 16, 116_000_000, map[string]Counts{"gpt-4o-mini": {1, 100, 0, 16, 116_000_000}})
+		batch[i] = usage(fmt.Sprintf("key_%024d", i), 1, 100, 16, 116_000_000, map[string]Counts{"gpt-4o-mini": {1, 100, 0, 0, 16, 116_000_000}})
 	}
 	if err := l.Add(context.Background(), batch); err != nil {
 		b.Fatal(err)

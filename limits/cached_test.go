@@ -143,16 +143,16 @@ func TestBoltReadsRecordsWithoutCachedTokens(t *testing.T) {
 		}
 		return u
 	}
-	if u := load(); u.Counts != (Counts{3, 300, 0, 30, 3_000_000}) || *u.Models["a"] != (Counts{1, 100, 0, 10, 1_000_000}) || *u.Models["b"] != (Counts{2, 200, 0, 20, 2_000_000}) {
+	if u := load(); u.Counts != (Counts{3, 300, 0, 0, 30, 3_000_000}) || *u.Models["a"] != (Counts{1, 100, 0, 0, 10, 1_000_000}) || *u.Models["b"] != (Counts{2, 200, 0, 0, 20, 2_000_000}) {
 		t.Fatalf("read the old record as %+v %+v %+v", u.Counts, u.Models["a"], u.Models["b"])
 	}
-	d := &MonthUsage{KeyID: "k", Month: 202611, Counts: Counts{1, 50, 40, 5, 7},
-		Models: map[string]*Counts{"b": {1, 50, 40, 5, 7}}}
+	d := &MonthUsage{KeyID: "k", Month: 202611, Counts: Counts{1, 50, 40, 0, 5, 7},
+		Models: map[string]*Counts{"b": {1, 50, 40, 0, 5, 7}}}
 	if err := l.Add(context.Background(), []*MonthUsage{d}); err != nil {
 		t.Fatal(err)
 	}
 	u := load()
-	if u.Counts != (Counts{4, 350, 40, 35, 3_000_007}) || *u.Models["a"] != (Counts{1, 100, 0, 10, 1_000_000}) || *u.Models["b"] != (Counts{3, 250, 40, 25, 2_000_007}) {
+	if u.Counts != (Counts{4, 350, 40, 0, 35, 3_000_007}) || *u.Models["a"] != (Counts{1, 100, 0, 0, 10, 1_000_000}) || *u.Models["b"] != (Counts{3, 250, 40, 0, 25, 2_000_007}) {
 		t.Fatalf("after an Add: %+v %+v %+v", u.Counts, u.Models["a"], u.Models["b"])
 	}
 }
@@ -166,8 +166,8 @@ func TestValkeyLedgerKeepsCachedTokens(t *testing.T) {
 		t.Fatal(err)
 	}
 	d := func() *MonthUsage {
-		return &MonthUsage{KeyID: "k", Month: 202611, Counts: Counts{2, 300, 200, 30, 9_000},
-			Models: map[string]*Counts{"a:b": {1, 100, 100, 10, 4_000}, "c": {1, 200, 100, 20, 5_000}}}
+		return &MonthUsage{KeyID: "k", Month: 202611, Counts: Counts{2, 300, 200, 0, 30, 9_000},
+			Models: map[string]*Counts{"a:b": {1, 100, 100, 0, 10, 4_000}, "c": {1, 200, 100, 0, 20, 5_000}}}
 	}
 	for range 2 {
 		if err := l.Add(context.Background(), []*MonthUsage{d()}); err != nil {
@@ -178,7 +178,7 @@ func TestValkeyLedgerKeepsCachedTokens(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if u.Counts != (Counts{4, 600, 400, 60, 18_000}) || *u.Models["a:b"] != (Counts{2, 200, 200, 20, 8_000}) || *u.Models["c"] != (Counts{2, 400, 200, 40, 10_000}) {
+	if u.Counts != (Counts{4, 600, 400, 0, 60, 18_000}) || *u.Models["a:b"] != (Counts{2, 200, 200, 0, 20, 8_000}) || *u.Models["c"] != (Counts{2, 400, 200, 0, 40, 10_000}) {
 		t.Fatalf("loaded %+v %+v %+v", u.Counts, u.Models["a:b"], u.Models["c"])
 	}
 }

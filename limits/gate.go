@@ -278,8 +278,8 @@ func rollover(st strategy, s *keyState, month Month) {
 }
 
 // Settle records what an admitted request used, at the model's price
-// (usd.Price.Bill: cached prompt tokens at the cached price, clamped to the
-// prompt), and releases its reservation: the tokens bucket is corrected from
+// (usd.Price.Bill: cached prompt tokens at the cached price, cache writes at
+// the cache-write price, both clamped to the prompt), and releases its reservation: the tokens bucket is corrected from
 // the estimate to the real count. It returns the cost billed. Settling a
 // refused or already settled ticket does nothing (and returns 0).
 func (g *Gate) Settle(t *Ticket, used usd.Tokens, price usd.Price, now time.Time) usd.Pico {
@@ -318,7 +318,8 @@ func (g *Gate) Settle(t *Ticket, used usd.Tokens, price usd.Price, now time.Time
 		// the journal's recycling for good.
 		g.journal.Unpin(&t.pin)
 	}
-	c := Counts{Requests: 1, PromptTokens: prompt, CachedTokens: used.Cached, CompletionTokens: completion, Spent: cost}
+	c := Counts{Requests: 1, PromptTokens: prompt, CachedTokens: used.Cached, CacheWriteTokens: used.CacheWrite,
+		CompletionTokens: completion, Spent: cost}
 	s.pending.Counts.add(&c)
 	m := s.pending.Models[t.model]
 	if m == nil {

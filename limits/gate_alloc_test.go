@@ -31,9 +31,9 @@ func allocsAdmitSettle(t *testing.T, g *Gate) {
 		if tk.Refusal != Admitted {
 			t.Fatalf("refused %d", tk.Refusal)
 		}
-		g.Progress(&tk, usd.Tokens{Prompt: 100, Cached: 40, Completion: 150}, price, nov)
+		g.Progress(&tk, usd.Tokens{Prompt: 100, Cached: 40, CacheWrite: 20, Completion: 150}, price, nov)
 		g.RenewProgress(&tk)
-		g.Settle(&tk, usd.Tokens{Prompt: 100, Cached: 40, Completion: 200}, price, nov)
+		g.Settle(&tk, usd.Tokens{Prompt: 100, Cached: 40, CacheWrite: 20, Completion: 200}, price, nov)
 	}
 	run() // creates the key's state and loads its month
 	if n := testing.AllocsPerRun(1000, run); n != 0 {

@@ -27,7 +27,8 @@ func (g *Gate) UseJournal(j *journal.Journal) {
 // failing).
 func (g *Gate) appendJournal(kind journal.Kind, keyID string, t *Ticket, month Month, used usd.Tokens, cost usd.Pico, seq *int64) {
 	r := journal.Record{Kind: kind, Month: int32(month), Stream: t.stream, Requests: 1,
-		Prompt: used.Prompt, Cached: used.Cached, Completion: used.Completion, Spent: int64(cost), KeyID: keyID, Model: t.model}
+		Prompt: used.Prompt, Cached: used.Cached, CacheWrite: used.CacheWrite, Completion: used.Completion, Spent: int64(cost),
+		KeyID: keyID, Model: t.model}
 	var n int64
 	var err error
 	if kind == journal.Progress {
@@ -53,7 +54,7 @@ func (g *Gate) journaled(err error) {
 }
 
 // Progress journals what an admitted stream has produced so far (prompt,
-// its cached part and completion counted from its start), superseded by a
+// its cached and cache-write parts and completion counted from its start), superseded by a
 // later Progress and by its Settle: if the process dies before Settle,
 // replay bills this, at the cost Settle would have. The journal keeps the
 // latest Progress of a stream until its Settle, however much else is
@@ -175,7 +176,8 @@ func (g *Gate) Replay(ctx context.Context) (int, error) {
 
 // addRecord adds a journal record's usage to u.
 func addRecord(u *MonthUsage, r *journal.Record) {
-	c := Counts{Requests: r.Requests, PromptTokens: r.Prompt, CachedTokens: r.Cached, CompletionTokens: r.Completion, Spent: usd.Pico(r.Spent)}
+	c := Counts{Requests: r.Requests, PromptTokens: r.Prompt, CachedTokens: r.Cached, CacheWriteTokens: r.CacheWrite,
+		CompletionTokens: r.Completion, Spent: usd.Pico(r.Spent)}
 	u.Counts.add(&c)
 	m := u.Models[r.Model]
 	if m == nil {

@@ -34,12 +34,14 @@ func (m Month) Start() time.Time {
 // End returns the first instant of the next month, when budgets reset.
 func (m Month) End() time.Time { return m.Start().AddDate(0, 1, 0) }
 
-// Counts are what requests used. CachedTokens are part of PromptTokens
-// (the prompt tokens the provider served from its cache), not on top.
+// Counts are what requests used. CachedTokens and CacheWriteTokens are
+// part of PromptTokens (the prompt tokens the provider served from its
+// cache, and those it wrote to it), not on top.
 type Counts struct {
 	Requests         int64    `json:"requests"`
 	PromptTokens     int64    `json:"prompt_tokens"`
 	CachedTokens     int64    `json:"cached_tokens"`
+	CacheWriteTokens int64    `json:"cache_write_tokens"`
 	CompletionTokens int64    `json:"completion_tokens"`
 	Spent            usd.Pico `json:"-"`
 }
@@ -48,6 +50,7 @@ func (c *Counts) add(o *Counts) {
 	c.Requests += o.Requests
 	c.PromptTokens += o.PromptTokens
 	c.CachedTokens += o.CachedTokens
+	c.CacheWriteTokens += o.CacheWriteTokens
 	c.CompletionTokens += o.CompletionTokens
 	c.Spent += o.Spent
 }

@@ -23,7 +23,7 @@ func TestAllocsAdmitSettleShared(t *testing.T) {
 		if tk.Refusal != Admitted {
 			t.Fatalf("refused %d", tk.Refusal)
 		}
-		g.Settle(&tk, usd.Tokens{Prompt: 100, Completion: 200}, price, nov)
+		g.Settle(&tk, usd.Tokens{Prompt: 100, Cached: 40, CacheWrite: 20, Completion: 200}, price, nov)
 	}
 	run() // creates the key's state and leases
 	before := scriptCalls(t, c)

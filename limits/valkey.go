@@ -24,7 +24,8 @@ import (
 //	                                hash expires once both are full again (or
 //	                                later, never earlier)
 //	{<prefix>:<id>}:spend:<yyyymm>  hash: the month's usage (requests,
-//	                                prompt_tokens, cached_tokens (part of
+//	                                prompt_tokens, cached_tokens and
+//	                                cache_write_tokens (parts of
 //	                                prompt_tokens), completion_tokens, spent, and
 //	                                m:<model>:<counter> per model), leased (the
 //	                                sum of every node's lease), and per node
@@ -70,13 +71,13 @@ end
 local function mdiv(a, k)
   return {math.floor(a[1] / k), math.floor(((a[1] % k) * P + a[2]) / k)}
 end
-local counters = {'requests', 'prompt_tokens', 'completion_tokens', 'spent', 'cached_tokens'}
+local counters = {'requests', 'prompt_tokens', 'completion_tokens', 'spent', 'cached_tokens', 'cache_write_tokens'}
 local function addUsage(key, i)
-  for j = 1, 5 do
+  for j = 1, 6 do
     if ARGV[i + j - 1] ~= '0' then redis.call('HINCRBY', key, counters[j], ARGV[i + j - 1]) end
   end
-  for k = i + 5, #ARGV, 6 do
-    for j = 1, 5 do
+  for k = i + 6, #ARGV, 7 do
+    for j = 1, 6 do
       if ARGV[k + j] ~= '0' then redis.call('HINCRBY', key, 'm:' .. ARGV[k] .. ':' .. counters[j], ARGV[k + j]) end
     end
   end
@@ -87,9 +88,11 @@ end
 //
 //	KEYS: month hash
 //	ARGV: requests, prompt tokens, completion tokens, spent, cached tokens,
-//	      then per model name, requests, prompt tokens, completion tokens,
-//	      spent, cached tokens (cached last, so that spent keeps its place
-//	      for budgetScript)
+//	      cache-write tokens, then per model name, requests, prompt tokens,
+//	      completion tokens, spent, cached tokens, cache-write tokens (the
+//	      cache counts last, so that spent keeps its place for budgetScript;
+//	      a node of an older version runs its own script with its own
+//	      arguments, so nodes of both versions can share a hash)
 var addUsageScript = valkey.NewLuaScript(luaMoney + `
 addUsage(KEYS[1], 1)
 return 1
@@ -347,6 +350,8 @@ func (l *ValkeyLedger) load(ctx context.Context, keyID string, month Month, node
 			c.PromptTokens = n
 		case "cached_tokens":
 			c.CachedTokens = n
+		case "cache_write_tokens":
+			c.CacheWriteTokens = n
 		case "completion_tokens":
 			c.CompletionTokens = n
 		case "spent":
@@ -359,7 +364,7 @@ func (l *ValkeyLedger) load(ctx context.Context, keyID string, month Month, node
 // usageArgs appends u's counts as addUsageScript's ARGV.
 func usageArgs(args []string, u *MonthUsage) []string {
 	if u == nil {
-		return append(args, "0", "0", "0", "0", "0")
+		return append(args, "0", "0", "0", "0", "0", "0")
 	}
 	args = countArgs(args, &u.Counts)
 	for name, c := range u.Models {
@@ -376,7 +381,8 @@ func countArgs(args []string, c *Counts) []string {
 		strconv.FormatInt(c.PromptTokens, 10),
 		strconv.FormatInt(c.CompletionTokens, 10),
 		strconv.FormatInt(int64(c.Spent), 10),
-		strconv.FormatInt(c.CachedTokens, 10))
+		strconv.FormatInt(c.CachedTokens, 10),
+		strconv.FormatInt(c.CacheWriteTokens, 10))
 }
 
 // Add implements Ledger: one script per record, all in one pipeline.

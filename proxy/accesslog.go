@@ -28,7 +28,7 @@ type requestRecord struct {
 	upstreamDur, gatewayDur time.Duration
 	ttfb                    time.Duration // streams: until the first event reached the client
 	prompt, completion      int64
-	cached                  int64 // part of prompt
+	cached, cacheWrite      int64 // parts of prompt: read from, written to the provider's cache
 	cost                    usd.Pico
 	estimated               bool
 	streamError             string // the code of the error event that ended a stream
@@ -164,6 +164,9 @@ func (a *accessLog) write(e *accessEntry) {
 		at = append(at, slog.Int64("prompt_tokens", e.prompt))
 		if e.cached > 0 {
 			at = append(at, slog.Int64("cached_tokens", e.cached))
+		}
+		if e.cacheWrite > 0 {
+			at = append(at, slog.Int64("cache_write_tokens", e.cacheWrite))
 		}
 		at = append(at, slog.Int64("completion_tokens", e.completion), slog.String("cost_usd", b2s(a.scratch)))
 		if e.estimated {

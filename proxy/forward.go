@@ -126,23 +126,24 @@ type claim struct {
 }
 
 // settle records what the request used; with no usage from the upstream, the
-// estimate stands in (none of it cached) and the log says so. A cached count
-// past the prompt count is clamped to it, counted and logged.
+// estimate stands in (none of it read from or written to a cache) and the log
+// says so. Cache counts past the prompt count are clamped to it (usd.Tokens.
+// Clamped), counted and logged.
 func (s *Server) settle(c *claim, used usd.Tokens, known bool, requestID []byte) {
 	if !known {
-		used.Prompt, used.Cached = c.prompt, 0
+		used.Prompt, used.Cached, used.CacheWrite = c.prompt, 0, 0
 		s.log.Warn("upstream sent no usage; billed an estimate", "usage_estimated", true,
 			"model", c.model.name, "prompt_tokens", used.Prompt, "completion_tokens", used.Completion, "request_id", string(requestID))
 	}
 	used, clamped := used.Clamped()
 	if clamped {
-		s.log.Warn("upstream reported more cached tokens than prompt tokens; billed the prompt tokens as cached", "model", c.model.name,
+		s.log.Warn("upstream reported more cache tokens (read and written) than prompt tokens; billed no more than the prompt", "model", c.model.name,
 			"prompt_tokens", used.Prompt, "request_id", string(requestID))
 	}
 	prompt, completion := used.Prompt, used.Completion
 	c.billed = true
 	r := &c.rec
-	r.prompt, r.cached, r.completion, r.estimated = prompt, used.Cached, completion, !known
+	r.prompt, r.cached, r.cacheWrite, r.completion, r.estimated = prompt, used.Cached, used.CacheWrite, completion, !known
 	r.cost = s.gate.Settle(&c.ticket, used, c.model.price, time.Now())
 	// What the upstream reports is billed, even past admission's worst case;
 	// but a bill past it means the bound was wrong (a multiplier it does not

@@ -49,6 +49,7 @@ type usageLabels struct{ model, plan string }
 
 type usageSeries struct {
 	prompt, cached, completion *vm.Counter
+	cacheWrite                 *vm.Counter
 	spend                      *vm.FloatCounter
 	estimated                  *vm.Counter
 	overBound                  *vm.Counter
@@ -184,10 +185,11 @@ func (m *gatewayMetrics) used(model, plan string, used usd.Tokens, cost usd.Pico
 		u = m.usage.add(l, &usageSeries{
 			prompt:     m.set.GetOrCreateCounter(series("tokenhub_tokens_total", "model", l.model, "plan", l.plan, "type", "prompt")),
 			completion: m.set.GetOrCreateCounter(series("tokenhub_tokens_total", "model", l.model, "plan", l.plan, "type", "completion")),
-			// A family of its own, not a type of tokenhub_tokens_total:
-			// cached tokens are part of the prompt's, and a sum over type
-			// would count them twice.
+			// Families of their own, not types of tokenhub_tokens_total:
+			// cached and cache-write tokens are part of the prompt's, and a
+			// sum over type would count them twice.
 			cached:        m.set.GetOrCreateCounter(series("tokenhub_cached_tokens_total", "model", l.model, "plan", l.plan)),
+			cacheWrite:    m.set.GetOrCreateCounter(series("tokenhub_cache_write_tokens_total", "model", l.model, "plan", l.plan)),
 			cachedClamped: m.set.GetOrCreateCounter(series("tokenhub_usage_cached_clamped_total", "model", l.model, "plan", l.plan)),
 			spend:         m.set.GetOrCreateFloatCounter(series("tokenhub_spend_usd_total", "model", l.model, "plan", l.plan)),
 			estimated:     m.set.GetOrCreateCounter(series("tokenhub_usage_estimated_total", "model", l.model, "plan", l.plan)),
@@ -196,6 +198,7 @@ func (m *gatewayMetrics) used(model, plan string, used usd.Tokens, cost usd.Pico
 	}
 	u.prompt.Add(int(used.Prompt))
 	u.cached.Add(int(used.Cached))
+	u.cacheWrite.Add(int(used.CacheWrite))
 	u.completion.Add(int(used.Completion))
 	u.spend.Add(float64(cost) / 1e12)
 	if estimated {

@@ -171,6 +171,7 @@ type accessLine struct {
 		TTFBMs      float64 `json:"ttfb_ms"`
 		Prompt      int64   `json:"prompt_tokens"`
 		Cached      int64   `json:"cached_tokens"`
+		CacheWrite  int64   `json:"cache_write_tokens"`
 		Completion  int64   `json:"completion_tokens"`
 		CostUSD     string  `json:"cost_usd"`
 		StreamError string  `json:"stream_error"`

@@ -13,8 +13,9 @@ import (
 )
 
 // usageJSON is a key's month to date as GET /v1/keys/{id}/usage shows it.
-// Money is in dollars, exact (pico-dollar precision). cached_tokens are the
-// part of prompt_tokens billed at the cached-input price, not on top.
+// Money is in dollars, exact (pico-dollar precision). cached_tokens and
+// cache_write_tokens are the parts of prompt_tokens billed at the
+// cached-input and cache-write prices, not on top.
 type usageJSON struct {
 	Object       string           `json:"object"`
 	KeyID        string           `json:"key_id"`
@@ -24,6 +25,7 @@ type usageJSON struct {
 	Requests     int64            `json:"requests"`
 	Prompt       int64            `json:"prompt_tokens"`
 	Cached       int64            `json:"cached_tokens"`
+	CacheWrite   int64            `json:"cache_write_tokens"`
 	Completion   int64            `json:"completion_tokens"`
 	SpendUSD     json.Number      `json:"spend_usd"`
 	ReservedUSD  json.Number      `json:"reserved_usd"`
@@ -37,6 +39,7 @@ type modelUsageJSON struct {
 	Requests   int64       `json:"requests"`
 	Prompt     int64       `json:"prompt_tokens"`
 	Cached     int64       `json:"cached_tokens"`
+	CacheWrite int64       `json:"cache_write_tokens"`
 	Completion int64       `json:"completion_tokens"`
 	SpendUSD   json.Number `json:"spend_usd"`
 }
@@ -84,7 +87,7 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 	out := usageJSON{
 		Object: "key.usage", KeyID: id, Month: r.Month.Start().Format("2006-01"),
 		PeriodStart: r.Month.Start().Unix(), PeriodEnd: r.Month.End().Unix(),
-		Requests: u.Requests, Prompt: u.PromptTokens, Cached: u.CachedTokens, Completion: u.CompletionTokens,
+		Requests: u.Requests, Prompt: u.PromptTokens, Cached: u.CachedTokens, CacheWrite: u.CacheWriteTokens, Completion: u.CompletionTokens,
 		SpendUSD: dollarsJSON(u.Spent), ReservedUSD: dollarsJSON(r.Reserved), Models: []modelUsageJSON{},
 	}
 	if p != nil && p.MonthlyUSD > 0 {
@@ -93,7 +96,8 @@ func (s *Server) keyUsage(ctx *fasthttp.RequestCtx) {
 	}
 	for name, c := range u.Models {
 		out.Models = append(out.Models, modelUsageJSON{Model: name, Requests: c.Requests,
-			Prompt: c.PromptTokens, Cached: c.CachedTokens, Completion: c.CompletionTokens, SpendUSD: dollarsJSON(c.Spent)})
+			Prompt: c.PromptTokens, Cached: c.CachedTokens, CacheWrite: c.CacheWriteTokens, Completion: c.CompletionTokens,
+			SpendUSD: dollarsJSON(c.Spent)})
 	}
 	slices.SortFunc(out.Models, func(a, b modelUsageJSON) int { return strings.Compare(a.Model, b.Model) })
 	writeJSON(ctx, fasthttp.StatusOK, out)

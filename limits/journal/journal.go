@@ -32,8 +32,9 @@ import (
 	"time"
 )
 
-// RecordSize is the size of a record on disk.
-const RecordSize = 160
+// RecordSize is the size of a record on disk. Segments older versions
+// wrote hold records of 160 bytes (legacyRecordSize), which are still read.
+const RecordSize = 192
 
 // Longest key id and model name a record holds whole; a longer model name is
 // kept as its first bytes and a hash (see Record.Model).
@@ -60,10 +61,11 @@ type Record struct {
 	Month  int32 // yyyymm
 	Stream uint64
 	// Counts, the cost in pico-dollars. Cached is the part of Prompt the
-	// provider served from its cache (0 in records of earlier versions,
-	// which had no place for it). Requests is at most MaxRequests.
-	Requests, Prompt, Cached, Completion, Spent int64
-	KeyID, Model                                string
+	// provider served from its cache, CacheWrite the part it wrote to it
+	// (each 0 in records of earlier versions, which had no place for it).
+	// Requests is at most MaxRequests.
+	Requests, Prompt, Cached, CacheWrite, Completion, Spent int64
+	KeyID, Model                                            string
 }
 
 // MaxRequests is the most requests one record counts (a record is one
@@ -72,25 +74,34 @@ const MaxRequests = 1<<32 - 1
 
 // layout of a record, little endian:
 //
-//	0  crc32c of [4:160)   4 kind|layout2  5 key length  6 model length  7 zero
+//	0  crc32c of [4:192)   4 kind|layout2|layout3  5 key length  6 model length  7 zero
 //	8  seq   16 month (int32) 20 requests (uint32)
 //	24 cached  32 prompt  40 completion  48 spent  56 stream
-//	64 key id [32]  96 model [64]
+//	64 key id [32]  96 model [64]  160 cache write  168 zero [24]
 //
-// Records written before cached tokens were counted have the layout2 bit
-// clear, 20 zero and 24 requests (int64): they are read as they were, with
-// no cached tokens, so a journal left by an older version replays. Their
-// kind byte is the only difference an older version sees: a record with the
-// bit set is not a kind it knows, so after a downgrade it skips (and logs)
-// such records rather than read the cached count as requests.
+// A record is written into a segment of its size only, named for it
+// ("<base>.192.journal", see segmentName). Segments of older versions are
+// named "<base>.journal" and hold 160-byte records, the layout above up to
+// 160 (the checksum of [4:160), no cache-write count), which are read as they
+// were written, with no cache-write tokens: a journal an older version left
+// replays after an upgrade. Of those, the records written before cached
+// tokens were counted have the layout2 bit clear, 20 zero and 24 requests
+// (int64), and are read with no cached tokens either. An older version
+// ignores (and logs) a segment whose name it cannot parse, so after a
+// downgrade it leaves the 192-byte segments alone rather than read them as
+// 160-byte records; upgrading again replays what they hold that the store
+// has not applied.
 const (
 	offKind, offKeyLen, offModelLen                 = 4, 5, 6
 	offSeq, offMonth, offReq                        = 8, 16, 20
 	offCached, offPrompt, offCompl, offSpent        = 24, 32, 40, 48
 	offReqV1                                        = 24
 	offStream, offKey, offModel                     = 56, 64, 96
+	offCacheWrite                                   = 160
+	legacyRecordSize                                = 160
 	layout2                                  byte   = 0x80
-	headerMagic                                     = "tokenhub-journal-v1"
+	layout3                                  byte   = 0x40
+	headerMagic                                     = "tokenhub-journal-v2"
 	segmentSuffix                                   = ".journal"
 	nodeIDFile                                      = "node-id"
 	defaultSegmentBytes                             = 32 << 20
@@ -105,7 +116,7 @@ var crcTable = crc32.MakeTable(castagnoli)
 // Options configures a Journal.
 type Options struct {
 	// SegmentBytes is the size of a segment file; zero means 32 MiB
-	// (about 200,000 records).
+	// (about 175,000 records).
 	SegmentBytes int64
 	// SyncInterval is how often the mapping is written to disk, bounding
 	// what a power loss can lose; zero means a second.
@@ -146,6 +157,8 @@ type segment struct {
 	// pins counts the Pins on records of the segment: open streams whose
 	// latest record is here. Release keeps the segment while it is not 0.
 	pins atomic.Int64
+	// legacy: written by an older version, in 160-byte records; only read.
+	legacy bool
 }
 
 // Pin keeps the segment holding a stream's latest record from being
@@ -254,8 +267,29 @@ func loadOrCreateNodeID(dir string) (string, error) {
 	return id, nil
 }
 
+// segmentName is the file name of the segment whose first record has seq
+// base: the base and the record size, so that the size a segment was
+// written with is known from its directory entry, durable before any record.
 func segmentName(base int64) string {
-	return fmt.Sprintf("%020d%s", base, segmentSuffix)
+	return fmt.Sprintf("%020d.%d%s", base, RecordSize, segmentSuffix)
+}
+
+// parseSegmentName reads a segment's base from its name, and whether it is
+// one of an older version ("<base>.journal", 160-byte records).
+func parseSegmentName(name string) (base int64, legacy, ok bool) {
+	stem, found := strings.CutSuffix(name, segmentSuffix)
+	if !found {
+		return 0, false, false
+	}
+	stem, size, sized := strings.Cut(stem, ".")
+	if sized && size != strconv.Itoa(RecordSize) {
+		return 0, false, false
+	}
+	base, err := strconv.ParseInt(stem, 10, 64)
+	if err != nil {
+		return 0, false, false
+	}
+	return base, !sized, true
 }
 
 // openSegments maps the segments found in dir, oldest first.
@@ -269,12 +303,12 @@ func (j *Journal) openSegments() error {
 		if !strings.HasSuffix(name, segmentSuffix) {
 			continue
 		}
-		base, err := strconv.ParseInt(strings.TrimSuffix(name, segmentSuffix), 10, 64)
-		if err != nil {
+		base, legacy, ok := parseSegmentName(name)
+		if !ok {
 			j.log.Warn("journal: ignoring a file that is not a segment", "file", name)
 			continue
 		}
-		seg, err := j.mapExisting(filepath.Join(j.dir, name), base)
+		seg, err := j.mapExisting(filepath.Join(j.dir, name), base, legacy)
 		if err != nil {
 			j.log.Error("journal: skipping an unreadable segment", "file", name, "err", err)
 			continue
@@ -285,7 +319,7 @@ func (j *Journal) openSegments() error {
 	return nil
 }
 
-func (j *Journal) mapExisting(path string, base int64) (*segment, error) {
+func (j *Journal) mapExisting(path string, base int64, legacy bool) (*segment, error) {
 	f, err := os.OpenFile(path, os.O_RDWR, 0)
 	if err != nil {
 		return nil, err
@@ -295,8 +329,12 @@ func (j *Journal) mapExisting(path string, base int64) (*segment, error) {
 		f.Close() //nolint:errcheck // only read so far; the failure above is returned
 		return nil, err
 	}
-	size := st.Size() / RecordSize * RecordSize
-	if size < 2*RecordSize {
+	recordSize := int64(RecordSize)
+	if legacy {
+		recordSize = legacyRecordSize
+	}
+	size := st.Size() / recordSize * recordSize
+	if size < 2*recordSize {
 		f.Close() //nolint:errcheck // only read so far
 		return nil, fmt.Errorf("%d bytes is shorter than a header and a record", st.Size())
 	}
@@ -305,7 +343,7 @@ func (j *Journal) mapExisting(path string, base int64) (*segment, error) {
 		f.Close() //nolint:errcheck // only read so far; the failure above is returned
 		return nil, err
 	}
-	seg := &segment{path: path, f: f, data: data, base: base, slots: size / RecordSize}
+	seg := &segment{path: path, f: f, data: data, base: base, slots: size / recordSize, legacy: legacy}
 	seg.next.Store(seg.slots) // full: never appended to again
 	seg.committed.Store(seg.slots - 1)
 	return seg, nil
@@ -353,7 +391,7 @@ var ErrClosed = errors.New("journal: closed")
 
 // Append writes r as the next record and returns its sequence number. It
 // does not allocate, and makes no system call except when a segment fills
-// (once every SegmentBytes/160 records). KeyID longer than MaxKeyID is an
+// (once every SegmentBytes/192 records). KeyID longer than MaxKeyID is an
 // error; a Model longer than MaxModel is kept as its first 47 bytes, '#' and
 // 16 hex digits of its FNV-1a hash.
 func (j *Journal) Append(r *Record) (int64, error) {
@@ -473,7 +511,7 @@ func (j *Journal) rotate(full *segment) error {
 }
 
 func encode(b []byte, r *Record, seq int64) {
-	b[offKind] = byte(r.Kind) | layout2
+	b[offKind] = byte(r.Kind) | layout2 | layout3
 	b[offKeyLen] = byte(len(r.KeyID))
 	le := binary.LittleEndian
 	le.PutUint64(b[offSeq:], uint64(seq))
@@ -499,6 +537,7 @@ func encode(b []byte, r *Record, seq int64) {
 			b[offModel+n+1+i] = digits[(h>>(60-4*i))&0xf]
 		}
 	}
+	le.PutUint64(b[offCacheWrite:], uint64(r.CacheWrite))
 	// The checksum last: a record the process died writing fails it.
 	le.PutUint32(b[0:], crc32.Checksum(b[4:RecordSize], crcTable))
 }
@@ -523,10 +562,20 @@ func fnv64a(s string) uint64 {
 // never written (all zero) and for one that fails its checksum or bounds
 // (torn); torn tells them apart.
 func Decode(b []byte, r *Record) (ok, torn bool) {
-	if len(b) < RecordSize {
+	return decode(b, r, false)
+}
+
+// decode is Decode for a slot of a segment of this version, or of an older
+// one (legacy: 160 bytes, a record of layout 1 or 2).
+func decode(b []byte, r *Record, legacy bool) (ok, torn bool) {
+	size := RecordSize
+	if legacy {
+		size = legacyRecordSize
+	}
+	if len(b) < size {
 		return false, true
 	}
-	b = b[:RecordSize]
+	b = b[:size]
 	le := binary.LittleEndian
 	if le.Uint32(b) != crc32.Checksum(b[4:], crcTable) {
 		for _, c := range b {
@@ -537,8 +586,15 @@ func Decode(b []byte, r *Record) (ok, torn bool) {
 		return false, false
 	}
 	kl, ml := int(b[offKeyLen]), int(b[offModelLen])
-	k := Kind(b[offKind] &^ layout2)
-	if kl > MaxKeyID || ml > MaxModel || (k != Settle && k != Progress) {
+	layout := b[offKind] & (layout2 | layout3)
+	k := Kind(b[offKind] &^ layout)
+	// A record has the layout of its segment's size: both bits in a
+	// segment of this version, at most layout2 in an older one.
+	wantLayout := layout == layout2|layout3
+	if legacy {
+		wantLayout = layout&layout3 == 0
+	}
+	if kl > MaxKeyID || ml > MaxModel || (k != Settle && k != Progress) || !wantLayout {
 		return false, true
 	}
 	*r = Record{
@@ -552,11 +608,14 @@ func Decode(b []byte, r *Record) (ok, torn bool) {
 		KeyID:      string(b[offKey : offKey+kl]),
 		Model:      string(b[offModel : offModel+ml]),
 	}
-	if b[offKind]&layout2 != 0 {
+	if layout&layout2 != 0 {
 		r.Requests = int64(le.Uint32(b[offReq:]))
 		r.Cached = int64(le.Uint64(b[offCached:]))
 	} else {
 		r.Requests = int64(le.Uint64(b[offReqV1:]))
+	}
+	if !legacy {
+		r.CacheWrite = int64(le.Uint64(b[offCacheWrite:]))
 	}
 	return true, false
 }
@@ -572,8 +631,12 @@ func (j *Journal) Records(fn func(*Record) error) error {
 	var r Record
 	for _, seg := range segs {
 		torn := 0
+		size := int64(RecordSize)
+		if seg.legacy {
+			size = legacyRecordSize
+		}
 		for slot := int64(1); slot < min(seg.next.Load(), seg.slots); slot++ {
-			ok, bad := Decode(seg.data[slot*RecordSize:], &r)
+			ok, bad := decode(seg.data[slot*size:], &r, seg.legacy)
 			if bad {
 				torn++
 			}

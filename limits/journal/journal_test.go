@@ -3,6 +3,7 @@ package journal
 import (
 	"bytes"
 	"encoding/binary"
+	"fmt"
 	"hash/crc32"
 	"io"
 	"log/slog"
@@ -563,10 +564,10 @@ func TestCachedTokensSurviveReopen(t *testing.T) {
 	}
 }
 
-// encodeV1 writes r as versions before cached tokens did: requests at 24 as
-// an int64, no cached count, no layout bit.
+// encodeV1 writes r as versions before cached tokens did, into a 160-byte
+// slot: requests at 24 as an int64, no cached count, no layout bit.
 func encodeV1(b []byte, r *Record, seq int64) {
-	clear(b[:RecordSize])
+	clear(b[:legacyRecordSize])
 	b[offKind] = byte(r.Kind)
 	b[offKeyLen] = byte(len(r.KeyID))
 	b[offModelLen] = byte(len(r.Model))
@@ -580,30 +581,136 @@ func encodeV1(b []byte, r *Record, seq int64) {
 	le.PutUint64(b[56:], r.Stream)
 	copy(b[offKey:], r.KeyID)
 	copy(b[offModel:], r.Model)
-	le.PutUint32(b[0:], crc32.Checksum(b[4:RecordSize], crcTable))
+	le.PutUint32(b[0:], crc32.Checksum(b[4:legacyRecordSize], crcTable))
 }
 
-// TestOlderRecordsStillRead: a journal an older version left (records
-// without cached tokens) replays after an upgrade: each old record reads
-// as it was written, with no cached tokens, beside new ones.
+// encodeV2 writes r as the version before cache-write tokens did, into a
+// 160-byte slot: the layout2 bit, requests at 20, cached at 24.
+func encodeV2(b []byte, r *Record, seq int64) {
+	clear(b[:legacyRecordSize])
+	b[offKind] = byte(r.Kind) | layout2
+	b[offKeyLen] = byte(len(r.KeyID))
+	b[offModelLen] = byte(len(r.Model))
+	le := binary.LittleEndian
+	le.PutUint64(b[offSeq:], uint64(seq))
+	le.PutUint32(b[offMonth:], uint32(r.Month))
+	le.PutUint32(b[20:], uint32(r.Requests))
+	le.PutUint64(b[24:], uint64(r.Cached))
+	le.PutUint64(b[32:], uint64(r.Prompt))
+	le.PutUint64(b[40:], uint64(r.Completion))
+	le.PutUint64(b[48:], uint64(r.Spent))
+	le.PutUint64(b[56:], r.Stream)
+	copy(b[offKey:], r.KeyID)
+	copy(b[offModel:], r.Model)
+	le.PutUint32(b[0:], crc32.Checksum(b[4:legacyRecordSize], crcTable))
+}
+
+// writeLegacySegment writes a segment file as versions before cache-write
+// tokens did: named "<base>.journal", a header, then 160-byte records, the
+// first slots filled by fill and the rest never written.
+func writeLegacySegment(t *testing.T, dir string, base int64, fill ...func(b []byte, seq int64)) string {
+	t.Helper()
+	data := make([]byte, 16*legacyRecordSize)
+	copy(data, "tokenhub-journal-v1")
+	binary.LittleEndian.PutUint64(data[32:], uint64(base))
+	for i, f := range fill {
+		f(data[(i+1)*legacyRecordSize:], base+int64(i))
+	}
+	path := filepath.Join(dir, fmt.Sprintf("%020d.journal", base))
+	if err := os.WriteFile(path, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// TestOlderRecordsStillRead: a journal an older version left replays after
+// an upgrade: its segment of 160-byte records, one record without cached
+// tokens (layout 1) and one with (layout 2), reads as it was written, with
+// no cache-write tokens, beside a record of this version in a segment of
+// its own; once applied, the old segment is removed like any other.
 func TestOlderRecordsStillRead(t *testing.T) {
+	dir := t.TempDir()
+	base := time.Now().UnixMicro() - 1_000_000 // written a second ago
+	v1 := Record{Kind: Progress, Month: 202611, Stream: 77, Requests: 1, Prompt: 40, Completion: 12, Spent: 9_000, KeyID: "key_old", Model: "mock"}
+	v2 := Record{Kind: Settle, Month: 202611, Requests: 1, Prompt: 40, Cached: 32, Completion: 12, Spent: 8_000, KeyID: "key_v2", Model: "mock"}
+	v1.Seq, v2.Seq = base, base+1
+	old := writeLegacySegment(t, dir,
+		base, func(b []byte, seq int64) { encodeV1(b, &v1, seq) }, func(b []byte, seq int64) { encodeV2(b, &v2, seq) })
+	j, err := Open(dir, Options{SegmentBytes: 64 * RecordSize, Log: quiet})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := Record{Kind: Settle, Month: 202611, Requests: 1, Prompt: 40, Cached: 16, CacheWrite: 20, Completion: 12, Spent: 7_000, KeyID: "key_new", Model: "mock"}
+	if cur.Seq, err = j.Append(&cur); err != nil {
+		t.Fatal(err)
+	}
+	if cur.Seq <= v2.Seq {
+		t.Fatalf("appended seq %d, not above the old segment's %d", cur.Seq, v2.Seq)
+	}
+	j.abandon()
+	j = open(t, dir, Options{SegmentBytes: 64 * RecordSize})
+	got := all(t, j)
+	if len(got) != 3 || got[0] != v1 || got[1] != v2 || got[2] != cur {
+		t.Fatalf("read %+v\nwant %+v, %+v and %+v", got, v1, v2, cur)
+	}
+	if err := j.Release(j.Next()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(old); !os.IsNotExist(err) {
+		t.Fatalf("the old segment, applied, is still there (%v)", err)
+	}
+}
+
+// TestCacheWriteTokensSurviveReopen: a record's cache-write tokens (any
+// int64 count) are read back after a reopen without Close, as after
+// SIGKILL, with its other counts; its segment's name says its record size,
+// and a segment of a size this version does not know is left alone.
+func TestCacheWriteTokensSurviveReopen(t *testing.T) {
 	dir := t.TempDir()
 	j, err := Open(dir, Options{SegmentBytes: 64 * RecordSize, Log: quiet})
 	if err != nil {
 		t.Fatal(err)
 	}
-	old := Record{Kind: Progress, Month: 202611, Stream: 77, Requests: 1, Prompt: 40, Completion: 12, Spent: 9_000, KeyID: "key_old", Model: "mock"}
-	cur := Record{Kind: Settle, Month: 202611, Requests: 1, Prompt: 40, Cached: 32, Completion: 12, Spent: 8_000, KeyID: "key_new", Model: "mock"}
-	for _, r := range []*Record{&old, &cur} {
-		if r.Seq, err = j.Append(r); err != nil {
+	want := []Record{
+		{Kind: Settle, Month: 202612, Requests: 1, Prompt: 3000, Cached: 1000, CacheWrite: 1500, Completion: 300, Spent: 123_456_789, KeyID: "key_a", Model: "claude-sonnet-4-5"},
+		{Kind: Progress, Month: 202612, Stream: 9, Requests: 1, Prompt: 1 << 41, Cached: 1 << 40, CacheWrite: 1<<40 - 1, Completion: 7, Spent: 1, KeyID: "key_b", Model: strings.Repeat("m", MaxModel)},
+		{Kind: Settle, Month: 202612, Requests: MaxRequests, Prompt: 5, CacheWrite: 5, KeyID: strings.Repeat("k", MaxKeyID), Model: "m"},
+	}
+	for i := range want {
+		if want[i].Seq, err = j.Append(&want[i]); err != nil {
 			t.Fatal(err)
 		}
 	}
-	seg := j.cur.Load()
-	encodeV1(seg.data[1*RecordSize:], &old, old.Seq) // the first slot, as the old version wrote it
 	j.abandon()
-	got := all(t, open(t, dir, Options{SegmentBytes: 64 * RecordSize}))
-	if len(got) != 2 || got[0] != old || got[1] != cur {
-		t.Fatalf("read %+v\nwant %+v and %+v", got, old, cur)
+	// A segment of a later version's record size: not read, not removed.
+	later := filepath.Join(dir, fmt.Sprintf("%020d.256.journal", 1))
+	if err := os.WriteFile(later, make([]byte, 16*256), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	j2 := open(t, dir, Options{SegmentBytes: 64 * RecordSize})
+	got := all(t, j2)
+	if len(got) != len(want) {
+		t.Fatalf("read %d records, want %d", len(got), len(want))
+	}
+	for i := range want {
+		if got[i] != want[i] {
+			t.Fatalf("record %d read back as\n%+v\nwant\n%+v", i, got[i], want[i])
+		}
+	}
+	names, _ := filepath.Glob(filepath.Join(dir, "*.journal"))
+	sized := 0
+	for _, n := range names {
+		if strings.HasSuffix(n, fmt.Sprintf(".%d.journal", RecordSize)) {
+			sized++
+		}
+	}
+	if sized != 2 || len(names) != 3 {
+		t.Fatalf("segments %q; want the two of this version named for their record size, and the later one", names)
+	}
+	if err := j2.Release(j2.Next()); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := os.Stat(later); err != nil {
+		t.Fatalf("a segment of an unknown record size was touched: %v", err)
 	}
 }
