@@ -218,10 +218,9 @@ func bearerTokenOf(hdr *fasthttp.RequestHeader) []byte {
 }
 
 var (
-	methodPost          = []byte(fasthttp.MethodPost)
-	headerAuthorization = []byte(fasthttp.HeaderAuthorization)
-	headerAccept        = []byte(fasthttp.HeaderAccept)
-	headerXRequestID    = []byte(headerRequestID)
+	methodPost       = []byte(fasthttp.MethodPost)
+	headerAccept     = []byte(fasthttp.HeaderAccept)
+	headerXRequestID = []byte(headerRequestID)
 )
 
 // forward sends the request to one of the model's routes, chosen by health,

@@ -44,7 +44,7 @@ func openServe(t *testing.T, yaml string) {
 		if !closed {
 			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 			defer cancel()
-			n.Shutdown(ctx) //nolint:errcheck // the test has failed already
+			_ = n.Shutdown(ctx) // the test has failed already
 			n.Close()
 		}
 	}()
