@@ -708,3 +708,21 @@ plans:
 		t.Fatalf("the log does not say the key was refused: %s", logs.String())
 	}
 }
+
+// TestClaudeErrorWordsNeverQuoteTheKey: an upstream (or a proxy in front of
+// Anthropic) whose 4xx error message quotes the x-api-key it was sent:
+// the client gets the status, the type and the words, the key redacted.
+func TestClaudeErrorWordsNeverQuoteTheKey(t *testing.T) {
+	up := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+		ctx.SetStatusCode(http.StatusBadRequest)
+		ctx.SetContentType("application/json")
+		ctx.SetBodyString(`{"type":"error","error":{"type":"invalid_request_error","message":"key ` +
+			string(ctx.Request.Header.Peek("x-api-key")) + ` may not ask this"}}`)
+	})
+	g := startGateway(t, claudeYAML(up), "")
+	status, hdr, b := g.do("POST", "/v1/chat/completions", g.newKey("all").Key, []byte(`{"model":"claude","messages":[{"role":"user","content":"hi"}]}`))
+	wantErrorBody(t, status, hdr, b, http.StatusBadRequest, "invalid_request_error")
+	if strings.Contains(string(b), "PROVIDERKEY") || !strings.Contains(string(b), "[redacted]") || !strings.Contains(string(b), "may not ask this") {
+		t.Fatalf("answer %s: want the upstream's words with the key redacted", b)
+	}
+}
