@@ -32,6 +32,30 @@ func BenchmarkServeChat(b *testing.B) {
 	})
 }
 
+// BenchmarkServeChatClaude is BenchmarkServeChat to a model on an
+// anthropic upstream: the same body translated into a Messages request,
+// the answer translated back, billed from Anthropic's usage.
+func BenchmarkServeChatClaude(b *testing.B) {
+	g := startGateway(b, claudeStaticYAML(startUpstream(b, staticMessages)), "")
+	key := g.newKey("all").Key
+	body := bytes.Replace(benchBody, []byte(`"gpt-4o-mini"`), []byte(`"claude"`), 1)
+	req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\n" +
+		"Authorization: Bearer " + key + "\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + string(body))
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		c := newFakeConn(g.srv)
+		for pb.Next() {
+			c.reset(req)
+			if err := g.srv.http.ServeConn(c); err != nil {
+				b.Fatal(err)
+			}
+			if !bytes.HasPrefix(c.status(), []byte("HTTP/1.1 200")) {
+				b.Fatalf("answer: %s", c.w.Bytes())
+			}
+		}
+	})
+}
+
 var chatBody = bytes.Replace(benchBody, []byte(`"gpt-4o-mini"`), []byte(`"mock"`), 1)
 
 // BenchmarkStream: whole streams of 20 events (16 words, the role, the

@@ -46,3 +46,27 @@ func staticChat(ctx *fasthttp.RequestCtx) {
 }
 
 func itoa(n int) string { return string(fasthttp.AppendUint(nil, n)) }
+
+// staticMessagesBody is an Anthropic Messages answer, served by
+// staticMessages without allocating.
+var staticMessagesBody = []byte(`{"id":"msg_01","type":"message","role":"assistant","model":"claude-sonnet-4-6",` +
+	`"content":[{"type":"text","text":"Hello!"}],"stop_reason":"end_turn","stop_sequence":null,` +
+	`"usage":{"input_tokens":9,"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"output_tokens":2}}`)
+
+func staticMessages(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentTypeBytes(contentTypeJSON)
+	ctx.SetBody(staticMessagesBody)
+}
+
+// claudeStaticYAML routes "claude" to an anthropic upstream at url on API
+// version 2023-06-01, which takes benchBody's temperature.
+func claudeStaticYAML(url string) string {
+	return `
+upstreams:
+  - {name: anthropic, kind: anthropic, base_url: "` + url + `", api_key: sk-ant-bench, anthropic_version: "2023-06-01"}
+models:
+  - {name: claude, routes: [{upstream: anthropic, model: claude-sonnet-4-6}], max_output_tokens: 4096}
+plans:
+  - {name: all, models: ["*"]}
+`
+}

@@ -10,6 +10,7 @@ import (
 	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
+	"github.com/tokenhub/tokenhub/proxy/anthropic"
 	"github.com/tokenhub/tokenhub/proxy/openai"
 	"github.com/tokenhub/tokenhub/proxy/upstream"
 )
@@ -80,6 +81,9 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 		writeError(ctx, errModelNotAllowed, f.Model)
 		return
 	}
+	if !restrictRoutes(ctx, ep, m, &f, &c) {
+		return
+	}
 	if ep == upstream.Responses {
 		// The response it continues lives on one upstream, and may be
 		// only this key's (followups.go).
@@ -123,6 +127,14 @@ type claim struct {
 	// remember: a Responses create the upstream stores, whose id is
 	// remembered for its follow-ups (rememberResponse).
 	remember bool
+	// exclude are routes the request may not take: a model's anthropic
+	// routes, for endpoints that cannot be translated to them.
+	exclude upstream.Tried
+	// claude: the attempt's route is an anthropic one, for which the chat
+	// request was translated (claude.go); claudeInfo is what the
+	// translation learnt.
+	claude     bool
+	claudeInfo anthropic.RequestInfo
 }
 
 // settle records what the request used; with no usage from the upstream, the
@@ -247,7 +259,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 		}
 	}()
 
-	var tried upstream.Tried
+	tried := c.exclude
 	var started time.Time // the first attempt's send, where the deadline runs from
 	var i int
 	var trial bool
@@ -256,14 +268,24 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 		i = c.pin
 		m.routes.Route(i).Health().Begin()
 	} else {
-		i, trial, _ = m.routes.Pick(tried, time.Now())
+		i, trial = pickFirst(m, c.exclude, time.Now())
 	}
 	for {
 		r := m.routes.Route(i)
 		c.route = r
 		u := r.Upstream()
 		tried.Add(i)
-		injected := buildUpstreamRequest(req, ctx, ep, r, f)
+		var injected bool
+		c.claude = false
+		if u.Anthropic() {
+			if err := buildClaudeRequest(req, ctx, r, m, c); err != nil {
+				r.Health().Abandon(trial)
+				writeTranslationError(ctx, err)
+				return
+			}
+		} else {
+			injected = buildUpstreamRequest(req, ctx, ep, r, f)
+		}
 		sent := time.Now()
 		if started.IsZero() {
 			started = sent
@@ -335,6 +357,10 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 		if f.Stream && status == fasthttp.StatusOK && isEventStream(resp.Header.ContentType()) {
 			c.handedOff = true
 			s.stream(ctx, req, resp, f, c, injected)
+			return
+		}
+		if c.claude {
+			req.SwapBody(s.answerClaude(ctx, u, resp, f, c, req.SwapBody(nil)))
 			return
 		}
 		if s.answer(ctx, u, resp, f) {

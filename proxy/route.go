@@ -66,6 +66,10 @@ type model struct {
 	// contextWindow is the most tokens one request takes, input and output;
 	// 0 when not configured.
 	contextWindow int64
+	// anthropicRoutes are the routes whose upstream speaks Anthropic's
+	// Messages API, by index: only chat completions can be translated for
+	// them (claude.go).
+	anthropicRoutes upstream.Tried
 }
 
 // modelTable is the immutable set of served models, looked up per request.
@@ -93,6 +97,11 @@ func newModelTable(models []config.Model, upstreams *upstream.Set, prev *modelTa
 		}
 		if m.ownedBy == "" {
 			m.ownedBy = m.routes.Route(0).Upstream().Name()
+		}
+		for j := range m.routes.Len() {
+			if m.routes.Route(j).Upstream().Anthropic() {
+				m.anthropicRoutes.Add(j)
+			}
 		}
 		t.byName[m.name] = m
 		t.sorted = append(t.sorted, m)

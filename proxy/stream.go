@@ -53,6 +53,9 @@ type streamRelay struct {
 	// chunks, or the Responses API's typed events.
 	events    eventReader
 	responses bool
+	// claude, when set, translates the upstream's Messages events into chat
+	// chunks, which are what the client gets (claude_stream.go).
+	claude *claudeStream
 	// sequence is how many events with data were relayed: the Responses
 	// API numbers its events from 0, so it is the number of the next one.
 	sequence int64
@@ -147,6 +150,9 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *f
 		chunked: chunked, events: openai.ChatEvents{}}
 	if c.rec.ep == upstream.Responses {
 		r.events, r.responses = openai.ResponsesEvents{}, true
+	}
+	if c.claude {
+		r.translateClaude(c.model.name, c.rec.start.Unix(), c.claudeInfo.IncludeUsage)
 	}
 	r.head = outBufs.Get().(*[]byte)
 	*r.head = h.AppendBytes((*r.head)[:0])
@@ -278,7 +284,14 @@ func (r *streamRelay) step() (done, keep bool) {
 		if e := r.pass(); e != nil {
 			return true, r.fail(e)
 		}
-		r.emit(r.sc.Pending())
+		if r.claude == nil {
+			r.emit(r.sc.Pending())
+		} else if !r.claude.t.Done() {
+			// A Messages stream ends with message_stop or an error event:
+			// one that stops short was cut.
+			r.s.metrics.upstreamEvent(r.claim.rec.upstream, upstreamStreamCut)
+			return true, r.fail(errStreamCut)
+		}
 		// Settling journals the final count before the client can see the end.
 		r.settle()
 		return true, r.flush(true)
@@ -299,6 +312,7 @@ func (r *streamRelay) finishStream() {
 	r.resp, r.body = nil, nil
 	r.sc.Release()
 	r.settle() // unless the stream's end was written to the client, billed by now
+	r.releaseClaude()
 	if !r.drainStart.IsZero() {
 		r.s.drains.Add(-1)
 	}
@@ -400,6 +414,12 @@ func (r *streamRelay) pass() *apiError {
 		if r.claim.billed {
 			continue // past the protocol's end nothing is billed, so nothing is relayed
 		}
+		if r.claude != nil {
+			if e := r.passClaude(ev); e != nil {
+				return e
+			}
+			continue
+		}
 		raw := ev.Raw
 		if !ev.HasData {
 			r.emit(raw) // a comment or a stray blank line
@@ -468,6 +488,11 @@ func (r *streamRelay) produced() int64 {
 	if r.usageKnown {
 		return r.used.Completion
 	}
+	return r.estimatedOutput()
+}
+
+// estimatedOutput is produced's estimate from what was relayed.
+func (r *streamRelay) estimatedOutput() int64 {
 	return min(max(r.contentEvents, (r.contentBytes+3)/4), r.claim.maxOutput)
 }
 

@@ -147,7 +147,7 @@ func TestPlanScenarios(t *testing.T) {
 			t.Fatalf("%q: %v, want an unknown scenario", bad, err)
 		}
 	}
-	if len(scenarioNames()) != 10 {
+	if len(scenarioNames()) != 11 {
 		t.Fatalf("scenarios %v: a new one needs a place in the full suite and this test", scenarioNames())
 	}
 

@@ -31,6 +31,9 @@ var scenarios = []scenario{
 	{name: "chat", run: proxiedRunner("chat")},
 	{name: "embeddings", run: proxiedRunner("embeddings")},
 	{name: "stream", run: proxiedRunner("stream")},
+	{name: claudeScenario, run: func(ctx context.Context, o *options, logw io.Writer) (output, error) {
+		return claudeChat(ctx, o, logw)
+	}},
 	{name: streamingScenario, run: func(ctx context.Context, o *options, logw io.Writer) (output, error) {
 		return streaming(ctx, o, logw)
 	}},

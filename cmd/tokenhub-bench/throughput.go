@@ -179,6 +179,9 @@ type stackSpec struct {
 	gw gateway
 	// mock shapes the mock's answers.
 	mock mock.Options
+	// anthropic makes tokenhub's upstream an anthropic one (the mock's
+	// Messages API), its model translated from chat (claude.go).
+	anthropic bool
 }
 
 // stack is what a throughput scenario started: the mock, and tokenhub and
@@ -231,7 +234,7 @@ func startStack(ctx context.Context, logw io.Writer, spec stackSpec) (st *stack,
 	}
 	if spec.tokenhubBin != "" {
 		gw := spec.gw
-		gw.routes = []mockRoute{{upstream: "bench", model: benchModel, mockAddr: mockAddr, maxConns: 1024}}
+		gw.routes = []mockRoute{{upstream: "bench", model: benchModel, mockAddr: mockAddr, maxConns: 1024, anthropic: spec.anthropic}}
 		th, err := startTokenhub(ctx, spec.tokenhubBin, st.dir, "tokenhub", gw)
 		if err != nil {
 			return nil, err

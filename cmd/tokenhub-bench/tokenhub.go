@@ -180,6 +180,10 @@ type mockRoute struct {
 	// mockStatus, when set, is sent to the mock as X-Mock-Status: every
 	// answer has that status, while its /v1/models still answers.
 	mockStatus int
+	// anthropic: the upstream is the mock's Messages API (kind: anthropic,
+	// API version 2023-06-01, which takes the scenarios' temperature), as
+	// claudeRouteModel.
+	anthropic bool
 }
 
 // config is the gateway's config file: an upstream for each route, a model
@@ -202,11 +206,16 @@ func (g gateway) config() []byte {
 		if r.mockStatus != 0 {
 			timeout += fmt.Sprintf(", headers: {%s: %q}", mock.HeaderStatus, strconv.Itoa(r.mockStatus))
 		}
+		upstreamModel := r.model
+		if r.anthropic {
+			timeout += `, kind: anthropic, anthropic_version: "2023-06-01", api_key: bench`
+			upstreamModel = claudeRouteModel
+		}
 		fmt.Fprintf(&ups, "  - {name: %s, base_url: %s, max_conns: %d%s}\n", q(r.upstream), q("http://"+r.mockAddr+"/v1"), r.maxConns, timeout)
 		if _, ok := routes[r.model]; !ok {
 			order = append(order, r.model)
 		}
-		routes[r.model] = append(routes[r.model], fmt.Sprintf("{upstream: %s, model: %s}", q(r.upstream), q(r.model)))
+		routes[r.model] = append(routes[r.model], fmt.Sprintf("{upstream: %s, model: %s}", q(r.upstream), q(upstreamModel)))
 	}
 	for _, m := range order {
 		fmt.Fprintf(&models, "  - name: %s\n    routes: [%s]\n    price: {input_per_mtok: 0.1, output_per_mtok: 0.4}\n",
