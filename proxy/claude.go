@@ -90,7 +90,7 @@ func buildClaudeRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, r *upst
 	if name, auth := u.Auth(); auth != nil {
 		req.Header.SetCanonical(name, auth)
 	}
-	req.Header.SetCanonical(headerAnthropicVersion, u.AnthropicVersion())
+	req.Header.SetCanonical(headerAnthropicVersion, u.TranslationVersion())
 	for _, beta := range ctx.Request.Header.PeekAll("anthropic-beta") {
 		req.Header.AddBytesKV(headerAnthropicBeta, beta)
 	}
@@ -99,7 +99,7 @@ func buildClaudeRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, r *upst
 		req.Header.SetBytesKV(h[0], h[1])
 	}
 	body, info, err := anthropic.ChatToMessages(req.SwapBody(nil)[:0], ctx.PostBody(), anthropic.RequestOptions{
-		Model: r.Model(), APIVersion: b2s(u.AnthropicVersion()), DefaultMaxTokens: m.maxOutput})
+		Model: r.Model(), APIVersion: b2s(u.TranslationVersion()), DefaultMaxTokens: m.maxOutput})
 	req.SwapBody(body)
 	c.claude, c.claudeInfo = true, info
 	return err

@@ -176,7 +176,7 @@ func TestClaudeChat(t *testing.T) {
 				t.Fatalf("content %q (%d words), finish %q; want 6 words and stop", content, n, finish)
 			}
 			h, body := seen.last(t)
-			if h.Get("X-Api-Key") != claudeKey || h.Get("Anthropic-Version") != "2026-10-21" ||
+			if h.Get("X-Api-Key") != claudeKey || h.Get("Anthropic-Version") != "2023-06-01" ||
 				h.Get("Anthropic-Beta") != "prompt-caching-2024-07-31" || h.Get("Authorization") != "" {
 				t.Fatalf("the upstream got headers %v", h)
 			}
@@ -365,7 +365,6 @@ func TestClaudeRefusedField(t *testing.T) {
 	}
 	f(`{"model":"claude","n":2,"messages":[{"role":"user","content":"hi"}]}`, "n")
 	f(`{"model":"claude","logprobs":true,"messages":[{"role":"user","content":"hi"}]}`, "logprobs")
-	f(`{"model":"claude","temperature":0.5,"messages":[{"role":"user","content":"hi"}]}`, "temperature")
 	f(`{"model":"claude","messages":[{"role":"assistant","tool_calls":[{"id":"c1","type":"function","function":{"name":"f","arguments":"[1]"}}]}]}`,
 		"messages[0].tool_calls[0].function.arguments")
 	if n := seen.count(); n != 0 {
@@ -724,5 +723,42 @@ func TestClaudeErrorWordsNeverQuoteTheKey(t *testing.T) {
 	wantErrorBody(t, status, hdr, b, http.StatusBadRequest, "invalid_request_error")
 	if strings.Contains(string(b), "PROVIDERKEY") || !strings.Contains(string(b), "[redacted]") || !strings.Contains(string(b), "may not ask this") {
 		t.Fatalf("answer %s: want the upstream's words with the key redacted", b)
+	}
+}
+
+// TestClaudeSamplingParameters: temperature and top_p, which OpenAI clients
+// send routinely, reach Claude: a translated request goes as API version
+// 2023-06-01, which takes them (2026-10-21, the SDKs' current version,
+// refuses them even at their defaults, and the mock does too). An operator
+// who pins anthropic_version: 2026-10-21 gets a 400 naming the field, and
+// nothing is sent.
+func TestClaudeSamplingParameters(t *testing.T) {
+	_, up, seen := startClaudeMock(t, mock.Options{})
+	pinned := strings.Replace(claudeYAML(up), `kind: anthropic,`, `kind: anthropic, anthropic_version: "2026-10-21",`, 1)
+	body := []byte(`{"model":"claude","temperature":0.5,"top_p":0.9,"messages":[{"role":"user","content":"hi"}]}`)
+
+	g := startGateway(t, claudeYAML(up), "")
+	status, _, b := g.do("POST", "/v1/chat/completions", g.newKey("all").Key, body)
+	if status != http.StatusOK {
+		t.Fatalf("default version: %d %s; want the sampling parameters taken", status, b)
+	}
+	if n := seen.count(); n != 1 {
+		t.Fatalf("the upstream got %d requests, want 1", n)
+	}
+	seen.mu.Lock()
+	version, sent := seen.headers[0].Get("anthropic-version"), string(seen.bodies[0])
+	seen.mu.Unlock()
+	if version != "2023-06-01" || !strings.Contains(sent, `"temperature":0.5`) || !strings.Contains(sent, `"top_p":0.9`) {
+		t.Fatalf("sent anthropic-version %q with %s; want 2023-06-01 and both parameters", version, sent)
+	}
+
+	g2 := startGateway(t, pinned, "")
+	status, hdr, b := g2.do("POST", "/v1/chat/completions", g2.newKey("all").Key, body)
+	wantErrorBody(t, status, hdr, b, http.StatusBadRequest, "unsupported_parameter")
+	if !strings.Contains(string(b), `"param":"temperature"`) {
+		t.Fatalf("pinned 2026-10-21: %s; want param temperature", b)
+	}
+	if n := seen.count(); n != 1 {
+		t.Fatalf("the upstream got %d requests, want none more", n-1)
 	}
 }

@@ -134,6 +134,10 @@ func (s *Server) serveAnthropic(ctx *fasthttp.RequestCtx) {
 		}
 		return
 	}
+	if r.sampling != nil && refusesSampling(ctx.Request.Header.Peek("anthropic-version")) {
+		s.writeAnthropicError(ctx, r.sampling, nil, nil)
+		return
+	}
 	if !s.servesModel(r.modelName) {
 		s.writeAnthropicError(ctx, errAnthropicUnknownModel, r.modelName, nil)
 		return
@@ -468,4 +472,10 @@ func (s *Server) appendMessage(b []byte, call *anthropicCall, a *anthropicAnswer
 	b = append(b, `,"usage":`...)
 	b = appendAnthropicUsage(b, u)
 	return append(b, '}')
+}
+
+// refusesSampling reports whether API version (a date, YYYY-MM-DD) is
+// 2026-10-21 or later, which refuses temperature, top_p and top_k.
+func refusesSampling(version []byte) bool {
+	return len(version) == len("2026-10-21") && string(version) >= "2026-10-21"
 }

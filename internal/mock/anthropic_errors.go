@@ -42,8 +42,15 @@ var (
 	errAnthropicBadAPIKey = &anthropicError{status: fasthttp.StatusUnauthorized, typ: anthropicAuthentication,
 		message: "invalid x-api-key"}
 	errAnthropicNoVersion = anthropicBadRequest("anthropic-version: header is required")
-	errAnthropicNotFound  = &anthropicError{status: fasthttp.StatusNotFound, typ: anthropicNotFound, message: "Not Found"}
-	errAnthropicMethod    = &anthropicError{status: fasthttp.StatusMethodNotAllowed, typ: anthropicInvalidRequest,
+	// errAnthropicSampling are API version 2026-10-21's refusals of the
+	// sampling parameters, which it rejects even at their defaults.
+	errAnthropicSampling = map[string]*anthropicError{
+		"temperature": anthropicBadRequest("temperature: Extra inputs are not permitted"),
+		"top_p":       anthropicBadRequest("top_p: Extra inputs are not permitted"),
+		"top_k":       anthropicBadRequest("top_k: Extra inputs are not permitted"),
+	}
+	errAnthropicNotFound = &anthropicError{status: fasthttp.StatusNotFound, typ: anthropicNotFound, message: "Not Found"}
+	errAnthropicMethod   = &anthropicError{status: fasthttp.StatusMethodNotAllowed, typ: anthropicInvalidRequest,
 		message: "Method Not Allowed"}
 	// errAnthropicUnknownModel is completed with the model's name.
 	errAnthropicUnknownModel = &anthropicError{status: fasthttp.StatusNotFound, typ: anthropicNotFound, message: "model: "}

@@ -65,6 +65,9 @@ type messagesRequest struct {
 	// whether each found its tool_result.
 	prevIDs, curIDs         [][]byte
 	prevMatched, curMatched []bool
+	// sampling is the first sampling parameter the body holds (temperature,
+	// top_p or top_k), which API version 2026-10-21 refuses; nil if none.
+	sampling *anthropicError
 	// failure is the message error parse returns a pointer to, so that
 	// answering one does not allocate.
 	failure messageError
@@ -169,6 +172,10 @@ func (r *messagesRequest) parse(body []byte, countTokens bool) (*anthropicError,
 			tools = at
 		case "tool_choice":
 			choice = at
+		case "temperature", "top_p", "top_k":
+			if r.sampling == nil {
+				r.sampling = errAnthropicSampling[string(key)]
+			}
 		}
 	}
 

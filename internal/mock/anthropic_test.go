@@ -320,3 +320,37 @@ func TestAnthropicStreamError(t *testing.T) {
 		t.Fatalf("before the error: %s", got.RawJSON())
 	}
 }
+
+// TestAnthropicSamplingByVersion: API version 2026-10-21, what the current
+// SDKs send, refuses temperature, top_p and top_k even at their defaults,
+// with Anthropic's words; 2023-06-01 takes them.
+func TestAnthropicSamplingByVersion(t *testing.T) {
+	ts := start(t, Options{})
+	client := ts.anthropicClient()
+	for _, tc := range []struct {
+		version, field, value string
+		refused               bool
+	}{
+		{"2026-10-21", "temperature", "1", true},
+		{"2026-10-21", "top_p", "0.5", true},
+		{"2026-10-21", "top_k", "5", true},
+		{"2023-06-01", "temperature", "0.5", false},
+		{"2023-06-01", "top_k", "5", false},
+	} {
+		p := claudeParams(16)
+		var v any
+		if err := json.Unmarshal([]byte(tc.value), &v); err != nil {
+			t.Fatal(err)
+		}
+		_, err := client.Messages.New(testContext(t), p,
+			anthropicoption.WithHeader("anthropic-version", tc.version), anthropicoption.WithJSONSet(tc.field, v))
+		var apiErr *anthropic.Error
+		switch {
+		case tc.refused && (!errors.As(err, &apiErr) || apiErr.StatusCode != 400 ||
+			!strings.Contains(apiErr.RawJSON(), tc.field+": Extra inputs are not permitted")):
+			t.Errorf("%s on %s: %v; want 400 %s: Extra inputs are not permitted", tc.field, tc.version, err, tc.field)
+		case !tc.refused && err != nil:
+			t.Errorf("%s on %s: %v; want it taken", tc.field, tc.version, err)
+		}
+	}
+}
