@@ -32,6 +32,39 @@ func BenchmarkServeChat(b *testing.B) {
 	})
 }
 
+// BenchmarkServeMessages is BenchmarkServeChat for POST /v1/messages: a
+// buffered Messages request with its key in x-api-key, renamed for its
+// anthropic route, to a loopback upstream that answers a fixed message.
+func BenchmarkServeMessages(b *testing.B) {
+	g := startGateway(b, yamlClaude(startUpstream(b, staticMessage), deadURL(b)), "")
+	key := g.newKey("all").Key
+	body := `{"model":"claude","max_tokens":64,"messages":[{"role":"user","content":"Say something short about the mock."}]}`
+	req := []byte("POST /v1/messages HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\nanthropic-version: 2023-06-01\r\n" +
+		"x-api-key: " + key + "\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + body)
+	b.ReportAllocs()
+	b.RunParallel(func(pb *testing.PB) {
+		c := newFakeConn(g.srv)
+		for pb.Next() {
+			c.reset(req)
+			if err := g.srv.http.ServeConn(c); err != nil {
+				b.Fatal(err)
+			}
+			if !bytes.HasPrefix(c.status(), []byte("HTTP/1.1 200")) {
+				b.Fatalf("answer: %s", c.w.Bytes())
+			}
+		}
+	})
+}
+
+// staticMessage is an Anthropic upstream that allocates nothing.
+var staticMessageBody = []byte(`{"id":"msg_1","type":"message","role":"assistant","model":"claude-sonnet-4-6","content":[{"type":"text","text":"Hello!"}],` +
+	`"stop_reason":"end_turn","stop_sequence":null,"usage":{"input_tokens":9,"cache_read_input_tokens":0,"cache_creation_input_tokens":0,"output_tokens":2}}`)
+
+func staticMessage(ctx *fasthttp.RequestCtx) {
+	ctx.SetContentTypeBytes(contentTypeJSON)
+	ctx.SetBody(staticMessageBody)
+}
+
 var chatBody = bytes.Replace(benchBody, []byte(`"gpt-4o-mini"`), []byte(`"mock"`), 1)
 
 // BenchmarkStream: whole streams of 20 events (16 words, the role, the
