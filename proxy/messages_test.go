@@ -543,3 +543,86 @@ func TestMessagesMixedRoutes(t *testing.T) {
 		t.Fatalf("the anthropic upstream served %d of 20", m.Requests())
 	}
 }
+
+// TestMessagesUpstreamErrors: Anthropic's own errors pass through with
+// their status and type; an overloaded upstream (529) fails over to the
+// next route, and when it is the last its overloaded_error reaches the
+// client, which the SDKs retry.
+func TestMessagesUpstreamErrors(t *testing.T) {
+	over, overURL := startMock(t, mock.Options{Status: 529, Anthropic: mock.AnthropicOptions{APIKey: providerKey}})
+	good, goodURL := startMock(t, mock.Options{Anthropic: mock.AnthropicOptions{APIKey: providerKey}})
+	g := startGateway(t, fmt.Sprintf(`
+upstreams:
+  - {name: over, kind: anthropic, base_url: %q, api_key: %q}
+  - {name: good, kind: anthropic, base_url: %q, api_key: %q}
+models:
+  - {name: both, routes: [{upstream: over, model: mock, weight: 100}, {upstream: good, model: mock, weight: 1}]}
+  - {name: overloaded, routes: [{upstream: over, model: mock}]}
+  - {name: unknown, routes: [{upstream: good, model: not-a-claude}]}
+plans:
+  - {name: all, models: ["*"]}
+`, overURL, providerKey, goodURL, providerKey), "")
+	c := g.anthropicClient(anthropicoption.WithAPIKey(g.newKey("all").Key))
+	ctx := context.Background()
+	// The overloaded route weighs 100 to 1: the first request all but
+	// surely tries it first; whichever it tries, every request is answered.
+	sent := uint64(0)
+	for over.Requests() == 0 && sent < 20 {
+		msg, err := c.Messages.New(ctx, claudeRequest("both", 3))
+		if err != nil || msg.Usage.OutputTokens != 3 {
+			t.Fatalf("failover: %v", err)
+		}
+		sent++
+	}
+	if over.Requests() != 1 || good.Requests() != sent {
+		t.Fatalf("overloaded upstream served %d, the good one %d of %d", over.Requests(), good.Requests(), sent)
+	}
+	f := func(name string, p anthropic.MessageNewParams, status int, typ, message string) {
+		t.Helper()
+		_, err := c.Messages.New(ctx, p)
+		var apiErr *anthropic.Error
+		if !errors.As(err, &apiErr) || apiErr.StatusCode != status || string(apiErr.Type()) != typ || !strings.Contains(apiErr.Message, message) {
+			t.Fatalf("%s: got %v, want %d %s %q", name, err, status, typ, message)
+		}
+	}
+	f("overloaded, no other route", claudeRequest("overloaded", 3), 529, "overloaded_error", "Overloaded")
+	f("the upstream's own 404", claudeRequest("unknown", 3), 404, "not_found_error", "not-a-claude")
+	bad := claudeRequest("unknown", 3)
+	bad.Messages = nil
+	bad.Model = "both"
+	f("the upstream's own 400", bad, 400, "invalid_request_error", "messages")
+}
+
+// TestMessagesStreamCuts: an upstream that breaks off mid-stream ends the
+// client's stream with an Anthropic api_error event, and what was relayed
+// is billed; an upstream's own error event passes through.
+func TestMessagesStreamCuts(t *testing.T) {
+	f := func(name string, o mock.Options, wantType string) {
+		t.Helper()
+		o.Chunks = 30
+		o.Anthropic.APIKey = providerKey
+		_, up := startMock(t, o)
+		g := startGateway(t, yamlClaude(up, deadURL(t)), "")
+		k := g.newKey("all")
+		c := g.anthropicClient(anthropicoption.WithAPIKey(k.Key))
+		s := c.Messages.NewStreaming(context.Background(), claudeRequest("claude", 30))
+		var text string
+		for s.Next() {
+			if ev := s.Current(); ev.Type == "content_block_delta" {
+				text += ev.Delta.Text
+			}
+		}
+		var apiErr *anthropic.Error
+		if err := s.Err(); !errors.As(err, &apiErr) || string(apiErr.Type()) != wantType {
+			t.Fatalf("%s: %v, want an %s event", name, s.Err(), wantType)
+		}
+		u := g.usageDetail(k.ID)
+		// Five words relayed of some 4 to 6 bytes: an estimate of 5 to 9
+		// tokens, and the input counts message_start gave.
+		if u.Requests != 1 || u.Completion < 5 || u.Completion > 9 || u.Prompt == 0 || len(text) == 0 {
+			t.Fatalf("%s: billed %+v for %q", name, u, text)
+		}
+	}
+	f("connection cut", mock.Options{FailAfterChunks: 5}, "api_error")
+	f("upstream's error event", mock.Options{Anthropic: mock.AnthropicOptions{StreamErrorAfter: 5}}, "overloaded_error")
+}
