@@ -144,7 +144,9 @@ func (s *Server) serveMessages(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 // messagesAdmission fills a for a Messages request, as admission does for
 // chat: max_tokens is required (Anthropic's rule) and from 1 to the model's
 // max_output_tokens, the largest of its occurrences weighed; the prompt is
-// bounded at a token a byte of the body. It answers the 400s itself.
+// bounded at a token a byte of the body, or by the model's context window
+// when the body makes the upstream read more (anthropic.Request.External).
+// It answers the 400s itself.
 func messagesAdmission(ctx *fasthttp.RequestCtx, key *keys.Key, plan *keys.Plan, m *model, f *anthropic.Request, a *limits.Admission, c *claim) bool {
 	switch {
 	case f.MaxTokens < 0:
@@ -163,6 +165,16 @@ func messagesAdmission(ctx *fasthttp.RequestCtx, key *keys.Key, plan *keys.Plan,
 	out := f.MaxTokensBound
 	prompt := openai.EstimatePrompt(bodyLen)
 	promptBound := min(openai.BoundPrompt(bodyLen), openai.MaxBoundTokens)
+	if f.External {
+		// The upstream reads input the body does not hold (a PDF by URL, a
+		// web search's results): the model's context window bounds it, when
+		// configured; else nothing the gateway knows does, as for a chained
+		// Responses request (see admission).
+		promptBound = openai.MaxBoundTokens
+		if m.contextWindow > 0 {
+			promptBound = m.contextWindow
+		}
+	}
 	*a = limits.Admission{
 		KeyID: key.ID,
 		Model: m.name,

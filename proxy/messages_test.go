@@ -42,6 +42,7 @@ upstreams:
 models:
   - name: claude
     max_output_tokens: 8000
+    context_window_tokens: 200000
     routes: [{upstream: anth, model: claude-sonnet-4-6}]
     price: {input_per_mtok: 3.00, cached_input_per_mtok: 0.30, cache_write_per_mtok: 3.75, output_per_mtok: 15.00}
   - {name: mock, routes: [{upstream: anth}]}
@@ -53,6 +54,7 @@ plans:
   - {name: slow, models: ["*"], rpm: 1}
   - {name: poor, models: ["*"], max_request_usd: 0.000001}
   - {name: month, models: ["*"], monthly_usd: 0.05}
+  - {name: capped, models: ["*"], max_request_usd: 0.10}
 `, anthURL, providerKey, openaiURL)
 }
 
@@ -625,4 +627,30 @@ func TestMessagesStreamCuts(t *testing.T) {
 	}
 	f("connection cut", mock.Options{FailAfterChunks: 5}, "api_error")
 	f("upstream's error event", mock.Options{Anthropic: mock.AnthropicOptions{StreamErrorAfter: 5}}, "overloaded_error")
+}
+
+// TestMessagesExternalInputBounded: a body that makes the upstream read
+// input it does not hold (an image or PDF by URL, a server tool's results)
+// is weighed at the model's context window, not at its own length: a
+// per-request cap that a small body fits refuses it, before the upstream.
+func TestMessagesExternalInputBounded(t *testing.T) {
+	g, m := startClaude(t, mock.AnthropicOptions{})
+	k := g.newKey("capped")
+	f := func(name, content string, want int, wantType string) {
+		t.Helper()
+		body := `{"model":"claude","max_tokens":5,"messages":[{"role":"user","content":` + content + `}]}`
+		status, _, b := g.do("POST", "/v1/messages", k.Key, []byte(body))
+		if status != want || !strings.Contains(string(b), wantType) {
+			t.Fatalf("%s: %d %s, want %d %s", name, status, b, want, wantType)
+		}
+	}
+	before := m.Requests()
+	f("text", `"Describe https://example.com/a.pdf"`, 200, `"type":"message"`)
+	// 200,000 tokens at the cache-write price of $3.75 a million: $0.75.
+	f("PDF by URL", `[{"type":"document","source":{"type":"url","url":"https://example.com/a.pdf"}},{"type":"text","text":"Summarize"}]`,
+		402, "billing_error")
+	f("escaped", `[{"type":"document","source":{"type":"\u0075rl","url":"https://example.com/a.pdf"}}]`, 402, "billing_error")
+	if got := m.Requests() - before; got != 1 {
+		t.Fatalf("the upstream served %d requests, want the text one", got)
+	}
 }

@@ -32,6 +32,9 @@ type Request struct {
 	// MaxTokensBound the largest of them all.
 	MaxTokens      int64
 	MaxTokensBound int64
+	// External: the body may make the upstream read input it does not
+	// hold (see external), so its length does not bound the prompt.
+	External bool
 
 	// models delimit the value tokens of every model key (quotes
 	// included), so they can be replaced without re-encoding.
@@ -133,8 +136,98 @@ func (r *Request) Parse(body []byte) (detail []byte, err error) {
 	if !utf8.Valid(r.Model) || len(r.Model) == 0 {
 		return body[start:end], ErrModelNotString
 	}
+	r.External = external(body)
 	return nil, nil
 }
+
+// A Messages body makes the upstream read input that it does not hold,
+// billed as input tokens, when it has a source by URL ("type":"url", an
+// image or a PDF of any length) or from the Files API ("type":"file",
+// file_id); a server tool, whose results are read back as input
+// (web_search_*, web_fetch_*, code_execution_*, bash_code_execution_*,
+// text_editor_code_execution_*); an MCP server (mcp_servers, mcp_toolset);
+// or a container (skills, uploaded files).
+var (
+	externalTypes = [...][]byte{[]byte("url"), []byte("file")}
+	// externalTypePrefixes are those of the server tools' types.
+	externalTypePrefixes = [...][]byte{[]byte("web_search"), []byte("web_fetch"), []byte("code_execution"),
+		[]byte("bash_code_execution"), []byte("text_editor_code_execution"), []byte("mcp_toolset")}
+	externalKeys = [...][]byte{[]byte(`"file_id"`), []byte(`"mcp_servers"`), []byte(`"container"`)}
+	keyType      = []byte(`"type"`)
+)
+
+// external reports whether body, valid JSON, may make the upstream read
+// input it does not hold. Every key of the body that is written without
+// escapes appears in it as its literal, quotes included, so every "type"
+// member and every key above is found by searching for its literal (an
+// escaped quote inside a string may add a false match, never hide a real
+// one); a body with an ASCII letter or underscore written as an escape
+// (\u0041 to \u007f), which could spell any of them unseen and which no
+// honest encoder writes (they escape control characters, non-ASCII, and
+// at most <, > and &), is taken to. A false positive costs the request a
+// wider worst case, never a refusal by itself.
+func external(body []byte) bool {
+	for _, k := range externalKeys {
+		if isKeyAt(body, k) {
+			return true
+		}
+	}
+	for b := body; ; {
+		i := bytes.Index(b, keyType)
+		if i < 0 {
+			break
+		}
+		b = b[i+len(keyType):]
+		j := jsonscan.SkipSpace(b, 0)
+		if j >= len(b) || b[j] != ':' {
+			continue
+		}
+		j = jsonscan.SkipSpace(b, j+1)
+		if j >= len(b) || b[j] != '"' {
+			continue
+		}
+		v := b[j+1:]
+		if end := bytes.IndexByte(v, '"'); end >= 0 {
+			v = v[:end]
+		}
+		for _, t := range externalTypes {
+			if bytes.Equal(v, t) {
+				return true
+			}
+		}
+		for _, p := range externalTypePrefixes {
+			if bytes.HasPrefix(v, p) {
+				return true
+			}
+		}
+	}
+	for b := body; ; {
+		i := bytes.Index(b, escapePrefix)
+		if i < 0 || i+len(escapePrefix) >= len(b) {
+			return false
+		}
+		if c := b[i+len(escapePrefix)]; c >= '4' && c <= '7' {
+			return true
+		}
+		b = b[i+len(escapePrefix):]
+	}
+}
+
+// isKeyAt reports whether the literal lit occurs in body followed by a ':'.
+func isKeyAt(body, lit []byte) bool {
+	for b := body; ; {
+		i := bytes.Index(b, lit)
+		if i < 0 {
+			return false
+		}
+		b = b[i+len(lit):]
+		if j := jsonscan.SkipSpace(b, 0); j < len(b) && b[j] == ':' {
+			return true
+		}
+	}
+}
+
+var escapePrefix = []byte(`\u00`)
 
 // field reads one top-level member whose value is body[start:end].
 func (r *Request) field(key, body []byte, start, end int) ([]byte, error) {

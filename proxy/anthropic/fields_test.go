@@ -111,3 +111,33 @@ func FuzzMessagesFields(f *testing.F) {
 		}
 	})
 }
+
+func TestRequestExternal(t *testing.T) {
+	f := func(body string, want bool) {
+		t.Helper()
+		var r Request
+		if _, err := r.Parse([]byte(body)); err != nil {
+			t.Fatalf("%s: %v", body, err)
+		}
+		if r.External != want {
+			t.Fatalf("%s: external %v, want %v", body, r.External, want)
+		}
+	}
+	const head = `{"model":"m","max_tokens":5,`
+	f(head+`"messages":[{"role":"user","content":"Read the file at this url: web_search"}]}`, false)
+	f(head+`"messages":[{"role":"user","content":"h\u00e9 \u003cb\u003e \"type\":\"url\""}]}`, false)
+	// A tool whose input has a url property (Claude Code's WebFetch) is the
+	// client's own: its results come back in a later body.
+	f(head+`"tools":[{"name":"WebFetch","input_schema":{"type":"object","properties":{"url":{"type":"string"}}}}],"messages":[]}`, false)
+	f(head+`"messages":[{"role":"user","content":[{"type":"image","source":{"type":"url","url":"https://x/a.png"}}]}]}`, true)
+	f(head+`"messages":[{"role":"user","content":[{"type":"document","source":{"type" : "file","file_id":"f"}}]}]}`, true)
+	f(head+`"messages":[{"role":"user","content":[{"type":"document","source":{"file_id" :"f"}}]}]}`, true)
+	f(head+`"tools":[{"type":"web_search_20250305","name":"web_search"}],"messages":[]}`, true)
+	f(head+`"tools":[{"type":"web_fetch_20250910","name":"web_fetch"}],"messages":[]}`, true)
+	f(head+`"tools":[{"type":"code_execution_20250825","name":"code_execution"}],"messages":[]}`, true)
+	f(head+`"mcp_servers":[{"type":"url","url":"https://mcp"}],"messages":[]}`, true)
+	f(head+`"container":{"skills":[]},"messages":[]}`, true)
+	// Escaped letters could spell any of them.
+	f(head+`"messages":[{"role":"user","content":[{"type":"image","source":{"type":"\u0075rl","url":"https://x"}}]}]}`, true)
+	f(head+`"messages":[{"role":"user","content":[{"type":"image","source":{"typ\u0065":"url","url":"https://x"}}]}]}`, true)
+}
