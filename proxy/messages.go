@@ -445,8 +445,8 @@ func (s *Server) answerMessages(ctx *fasthttp.RequestCtx, u *upstream.Upstream, 
 				message: "The upstream refused the request for the model: "}, detail)
 			return false
 		}
-		if status == anthropic.StatusOverloaded {
-			// The SDKs retry overloaded_error after its retry-after.
+		if status == anthropic.StatusOverloaded || status == fasthttp.StatusTooManyRequests {
+			// The last route's: the SDKs retry it after its retry-after.
 			if v := resp.Header.Peek(fasthttp.HeaderRetryAfter); len(v) > 0 {
 				ctx.Response.Header.SetCanonical(headerRetryAfter, v)
 			}

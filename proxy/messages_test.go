@@ -654,3 +654,21 @@ func TestMessagesExternalInputBounded(t *testing.T) {
 		t.Fatalf("the upstream served %d requests, want the text one", got)
 	}
 }
+
+// TestMessagesUpstreamRetryAfter: the last route's 429 or 529 reaches the
+// client with its retry-after, which the Anthropic SDKs wait for.
+func TestMessagesUpstreamRetryAfter(t *testing.T) {
+	for _, status := range []int{429, 529} {
+		up := startUpstream(t, func(ctx *fasthttp.RequestCtx) {
+			ctx.Response.Header.Set("Retry-After", "7")
+			ctx.SetStatusCode(status)
+			ctx.SetContentType("application/json")
+			ctx.SetBodyString(`{"type":"error","error":{"type":"rate_limit_error","message":"Slow down."}}`)
+		})
+		g := startGateway(t, yamlClaude(up, deadURL(t)), "")
+		got, hdr, b := g.do("POST", "/v1/messages", g.newKey("all").Key, []byte(`{"model":"claude","max_tokens":5,"messages":[]}`))
+		if got != status || hdr.Get("Retry-After") != "7" || string(b) != `{"type":"error","error":{"type":"rate_limit_error","message":"Slow down."}}` {
+			t.Fatalf("%d: got %d %v %s", status, got, hdr, b)
+		}
+	}
+}
