@@ -392,13 +392,15 @@ func TestMessagesDuplicateKeys(t *testing.T) {
 // its first events is billed what the upstream reports at the end, its
 // cache reads and writes at their own prices, to the pico-dollar.
 func TestMessagesDisconnectBilledExactly(t *testing.T) {
-	g, m := startClaude(t, mock.AnthropicOptions{CacheReadInputTokens: 3000, CacheCreationInputTokens: 700})
-	_ = m
-	k := g.newKey("all")
+	// 40 tokens 10ms apart: the client leaves some 370ms before the end.
+	slow, up := startMock(t, mock.Options{Chunks: 40, ChunkInterval: 10 * time.Millisecond,
+		Anthropic: mock.AnthropicOptions{APIKey: providerKey, CacheReadInputTokens: 3000, CacheCreationInputTokens: 700}})
+	g2 := startGateway(t, yamlClaude(up, deadURL(t)), "")
+	k2 := g2.newKey("all")
 	// The same request buffered gives its exact usage (the mock's answers
-	// depend on the request alone); the stream runs 40 tokens, slowly.
+	// depend on the request alone).
 	body := `{"model":"claude","max_tokens":40,"messages":[{"role":"user","content":"Hello there"}]}`
-	status, _, b := g.do("POST", "/v1/messages", k.Key, []byte(body))
+	status, _, b := g2.do("POST", "/v1/messages", k2.Key, []byte(body))
 	if status != 200 {
 		t.Fatalf("%d %s", status, b)
 	}
@@ -406,16 +408,10 @@ func TestMessagesDisconnectBilledExactly(t *testing.T) {
 	if err := json.Unmarshal(b, &msg); err != nil {
 		t.Fatal(err)
 	}
-	want := 2 * billOf(msg.Usage)
-
-	slow, up := startMock(t, mock.Options{ChunkInterval: 10 * time.Millisecond,
-		Anthropic: mock.AnthropicOptions{APIKey: providerKey, CacheReadInputTokens: 3000, CacheCreationInputTokens: 700}})
-	_, oai := startMock(t, mock.Options{})
-	g2 := startGateway(t, yamlClaude(up, oai), g.dir+"-2")
-	k2 := g2.newKey("all")
-	if status, _, b := g2.do("POST", "/v1/messages", k2.Key, []byte(body)); status != 200 {
-		t.Fatalf("%d %s", status, b)
+	if msg.Usage.OutputTokens != 40 {
+		t.Fatalf("usage %s", msg.Usage.RawJSON())
 	}
+	want := 2 * billOf(msg.Usage)
 	req, _ := http.NewRequest("POST", g2.url+"/v1/messages", strings.NewReader(strings.Replace(body, `"max_tokens"`, `"stream":true,"max_tokens"`, 1)))
 	req.Header.Set("x-api-key", k2.Key)
 	resp, err := http.DefaultClient.Do(req)
