@@ -668,3 +668,25 @@ func TestMessagesUpstreamRetryAfter(t *testing.T) {
 		}
 	}
 }
+
+// TestMessagesBetaQuery: the SDKs' beta client (Claude Code's) posts to
+// /v1/messages?beta=true; its key in x-api-key has its body read there too.
+func TestMessagesBetaQuery(t *testing.T) {
+	g, _ := startClaude(t, mock.AnthropicOptions{})
+	k := g.newKey("all")
+	c := g.anthropicClient(anthropicoption.WithAPIKey(k.Key))
+	msg, err := c.Beta.Messages.New(context.Background(), anthropic.BetaMessageNewParams{
+		Model:     "claude",
+		MaxTokens: 4,
+		Messages:  []anthropic.BetaMessageParam{anthropic.NewBetaUserMessage(anthropic.NewBetaTextBlock("Hello"))},
+		Betas:     []anthropic.AnthropicBeta{"prompt-caching-2024-07-31"},
+	})
+	if err != nil || msg.Usage.OutputTokens != 4 {
+		t.Fatalf("beta: %v", err)
+	}
+	status, _, b := g.do("POST", "/v1/messages?beta=true", "", []byte(`{"model":"claude","max_tokens":3,"messages":[{"role":"user","content":"hi"}]}`),
+		"x-api-key", k.Key)
+	if status != 200 || !strings.Contains(string(b), `"output_tokens":3`) {
+		t.Fatalf("%d %s", status, b)
+	}
+}
