@@ -56,6 +56,32 @@ func BenchmarkServeChatClaude(b *testing.B) {
 	})
 }
 
+// BenchmarkServeMessages is BenchmarkServeChat for POST /v1/messages: a
+// buffered Messages request with its key in x-api-key, renamed for its
+// anthropic route, to a loopback upstream that answers a fixed message.
+func BenchmarkServeMessages(b *testing.B) {
+	g := startGateway(b, yamlClaude(startUpstream(b, staticMessages), deadURL(b)), "")
+	key := g.newKey("all").Key
+	body := `{"model":"claude","max_tokens":64,"messages":[{"role":"user","content":"Say something short about the mock."}]}`
+	req := []byte("POST /v1/messages HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\nanthropic-version: 2023-06-01\r\n" +
+		"x-api-key: " + key + "\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + body)
+	b.ReportAllocs()
+	// The gateway's start (its store, its five plans) is not the request's.
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		c := newFakeConn(g.srv)
+		for pb.Next() {
+			c.reset(req)
+			if err := g.srv.http.ServeConn(c); err != nil {
+				b.Fatal(err)
+			}
+			if !bytes.HasPrefix(c.status(), []byte("HTTP/1.1 200")) {
+				b.Fatalf("answer: %s", c.w.Bytes())
+			}
+		}
+	})
+}
+
 var chatBody = bytes.Replace(benchBody, []byte(`"gpt-4o-mini"`), []byte(`"mock"`), 1)
 
 // BenchmarkStream: whole streams of 20 events (16 words, the role, the

@@ -22,9 +22,6 @@ import (
 // its route speaks, so failover crosses kinds.
 
 var (
-	headerAnthropicVersion = []byte("anthropic-version")
-	headerAnthropicBeta    = []byte("anthropic-beta")
-
 	errAnthropicOnly = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "model", code: "unsupported_model",
 		message: "The model is served by Anthropic's Messages API, which this endpoint cannot be translated to: " +
 			"use POST /v1/chat/completions or POST /v1/messages. Model: "}
@@ -83,21 +80,7 @@ func pickFirst(m *model, exclude upstream.Tried, now time.Time) (i int, trial bo
 // translation learnt; an error is the client's (*anthropic.FieldError).
 func buildClaudeRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, r *upstream.Route, m *model, c *claim) error {
 	u := r.Upstream()
-	req.Reset()
-	req.Header.SetMethodBytes(methodPost)
-	req.SetRequestURIBytes(u.URI(upstream.Messages))
-	req.Header.SetContentTypeBytes(contentTypeJSON)
-	if name, auth := u.Auth(); auth != nil {
-		req.Header.SetCanonical(name, auth)
-	}
-	req.Header.SetCanonical(headerAnthropicVersion, u.TranslationVersion())
-	for _, beta := range ctx.Request.Header.PeekAll("anthropic-beta") {
-		req.Header.AddBytesKV(headerAnthropicBeta, beta)
-	}
-	req.Header.SetCanonical(headerXRequestID, ctx.Response.Header.Peek(headerRequestID))
-	for _, h := range u.Headers() {
-		req.Header.SetBytesKV(h[0], h[1])
-	}
+	setAnthropicRequest(req, ctx, u, upstream.Messages, u.TranslationVersion())
 	body, info, err := anthropic.ChatToMessages(req.SwapBody(nil)[:0], ctx.PostBody(), anthropic.RequestOptions{
 		Model: r.Model(), APIVersion: b2s(u.TranslationVersion()), DefaultMaxTokens: m.maxOutput})
 	req.SwapBody(body)

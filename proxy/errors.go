@@ -115,7 +115,14 @@ func writeError(ctx *fasthttp.RequestCtx, e *apiError, detail []byte) {
 }
 
 // writeErrorParam is writeError with param, when not nil, in place of e's.
+// On /v1/messages the answer is Anthropic-shaped (writeAnthropicError), so
+// that the Anthropic SDKs type it: one switch here rather than a second
+// copy of every error.
 func writeErrorParam(ctx *fasthttp.RequestCtx, e *apiError, param, detail []byte) {
+	if isMessagesPath(ctx.Path()) {
+		writeAnthropicError(ctx, e, detail)
+		return
+	}
 	var scratch [512]byte
 	ctx.SetStatusCode(e.status)
 	ctx.SetContentTypeBytes(contentTypeJSON)

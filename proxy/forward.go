@@ -206,9 +206,13 @@ func (s *Server) keyOf(ctx *fasthttp.RequestCtx, token []byte) (*keys.Key, *keys
 }
 
 // bearerToken returns the token of an "Authorization: Bearer <token>" header,
-// or nil when there is none.
+// or, on /v1/messages, of an x-api-key header (as the Anthropic SDKs send
+// it); nil when there is none.
 func bearerToken(ctx *fasthttp.RequestCtx) []byte {
-	return bearerTokenOf(&ctx.Request.Header)
+	if token := bearerTokenOf(&ctx.Request.Header); token != nil || !isMessagesPath(ctx.Path()) {
+		return token
+	}
+	return messagesToken(&ctx.Request.Header)
 }
 
 // bearerTokenOf is bearerToken from the request's headers alone.

@@ -63,6 +63,7 @@ var (
 	inferencePaths = [upstream.NumEndpoints][]byte{
 		upstream.Chat: pathChat, upstream.Completions: pathCompletions,
 		upstream.Embeddings: pathEmbeddings, upstream.Responses: pathResponses,
+		upstream.Messages: pathMessages, upstream.CountTokens: pathCountTokens,
 	}
 )
 

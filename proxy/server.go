@@ -222,6 +222,8 @@ func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
 	public.DELETE("/v1/responses/{id}", s.deleteResponse)
 	public.POST("/v1/responses/{id}/cancel", s.cancelResponse)
 	public.GET("/v1/responses/{id}/input_items", s.responseInputItems)
+	public.POST("/v1/messages", s.messages)
+	public.POST("/v1/messages/count_tokens", s.countTokens)
 	public.GET("/v1/models", s.listModels)
 	public.GET("/v1/models/{model:*}", s.getModel)
 	public.GET("/healthz", healthz)

@@ -148,8 +148,11 @@ func (s *Server) stream(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *f
 		reqID: append([]byte(nil), h.Peek(headerRequestID)...), injected: injected,
 		sc: sse.NewScanner(eventLimit), reserveStep: c.model.price.Cost(0, streamReserveTokens*f.N),
 		chunked: chunked, events: openai.ChatEvents{}}
-	if c.rec.ep == upstream.Responses {
+	switch c.rec.ep {
+	case upstream.Responses:
 		r.events, r.responses = openai.ResponsesEvents{}, true
+	case upstream.Messages:
+		r.events = &messageEvents{maxOutput: c.maxOutput}
 	}
 	if c.claude {
 		r.translateClaude(c.model.name, c.rec.start.Unix(), c.claudeInfo.IncludeUsage)
@@ -426,6 +429,9 @@ func (r *streamRelay) pass() *apiError {
 			continue
 		}
 		e := r.events.Read(ev.Data)
+		// A running usage (a native Messages stream's) counts the event's
+		// own text: a cut before it is relayed bills the usage before it.
+		prevUsed, prevKnown := r.used, r.usageKnown
 		if e.HasUsage {
 			r.used, r.usageKnown = e.Usage, true
 			if r.injected && e.UsageOnly {
@@ -448,6 +454,7 @@ func (r *streamRelay) pass() *apiError {
 				// Not relayed, so not billed.
 				r.contentEvents--
 				r.contentBytes -= int64(n)
+				r.used, r.usageKnown = prevUsed, prevKnown
 				return errStreamBudget
 			}
 		}
@@ -548,9 +555,12 @@ func (r *streamRelay) fail(e *apiError) bool {
 	var b [320]byte
 	// The model's name is the client's: the model table is looked up by it.
 	var ev []byte
-	if r.responses {
+	switch {
+	case r.responses:
 		ev = appendResponsesErrorEvent(b[:0], e, []byte(r.claim.model.name), r.sequence)
-	} else {
+	case r.claim.rec.ep == upstream.Messages:
+		ev = appendAnthropicErrorEvent(b[:0], e, []byte(r.claim.model.name))
+	default:
 		ev = append(b[:0], "data: "...)
 		ev = appendError(ev, e, []byte(r.claim.model.name))
 		ev = append(ev, "\n\n"...)

@@ -1,19 +1,9 @@
 package anthropic
 
 import (
-	"errors"
-
 	"github.com/bytedance/sonic"
 	"github.com/bytedance/sonic/ast"
 )
-
-// ErrMessagesToChat is the answer to a /v1/messages request for a model on
-// an OpenAI-compatible upstream: this package translates chat requests to
-// Messages and answers back, not the reverse (Messages' cache_control,
-// thinking blocks, citations and document blocks have no chat form that
-// could be billed and answered faithfully). The server answers it as a 400
-// invalid_request_error (ErrorType(400)), naming the model's kind.
-var ErrMessagesToChat = errors.New("anthropic: /v1/messages is served for models on anthropic upstreams only; use /v1/chat/completions for this model")
 
 // StatusOverloaded is Anthropic's status for overloaded_error: the API is
 // temporarily overloaded. It is not a standard HTTP status.
