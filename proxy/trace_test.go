@@ -148,6 +148,9 @@ func TestTraceChat(t *testing.T) {
 			t.Fatalf("the span holds %q", secret)
 		}
 	}
+	if id, _ := span.Resource["service.instance.id"].(string); span.Resource["service.name"] != "tokenhub" || id == "" {
+		t.Errorf("resource %v: no service, or no node id", span.Resource)
+	}
 	if h := col.Headers()[0]; h.Get("Authorization") != "Bearer otlp-token" || h.Get("Content-Type") != "application/x-protobuf" {
 		t.Fatalf("export headers %v", h)
 	}

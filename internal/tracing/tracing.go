@@ -33,9 +33,9 @@ type Options struct {
 	// Dropped is called with the number of spans lost and why: DropQueueFull
 	// or DropExportFailed. Nil counts nothing.
 	Dropped func(reason string, n int)
-	// ServiceVersion and InstanceID describe this node in the spans'
-	// resource (service.version, service.instance.id).
-	ServiceVersion, InstanceID string
+	// InstanceID names this node in the spans' resource
+	// (service.instance.id).
+	InstanceID string
 	// QueueSize is how many finished spans may wait for the exporter;
 	// 0 means DefaultQueueSize.
 	QueueSize int
@@ -120,9 +120,6 @@ func New(c config.Traces, o Options) (*Tracer, error) {
 		return nil, fmt.Errorf("tracing: OTLP exporter for %s: %w", c.Endpoint, err)
 	}
 	attrs := []attribute.KeyValue{attribute.String("service.name", "tokenhub")}
-	if o.ServiceVersion != "" {
-		attrs = append(attrs, attribute.String("service.version", o.ServiceVersion))
-	}
 	if o.InstanceID != "" {
 		attrs = append(attrs, attribute.String("service.instance.id", o.InstanceID))
 	}
