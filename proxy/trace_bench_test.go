@@ -9,17 +9,23 @@ import (
 	"testing"
 )
 
-// BenchmarkServeChatTraced is BenchmarkServeChat with every request traced
-// and exported to a loopback collector that reads and discards what it gets:
-// the cost of tracing on, the span's building and export by the tracer's
-// goroutine included (in ns/op, and in B/op and allocs/op, which count
-// every goroutine's).
+// BenchmarkServeChatTraced is BenchmarkServeChat with tracing on, exporting
+// to a loopback collector that reads and discards what it gets: at sample 1
+// every request's span is built and exported by the tracer's goroutine,
+// whose cost is in ns/op, B/op and allocs/op (they count every goroutine's);
+// at sample 0 only the request's side runs (trace context in and out).
 func BenchmarkServeChatTraced(b *testing.B) {
+	for _, sample := range []string{"1", "0"} {
+		b.Run("sample="+sample, func(b *testing.B) { benchmarkServeChatTraced(b, sample) })
+	}
+}
+
+func benchmarkServeChatTraced(b *testing.B, sample string) {
 	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 	}))
 	defer col.Close()
-	g := startGateway(b, fmt.Sprintf("telemetry: {traces: {endpoint: %q}}\n", col.URL)+yamlModels(startUpstream(b, staticChat)), "")
+	g := startGateway(b, fmt.Sprintf("telemetry: {traces: {endpoint: %q, sample: %s}}\n", col.URL, sample)+yamlModels(startUpstream(b, staticChat)), "")
 	key := g.newKey("all").Key
 	req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\n" +
 		"Authorization: Bearer " + key + "\r\nContent-Length: " + itoa(len(chatBody)) + "\r\n\r\n" + string(chatBody))
