@@ -24,7 +24,9 @@ func benchmarkServeChatTraced(b *testing.B, sample string) {
 	col := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
 		io.Copy(io.Discard, r.Body)
 	}))
-	defer col.Close()
+	// Closed after the node (cleanups run last-in first-out), which flushes
+	// its spans to it on Close.
+	b.Cleanup(col.Close)
 	g := startGateway(b, fmt.Sprintf("telemetry: {traces: {endpoint: %q, sample: %s}}\n", col.URL, sample)+yamlModels(startUpstream(b, staticChat)), "")
 	key := g.newKey("all").Key
 	req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\n" +

@@ -19,7 +19,6 @@ import (
 	"time"
 
 	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/exporters/otlp/otlptrace/otlptracehttp"
 	"go.opentelemetry.io/otel/sdk/resource"
 	sdktrace "go.opentelemetry.io/otel/sdk/trace"
 	"go.opentelemetry.io/otel/trace"
@@ -68,7 +67,7 @@ type Tracer struct {
 	sampleBound uint64
 	queue       chan Span
 
-	exporter sdktrace.SpanExporter
+	exporter *otlpExporter
 	provider *sdktrace.TracerProvider
 	tracer   trace.Tracer
 	// ids and batch are the goroutine's: the ids the span being built is
@@ -107,18 +106,7 @@ func New(c config.Traces, o Options) (*Tracer, error) {
 	if size <= 0 {
 		size = DefaultQueueSize
 	}
-	exporter, err := otlptracehttp.New(context.Background(),
-		otlptracehttp.WithEndpointURL(strings.TrimSuffix(c.Endpoint, "/")+"/v1/traces"),
-		otlptracehttp.WithHeaders(c.Headers),
-		otlptracehttp.WithTimeout(exportTimeout),
-		otlptracehttp.WithRetry(otlptracehttp.RetryConfig{
-			Enabled: true, InitialInterval: 500 * time.Millisecond, MaxInterval: 2 * time.Second, MaxElapsedTime: 10 * time.Second,
-		}))
-	if err != nil {
-		// The endpoint is validated and has no credentials; the headers'
-		// values are not in the error.
-		return nil, fmt.Errorf("tracing: OTLP exporter for %s: %w", c.Endpoint, err)
-	}
+	exporter := newOTLPExporter(strings.TrimSuffix(c.Endpoint, "/")+"/v1/traces", c.Headers)
 	attrs := []attribute.KeyValue{attribute.String("service.name", "tokenhub")}
 	if o.InstanceID != "" {
 		attrs = append(attrs, attribute.String("service.instance.id", o.InstanceID))

@@ -191,3 +191,55 @@ func TestShutdownExportsWhatIsQueued(t *testing.T) {
 	s := Span{Context: tr.Begin(nil)}
 	tr.Send(&s) // after Shutdown: neither a panic nor a wait
 }
+
+// TestExportRetries: a collector that answers 503 (or 429, 502, 504) is
+// tried again, and its spans arrive; one that refuses the request (400)
+// is not, and its spans count as failed.
+func TestExportRetries(t *testing.T) {
+	col := otlptest.Start(t)
+	f := func(status int, wantRetried bool) {
+		t.Helper()
+		var posts atomic.Int64
+		proxy := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+			if posts.Add(1) == 1 {
+				w.WriteHeader(status)
+				return
+			}
+			r2, err := http.NewRequestWithContext(r.Context(), r.Method, col.URL+r.URL.Path, r.Body)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			r2.Header = r.Header
+			resp, err := http.DefaultClient.Do(r2)
+			if err != nil {
+				t.Error(err)
+				return
+			}
+			resp.Body.Close()
+			w.WriteHeader(resp.StatusCode)
+		}))
+		defer proxy.Close()
+		var d drops
+		tr, err := New(config.Traces{Endpoint: proxy.URL, Sample: 1}, Options{Dropped: d.add, Logger: slog.New(slog.DiscardHandler)})
+		if err != nil {
+			t.Fatal(err)
+		}
+		before := len(col.Spans())
+		s := Span{Context: tr.Begin(nil), Operation: "chat", Start: time.Unix(1, 0), End: time.Unix(2, 0)}
+		tr.Send(&s)
+		if err := tr.Shutdown(context.Background()); err != nil {
+			t.Fatal(err)
+		}
+		arrived := len(col.Spans()) - before
+		if wantRetried && (arrived != 1 || posts.Load() != 2 || d.get(DropExportFailed) != 0) {
+			t.Fatalf("status %d: %d spans arrived in %d posts, %d failed; want it retried", status, arrived, posts.Load(), d.get(DropExportFailed))
+		}
+		if !wantRetried && (arrived != 0 || posts.Load() != 1 || d.get(DropExportFailed) != 1) {
+			t.Fatalf("status %d: %d spans arrived in %d posts, %d failed; want it given up", status, arrived, posts.Load(), d.get(DropExportFailed))
+		}
+	}
+	f(503, true)
+	f(429, true)
+	f(400, false)
+}
