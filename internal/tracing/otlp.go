@@ -35,7 +35,10 @@ type otlpExporter struct {
 }
 
 func newOTLPExporter(url string, headers map[string]string) *otlpExporter {
-	return &otlpExporter{url: url, headers: headers, client: &http.Client{Timeout: exportTimeout}}
+	// A transport of its own (the default's settings, proxies from the
+	// environment among them), so that Shutdown closes only its connections.
+	transport := http.DefaultTransport.(*http.Transport).Clone()
+	return &otlpExporter{url: url, headers: headers, client: &http.Client{Timeout: exportTimeout, Transport: transport}}
 }
 
 // Retries of an export the collector did not take: a refused connection or
