@@ -39,6 +39,9 @@ type Config struct {
 	Admin Admin `yaml:"admin"`
 	// TLS, when both files are set, serves HTTPS instead of HTTP.
 	TLS TLS `yaml:"tls"`
+	// Telemetry is what the gateway exports to the operators' observability
+	// systems besides /metrics: traces.
+	Telemetry Telemetry `yaml:"telemetry"`
 	// Upstreams are the providers requests are forwarded to.
 	Upstreams []Upstream `yaml:"upstreams"`
 	// Models are the names clients may ask for, each routed to upstreams.
@@ -222,6 +225,30 @@ type AccessLog struct {
 	// errors (status 400 and up) are always logged.
 	Sample float64 `yaml:"sample"`
 }
+
+// Telemetry is what the gateway exports besides /metrics.
+type Telemetry struct {
+	// Traces are OpenTelemetry spans, one per inference request.
+	Traces Traces `yaml:"traces"`
+}
+
+// Traces configures the OpenTelemetry trace export: one span per inference
+// request, POSTed as OTLP/HTTP protobuf, off the request path.
+type Traces struct {
+	// Endpoint is the collector's OTLP/HTTP base URL; spans are POSTed to
+	// <endpoint>/v1/traces. Empty turns tracing off.
+	Endpoint string `yaml:"endpoint"`
+	// Headers are sent with every export, for the collector's
+	// authentication; usually ${SOME_ENV_VAR}. Never logged.
+	Headers map[string]string `yaml:"headers"`
+	// Sample is the fraction of requests traced, from 0 to 1, for requests
+	// whose client sent no traceparent; a client's traceparent decides for
+	// its own requests (its sampled flag).
+	Sample float64 `yaml:"sample"`
+}
+
+// Enabled reports whether spans are exported.
+func (t Traces) Enabled() bool { return t.Endpoint != "" }
 
 // The upstream kinds: the wire protocol an upstream speaks.
 const (

@@ -30,6 +30,9 @@ func defaultConfig() Config {
 			Responses: Responses{Retention: 30 * 24 * time.Hour, MaxIDs: 1_000_000}},
 		Cache: defaultCache(),
 		Log:   Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
+		// Every request traced once an endpoint is set: the export is
+		// bounded and off the request path.
+		Telemetry: Telemetry{Traces: Traces{Sample: 1}},
 	}
 }
 

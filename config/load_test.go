@@ -38,8 +38,9 @@ func TestDefaultsApplied(t *testing.T) {
 			StreamDrainTimeout: 30 * time.Second, MaxStreamDrains: 256, MaxBodyBytesInFlight: 64 * MiB},
 		Store: Store{Path: "./data", Journal: Journal{SyncInterval: time.Second, SegmentSize: 32 << 20},
 			Responses: Responses{Retention: 30 * 24 * time.Hour, MaxIDs: 1_000_000}},
-		Cache: Cache{MaxKeys: 1000000, NegativeTTL: 2 * time.Second, StaleAfter: time.Second, StaleIfError: 4 * time.Second},
-		Log:   Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
+		Cache:     Cache{MaxKeys: 1000000, NegativeTTL: 2 * time.Second, StaleAfter: time.Second, StaleIfError: 4 * time.Second},
+		Log:       Log{Level: "info", Format: "json", Access: AccessLog{Enabled: true, Level: "info", Sample: 1}},
+		Telemetry: Telemetry{Traces: Traces{Sample: 1}},
 		Upstreams: []Upstream{{
 			Name:                "mock",
 			Kind:                KindOpenAI,
@@ -162,7 +163,7 @@ func TestUnknownKeyRejected(t *testing.T) {
 		}
 	}
 	f(minimal+"lisen: :80\n",
-		"config: test.yaml: line 3: lisen: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, upstreams, models, plans")
+		"config: test.yaml: line 3: lisen: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, telemetry, upstreams, models, plans")
 	f(minimal+"server:\n  read_timout: 1s\n",
 		"config: test.yaml: line 4: server.read_timout: unknown key; the keys allowed here are read_timeout, idle_timeout, shutdown_timeout, stream_drain_timeout, max_stream_drains, max_body_bytes_in_flight")
 	f(`upstreams:
@@ -176,9 +177,9 @@ line 4: models[0].routes[0].wieght: unknown key; the keys allowed here are upstr
 		"config: test.yaml: line 3: plans[0].monthly: unknown key; the keys allowed here are name, models, rpm, tpm, max_request_usd, monthly_usd")
 	f(minimal+"models_: []\ndropped_upstreams: [x]\nDroppedUpstreams: [x]\n",
 		"config: test.yaml: 3 problems:\n"+
-			"line 3: models_: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, upstreams, models, plans\n"+
-			"line 4: dropped_upstreams: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, upstreams, models, plans\n"+
-			"line 5: DroppedUpstreams: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, upstreams, models, plans")
+			"line 3: models_: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, telemetry, upstreams, models, plans\n"+
+			"line 4: dropped_upstreams: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, telemetry, upstreams, models, plans\n"+
+			"line 5: DroppedUpstreams: unknown key; the keys allowed here are listen, admin_key, max_body_bytes, server, store, cache, log, admin, tls, telemetry, upstreams, models, plans")
 }
 
 func TestMergeKeysAreChecked(t *testing.T) {

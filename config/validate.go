@@ -127,6 +127,58 @@ func (c *Config) validateServer(p *problems) {
 	default:
 		p.add("log.format", "%q is not a format; use json or text", c.Log.Format)
 	}
+	c.validateTraces(p)
+}
+
+// validateTraces checks telemetry.traces. The headers' values are secrets:
+// no message quotes them.
+func (c *Config) validateTraces(p *problems) {
+	t := c.Telemetry.Traces
+	if s := t.Sample; !(s >= 0 && s <= 1) {
+		p.add("telemetry.traces.sample", "%v is not a fraction; use a number from 0 (only requests whose client's traceparent is sampled) to 1 (every request)", s)
+	}
+	if t.Endpoint == "" {
+		if len(t.Headers) > 0 {
+			p.add("telemetry.traces.headers", "set, but telemetry.traces.endpoint is empty and nothing is exported; set the endpoint or remove the headers")
+		}
+		return
+	}
+	if err := checkTracesEndpoint(t.Endpoint); err != nil {
+		p.add("telemetry.traces.endpoint", "%v", err)
+	}
+	for _, k := range slices.Sorted(maps.Keys(t.Headers)) {
+		field := "telemetry.traces.headers." + k
+		if !validHeaderName(k) {
+			p.add(field, "%q is not a valid header name; use letters, digits and '-'", k)
+			continue
+		}
+		switch http.CanonicalHeaderKey(k) {
+		case "Host", "Content-Length", "Transfer-Encoding", "Connection", "Content-Type", "Content-Encoding":
+			p.add(field, "the exporter sets this header itself; remove it")
+		}
+		if strings.ContainsAny(t.Headers[k], "\r\n\x00") {
+			p.add(field, "the value contains a line break or NUL; remove it")
+		}
+	}
+}
+
+// checkTracesEndpoint checks an OTLP/HTTP base URL; /v1/traces is appended.
+func checkTracesEndpoint(s string) error {
+	const fix = "write the collector's OTLP/HTTP base URL, such as http://127.0.0.1:4318"
+	u, err := url.Parse(s)
+	switch {
+	case err != nil:
+		return fmt.Errorf("not a URL; %s", fix)
+	case u.Scheme != "http" && u.Scheme != "https":
+		return fmt.Errorf("the scheme must be http or https; %s", fix)
+	case u.Host == "":
+		return fmt.Errorf("no host; %s", fix)
+	case u.User != nil:
+		return fmt.Errorf("%q has credentials in it; put them in telemetry.traces.headers instead", u.Redacted())
+	case u.RawQuery != "" || u.Fragment != "":
+		return errors.New("remove the query or fragment, which may hold a secret and which this message does not quote; /v1/traces is appended to the endpoint")
+	}
+	return nil
 }
 
 // validateOperations checks the admin listener and the TLS pair. The pair is

@@ -109,6 +109,22 @@ func TestValidateRules(t *testing.T) {
 		`log.level: "INFO" is not a level; use debug, info, warn or error`)
 	f(func(c *Config) { c.Log.Format = "xml" },
 		`log.format: "xml" is not a format; use json or text`)
+	f(func(c *Config) { c.Telemetry.Traces.Sample = 1.5 },
+		"telemetry.traces.sample: 1.5 is not a fraction; use a number from 0 (only requests whose client's traceparent is sampled) to 1 (every request)")
+	f(func(c *Config) { c.Telemetry.Traces.Headers = map[string]string{"authorization": "Bearer x"} },
+		"telemetry.traces.headers: set, but telemetry.traces.endpoint is empty and nothing is exported; set the endpoint or remove the headers")
+	f(func(c *Config) { c.Telemetry.Traces.Endpoint = "grpc://127.0.0.1:4317" },
+		"telemetry.traces.endpoint: the scheme must be http or https; write the collector's OTLP/HTTP base URL, such as http://127.0.0.1:4318")
+	f(func(c *Config) { c.Telemetry.Traces.Endpoint = "https://user:otlp-secret@collector" },
+		`telemetry.traces.endpoint: "https://user:xxxxx@collector" has credentials in it; put them in telemetry.traces.headers instead`)
+	f(func(c *Config) { c.Telemetry.Traces.Endpoint = "http://collector:4318/?token=x" },
+		"telemetry.traces.endpoint: remove the query or fragment, which may hold a secret and which this message does not quote; /v1/traces is appended to the endpoint")
+	f(func(c *Config) {
+		c.Telemetry.Traces.Endpoint = "http://collector:4318"
+		c.Telemetry.Traces.Headers = map[string]string{"x-token": "otlp-secret\nInjected: 1", "bad name": "v", "content-type": "text/plain"}
+	}, "telemetry.traces.headers.bad name: \"bad name\" is not a valid header name; use letters, digits and '-'\n"+
+		"telemetry.traces.headers.content-type: the exporter sets this header itself; remove it\n"+
+		"telemetry.traces.headers.x-token: the value contains a line break or NUL; remove it")
 
 	f(func(c *Config) { c.Upstreams[1].Name = "open ai" },
 		`upstreams[1].name: "open ai" is not a valid name; use 1-64 letters, digits, '-', '_' or '.'`+"\n"+

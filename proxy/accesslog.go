@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"github.com/tokenhub/tokenhub/config"
+	"github.com/tokenhub/tokenhub/internal/tracing"
 	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/proxy/upstream"
 )
@@ -32,6 +33,11 @@ type requestRecord struct {
 	cost                    usd.Pico
 	estimated               bool
 	streamError             string // the code of the error event that ended a stream
+	// trace is the request's trace context; provider and routeModel the
+	// kind and model name of the route taken, for its span. Set only when
+	// tracing is on (see trace.go).
+	trace                tracing.SpanContext
+	provider, routeModel string
 }
 
 // accessEntry is a requestRecord on its way to the writer, with the copies

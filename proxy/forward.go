@@ -44,6 +44,7 @@ func (s *Server) storedChatCompletions(ctx *fasthttp.RequestCtx) {
 func (s *Server) inference(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 	var c claim
 	c.rec = requestRecord{start: ctx.Time(), ep: ep}
+	s.beginTrace(ctx, &c.rec)
 	defer s.finishHandler(ctx, &c)
 	// fasthttp has read the body before this runs, and only for a key that
 	// authenticates, within what the header hook reserved for it (see
@@ -290,6 +291,7 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 		} else {
 			injected = buildUpstreamRequest(req, ctx, ep, r, f)
 		}
+		s.traceAttempt(req, ctx, r, &c.rec)
 		sent := time.Now()
 		if started.IsZero() {
 			started = sent

@@ -102,6 +102,7 @@ func (s *Server) countTokens(ctx *fasthttp.RequestCtx) { s.serveMessages(ctx, up
 func (s *Server) serveMessages(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 	var c claim
 	c.rec = requestRecord{start: ctx.Time(), ep: ep}
+	s.beginTrace(ctx, &c.rec)
 	defer s.finishHandler(ctx, &c)
 	h := &ctx.Response.Header
 	h.SetCanonical(headerAnthropicRequestID, h.Peek(headerRequestID))
@@ -292,6 +293,7 @@ func (s *Server) forwardMessages(ctx *fasthttp.RequestCtx, ep upstream.Endpoint,
 		u := r.Upstream()
 		tried.Add(i)
 		buildMessagesRequest(req, ctx, ep, r, f)
+		s.traceAttempt(req, ctx, r, &c.rec)
 		sent := time.Now()
 		if started.IsZero() {
 			started = sent

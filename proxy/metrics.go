@@ -11,6 +11,7 @@ import (
 	vm "github.com/VictoriaMetrics/metrics"
 	"github.com/valyala/fasthttp"
 
+	"github.com/tokenhub/tokenhub/internal/tracing"
 	"github.com/tokenhub/tokenhub/internal/usd"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/proxy/upstream"
@@ -38,6 +39,8 @@ type gatewayMetrics struct {
 	valkeyErrors      *vm.Counter
 	openStreams       atomic.Int64
 	accessDropped     *vm.Counter
+	// spansDropped counts the spans lost, by tracing's drop reason.
+	spansDroppedQueueFull, spansDroppedExportFailed *vm.Counter
 }
 
 type requestLabels struct {
@@ -96,6 +99,8 @@ func newGatewayMetrics() *gatewayMetrics {
 	m.valkey = m.set.NewPrometheusHistogramExt("tokenhub_valkey_duration_seconds", valkeyBuckets)
 	m.valkeyErrors = m.set.NewCounter("tokenhub_valkey_errors_total")
 	m.accessDropped = m.set.NewCounter("tokenhub_access_log_dropped_total")
+	m.spansDroppedQueueFull = m.set.NewCounter(`tokenhub_trace_spans_dropped_total{reason="` + tracing.DropQueueFull + `"}`)
+	m.spansDroppedExportFailed = m.set.NewCounter(`tokenhub_trace_spans_dropped_total{reason="` + tracing.DropExportFailed + `"}`)
 	m.set.NewGauge("tokenhub_open_streams", func() float64 { return float64(m.openStreams.Load()) })
 	return m
 }
@@ -232,6 +237,16 @@ func NewMetrics() *Metrics { return &Metrics{gateway: newGatewayMetrics()} }
 // ObserveValkey is valkeyx.Options.Observe: it times each Valkey call and
 // counts its errors.
 func (m *Metrics) ObserveValkey(d time.Duration, err error) { m.gateway.observeValkey(d, err) }
+
+// SpansDropped is tracing.Options.Dropped: it counts the spans lost, by
+// reason.
+func (m *Metrics) SpansDropped(reason string, n int) {
+	if reason == tracing.DropQueueFull {
+		m.gateway.spansDroppedQueueFull.Add(n)
+		return
+	}
+	m.gateway.spansDroppedExportFailed.Add(n)
+}
 
 // observeValkey is valkeyx.Options.Observe.
 func (m *gatewayMetrics) observeValkey(d time.Duration, err error) {

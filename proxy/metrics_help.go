@@ -32,6 +32,7 @@ var metricHelp = map[string]string{
 	"tokenhub_valkey_duration_seconds":    "Duration of every Valkey command and pipeline.",
 	"tokenhub_valkey_errors_total":        "Valkey commands and pipelines that failed.",
 	"tokenhub_access_log_dropped_total":   "Access log lines dropped because the writer fell behind.",
+	"tokenhub_trace_spans_dropped_total":  "Spans not exported, by reason: queue_full (the exporter fell behind) or export_failed (the collector did not take them).",
 }
 
 var (

@@ -21,7 +21,7 @@ func (s *Server) finishHandler(ctx *fasthttp.RequestCtx, c *claim) {
 }
 
 // finish records a finished inference request: its metrics and, when
-// sampled, its access log line. It does not allocate.
+// sampled, its access log line and its span. It does not allocate.
 func (s *Server) finish(rec *requestRecord, status int, requestID []byte, total time.Duration) {
 	m := s.metrics
 	m.request(endpointNames[rec.ep], rec.model, rec.plan, status)
@@ -37,6 +37,7 @@ func (s *Server) finish(rec *requestRecord, status int, requestID []byte, total 
 		e.idLen = uint8(copy(e.requestID[:], requestID))
 		s.access.send(&e)
 	}
+	s.traceFinished(rec, status, requestID, total)
 }
 
 // countOther counts a request to anything but the inference endpoints, which

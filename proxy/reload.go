@@ -210,7 +210,8 @@ func (sum *ReloadSummary) nonNil() {
 
 // restartOnly names the fields that differ between prev and next but are
 // read only at start: the listeners, the store and cache, the server's
-// limits and timeouts, the log, the admin block, and turning TLS on or off.
+// limits and timeouts, the log, the admin block, telemetry (the trace
+// exporter is the node's, made once), and turning TLS on or off.
 // A section is reported field by field ("server.read_timeout").
 func restartOnly(prev, next *config.Config) []string {
 	var out []string
@@ -238,6 +239,7 @@ func restartOnly(prev, next *config.Config) []string {
 	f("cache", prev.Cache, next.Cache)
 	f("log", prev.Log, next.Log)
 	f("admin", prev.Admin, next.Admin)
+	f("telemetry", prev.Telemetry, next.Telemetry)
 	if prev.TLS.Enabled() != next.TLS.Enabled() {
 		out = append(out, "tls")
 	}
@@ -250,6 +252,7 @@ func keepRestartOnly(next, prev *config.Config) *config.Config {
 	c := *next
 	c.Listen, c.AdminKey, c.MaxBodyBytes = prev.Listen, prev.AdminKey, prev.MaxBodyBytes
 	c.Server, c.Store, c.Cache, c.Log, c.Admin = prev.Server, prev.Store, prev.Cache, prev.Log, prev.Admin
+	c.Telemetry = prev.Telemetry
 	if prev.TLS.Enabled() != next.TLS.Enabled() {
 		c.TLS = prev.TLS
 	}

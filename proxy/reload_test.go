@@ -284,17 +284,17 @@ func TestReloadRefusesInvalidConfig(t *testing.T) {
 func TestReloadKeepsRestartOnlyFields(t *testing.T) {
 	n := startFileNode(t, reloadModels)
 	k := n.key(t)
-	n.head = strings.Replace(n.head, "listen: 127.0.0.1:0", "listen: 127.0.0.1:1\nserver: {read_timeout: 5s}\nadmin: {pprof: true}", 1)
+	n.head = strings.Replace(n.head, "listen: 127.0.0.1:0", "listen: 127.0.0.1:1\nserver: {read_timeout: 5s}\nadmin: {pprof: true}\ntelemetry: {traces: {endpoint: \"http://127.0.0.1:4318\"}}", 1)
 	n.rewrite(t, reloadModels+"  - {name: new, routes: [{upstream: mock}]}\n")
 	var sum ReloadSummary
 	n.admin("POST", "/admin/reload", nil, 200, &sum)
-	if !slices.Equal(sum.RestartRequired, []string{"listen", "server.read_timeout", "admin.pprof"}) || !slices.Equal(sum.ModelsAdded, []string{"new"}) {
+	if !slices.Equal(sum.RestartRequired, []string{"listen", "server.read_timeout", "admin.pprof", "telemetry.traces"}) || !slices.Equal(sum.ModelsAdded, []string{"new"}) {
 		t.Fatalf("summary %+v", sum)
 	}
 	if !strings.Contains(n.logs.String(), "takes effect only on restart") || !strings.Contains(n.logs.String(), "field=listen") {
 		t.Fatalf("no warning naming listen:\n%s", n.logs.String())
 	}
-	if n.srv.reload.cfg.Listen != "127.0.0.1:0" || n.srv.reload.cfg.Server.ReadTimeout != 30*time.Second {
+	if n.srv.reload.cfg.Listen != "127.0.0.1:0" || n.srv.reload.cfg.Server.ReadTimeout != 30*time.Second || n.srv.reload.cfg.Telemetry.Traces.Enabled() {
 		t.Fatalf("the configuration in force took restart-only values: %+v", n.srv.reload.cfg)
 	}
 	if st := n.answer(k.Key, "new"); st != 200 {

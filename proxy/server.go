@@ -22,6 +22,7 @@ import (
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/dashboard"
 	"github.com/tokenhub/tokenhub/internal/affinity"
+	"github.com/tokenhub/tokenhub/internal/tracing"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
 )
@@ -48,6 +49,9 @@ type Options struct {
 	// response, for the Responses API's follow-ups. Nil: none is
 	// remembered, and every follow-up answers 404.
 	ResponseIDs affinity.Store
+	// Traces exports a span per inference request; nil is tracing off.
+	// The node owns it and shuts it down.
+	Traces *tracing.Tracer
 }
 
 // Server is the gateway: it authenticates, checks plans and forwards.
@@ -76,6 +80,8 @@ type Server struct {
 	// when it is off).
 	metrics *gatewayMetrics
 	access  *accessLog
+	// traces is Options.Traces.
+	traces *tracing.Tracer
 
 	// conns are the client connections of both listeners, for shutdown;
 	// streams those a stream relay took over from fasthttp.
@@ -126,6 +132,7 @@ func New(o Options) (*Server, error) {
 		gate:         o.Gate,
 		base:         o.BaseContext,
 		responseIDs:  o.ResponseIDs,
+		traces:       o.Traces,
 		adminHash:    sha256.Sum256([]byte(o.AdminKey)),
 		ids:          ids,
 		log:          log,

@@ -20,13 +20,13 @@ type Node struct {
 // OpenNode is internal/gateway.Open for tests in package proxy.
 func OpenNode(ctx context.Context, cfg *config.Config, log *slog.Logger) (*Node, error) {
 	metrics := NewMetrics()
-	state, err := node.Open(ctx, cfg, node.Options{Logger: log, ObserveValkey: metrics.ObserveValkey})
+	state, err := node.Open(ctx, cfg, node.Options{Logger: log, ObserveValkey: metrics.ObserveValkey, SpansDropped: metrics.SpansDropped})
 	if err != nil {
 		return nil, err
 	}
 	n := &Node{Node: state}
 	if n.Server, err = New(Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: n.AdminKey, Logger: log, Metrics: metrics, ResponseIDs: n.ResponseIDs,
-		BaseContext: n.Base()}); err != nil {
+		BaseContext: n.Base(), Traces: n.Traces}); err != nil {
 		n.Node.Close()
 		return nil, err
 	}

@@ -30,13 +30,13 @@ func Open(ctx context.Context, cfg *config.Config, log *slog.Logger) (n *Node, e
 	}
 	// Made before the store, so that they see every Valkey call.
 	metrics := proxy.NewMetrics()
-	state, err := node.Open(ctx, cfg, node.Options{Logger: log, ObserveValkey: metrics.ObserveValkey})
+	state, err := node.Open(ctx, cfg, node.Options{Logger: log, ObserveValkey: metrics.ObserveValkey, SpansDropped: metrics.SpansDropped})
 	if err != nil {
 		return nil, err
 	}
 	n = &Node{Node: state}
 	n.Server, err = proxy.New(proxy.Options{Config: cfg, Registry: n.Registry, Gate: n.Gate, AdminKey: n.AdminKey, Logger: log, Metrics: metrics, ResponseIDs: n.ResponseIDs,
-		BaseContext: n.Base()})
+		BaseContext: n.Base(), Traces: n.Traces})
 	if err != nil {
 		n.Close()
 		return nil, err

@@ -18,6 +18,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/internal/eventually"
+	"github.com/tokenhub/tokenhub/internal/otlptest"
 	"github.com/tokenhub/tokenhub/internal/valkeytest"
 )
 
@@ -132,11 +133,17 @@ plans: [{name: all, models: ["*"]}]
 log: {level: error, access: {enabled: true}}
 `
 	v := valkeytest.Start(t)
+	col := otlptest.Start(t)
 	for _, tc := range []struct {
 		name  string
 		store func(dir string, i int) string
 	}{
 		{"embedded", func(dir string, _ int) string { return fmt.Sprintf("store: {path: %q}\n", dir) }},
+		// The trace exporter's goroutine, and its connections to the
+		// collector; Close flushes the node's spans before it returns.
+		{"traced", func(dir string, _ int) string {
+			return fmt.Sprintf("store: {path: %q}\ntelemetry: {traces: {endpoint: %q}}\n", dir, col.URL)
+		}},
 		{"valkey", func(dir string, i int) string {
 			return fmt.Sprintf("store: {path: %q, valkey: {addrs: [%q], prefix: leak%d, timeout: 10s}}\n", dir, v.Addr(), i)
 		}},
@@ -148,7 +155,11 @@ log: {level: error, access: {enabled: true}}
 			start := runtime.NumGoroutine()
 			const rounds = 3
 			for i := 1; i <= rounds; i++ {
+				spans := len(col.Spans())
 				openServe(t, tc.store(t.TempDir(), i)+models)
+				if got := len(col.Spans()) - spans; tc.name == "traced" && got != 1 {
+					t.Fatalf("round %d: %d spans at the collector when Close returned, want the request's 1", i, got)
+				}
 				if left := startedByTokenhub(); len(left) > 0 {
 					t.Fatalf("round %d: %d goroutines tokenhub started still run after Close:\n\n%s", i, len(left), strings.Join(left, "\n\n"))
 				}

@@ -23,6 +23,7 @@ import (
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/internal/affinity"
+	"github.com/tokenhub/tokenhub/internal/tracing"
 	"github.com/tokenhub/tokenhub/keys"
 	"github.com/tokenhub/tokenhub/limits"
 	"github.com/tokenhub/tokenhub/limits/journal"
@@ -35,6 +36,9 @@ type Options struct {
 	// duration and error: how the HTTP side's metrics see Valkey. It must
 	// exist before the store is opened, so that it sees every call.
 	ObserveValkey func(d time.Duration, err error)
+	// SpansDropped, when set, counts the spans the trace exporter lost
+	// (tracing.Options.Dropped).
+	SpansDropped func(reason string, n int)
 }
 
 // Node is one node's stores, registry, gate and loops.
@@ -54,6 +58,10 @@ type Node struct {
 	// response (the Responses API's follow-ups): in Valkey beside the keys,
 	// or a bbolt file of its own.
 	ResponseIDs affinity.Store
+
+	// Traces exports a span per inference request (telemetry.traces); nil
+	// when tracing is off. Close flushes it.
+	Traces *tracing.Tracer
 
 	store   keys.Store
 	ledger  limits.Ledger
@@ -167,6 +175,16 @@ func Open(ctx context.Context, cfg *config.Config, o Options) (n *Node, err erro
 		n.Gate = limits.NewGate(n.ledger, log)
 	}
 
+	// The node's id names it in its spans' resource (service.instance.id).
+	if n.Traces, err = tracing.New(cfg.Telemetry.Traces, tracing.Options{Logger: log, Dropped: o.SpansDropped, InstanceID: n.journal.NodeID()}); err != nil {
+		return n, err
+	}
+	if n.Traces != nil {
+		// The endpoint has no credentials in it (config refuses them); the
+		// headers, which do, are not logged.
+		log.Info("exporting traces", "endpoint", cfg.Telemetry.Traces.Endpoint, "sample", cfg.Telemetry.Traces.Sample)
+	}
+
 	n.Gate.UseJournal(n.journal)
 	// Before serving and before the flushes start: what the last run
 	// answered and did not record goes into the store first.
@@ -229,6 +247,13 @@ func (n *Node) Close() {
 	n.cut()
 	n.stopFlushes()
 	n.running.Wait()
+	// Requests are over (Close follows the HTTP side's Shutdown): their
+	// spans are queued, and go out within the bound.
+	ctx, cancel := context.WithTimeout(context.Background(), traceFlushTimeout)
+	if err := n.Traces.Shutdown(ctx); err != nil {
+		slog.Default().Warn("flushing the traces", "err", err)
+	}
+	cancel()
 	if n.journal != nil {
 		// After the final flush: nothing settles any more.
 		if err := n.journal.Close(); err != nil {
@@ -257,6 +282,10 @@ func (n *Node) Close() {
 		}
 	}
 }
+
+// traceFlushTimeout bounds Close's wait for the last spans' export: a
+// collector down or hung costs a shutdown this much, and those spans.
+const traceFlushTimeout = 5 * time.Second
 
 // KeyPlans converts the plans the file declares into the key store's
 // plans, field by field; SeedPlans compiles them. config.Validate checked
