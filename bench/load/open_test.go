@@ -188,7 +188,12 @@ func TestRunOpenConfigCheck(t *testing.T) {
 // TestHooks: OnRecord and OnRecordEnd bracket exactly the recorded requests,
 // give or take the warmup's last requests in flight.
 func TestHooks(t *testing.T) {
-	f := func(name string, run func(c Config) (uint64, error)) {
+	// open: an open loop's warmup requests the generator could not send on
+	// time (a loaded machine) go out after the window opened, unrecorded, so
+	// the mock may see more than Conns of them after OnRecord (it failed so
+	// beside another make test: 8 with 4 connections); the closed loop's
+	// warmup ends with at most Conns in flight.
+	f := func(name string, open bool, run func(c Config) (uint64, error)) {
 		t.Helper()
 		s, addr := startMock(t, mock.Options{})
 		c := openConfig(t, addr, 500, 4, 100*time.Millisecond, 300*time.Millisecond)
@@ -200,20 +205,26 @@ func TestHooks(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
+		warmup := s.Requests() - recorded
 		// Requests due as the window opens race the hook, and so do the
-		// warmup's last ones in flight: at most Conns either way.
-		if d := int64(atEnd-atBegin) - int64(recorded); begins != 1 || ends != 1 || atBegin == 0 || d < -int64(c.Conns) || d > int64(c.Conns) {
-			t.Fatalf("%s: hooks called %d and %d times, mock at %d and %d, %d recorded", name, begins, ends, atBegin, atEnd, recorded)
+		// warmup's last ones in flight: at most Conns either way, and for
+		// an open loop at most the warmup the mock had not seen.
+		over := int64(c.Conns)
+		if open {
+			over += max(int64(warmup)-int64(atBegin), 0)
+		}
+		if d := int64(atEnd-atBegin) - int64(recorded); begins != 1 || ends != 1 || atBegin == 0 || d < -int64(c.Conns) || d > over {
+			t.Fatalf("%s: hooks called %d and %d times, mock at %d and %d, %d recorded of %d", name, begins, ends, atBegin, atEnd, recorded, s.Requests())
 		}
 	}
-	f("closed", func(c Config) (uint64, error) {
+	f("closed", false, func(c Config) (uint64, error) {
 		res, err := Run(context.Background(), c)
 		if err != nil {
 			return 0, err
 		}
 		return res.Requests, nil
 	})
-	f("open", func(c Config) (uint64, error) {
+	f("open", true, func(c Config) (uint64, error) {
 		res, err := RunOpen(context.Background(), c)
 		if err != nil {
 			return 0, err
