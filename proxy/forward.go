@@ -206,14 +206,17 @@ func (s *Server) keyOf(ctx *fasthttp.RequestCtx, token []byte) (*keys.Key, *keys
 	return s.registry.Authenticate(s.callCtx(ctx), token)
 }
 
-// bearerToken returns the token of an "Authorization: Bearer <token>" header,
-// or, on /v1/messages, of an x-api-key header (as the Anthropic SDKs send
-// it); nil when there is none.
+// bearerToken returns the token of an "Authorization: Bearer <token>" header;
+// on /v1/messages, that of an x-api-key header first, as Anthropic's API
+// reads a request carrying both (the SDKs send one or the other); nil when
+// there is none.
 func bearerToken(ctx *fasthttp.RequestCtx) []byte {
-	if token := bearerTokenOf(&ctx.Request.Header); token != nil || !isMessagesPath(ctx.Path()) {
-		return token
+	if isMessagesPath(ctx.Path()) {
+		if token := messagesToken(&ctx.Request.Header); token != nil {
+			return token
+		}
 	}
-	return messagesToken(&ctx.Request.Header)
+	return bearerTokenOf(&ctx.Request.Header)
 }
 
 // bearerTokenOf is bearerToken from the request's headers alone.

@@ -36,6 +36,10 @@ var (
 )
 
 var (
+	// errMissingKeyAnthropic is errMissingKey in the words an Anthropic
+	// client needs: where its SDK puts the key.
+	errMissingKeyAnthropic = &apiError{status: fasthttp.StatusUnauthorized, typ: typeInvalidRequest, code: "invalid_api_key",
+		message: "You didn't provide an API key. Send your tokenhub key in an x-api-key header (or Authorization: Bearer)."}
 	errMissingMaxTokens = &apiError{status: fasthttp.StatusBadRequest, typ: typeInvalidRequest, param: "max_tokens", code: "missing_required_parameter",
 		message: "max_tokens: Field required"}
 	// errMessagesToChat answers /v1/messages for a model on OpenAI-compatible
@@ -61,6 +65,9 @@ func isMessagesPath(path []byte) bool {
 // from the status (anthropic.ErrorType), with the request's id also in
 // request-id, where the Anthropic SDKs read it.
 func writeAnthropicError(ctx *fasthttp.RequestCtx, e *apiError, detail []byte) {
+	if e == errMissingKey {
+		e = errMissingKeyAnthropic
+	}
 	var scratch [512]byte
 	h := &ctx.Response.Header
 	h.SetCanonical(headerAnthropicRequestID, h.Peek(headerRequestID))
@@ -82,7 +89,7 @@ func appendAnthropicError(b []byte, typ string, e *apiError, detail []byte) []by
 
 // messagesToken returns the tokenhub key of a request to /v1/messages sent
 // the Anthropic way, in x-api-key (the SDKs' APIKey; their AuthToken is an
-// Authorization bearer, which bearerToken reads first).
+// Authorization bearer, which bearerToken reads when there is no x-api-key).
 func messagesToken(hdr *fasthttp.RequestHeader) []byte {
 	token := bytes.TrimSpace(hdr.PeekBytes(headerAPIKey))
 	if len(token) == 0 {

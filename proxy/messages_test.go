@@ -685,3 +685,26 @@ func TestMessagesBetaQuery(t *testing.T) {
 		t.Fatalf("%d %s", status, b)
 	}
 }
+
+// TestMessagesKeyPrecedence: a request to /v1/messages carrying both
+// x-api-key and a bearer token is judged by x-api-key, as Anthropic's API
+// judges it, so a client with both set gets the same answer from the
+// gateway and from Anthropic; and the 401 for no key says where an
+// Anthropic client puts it.
+func TestMessagesKeyPrecedence(t *testing.T) {
+	g, _ := startClaude(t, mock.AnthropicOptions{})
+	k := g.newKey("all")
+	body := []byte(`{"model":"claude","max_tokens":8,"messages":[{"role":"user","content":"hi"}]}`)
+	forged := "sk-th-forged"
+	if status, _, b := g.do("POST", "/v1/messages", forged, body, "x-api-key", k.Key, "anthropic-version", "2023-06-01"); status != http.StatusOK {
+		t.Fatalf("good x-api-key, forged bearer: %d %s; want 200", status, b)
+	}
+	status, _, b := g.do("POST", "/v1/messages", k.Key, body, "x-api-key", forged, "anthropic-version", "2023-06-01")
+	if status != http.StatusUnauthorized || !strings.Contains(string(b), `"authentication_error"`) {
+		t.Fatalf("forged x-api-key, good bearer: %d %s; want 401 authentication_error", status, b)
+	}
+	status, _, b = g.do("POST", "/v1/messages", "", body, "anthropic-version", "2023-06-01")
+	if status != http.StatusUnauthorized || !strings.Contains(string(b), "x-api-key") {
+		t.Fatalf("no key: %d %s; want 401 naming x-api-key", status, b)
+	}
+}
