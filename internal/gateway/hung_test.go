@@ -89,7 +89,7 @@ log: {level: error}
 		t.Fatalf("shutdown with Valkey hung: %v; want every request's handler returned", shutdownErr)
 	}
 	// Less the goroutine above, which may not have ended yet.
-	left := slices.DeleteFunc(startedByTokenhub(), func(g string) bool { return strings.Contains(g, "TestShutdownWithValkeyHung") })
+	left := slices.DeleteFunc(startedByTokenhub(t), func(g string) bool { return strings.Contains(g, "TestShutdownWithValkeyHung") })
 	if len(left) > 0 {
 		t.Fatalf("%d goroutines tokenhub started still run after Close:\n\n%s", len(left), strings.Join(left, "\n\n"))
 	}
