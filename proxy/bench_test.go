@@ -18,6 +18,13 @@ func BenchmarkServeChat(b *testing.B) {
 	req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\n" +
 		"Authorization: Bearer " + key + "\r\nContent-Length: " + itoa(len(chatBody)) + "\r\n\r\n" + string(chatBody))
 	b.ReportAllocs()
+	serveParallel(b, g, req)
+}
+
+// serveParallel serves req, a whole HTTP/1.1 request, through g's server
+// on fake connections from every benchmark goroutine, failing on any answer
+// but 200.
+func serveParallel(b *testing.B, g *gateway, req []byte) {
 	b.RunParallel(func(pb *testing.PB) {
 		c := newFakeConn(g.srv)
 		for pb.Next() {
@@ -42,18 +49,7 @@ func BenchmarkServeChatClaude(b *testing.B) {
 	req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\n" +
 		"Authorization: Bearer " + key + "\r\nContent-Length: " + itoa(len(body)) + "\r\n\r\n" + string(body))
 	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		c := newFakeConn(g.srv)
-		for pb.Next() {
-			c.reset(req)
-			if err := g.srv.http.ServeConn(c); err != nil {
-				b.Fatal(err)
-			}
-			if !bytes.HasPrefix(c.status(), []byte("HTTP/1.1 200")) {
-				b.Fatalf("answer: %s", c.w.Bytes())
-			}
-		}
-	})
+	serveParallel(b, g, req)
 }
 
 // BenchmarkServeMessages is BenchmarkServeChat for POST /v1/messages: a
@@ -68,18 +64,7 @@ func BenchmarkServeMessages(b *testing.B) {
 	b.ReportAllocs()
 	// The gateway's start (its store, its five plans) is not the request's.
 	b.ResetTimer()
-	b.RunParallel(func(pb *testing.PB) {
-		c := newFakeConn(g.srv)
-		for pb.Next() {
-			c.reset(req)
-			if err := g.srv.http.ServeConn(c); err != nil {
-				b.Fatal(err)
-			}
-			if !bytes.HasPrefix(c.status(), []byte("HTTP/1.1 200")) {
-				b.Fatalf("answer: %s", c.w.Bytes())
-			}
-		}
-	})
+	serveParallel(b, g, req)
 }
 
 var chatBody = bytes.Replace(benchBody, []byte(`"gpt-4o-mini"`), []byte(`"mock"`), 1)

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bytes"
 	"fmt"
 	"io"
 	"net/http"
@@ -32,18 +31,7 @@ func benchmarkServeChatTraced(b *testing.B, sample string) {
 	req := []byte("POST /v1/chat/completions HTTP/1.1\r\nHost: tokenhub\r\nContent-Type: application/json\r\n" +
 		"Authorization: Bearer " + key + "\r\nContent-Length: " + itoa(len(chatBody)) + "\r\n\r\n" + string(chatBody))
 	b.ReportAllocs()
-	b.RunParallel(func(pb *testing.PB) {
-		c := newFakeConn(g.srv)
-		for pb.Next() {
-			c.reset(req)
-			if err := g.srv.http.ServeConn(c); err != nil {
-				b.Fatal(err)
-			}
-			if !bytes.HasPrefix(c.status(), []byte("HTTP/1.1 200")) {
-				b.Fatalf("answer: %s", c.w.Bytes())
-			}
-		}
-	})
+	serveParallel(b, g, req)
 	b.StopTimer()
 	// Spans dropped are spans not paid for: say how many.
 	b.ReportMetric(float64(g.srv.metrics.spansDroppedQueueFull.Get())/float64(b.N), "dropped/op")
