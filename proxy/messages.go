@@ -544,6 +544,11 @@ func (m *messageEvents) Read(data []byte) openai.Event {
 		}
 	case anthropic.EventMessageStop:
 		e.Done = true
+	case anthropic.EventError:
+		// An upstream's error event ends its stream as message_stop does:
+		// the client's SDK stops there and may ask for its usage at once,
+		// so the relay bills before relaying it.
+		e.Done = true
 	}
 	if m.started || m.final {
 		e.Usage, e.HasUsage = m.tokens(), true
