@@ -401,19 +401,7 @@ func TestClaudeFailover(t *testing.T) {
 			failStatus := map[string]int{"anthropic": mock.StatusOverloaded, "openai": http.StatusInternalServerError}[tc.failKind]
 			bad, badURL := start(tc.failKind, failStatus)
 			good, goodURL := start(tc.okKind, 0)
-			// The failing route's weight makes it the usual first pick; the
-			// loop below sends until it was.
-			g := startGateway(t, fmt.Sprintf(`
-upstreams:
-  - {name: bad, kind: %s, base_url: %q, api_key: %q}
-  - {name: good, kind: %s, base_url: %q, api_key: %q}
-models:
-  - name: claude
-    routes: [{upstream: bad, model: claude-sonnet-4-6, weight: 100}, {upstream: good, model: claude-sonnet-4-6}]
-    max_output_tokens: 64
-plans:
-  - {name: all, models: ["*"]}
-`, tc.failKind, badURL, claudeKey, tc.okKind, goodURL, claudeKey), "")
+			g := startGateway(t, badFirstYAML(tc.failKind, badURL, tc.okKind, goodURL), "")
 			c := g.client(g.newKey("all").Key)
 			sent := 0
 			for bad.Requests() == 0 && sent < 50 {
@@ -436,6 +424,23 @@ plans:
 			}
 		})
 	}
+}
+
+// badFirstYAML is the config of a model "claude" with two routes, "bad"
+// and "good", of the given kinds and URLs; the bad one's weight makes it
+// the usual first pick.
+func badFirstYAML(badKind, badURL, goodKind, goodURL string) string {
+	return fmt.Sprintf(`
+upstreams:
+  - {name: bad, kind: %s, base_url: %q, api_key: %q}
+  - {name: good, kind: %s, base_url: %q, api_key: %q}
+models:
+  - name: claude
+    routes: [{upstream: bad, model: claude-sonnet-4-6, weight: 100}, {upstream: good, model: claude-sonnet-4-6}]
+    max_output_tokens: 64
+plans:
+  - {name: all, models: ["*"]}
+`, badKind, badURL, claudeKey, goodKind, goodURL, claudeKey)
 }
 
 // TestClaudeErrorsMapped: an Anthropic client error keeps its status, and
@@ -499,6 +504,8 @@ plans:
 		"/v1/completions": `{"model":%q,"prompt":"hi","max_tokens":3}`,
 		"/v1/embeddings":  `{"model":%q,"input":"hi"}`,
 		"/v1/responses":   `{"model":%q,"input":"hi"}`,
+		// A follow-up cannot take an anthropic route either.
+		"/v1/responses/input_tokens": `{"model":%q,"input":"hi"}`,
 	}
 	for path, body := range bodies {
 		status, hdr, b := g.do("POST", path, k, []byte(fmt.Sprintf(body, "claude")))
@@ -513,8 +520,8 @@ plans:
 			}
 		}
 	}
-	if claude.Requests() != 0 || openaiMock.Requests() != 15 {
-		t.Fatalf("the anthropic upstream got %d requests, the openai one %d; want 0 and 15", claude.Requests(), openaiMock.Requests())
+	if claude.Requests() != 0 || openaiMock.Requests() != 20 {
+		t.Fatalf("the anthropic upstream got %d requests, the openai one %d; want 0 and 20", claude.Requests(), openaiMock.Requests())
 	}
 	// Chat completions to the mixed model may take either route.
 	if _, err := g.client(k).Chat.Completions.New(context.Background(), chatParams("mixed", "hi")); err != nil {

@@ -225,7 +225,7 @@ func (s *Server) inputTokens(ctx *fasthttp.RequestCtx) {
 		return
 	}
 	var c claim
-	if !s.pinPrevious(ctx, key, m, &f, &c) {
+	if !restrictRoutes(ctx, upstream.Responses, m, &f, &c) || !s.pinPrevious(ctx, key, m, &f, &c) {
 		return
 	}
 	var t limits.Ticket
@@ -239,72 +239,14 @@ func (s *Server) inputTokens(ctx *fasthttp.RequestCtx) {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	f.Stream = false // a count is never streamed; Accept asks for JSON
-	var tried upstream.Tried
-	var started time.Time // the first attempt's send, where the deadline runs from
-	var i int
-	var trial bool
-	if c.pinned {
-		i = c.pin
-		m.routes.Route(i).Health().Begin()
-	} else {
-		i, trial, _ = m.routes.Pick(tried, time.Now())
-	}
-	for {
-		r := m.routes.Route(i)
-		u := r.Upstream()
-		tried.Add(i)
+	u := s.sendToRoutes(ctx, req, resp, m, &c, false, f.Model, func(r *upstream.Route) bool {
 		buildUpstreamRequest(req, ctx, upstream.Responses, r, &f)
-		req.SetRequestURIBytes(append(append([]byte(nil), u.URI(upstream.Responses)...), "/input_tokens"...))
-		sent := time.Now()
-		if started.IsZero() {
-			started = sent
-			u.FirstAttempt(sent)
-		}
-		err := u.Do(req, resp, false, started)
-		now := time.Now()
-		o := upstream.Outcome{Trial: trial, Sent: sent, Latency: now.Sub(sent)}
-		retry := err != nil && upstream.NeverSent(err) && !upstream.IsTimeout(err) && !upstream.IsDropped(err)
-		if err == nil && upstream.FailsOver(resp.StatusCode()) {
-			retry = true
-			if st := resp.StatusCode(); st == fasthttp.StatusTooManyRequests || st == fasthttp.StatusServiceUnavailable {
-				o.CoolDown = upstream.RetryAfter(&resp.Header, now)
-			}
-		}
-		if err != nil || retry {
-			o.Failed, o.Latency = true, max(o.Latency, failureLatency)
-		}
-		s.routeDone(m, r, o, now)
-		if retry {
-			if next, nextTrial, ok := s.failover(m, &c, tried, started, now); ok {
-				s.metrics.upstreamEvent(u.Name(), upstreamFailover)
-				i, trial = next, nextTrial
-				continue
-			}
-		}
-		if err != nil {
-			s.answerUpstreamError(ctx, u, err, f.Model)
-			return
-		}
+		req.SetRequestURIBytes(append(append([]byte(nil), r.Upstream().URI(upstream.Responses)...), "/input_tokens"...))
+		return true
+	})
+	if u != nil {
 		s.answer(ctx, u, resp, &f)
-		return
 	}
-}
-
-// answerUpstreamError answers err, an upstream call's failure, as forward
-// does.
-func (s *Server) answerUpstreamError(ctx *fasthttp.RequestCtx, u *upstream.Upstream, err error, model []byte) {
-	e, ev := errUpstreamUnreadable, upstreamBadAnswer
-	switch {
-	case upstream.IsTimeout(err):
-		e, ev = errUpstreamTimeout, upstreamTimeout
-	case upstream.IsDropped(err):
-		e, ev = errUpstreamDropped, upstreamDropped
-	case upstream.NeverSent(err):
-		e, ev = errUpstreamUnreachable, upstreamUnreachable
-	}
-	s.metrics.upstreamEvent(u.Name(), ev)
-	s.log.Warn("upstream failed a follow-up", "upstream", u.Name(), "err", err)
-	writeError(ctx, e, model)
 }
 
 // rememberResponse remembers the response data names (a whole response, or

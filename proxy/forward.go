@@ -243,15 +243,10 @@ var (
 	headerXRequestID = []byte(headerRequestID)
 )
 
-// forward sends the request to one of the model's routes, chosen by health,
-// latency and load (upstream.Routes.Pick), and fails over to the next best
-// route when the request provably never reached the upstream (see
-// upstream.NeverSent) or it answered 429 or 5xx (upstream.FailsOver), as
-// long as nothing has been sent to the client yet, the request's deadline
-// (its first attempt's) has time left and the next upstream's retry budget
-// allows. A request the upstream may have read is never sent again: a 502
-// costs the client a retry it decides on, a second send may cost it a
-// second bill.
+// forward sends the request to one of the model's routes, failing over as
+// sendToRoutes does, each route's attempt in the protocol it speaks (a
+// Claude route's translated, claude.go), and relays, translates or answers
+// what the upstream that took it sent.
 func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *model, f *openai.Request, c *claim) {
 	req := fasthttp.AcquireRequest()
 	resp := fasthttp.AcquireResponse()
@@ -267,123 +262,41 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 		}
 	}()
 
-	tried := c.exclude
-	var started time.Time // the first attempt's send, where the deadline runs from
-	var i int
-	var trial bool
-	if c.pinned {
-		// No other upstream holds what it continues: no choice, no failover.
-		i = c.pin
-		m.routes.Route(i).Health().Begin()
-	} else {
-		i, trial = pickFirst(m, c.exclude, time.Now())
-	}
-	for {
-		r := m.routes.Route(i)
-		c.route = r
-		u := r.Upstream()
-		tried.Add(i)
-		var injected bool
-		c.claude = false
-		if u.Anthropic() {
+	var injected bool // the relay strips the usage chunk the gateway asked for
+	u := s.sendToRoutes(ctx, req, resp, m, c, f.Stream, f.Model, func(r *upstream.Route) bool {
+		c.claude, injected = false, false
+		if r.Upstream().Anthropic() {
 			if err := buildClaudeRequest(req, ctx, r, m, c); err != nil {
-				r.Health().Abandon(trial)
 				writeTranslationError(ctx, err)
-				return
+				return false
 			}
-		} else {
-			injected = buildUpstreamRequest(req, ctx, ep, r, f)
+			return true
 		}
-		s.traceAttempt(req, ctx, r, &c.rec)
-		sent := time.Now()
-		if started.IsZero() {
-			started = sent
-			u.FirstAttempt(sent)
-		}
-		err := u.Do(req, resp, f.Stream, started)
-		now := time.Now()
-		c.rec.upstream = u.Name()
-		c.rec.upstreamDur += now.Sub(sent)
-		o := upstream.Outcome{Trial: trial, Sent: sent, Latency: now.Sub(sent)}
-		if err != nil {
-			o.Failed, o.Latency = true, max(o.Latency, failureLatency)
-			s.routeDone(m, r, o, now)
-			if upstream.IsTimeout(err) {
-				s.metrics.upstreamEvent(u.Name(), upstreamTimeout)
-				writeError(ctx, errUpstreamTimeout, f.Model)
-				return
-			}
-			// Anything else may come after the upstream read the request
-			// and ran it: sending it again, here or to the next route, could
-			// bill it twice.
-			if upstream.IsDropped(err) {
-				s.metrics.upstreamEvent(u.Name(), upstreamDropped)
-				s.log.Warn("upstream dropped the request", "upstream", u.Name(), "err", err)
-				writeError(ctx, errUpstreamDropped, f.Model)
-				return
-			}
-			if !upstream.NeverSent(err) {
-				s.metrics.upstreamEvent(u.Name(), upstreamBadAnswer)
-				s.log.Warn("upstream answer unreadable", "upstream", u.Name(), "err", err)
-				writeError(ctx, errUpstreamUnreadable, f.Model)
-				return
-			}
-			s.metrics.upstreamEvent(u.Name(), upstreamUnreachable)
-			next, nextTrial, ok := s.failover(m, c, tried, started, now)
-			s.log.Warn("upstream unreachable", "upstream", u.Name(), "err", err, "failover", ok)
-			if !ok {
-				writeError(ctx, errUpstreamUnreachable, f.Model)
-				return
-			}
-			s.metrics.upstreamEvent(u.Name(), upstreamFailover)
-			i, trial = next, nextTrial
-			continue
-		}
-		status := resp.StatusCode()
-		switch {
-		case status == fasthttp.StatusTooManyRequests:
-			s.metrics.upstreamEvent(u.Name(), upstreamStatus429)
-		case status >= 500:
-			s.metrics.upstreamEvent(u.Name(), upstreamStatus5xx)
-		}
-		failsOver := upstream.FailsOver(status)
-		if failsOver {
-			o.Failed, o.Latency = true, max(o.Latency, failureLatency)
-			if status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable {
-				o.CoolDown = upstream.RetryAfter(&resp.Header, now)
-			}
-		}
-		s.routeDone(m, r, o, now)
-		if failsOver {
-			if next, nextTrial, ok := s.failover(m, c, tried, started, now); ok {
-				s.metrics.upstreamEvent(u.Name(), upstreamFailover)
-				s.log.Warn("upstream failed", "upstream", u.Name(), "status", status, "failover", true)
-				resp.CloseBodyStream() //nolint:errcheck // the connection is discarded on error
-				i, trial = next, nextTrial
-				continue
-			}
-		}
-		if f.Stream && status == fasthttp.StatusOK && isEventStream(resp.Header.ContentType()) {
-			c.handedOff = true
-			s.stream(ctx, req, resp, f, c, injected)
-			return
-		}
-		if c.claude {
-			req.SwapBody(s.answerClaude(ctx, u, resp, f, c, req.SwapBody(nil)))
-			return
-		}
-		if s.answer(ctx, u, resp, f) {
-			if c.remember {
-				// Before the handler returns, so before the client reads the id.
-				s.rememberResponse(c, ctx.Response.Body(), ctx.Response.Header.Peek(headerRequestID))
-			}
-			used, known := readUsage(ep, ctx.Response.Body())
-			if !known {
-				used.Completion = min(c.maxOutput, int64(len(ctx.Response.Body())/4))
-			}
-			s.settle(c, used, known, ctx.Response.Header.Peek(headerRequestID))
-		}
+		injected = buildUpstreamRequest(req, ctx, ep, r, f)
+		return true
+	})
+	if u == nil {
 		return
+	}
+	if f.Stream && resp.StatusCode() == fasthttp.StatusOK && isEventStream(resp.Header.ContentType()) {
+		c.handedOff = true
+		s.stream(ctx, req, resp, f, c, injected)
+		return
+	}
+	if c.claude {
+		req.SwapBody(s.answerClaude(ctx, u, resp, f, c, req.SwapBody(nil)))
+		return
+	}
+	if s.answer(ctx, u, resp, f) {
+		if c.remember {
+			// Before the handler returns, so before the client reads the id.
+			s.rememberResponse(c, ctx.Response.Body(), ctx.Response.Header.Peek(headerRequestID))
+		}
+		used, known := readUsage(ep, ctx.Response.Body())
+		if !known {
+			used.Completion = min(c.maxOutput, int64(len(ctx.Response.Body())/4))
+		}
+		s.settle(c, used, known, ctx.Response.Header.Peek(headerRequestID))
 	}
 }
 

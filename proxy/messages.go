@@ -251,18 +251,10 @@ func hasAnthropicRoute(m *model) bool {
 	return false
 }
 
-// openAIRoutes is the set of m's routes to OpenAI-compatible upstreams:
-// marked tried from the start, they are never picked for /v1/messages.
-func openAIRoutes(m *model) (t upstream.Tried, first int) {
-	first = -1
-	for i := range m.routes.Len() {
-		if !m.routes.Route(i).Upstream().Anthropic() {
-			t.Add(i)
-		} else if first < 0 {
-			first = i
-		}
-	}
-	return t, first
+// openAIRoutes is the set of m's routes to OpenAI-compatible upstreams,
+// which /v1/messages never takes.
+func openAIRoutes(m *model) upstream.Tried {
+	return upstream.Tried(1<<uint(m.routes.Len())-1) &^ m.anthropicRoutes
 }
 
 // forwardMessages sends a Messages (or count_tokens) request to one of the
@@ -285,101 +277,27 @@ func (s *Server) forwardMessages(ctx *fasthttp.RequestCtx, ep upstream.Endpoint,
 		}
 	}()
 	stream := f.Stream && billable
-	tried, first := openAIRoutes(m)
-	var started time.Time
-	i, trial, ok := m.routes.Pick(tried, time.Now())
-	if !ok {
-		// Pick gives a first attempt among some routes no fallback: the
-		// first anthropic route is the least bad of them.
-		i, trial = first, false
-		m.routes.Route(i).Health().Begin()
-	}
-	for {
-		r := m.routes.Route(i)
-		c.route = r
-		u := r.Upstream()
-		tried.Add(i)
+	c.exclude = openAIRoutes(m)
+	u := s.sendToRoutes(ctx, req, resp, m, c, stream, f.Model, func(r *upstream.Route) bool {
 		buildMessagesRequest(req, ctx, ep, r, f)
-		s.traceAttempt(req, ctx, r, &c.rec)
-		sent := time.Now()
-		if started.IsZero() {
-			started = sent
-			u.FirstAttempt(sent)
-		}
-		err := u.Do(req, resp, stream, started)
-		now := time.Now()
-		c.rec.upstream = u.Name()
-		c.rec.upstreamDur += now.Sub(sent)
-		o := upstream.Outcome{Trial: trial, Sent: sent, Latency: now.Sub(sent)}
-		if err != nil {
-			o.Failed, o.Latency = true, max(o.Latency, failureLatency)
-			s.routeDone(m, r, o, now)
-			switch {
-			case upstream.IsTimeout(err):
-				s.metrics.upstreamEvent(u.Name(), upstreamTimeout)
-				writeError(ctx, errUpstreamTimeout, f.Model)
-				return
-			case upstream.IsDropped(err):
-				s.metrics.upstreamEvent(u.Name(), upstreamDropped)
-				s.log.Warn("upstream dropped the request", "upstream", u.Name(), "err", err)
-				writeError(ctx, errUpstreamDropped, f.Model)
-				return
-			case !upstream.NeverSent(err):
-				s.metrics.upstreamEvent(u.Name(), upstreamBadAnswer)
-				s.log.Warn("upstream answer unreadable", "upstream", u.Name(), "err", err)
-				writeError(ctx, errUpstreamUnreadable, f.Model)
-				return
-			}
-			s.metrics.upstreamEvent(u.Name(), upstreamUnreachable)
-			next, nextTrial, ok := s.failover(m, c, tried, started, now)
-			s.log.Warn("upstream unreachable", "upstream", u.Name(), "err", err, "failover", ok)
-			if !ok {
-				writeError(ctx, errUpstreamUnreachable, f.Model)
-				return
-			}
-			s.metrics.upstreamEvent(u.Name(), upstreamFailover)
-			i, trial = next, nextTrial
-			continue
-		}
-		status := resp.StatusCode()
-		switch {
-		case status == fasthttp.StatusTooManyRequests:
-			s.metrics.upstreamEvent(u.Name(), upstreamStatus429)
-		case status >= 500:
-			s.metrics.upstreamEvent(u.Name(), upstreamStatus5xx)
-		}
-		failsOver := upstream.FailsOver(status)
-		if failsOver {
-			o.Failed, o.Latency = true, max(o.Latency, failureLatency)
-			if status == fasthttp.StatusTooManyRequests || status == fasthttp.StatusServiceUnavailable || status == anthropic.StatusOverloaded {
-				o.CoolDown = upstream.RetryAfter(&resp.Header, now)
-			}
-		}
-		s.routeDone(m, r, o, now)
-		if failsOver {
-			if next, nextTrial, ok := s.failover(m, c, tried, started, now); ok {
-				s.metrics.upstreamEvent(u.Name(), upstreamFailover)
-				s.log.Warn("upstream failed", "upstream", u.Name(), "status", status, "failover", true)
-				resp.CloseBodyStream() //nolint:errcheck // the connection is discarded on error
-				i, trial = next, nextTrial
-				continue
-			}
-		}
-		if stream && status == fasthttp.StatusOK && isEventStream(resp.Header.ContentType()) {
-			c.handedOff = true
-			// The relay reserves a step of output per choice: a Messages
-			// answer has one.
-			s.stream(ctx, req, resp, &openai.Request{N: 1}, c, false)
-			return
-		}
-		if s.answerMessages(ctx, u, resp, f.Model) && billable {
-			used, known := messagesUsage(ctx.Response.Body())
-			if !known {
-				used.Completion = min(c.maxOutput, int64(len(ctx.Response.Body())/4))
-			}
-			s.settle(c, used, known, ctx.Response.Header.Peek(headerRequestID))
-		}
+		return true
+	})
+	if u == nil {
 		return
+	}
+	if stream && resp.StatusCode() == fasthttp.StatusOK && isEventStream(resp.Header.ContentType()) {
+		c.handedOff = true
+		// The relay reserves a step of output per choice: a Messages
+		// answer has one.
+		s.stream(ctx, req, resp, &openai.Request{N: 1}, c, false)
+		return
+	}
+	if s.answerMessages(ctx, u, resp, f.Model) && billable {
+		used, known := messagesUsage(ctx.Response.Body())
+		if !known {
+			used.Completion = min(c.maxOutput, int64(len(ctx.Response.Body())/4))
+		}
+		s.settle(c, used, known, ctx.Response.Header.Peek(headerRequestID))
 	}
 }
 

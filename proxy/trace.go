@@ -39,7 +39,9 @@ func (s *Server) beginTrace(ctx *fasthttp.RequestCtx, rec *requestRecord) {
 // request is built, so it overrides a traceparent the upstream's configured
 // headers set.
 func (s *Server) traceAttempt(req *fasthttp.Request, ctx *fasthttp.RequestCtx, r *upstream.Route, rec *requestRecord) {
-	if s.traces == nil {
+	// A request with no trace of its own (a follow-up) sends none: an
+	// all-zero trace id is invalid.
+	if s.traces == nil || rec.trace.TraceID == ([16]byte{}) {
 		return
 	}
 	u := r.Upstream()
