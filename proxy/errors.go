@@ -188,8 +188,11 @@ func authError(err error) *apiError {
 }
 
 // serverError answers errors fasthttp meets before a handler runs: a body over
-// MaxRequestBodySize, oversized headers, a client too slow to send its request.
-func serverError(ctx *fasthttp.RequestCtx, err error) {
+// MaxRequestBodySize, oversized headers, a client too slow to send its
+// request; in Anthropic's shape when anthropic (the request was to
+// /v1/messages: fasthttp resets it before calling its error handler, so its
+// path is known only from its headers, see bodySlot.anthropic).
+func serverError(ctx *fasthttp.RequestCtx, err error, anthropic bool) {
 	var e *apiError
 	var small *fasthttp.ErrSmallBuffer
 	var netErr net.Error
@@ -205,6 +208,10 @@ func serverError(ctx *fasthttp.RequestCtx, err error) {
 		e = errBareLFRequest
 	default:
 		e = errBadRequest
+	}
+	if anthropic {
+		writeAnthropicError(ctx, e, nil)
+		return
 	}
 	writeError(ctx, e, nil)
 }

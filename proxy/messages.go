@@ -60,6 +60,15 @@ func isMessagesPath(path []byte) bool {
 	return bytes.HasPrefix(path, pathMessages) && (len(path) == len(pathMessages) || path[len(pathMessages)] == '/')
 }
 
+// isMessagesURI is isMessagesPath of a request's raw URI (its path and
+// query, as sent), for when only its header has been read.
+func isMessagesURI(uri []byte) bool {
+	if i := bytes.IndexByte(uri, '?'); i >= 0 {
+		uri = uri[:i]
+	}
+	return isMessagesPath(uri)
+}
+
 // writeAnthropicError answers e (its message, detail and after) in
 // Anthropic's shape, {"type":"error","error":{"type","message"}}, its type
 // from the status (anthropic.ErrorType), with the request's id also in

@@ -326,6 +326,7 @@ func (s *Server) route(ctx *fasthttp.RequestCtx, r *router.Router) {
 	}
 	if slot != nil {
 		slot.check = keyCheck{}
+		slot.anthropic = false
 		slot.release()
 	}
 }
@@ -363,6 +364,7 @@ func (s *Server) admitBody(user, admin bool) func(*fasthttp.RequestHeader) fasth
 			// A check left by a request no path finished (none known) is
 			// not this request's.
 			slot.check = keyCheck{}
+			slot.anthropic = isMessagesURI(h.RequestURI())
 		}
 		cl := int64(h.ContentLength())
 		if cl == 0 || cl == -2 || cl > s.maxBody {
@@ -506,6 +508,12 @@ type bodySlot struct {
 	// them.
 	refused bool
 	check   keyCheck
+	// anthropic: the request whose body is being read is to /v1/messages
+	// (set by the header hook; a request whose headers failed to parse
+	// never set it, so each request's end clears it). fasthttp resets a
+	// request whose body it failed to read before its error handler runs:
+	// this is how that answer keeps the client's protocol.
+	anthropic bool
 }
 
 // reserve takes n bytes of the budget for the request being read, or
@@ -580,12 +588,14 @@ func (s *Server) serverError(ctx *fasthttp.RequestCtx, err error) {
 	s.ids.set(ctx)
 	// The request ends here, its body read or not: what it reserved goes
 	// back (see admitBody).
+	var anthropic bool
 	if slot := bodySlotOf(ctx.Conn()); slot != nil {
-		slot.refused = false
+		anthropic = slot.anthropic
+		slot.refused, slot.anthropic = false, false
 		slot.check = keyCheck{}
 		slot.release()
 	}
-	serverError(ctx, err)
+	serverError(ctx, err, anthropic)
 }
 
 func (s *Server) panicked(ctx *fasthttp.RequestCtx, v any) {
