@@ -19,14 +19,21 @@ import (
 // second send may cost it a second bill. It is the one attempt loop of every
 // protocol the gateway speaks; what differs is build, which writes the
 // upstream request for a route into req, in the protocol that route speaks.
-// build may refuse a route (false), having answered the client.
 //
-// It returns the upstream whose answer resp holds (with stream, possibly
-// still being read), or nil when the client has been answered: an upstream
-// failure no route recovered, or build's refusal. detail is the model name
-// an error answer quotes.
+// build may refuse a route with an error (a chat request that cannot be
+// translated for a Claude route). Nothing was sent, so the request goes to
+// another route: as a first attempt when it is one, else as the failover.
+// When no route takes it, the client gets what an earlier attempt met, as
+// if there were no other route (so a client whose request one route failed
+// gets that retryable failure, not a 400), or else sendToRoutes returns
+// build's error with the client not answered yet.
+//
+// Otherwise it returns the upstream whose answer resp holds (with stream,
+// possibly still being read), or nil when it has answered the client: an
+// upstream failure no route recovered. detail is the model name an error
+// answer quotes.
 func (s *Server) sendToRoutes(ctx *fasthttp.RequestCtx, req *fasthttp.Request, resp *fasthttp.Response, m *model, c *claim,
-	stream bool, detail []byte, build func(r *upstream.Route) bool) *upstream.Upstream {
+	stream bool, detail []byte, build func(r *upstream.Route) error) (*upstream.Upstream, error) {
 	tried := c.exclude
 	var started time.Time // the first attempt's send, where the deadline runs from
 	var i int
@@ -38,15 +45,40 @@ func (s *Server) sendToRoutes(ctx *fasthttp.RequestCtx, req *fasthttp.Request, r
 	} else {
 		i, trial = pickFirst(m, c.exclude, time.Now())
 	}
+	// failed is the last attempt's upstream when it failed with an answer
+	// resp still holds (failedErr nil) or with failedErr, until another
+	// route takes the request.
+	var failed *upstream.Upstream
+	var failedErr error
 	for {
 		r := m.routes.Route(i)
+		tried.Add(i)
+		if err := build(r); err != nil {
+			r.Health().Abandon(trial)
+			var ok bool
+			if i, trial, ok = s.another(m, c, tried, started); ok {
+				continue
+			}
+			switch {
+			case failed == nil:
+				return nil, err
+			case failedErr != nil:
+				// Counted and logged when it happened.
+				e, _, _ := upstreamErrorOf(failedErr)
+				writeError(ctx, e, detail)
+				return nil, nil
+			}
+			return failed, nil
+		}
+		if failed != nil {
+			s.metrics.upstreamEvent(failed.Name(), upstreamFailover)
+			if failedErr == nil {
+				resp.CloseBodyStream() //nolint:errcheck // the connection is discarded on error
+			}
+			failed = nil
+		}
 		c.route = r
 		u := r.Upstream()
-		tried.Add(i)
-		if !build(r) {
-			r.Health().Abandon(trial)
-			return nil
-		}
 		s.traceAttempt(req, ctx, r, &c.rec)
 		sent := time.Now()
 		if started.IsZero() {
@@ -77,26 +109,40 @@ func (s *Server) sendToRoutes(ctx *fasthttp.RequestCtx, req *fasthttp.Request, r
 		}
 		s.routeDone(m, r, o, now)
 		if retry {
-			next, nextTrial, ok := s.failover(m, c, tried, started, now)
-			if ok {
+			if next, nextTrial, ok := s.failover(m, c, tried, started, now); ok {
 				if err != nil {
 					s.metrics.upstreamEvent(u.Name(), upstreamUnreachable)
 					s.log.Warn("upstream unreachable", "upstream", u.Name(), "err", err, "failover", true)
 				} else {
 					s.log.Warn("upstream failed", "upstream", u.Name(), "status", resp.StatusCode(), "failover", true)
-					resp.CloseBodyStream() //nolint:errcheck // the connection is discarded on error
 				}
-				s.metrics.upstreamEvent(u.Name(), upstreamFailover)
+				// Dropped once the next route takes the request.
+				failed, failedErr = u, err
 				i, trial = next, nextTrial
 				continue
 			}
 		}
 		if err != nil {
 			s.answerUpstreamError(ctx, u, err, detail)
-			return nil
+			return nil, nil
 		}
-		return u
+		return u, nil
 	}
+}
+
+// another picks the route to try after build refused one: a first attempt
+// among the routes not tried when nothing was sent yet (started zero), else
+// a failover (the request is then a retry of the attempt that failed).
+func (s *Server) another(m *model, c *claim, tried upstream.Tried, started time.Time) (i int, trial, ok bool) {
+	now := time.Now()
+	switch {
+	case c.pinned || tried == m.routes.All():
+		return 0, false, false
+	case started.IsZero():
+		i, trial = pickFirst(m, tried, now)
+		return i, trial, true
+	}
+	return s.failover(m, c, tried, started, now)
 }
 
 // countStatus counts an upstream's 429 and 5xx answers.
@@ -120,15 +166,7 @@ func coolsDown(status int) bool {
 // answerUpstreamError answers err, an upstream call's failure that no
 // route recovered, with the gateway's error for its cause.
 func (s *Server) answerUpstreamError(ctx *fasthttp.RequestCtx, u *upstream.Upstream, err error, detail []byte) {
-	e, ev, words := errUpstreamUnreadable, upstreamBadAnswer, "upstream answer unreadable"
-	switch {
-	case upstream.IsTimeout(err):
-		e, ev, words = errUpstreamTimeout, upstreamTimeout, "upstream timed out"
-	case upstream.IsDropped(err):
-		e, ev, words = errUpstreamDropped, upstreamDropped, "upstream dropped the request"
-	case upstream.NeverSent(err):
-		e, ev, words = errUpstreamUnreachable, upstreamUnreachable, "upstream unreachable"
-	}
+	e, ev, words := upstreamErrorOf(err)
 	s.metrics.upstreamEvent(u.Name(), ev)
 	// A timeout is the operator's setting meeting a slow upstream: the
 	// metric counts it, a log line per request would flood.
@@ -136,4 +174,18 @@ func (s *Server) answerUpstreamError(ctx *fasthttp.RequestCtx, u *upstream.Upstr
 		s.log.Warn(words, "upstream", u.Name(), "err", err)
 	}
 	writeError(ctx, e, detail)
+}
+
+// upstreamErrorOf is the gateway's error for an upstream call's failure,
+// the event it counts as and the words it is logged with.
+func upstreamErrorOf(err error) (e *apiError, event, words string) {
+	switch {
+	case upstream.IsTimeout(err):
+		return errUpstreamTimeout, upstreamTimeout, "upstream timed out"
+	case upstream.IsDropped(err):
+		return errUpstreamDropped, upstreamDropped, "upstream dropped the request"
+	case upstream.NeverSent(err):
+		return errUpstreamUnreachable, upstreamUnreachable, "upstream unreachable"
+	}
+	return errUpstreamUnreadable, upstreamBadAnswer, "upstream answer unreadable"
 }

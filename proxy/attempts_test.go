@@ -1,7 +1,9 @@
 package proxy
 
 import (
+	"fmt"
 	"net/http"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -49,5 +51,55 @@ func TestOverloadedRouteWaitsOutRetryAfter(t *testing.T) {
 				t.Fatalf("the overloaded route is %v for %v more, want cooling down for the minute it asked", h.State(), until)
 			}
 		})
+	}
+}
+
+// TestUntranslatableRequestTakesAnotherRoute: a chat request that cannot be
+// translated for a model's Claude route (n: 2) goes to its OpenAI route,
+// however much the Claude route weighs, rather than answering 400 for a
+// request the model can serve; the Claude upstream never sees it. When the
+// OpenAI route failed it first, the client gets that failure (retryable),
+// not a 400 it would never retry. Before, most of these were 400s.
+func TestUntranslatableRequestTakesAnotherRoute(t *testing.T) {
+	claude, claudeURL, _ := startClaudeMock(t, mock.Options{Chunks: 3})
+	openaiMock, openaiURL := startMock(t, mock.Options{Chunks: 3})
+	failing, failingURL := startMock(t, mock.Options{Status: http.StatusInternalServerError})
+	g := startGateway(t, fmt.Sprintf(`
+upstreams:
+  - {name: anthropic, kind: anthropic, base_url: %q, api_key: %q}
+  - {name: openai, base_url: %q}
+  - {name: failing, base_url: %q}
+  - {name: dead, base_url: %q}
+models:
+  - {name: mixed, routes: [{upstream: anthropic, model: claude-sonnet-4-6, weight: 1000}, {upstream: openai, model: mock}]}
+  - {name: failing-first, routes: [{upstream: failing, model: mock, weight: 1000}, {upstream: anthropic, model: claude-sonnet-4-6}]}
+  - {name: dead-first, routes: [{upstream: dead, model: mock, weight: 1000}, {upstream: anthropic, model: claude-sonnet-4-6}]}
+plans:
+  - {name: all, models: ["*"]}
+`, claudeURL, claudeKey, openaiURL, failingURL, deadURL(t)), "")
+	k := g.newKey("all").Key
+	body := func(model string) []byte {
+		return []byte(`{"model":"` + model + `","n":2,"messages":[{"role":"user","content":"hi"}]}`)
+	}
+	for i := range 10 {
+		st, _, b := g.do("POST", "/v1/chat/completions", k, body("mixed"))
+		if st != http.StatusOK || strings.Count(string(b), `"finish_reason"`) != 2 {
+			t.Fatalf("request %d to the mixed model: %d %s, want two choices from the OpenAI route", i, st, b)
+		}
+	}
+	for _, model := range []string{"failing-first", "dead-first"} {
+		before := failing.Requests()
+		st, hdr, b := g.do("POST", "/v1/chat/completions", k, body(model))
+		wantErrorBody(t, st, hdr, b, http.StatusBadGateway, "upstream_error")
+		if model == "failing-first" && failing.Requests()-before != 1 {
+			t.Fatalf("%s: the failing route got %d requests, want 1", model, failing.Requests()-before)
+		}
+	}
+	if claude.Requests() != 0 || openaiMock.Requests() != 10 {
+		t.Fatalf("the Claude upstream got %d requests and the OpenAI one %d, want 0 and 10", claude.Requests(), openaiMock.Requests())
+	}
+	// A request the Claude route takes still goes to it.
+	if st, _, b := g.do("POST", "/v1/chat/completions", k, []byte(`{"model":"dead-first","messages":[{"role":"user","content":"hi"}]}`)); st != http.StatusOK {
+		t.Fatalf("a translatable request after the dead route: %d %s", st, b)
 	}
 }

@@ -84,8 +84,13 @@ func buildClaudeRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, r *upst
 	body, info, err := anthropic.ChatToMessages(req.SwapBody(nil)[:0], ctx.PostBody(), anthropic.RequestOptions{
 		Model: r.Model(), APIVersion: b2s(u.TranslationVersion()), DefaultMaxTokens: m.maxOutput})
 	req.SwapBody(body)
+	if err != nil {
+		// c keeps describing the attempt before, whose answer may be the
+		// one relayed (sendToRoutes).
+		return err
+	}
 	c.claude, c.claudeInfo = true, info
-	return err
+	return nil
 }
 
 // writeTranslationError answers a chat request that cannot be translated

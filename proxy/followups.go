@@ -239,10 +239,10 @@ func (s *Server) inputTokens(ctx *fasthttp.RequestCtx) {
 	defer fasthttp.ReleaseRequest(req)
 	defer fasthttp.ReleaseResponse(resp)
 	f.Stream = false // a count is never streamed; Accept asks for JSON
-	u := s.sendToRoutes(ctx, req, resp, m, &c, false, f.Model, func(r *upstream.Route) bool {
+	u, _ := s.sendToRoutes(ctx, req, resp, m, &c, false, f.Model, func(r *upstream.Route) error {
 		buildUpstreamRequest(req, ctx, upstream.Responses, r, &f)
 		req.SetRequestURIBytes(append(append([]byte(nil), r.Upstream().URI(upstream.Responses)...), "/input_tokens"...))
-		return true
+		return nil
 	})
 	if u != nil {
 		s.answer(ctx, u, resp, &f)

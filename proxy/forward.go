@@ -263,18 +263,22 @@ func (s *Server) forward(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, m *mode
 	}()
 
 	var injected bool // the relay strips the usage chunk the gateway asked for
-	u := s.sendToRoutes(ctx, req, resp, m, c, f.Stream, f.Model, func(r *upstream.Route) bool {
-		c.claude, injected = false, false
+	u, err := s.sendToRoutes(ctx, req, resp, m, c, f.Stream, f.Model, func(r *upstream.Route) error {
 		if r.Upstream().Anthropic() {
 			if err := buildClaudeRequest(req, ctx, r, m, c); err != nil {
-				writeTranslationError(ctx, err)
-				return false
+				return err
 			}
-			return true
+			injected = false
+			return nil
 		}
+		c.claude = false
 		injected = buildUpstreamRequest(req, ctx, ep, r, f)
-		return true
+		return nil
 	})
+	if err != nil {
+		writeTranslationError(ctx, err)
+		return
+	}
 	if u == nil {
 		return
 	}

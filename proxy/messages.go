@@ -263,7 +263,7 @@ func hasAnthropicRoute(m *model) bool {
 // openAIRoutes is the set of m's routes to OpenAI-compatible upstreams,
 // which /v1/messages never takes.
 func openAIRoutes(m *model) upstream.Tried {
-	return upstream.Tried(1<<uint(m.routes.Len())-1) &^ m.anthropicRoutes
+	return m.routes.All() &^ m.anthropicRoutes
 }
 
 // forwardMessages sends a Messages (or count_tokens) request to one of the
@@ -287,9 +287,9 @@ func (s *Server) forwardMessages(ctx *fasthttp.RequestCtx, ep upstream.Endpoint,
 	}()
 	stream := f.Stream && billable
 	c.exclude = openAIRoutes(m)
-	u := s.sendToRoutes(ctx, req, resp, m, c, stream, f.Model, func(r *upstream.Route) bool {
+	u, _ := s.sendToRoutes(ctx, req, resp, m, c, stream, f.Model, func(r *upstream.Route) error {
 		buildMessagesRequest(req, ctx, ep, r, f)
-		return true
+		return nil
 	})
 	if u == nil {
 		return

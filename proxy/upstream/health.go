@@ -18,7 +18,7 @@ type State int32
 const (
 	Healthy     State = iota
 	Ejected           // failed too often in a row: no traffic until its time is up
-	CoolingDown       // the upstream asked for a pause (retry-after on a 429 or 503)
+	CoolingDown       // the upstream asked for a pause (retry-after on a 429, 503 or 529)
 	HalfOpen          // one trial request is in flight
 )
 

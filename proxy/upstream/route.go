@@ -104,6 +104,9 @@ func (rs *Routes) Len() int { return len(rs.list) }
 // Route is route i, from 0 to Len in config order.
 func (rs *Routes) Route(i int) *Route { return &rs.list[i] }
 
+// All is the set of every route.
+func (rs *Routes) All() Tried { return Tried(1)<<uint(len(rs.list)) - 1 }
+
 // Tried is the set of routes a request has attempted, by index.
 type Tried uint64
 
