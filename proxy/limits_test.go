@@ -23,16 +23,19 @@ import (
 // each kind of limit.
 func limitsConfig(up string) string {
 	return fmt.Sprintf(`
-upstreams: [{name: up, base_url: %q}]
+upstreams:
+  - {name: up, base_url: %[1]q}
+  - {name: anth, kind: anthropic, base_url: %[1]q, api_key: %[2]q}
 models:
   - {name: mock, routes: [{upstream: up}], price: {input_per_mtok: 1, output_per_mtok: 2}, max_output_tokens: 1000}
+  - {name: claude, routes: [{upstream: anth, model: mock}], price: {input_per_mtok: 1, output_per_mtok: 2}, max_output_tokens: 1000}
 plans:
   - {name: rpm3, models: ["*"], rpm: 3, tpm: 100000}
   - {name: rpm60, models: ["*"], rpm: 60}
   - {name: capped, models: ["*"], max_request_usd: 0.001}
   - {name: monthly, models: ["*"], monthly_usd: 0.02}
   - {name: open, models: ["*"]}
-`, up)
+`, up, providerKey)
 }
 
 // countingClient is the SDK with n counting its HTTP attempts.

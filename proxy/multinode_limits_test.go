@@ -3,6 +3,7 @@ package proxy
 import (
 	"fmt"
 	"net/http"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -17,7 +18,7 @@ import (
 func limitedNodes(t *testing.T, n int) []*gateway {
 	t.Helper()
 	v := valkeytest.Start(t)
-	_, up := startMock(t, mock.Options{Chunks: 1000})
+	_, up := startMock(t, mock.Options{Chunks: 1000, Anthropic: mock.AnthropicOptions{APIKey: providerKey}})
 	prefix := fmt.Sprintf("t%d", time.Now().UnixNano())
 	var nodes []*gateway
 	for range n {
@@ -27,8 +28,9 @@ func limitedNodes(t *testing.T, n int) []*gateway {
 	return nodes
 }
 
-// TestMonthlyCapAcrossNodes: 100 concurrent requests spread over two nodes
-// against a budget with room for a few: spend ends at or under the cap.
+// TestMonthlyCapAcrossNodes: 100 concurrent requests spread over two nodes,
+// half of them chat completions and half Anthropic Messages, against a
+// budget with room for a few: spend ends at or under the cap.
 func TestMonthlyCapAcrossNodes(t *testing.T) {
 	nodes := limitedNodes(t, 2)
 	k := nodes[0].newKey("monthly") // $0.02; each request's worst case about $0.002
@@ -38,12 +40,16 @@ func TestMonthlyCapAcrossNodes(t *testing.T) {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			st, _, body := nodes[i%2].do("POST", "/v1/chat/completions", k.Key,
-				[]byte(`{"model":"mock","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`))
-			switch st {
-			case 200:
+			path, model, refusal := "/v1/chat/completions", "mock", `"code":"budget_exceeded"`
+			if i/2%2 == 1 {
+				path, model, refusal = "/v1/messages", "claude", `"type":"billing_error"`
+			}
+			st, _, body := nodes[i%2].do("POST", path, k.Key,
+				[]byte(`{"model":"`+model+`","max_tokens":1000,"messages":[{"role":"user","content":"hi"}]}`))
+			switch {
+			case st == 200:
 				served.Add(1)
-			case 402:
+			case st == 402 && strings.Contains(string(body), refusal):
 				refused.Add(1)
 			default:
 				t.Errorf("%d %s", st, body)
