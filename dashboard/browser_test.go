@@ -12,16 +12,19 @@ import (
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
 	"github.com/chromedp/chromedp"
+	"github.com/valyala/fasthttp"
 
 	"github.com/tokenhub/tokenhub/config"
 	"github.com/tokenhub/tokenhub/internal/eventually"
 	gw "github.com/tokenhub/tokenhub/internal/gateway"
+	"github.com/tokenhub/tokenhub/internal/mock"
 )
 
 // chromiumPath is where Debian's chromium package (.ci/install-deps) puts the browser.
@@ -132,6 +135,9 @@ func TestKeysPageInChromium(t *testing.T) {
 	// After a reload the page lists the key with its usage, and the secret is gone.
 	p.do("reload", chromedp.Reload(), chromedp.WaitVisible(chromedp.ID("keys-table")))
 	p.poll("the month's usage shown", row+` !== null && `+row+`.cells[7].textContent === '1'`)
+	if got := p.eval(row + `.cells[8].title`); !regexp.MustCompile(`^\d+ prompt \(2 read from cache\) \+ \d+ completion$`).MatchString(got) {
+		t.Fatalf("tokens cell's title %q, want the prompt, its cache reads and the completion", got)
+	}
 	if got := p.eval(row + `.cells[9].textContent`); !strings.HasSuffix(got, " of $10.00") {
 		t.Fatalf("spend cell shows %q, want the spend of $10.00", got)
 	}
@@ -361,6 +367,13 @@ func startGateway(t *testing.T) *gateway {
 	}
 	cfg.Store.Path = t.TempDir()
 	cfg.AdminKey = adminKey
+	// The mock model on a mock that reads part of every prompt from a
+	// cache, so that the page has cache reads to show.
+	for i := range cfg.Upstreams {
+		if cfg.Upstreams[i].Name == "mock" {
+			cfg.Upstreams[i].BaseURL = startMock(t, mock.Options{CachedTokens: cachedTokens})
+		}
+	}
 	node, err := gw.Open(context.Background(), cfg, slog.New(slog.DiscardHandler))
 	if err != nil {
 		t.Fatal(err)
@@ -378,6 +391,22 @@ func startGateway(t *testing.T) *gateway {
 		node.Close()
 	})
 	return &gateway{url: "http://" + ln.Addr().String(), client: &http.Client{Timeout: 10 * time.Second}}
+}
+
+// cachedTokens is how many of each prompt's tokens the mock reads from a cache.
+const cachedTokens = 2
+
+// startMock serves a mock upstream with o on loopback and returns its base URL.
+func startMock(t *testing.T, o mock.Options) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &fasthttp.Server{Handler: mock.New(o).Handler}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Shutdown() })
+	return "http://" + ln.Addr().String() + "/v1"
 }
 
 func (g *gateway) do(t *testing.T, method, path, key string, body []byte) (int, []byte) {

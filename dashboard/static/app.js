@@ -398,10 +398,20 @@
     const u = got.u;
     cells.requests.textContent = count(u.requests);
     cells.tokens.textContent = count(Number(u.prompt_tokens) + Number(u.completion_tokens));
-    cells.tokens.title = count(u.prompt_tokens) + ' prompt + ' + count(u.completion_tokens) + ' completion';
+    cells.tokens.title = tokensTitle(u);
     cells.spend.textContent = u.monthly_usd == null ? usd(u.spend_usd) : usd(u.spend_usd) + ' of ' + usd(u.monthly_usd);
     cells.spend.title = 'spent $' + u.spend_usd + ', reserved $' + u.reserved_usd +
       (u.remaining_usd == null ? '' : ', remaining $' + u.remaining_usd) + ' (' + u.month + ')';
+  }
+
+  // tokensTitle spells out a usage's tokens: the prompt's cache reads and
+  // writes, billed at their own prices, when there are any.
+  function tokensTitle(u) {
+    const cache = [];
+    if (Number(u.cached_tokens) > 0) cache.push(count(u.cached_tokens) + ' read from cache');
+    if (Number(u.cache_write_tokens) > 0) cache.push(count(u.cache_write_tokens) + ' written to cache');
+    return count(u.prompt_tokens) + ' prompt' + (cache.length ? ' (' + cache.join(', ') + ')' : '') +
+      ' + ' + count(u.completion_tokens) + ' completion';
   }
 
   async function createKey(event) {
