@@ -504,8 +504,9 @@ plans:
 		"/v1/completions": `{"model":%q,"prompt":"hi","max_tokens":3}`,
 		"/v1/embeddings":  `{"model":%q,"input":"hi"}`,
 		"/v1/responses":   `{"model":%q,"input":"hi"}`,
-		// A follow-up cannot take an anthropic route either.
+		// A follow-up or a compaction cannot take an anthropic route either.
 		"/v1/responses/input_tokens": `{"model":%q,"input":"hi"}`,
+		"/v1/responses/compact":      `{"model":%q,"input":"hi"}`,
 	}
 	for path, body := range bodies {
 		status, hdr, b := g.do("POST", path, k, []byte(fmt.Sprintf(body, "claude")))
@@ -520,8 +521,8 @@ plans:
 			}
 		}
 	}
-	if claude.Requests() != 0 || openaiMock.Requests() != 20 {
-		t.Fatalf("the anthropic upstream got %d requests, the openai one %d; want 0 and 20", claude.Requests(), openaiMock.Requests())
+	if claude.Requests() != 0 || openaiMock.Requests() != 25 {
+		t.Fatalf("the anthropic upstream got %d requests, the openai one %d; want 0 and 25", claude.Requests(), openaiMock.Requests())
 	}
 	// Chat completions to the mixed model may take either route.
 	if _, err := g.client(k).Chat.Completions.New(context.Background(), chatParams("mixed", "hi")); err != nil {

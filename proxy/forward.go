@@ -57,7 +57,7 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 	var f openai.Request
 	var detail []byte
 	var err error
-	if ep == upstream.Responses {
+	if ep.IsResponses() {
 		detail, err = f.ParseResponses(ctx.PostBody())
 	} else {
 		detail, err = f.Parse(ctx.PostBody())
@@ -70,6 +70,9 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 		// A background response answers before it runs, without usage: the
 		// gateway could not bill it.
 		writeError(ctx, errBackground, nil)
+		return
+	}
+	if ep == upstream.Compact && !compactable(ctx, &f) {
 		return
 	}
 	m := s.routing.Load().models.lookup(f.Model)
@@ -85,13 +88,14 @@ func (s *Server) inference(ctx *fasthttp.RequestCtx, ep upstream.Endpoint) {
 	if !restrictRoutes(ctx, ep, m, &f, &c) {
 		return
 	}
-	if ep == upstream.Responses {
+	if ep.IsResponses() {
 		// The response it continues lives on one upstream, and may be
 		// only this key's (followups.go).
 		if !s.pinPrevious(ctx, key, m, &f, &c) {
 			return
 		}
-		c.remember = !f.Unstored
+		// A compaction is not a response a follow-up can name.
+		c.remember = ep == upstream.Responses && !f.Unstored
 	}
 	var a limits.Admission
 	prompt, out, ok := admission(ctx, ep, key, plan, m, &f, &a)
@@ -457,7 +461,7 @@ func (s *Server) answer(ctx *fasthttp.RequestCtx, u *upstream.Upstream, resp *fa
 // readUsage reads the usage of an answer from endpoint ep with targeted
 // lookups that skip, without validating again, what answer has validated.
 func readUsage(ep upstream.Endpoint, body []byte) (usd.Tokens, bool) {
-	if ep == upstream.Responses {
+	if ep.IsResponses() {
 		return openai.ResponseUsage(body)
 	}
 	return openai.Usage(body)

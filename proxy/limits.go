@@ -83,7 +83,7 @@ func admission(ctx *fasthttp.RequestCtx, ep upstream.Endpoint, key *keys.Key, pl
 // logprobs it scores a prompt without generating), 1 on chat, as OpenAI
 // refuses 0 there.
 func minMaxTokens(ep upstream.Endpoint) int64 {
-	if ep == upstream.Chat || ep == upstream.Responses {
+	if ep == upstream.Chat || ep.IsResponses() {
 		return 1
 	}
 	return 0

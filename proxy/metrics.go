@@ -75,7 +75,8 @@ const (
 	upstreamBudgetSpent = "retry_budget_spent" // a failover to it refused: its retry budget was spent
 )
 
-var endpointNames = [upstream.NumEndpoints]string{"chat", "completions", "embeddings", "responses", "messages", "count_tokens"}
+var endpointNames = [upstream.NumEndpoints]string{"chat", "completions", "embeddings", "responses", "messages", "count_tokens",
+	"responses_compact"}
 
 // Bucket bounds, in seconds: the gateway's own time is microseconds, an
 // upstream's is up to minutes.

@@ -59,12 +59,14 @@ var (
 	pathCompletions = []byte("/v1/completions")
 	pathEmbeddings  = []byte("/v1/embeddings")
 	pathResponses   = []byte("/v1/responses")
+	pathCompact     = []byte("/v1/responses/compact")
 	// inferencePaths are the routes whose handler counts its own requests
 	// (finishHandler), one per upstream.Endpoint.
 	inferencePaths = [upstream.NumEndpoints][]byte{
 		upstream.Chat: pathChat, upstream.Completions: pathCompletions,
 		upstream.Embeddings: pathEmbeddings, upstream.Responses: pathResponses,
 		upstream.Messages: pathMessages, upstream.CountTokens: pathCountTokens,
+		upstream.Compact: pathCompact,
 	}
 )
 

@@ -3,7 +3,6 @@ package proxy
 import (
 	"bufio"
 	"context"
-	"encoding/json"
 	"fmt"
 	"io"
 	"math/big"
@@ -403,11 +402,7 @@ func TestResponsesChainedPromptIsUnbounded(t *testing.T) {
 	// 404 before admission (TestResponsesPreviousOfAnotherKey).
 	previous := func(key string) string {
 		st, _, b := g.do("POST", "/v1/responses", key, []byte(plain))
-		var r struct{ ID string }
-		if err := json.Unmarshal(b, &r); st != http.StatusOK || err != nil || r.ID == "" {
-			t.Fatalf("create: %d %s", st, b)
-		}
-		return r.ID
+		return responseID(t, st, b)
 	}
 	next := func(model, id string) string {
 		return `{"model":"` + model + `","input":"x","max_output_tokens":16,"previous_response_id":"` + id + `"}`

@@ -225,6 +225,7 @@ func (s *Server) routes(cfg *config.Config) (public, admin *router.Router) {
 	public.POST("/v1/embeddings", s.embeddings)
 	public.POST("/v1/responses", s.responses)
 	public.POST("/v1/responses/input_tokens", s.inputTokens)
+	public.POST("/v1/responses/compact", s.compact)
 	public.GET("/v1/responses/{id}", s.getResponse)
 	public.DELETE("/v1/responses/{id}", s.deleteResponse)
 	public.POST("/v1/responses/{id}/cancel", s.cancelResponse)

@@ -81,5 +81,6 @@ const picoPerUSD = 1e12
 
 // operationNames are the GenAI semantic conventions' gen_ai.operation.name
 // of each endpoint: a Responses create and an Anthropic message generate a
-// chat turn; counting tokens has no name of theirs.
-var operationNames = [upstream.NumEndpoints]string{"chat", "text_completion", "embeddings", "chat", "chat", "count_tokens"}
+// chat turn; counting tokens and compacting have no name of theirs.
+var operationNames = [upstream.NumEndpoints]string{"chat", "text_completion", "embeddings", "chat", "chat", "count_tokens",
+	"compact"}

@@ -33,6 +33,7 @@ func TestAllocsMockHandler(t *testing.T) {
 	f(fasthttp.MethodPost, "/v1/embeddings", `{"model":"m","input":["a","b"]}`)
 	f(fasthttp.MethodPost, "/v1/embeddings", `{"model":"m","input":"a","encoding_format":"base64"}`)
 	f(fasthttp.MethodPost, "/v1/responses", `{"model":"m","input":"x","max_output_tokens":16,"instructions":"Be terse."}`)
+	f(fasthttp.MethodPost, "/v1/responses/compact", `{"model":"m","input":[{"role":"user","content":"x"},{"role":"assistant","content":"y"}]}`)
 	f(fasthttp.MethodGet, "/v1/models", "")
 }
 

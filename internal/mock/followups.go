@@ -11,7 +11,8 @@ import (
 // The Responses API's follow-ups, as OpenAI serves them for stored
 // responses: GET /v1/responses/{id}, DELETE /v1/responses/{id},
 // POST /v1/responses/{id}/cancel, GET /v1/responses/{id}/input_items, and
-// POST /v1/responses/input_tokens.
+// POST /v1/responses/input_tokens; and POST /v1/responses/compact
+// (compact.go).
 //
 // The mock keeps the last storedSlots responses created with store not
 // false, in a ring indexed by the sequence number their id carries: memory
@@ -174,6 +175,8 @@ func (s *Server) serveFollowUp(ctx *fasthttp.RequestCtx) {
 	switch {
 	case isPost && bytes.Equal(rest, pathInputTokens):
 		s.countInputTokens(ctx)
+	case isPost && bytes.Equal(rest, pathCompact):
+		s.compact(ctx)
 	case bytes.HasSuffix(rest, suffixCancel):
 		if !isPost {
 			writeUnknownURL(ctx, fasthttp.StatusMethodNotAllowed, method, path)

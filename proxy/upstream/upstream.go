@@ -31,11 +31,19 @@ const (
 	// upstream's only endpoints).
 	Messages
 	CountTokens
+	// Compact is the Responses API's compaction of a conversation, a model
+	// call billed like a create (POST /responses/compact).
+	Compact
 	NumEndpoints
 )
 
 var endpointPaths = [NumEndpoints]string{"/chat/completions", "/completions", "/embeddings", "/responses",
-	"/messages", "/messages/count_tokens"}
+	"/messages", "/messages/count_tokens", "/responses/compact"}
+
+// IsResponses reports whether ep is one of the Responses API's model calls
+// (a create or a compaction): their bodies, usage and previous responses
+// are the Responses API's.
+func (ep Endpoint) IsResponses() bool { return ep == Responses || ep == Compact }
 
 // Upstream is one provider the gateway forwards to, with its own keep-alive
 // connection pools. Streams get a pool of their own so that long-lived streams
