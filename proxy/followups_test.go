@@ -134,6 +134,17 @@ func TestResponseFollowUps(t *testing.T) {
 	if m.Requests() != before {
 		t.Fatal("a store:false response's id was remembered")
 	}
+
+	// Follow-ups count under an endpoint of their own, not "other".
+	_, _, metrics := g.do("GET", "/metrics", "", nil)
+	for _, want := range []string{
+		`tokenhub_requests_total{endpoint="responses_followup",model="",plan="",status="200"}`,
+		`tokenhub_requests_total{endpoint="responses_followup",model="",plan="",status="404"}`,
+	} {
+		if !strings.Contains(string(metrics), want) {
+			t.Errorf("/metrics lacks %s", want)
+		}
+	}
 }
 
 // TestResponsePreviousOfAnotherKey: previous_response_id naming another

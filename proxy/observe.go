@@ -79,6 +79,11 @@ var routeClasses = [...]struct {
 	{pathChat, "chat"},
 	{pathCompletions, "completions"},
 	{pathEmbeddings, "embeddings"},
+	// A Responses follow-up (a stored response's get, delete, cancel or
+	// input items; input_tokens); creates and compactions count
+	// themselves.
+	{[]byte("/v1/responses/"), "responses_followup"},
+	{pathMessages, "messages"},
 	{[]byte("/v1/models"), "models"},
 	{[]byte("/v1/keys"), "keys"},
 	{[]byte("/v1/plans"), "plans"},
