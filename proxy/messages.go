@@ -251,14 +251,7 @@ func writeMessagesBodyError(ctx *fasthttp.RequestCtx, err error, detail []byte) 
 
 // hasAnthropicRoute reports whether any of m's routes is to an anthropic
 // upstream; only those serve /v1/messages.
-func hasAnthropicRoute(m *model) bool {
-	for i := range m.routes.Len() {
-		if m.routes.Route(i).Upstream().Anthropic() {
-			return true
-		}
-	}
-	return false
-}
+func hasAnthropicRoute(m *model) bool { return m.anthropicRoutes != 0 }
 
 // openAIRoutes is the set of m's routes to OpenAI-compatible upstreams,
 // which /v1/messages never takes.
