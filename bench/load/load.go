@@ -122,9 +122,10 @@ type Config struct {
 	Requests uint64
 	// Timeout bounds each request; DefaultTimeout when zero.
 	Timeout time.Duration
-	// OnRecord, when set, is called as the recorded part of the run begins,
-	// and OnRecordEnd once it has ended and every request is answered: to
-	// read off a target what it spent on the recorded requests. Requests of
+	// OnRecord, when set, is called as the recorded part of the run begins
+	// (before any of its requests is sent), and OnRecordEnd once it has
+	// ended and every request is answered: to read off a target what it
+	// spent on the recorded requests. Requests of
 	// the warmup still in flight as it ends are a small error in the first
 	// reading, at most Conns of them.
 	OnRecord, OnRecordEnd func()

@@ -118,7 +118,7 @@ func RunOpen(ctx context.Context, c Config) (*OpenResult, error) {
 	o := &openLoop{run: r, sched: newSchedule(c.Rate, c.Warmup, c.Duration), due: make(chan uint64)}
 	o.start = time.Now()
 	o.windowEnd = o.start.Add(c.Warmup + c.Duration)
-	if c.Warmup == 0 && c.OnRecord != nil {
+	if o.sched.warmup == 0 && c.OnRecord != nil {
 		c.OnRecord()
 	}
 	var wg sync.WaitGroup
@@ -132,13 +132,12 @@ func RunOpen(ctx context.Context, c Config) (*OpenResult, error) {
 		o.dispatch(ctx)
 	}()
 	if c.Warmup > 0 {
+		// (The dispatcher calls OnRecord as the first recorded request
+		// falls due.)
 		if !sleepUntil(ctx, o.start.Add(c.Warmup)) {
 			<-dispatched
 			wg.Wait()
 			return nil, fmt.Errorf("load: %s: stopped during the warmup: %w", c.addrs()[0], context.Cause(ctx))
-		}
-		if c.OnRecord != nil {
-			c.OnRecord()
 		}
 	}
 	<-dispatched
@@ -185,7 +184,11 @@ type openLoop struct {
 }
 
 // dispatch hands out the requests of the schedule, each when it falls due,
-// until the schedule or the window is over or ctx ends.
+// until the schedule or the window is over or ctx ends. After a warmup it
+// calls OnRecord as the first recorded request falls due and before it is
+// handed out, so that no recorded request is sent before the hook has
+// read the target: called from another goroutine at the window's start, a
+// loaded machine could run it after the first recorded requests went out.
 func (o *openLoop) dispatch(ctx context.Context) {
 	defer lockTimerThread()()
 	window := time.NewTimer(time.Until(o.windowEnd))
@@ -199,6 +202,9 @@ func (o *openLoop) dispatch(ctx context.Context) {
 			return
 		}
 		recorded := i >= o.sched.warmup
+		if i == o.sched.warmup && i > 0 && o.cfg.OnRecord != nil {
+			o.cfg.OnRecord()
+		}
 		select {
 		case o.due <- i:
 			if recorded && due.Before(waitedUntil) {
