@@ -182,14 +182,9 @@ func (s *Server) admitRequest(ctx *fasthttp.RequestCtx, key *keys.Key, plan *key
 // upstream's own headers; JSON asked for.
 func setUpstreamHeaders(req *fasthttp.Request, ctx *fasthttp.RequestCtx, u *upstream.Upstream) {
 	req.Reset()
-	if name, auth := u.Auth(); auth != nil {
-		req.Header.SetCanonical(name, auth)
-	}
+	setUpstreamAuth(req, u)
 	req.Header.SetCanonical(headerAccept, contentTypeJSON)
-	req.Header.SetCanonical(headerXRequestID, ctx.Response.Header.Peek(headerRequestID))
-	for _, h := range u.Headers() {
-		req.Header.SetBytesKV(h[0], h[1])
-	}
+	endUpstreamHeaders(req, ctx, u)
 }
 
 // sendFollowUp sends req to u and relays its answer as forward relays a

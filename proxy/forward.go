@@ -363,13 +363,7 @@ func (s *Server) routeDone(m *model, r *upstream.Route, o upstream.Outcome, now 
 // whether the gateway added that on the client's behalf.
 func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep upstream.Endpoint, r *upstream.Route, f *openai.Request) (injected bool) {
 	u := r.Upstream()
-	req.Reset()
-	req.Header.SetMethodBytes(methodPost)
-	req.SetRequestURIBytes(u.URI(ep))
-	req.Header.SetContentTypeBytes(contentTypeJSON)
-	if name, auth := u.Auth(); auth != nil {
-		req.Header.SetCanonical(name, auth)
-	}
+	startUpstreamPost(req, u, ep)
 	// The client's Accept, as sent, and nothing it did not send: an upstream
 	// that negotiates on it must judge what the client asked for (the
 	// SDKs send application/json even for streams, and providers serve them
@@ -377,10 +371,7 @@ func buildUpstreamRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep up
 	for _, a := range ctx.Request.Header.PeekAll(fasthttp.HeaderAccept) {
 		req.Header.AddBytesKV(headerAccept, a)
 	}
-	req.Header.SetCanonical(headerXRequestID, ctx.Response.Header.Peek(headerRequestID))
-	for _, h := range u.Headers() {
-		req.Header.SetBytesKV(h[0], h[1])
-	}
+	endUpstreamHeaders(req, ctx, u)
 	body := ctx.PostBody()
 	var edits [2]openai.Edit
 	n := 0

@@ -340,23 +340,14 @@ func buildMessagesRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, ep up
 // headers (opting into a feature is the client's choice), the request id
 // and the configured headers.
 func setAnthropicRequest(req *fasthttp.Request, ctx *fasthttp.RequestCtx, u *upstream.Upstream, ep upstream.Endpoint, version []byte) {
-	req.Reset()
-	req.Header.SetMethodBytes(methodPost)
-	req.SetRequestURIBytes(u.URI(ep))
-	req.Header.SetContentTypeBytes(contentTypeJSON)
-	if name, auth := u.Auth(); auth != nil {
-		req.Header.SetCanonical(name, auth)
-	}
+	startUpstreamPost(req, u, ep)
 	if len(version) > 0 {
 		req.Header.SetCanonical(headerAnthropicVersion, version)
 	}
 	for _, b := range ctx.Request.Header.PeekAll("anthropic-beta") {
 		req.Header.AddBytesKV(headerAnthropicBeta, b)
 	}
-	req.Header.SetCanonical(headerXRequestID, ctx.Response.Header.Peek(headerRequestID))
-	for _, h := range u.Headers() {
-		req.Header.SetBytesKV(h[0], h[1])
-	}
+	endUpstreamHeaders(req, ctx, u)
 }
 
 // answerMessages relays a buffered answer from u to a Messages client:
