@@ -150,10 +150,7 @@ func (t *Tracer) run() {
 	for {
 		select {
 		case s = <-t.queue:
-			t.build(&s)
-			if len(t.batch.spans) >= batchSize {
-				t.export()
-			}
+			t.add(&s)
 		case <-timer.C:
 			t.export()
 			timer.Reset(batchDelay)
@@ -161,16 +158,21 @@ func (t *Tracer) run() {
 			for {
 				select {
 				case s = <-t.queue:
-					t.build(&s)
-					if len(t.batch.spans) >= batchSize {
-						t.export()
-					}
+					t.add(&s)
 				default:
 					t.export()
 					return
 				}
 			}
 		}
+	}
+}
+
+// add builds s into the batch, and exports the batch once it is full.
+func (t *Tracer) add(s *Span) {
+	t.build(s)
+	if len(t.batch.spans) >= batchSize {
+		t.export()
 	}
 }
 
