@@ -236,7 +236,8 @@ func (s *Server) inputTokens(ctx *fasthttp.RequestCtx) {
 	f.Stream = false // a count is never streamed; Accept asks for JSON
 	u, _ := s.sendToRoutes(ctx, req, resp, m, &c, false, f.Model, func(r *upstream.Route) error {
 		buildUpstreamRequest(req, ctx, upstream.Responses, r, &f)
-		req.SetRequestURIBytes(append(append([]byte(nil), r.Upstream().URI(upstream.Responses)...), "/input_tokens"...))
+		var uri [256]byte // longer URIs grow onto the heap
+		req.SetRequestURIBytes(append(append(uri[:0], r.Upstream().URI(upstream.Responses)...), "/input_tokens"...))
 		return nil
 	})
 	if u != nil {
