@@ -25,41 +25,15 @@ var cachedPrice = usd.Price{InputPerMTok: 150_000, CachedInputPerMTok: 75_000, O
 func TestCachedTokensKeptAcrossRestartAndCrash(t *testing.T) {
 	for _, store := range []string{"embedded", "valkey"} {
 		t.Run(store, func(t *testing.T) {
-			dir, jdir := t.TempDir(), t.TempDir()
-			var srv *valkeytest.Server
-			if store == "valkey" {
-				srv = valkeytest.Start(t)
-			}
-			var closers []func()
+			n := newCrashNode(t, store, "cached", journal.Options{Log: quiet})
 			start := func() (*Gate, *journal.Journal) {
-				j, err := journal.Open(jdir, journal.Options{Log: quiet})
-				if err != nil {
-					t.Fatal(err)
-				}
-				var g *Gate
-				if srv != nil {
-					g = sharedGate(t, valkeyClient(t, srv), "cached", j.NodeID(), nil, ValkeyOptions{})
-				} else {
-					l, err := OpenBoltLedger(dir)
-					if err != nil {
-						t.Fatal(err)
-					}
-					closers = append(closers, func() { l.Close() })
-					g = NewGate(l, quiet)
-				}
-				g.UseJournal(j)
+				g, j := n.start()
 				if _, err := g.Replay(context.Background()); err != nil {
 					t.Fatal(err)
 				}
 				return g, j
 			}
-			crash := func(j *journal.Journal) { // as SIGKILL: the map's records stay, nothing is flushed
-				j.Close()
-				for _, c := range closers {
-					c()
-				}
-				closers = nil
-			}
+			crash := func(*journal.Journal) { n.crash() }
 			ctx := context.Background()
 			a := Admission{KeyID: "key_c", Model: "gpt-4o-mini", Worst: cachedPrice.Bound(3000, 1000)}
 			settle := func(g *Gate, used usd.Tokens) usd.Pico {

@@ -7,7 +7,6 @@ import (
 	"testing"
 
 	"github.com/tokenhub/tokenhub/internal/usd"
-	"github.com/tokenhub/tokenhub/internal/valkeytest"
 	"github.com/tokenhub/tokenhub/limits/journal"
 )
 
@@ -33,40 +32,12 @@ func TestReplayAppliesWhatAFlushMissed(t *testing.T) {
 	}
 	for _, store := range []string{"embedded", "valkey"} {
 		t.Run(store, func(t *testing.T) {
-			dir, jdir := t.TempDir(), t.TempDir()
-			var srv *valkeytest.Server
-			if store == "valkey" {
-				srv = valkeytest.Start(t)
-			}
-			var closers []func()
+			cn := newCrashNode(t, store, "replay", journal.Options{Log: quiet})
 			start := func() node {
-				j, err := journal.Open(jdir, journal.Options{Log: quiet})
-				if err != nil {
-					t.Fatal(err)
-				}
-				var g *Gate
-				if srv != nil {
-					g = sharedGate(t, valkeyClient(t, srv), "replay", j.NodeID(), nil, ValkeyOptions{})
-				} else {
-					l, err := OpenBoltLedger(dir)
-					if err != nil {
-						t.Fatal(err)
-					}
-					closers = append(closers, func() { l.Close() })
-					g = NewGate(l, quiet)
-				}
-				g.UseJournal(j)
+				g, j := cn.start()
 				return node{g, j}
 			}
-			// crash drops a node as SIGKILL would, but for releasing what
-			// the kernel releases for a dead process: locks and maps.
-			crash := func(n node) {
-				n.j.Close() // unmaps and unlocks; the records were written to the map before
-				for _, c := range closers {
-					c()
-				}
-				closers = nil
-			}
+			crash := func(node) { cn.crash() }
 			ctx := context.Background()
 			a := Admission{KeyID: "key_a", Model: "m", Worst: price.Cost(10, 10)}
 			n := start()
@@ -216,40 +187,9 @@ func TestSilentStreamOutlivesRecycling(t *testing.T) {
 		for _, tc := range cases {
 			renew, settled := tc.renew, tc.settled
 			t.Run(store+"/"+tc.name, func(t *testing.T) {
-				dir, jdir := t.TempDir(), t.TempDir()
-				var srv *valkeytest.Server
-				if store == "valkey" {
-					srv = valkeytest.Start(t)
-				}
-				var closers []func()
-				start := func() (*Gate, *journal.Journal) {
-					j, err := journal.Open(jdir, journal.Options{SegmentBytes: 16 * journal.RecordSize, Log: quiet}) // 15 records a segment
-					if err != nil {
-						t.Fatal(err)
-					}
-					closers = append(closers, func() { j.Close() })
-					var g *Gate
-					if srv != nil {
-						g = sharedGate(t, valkeyClient(t, srv), "silent", j.NodeID(), nil, ValkeyOptions{})
-					} else {
-						l, err := OpenBoltLedger(dir)
-						if err != nil {
-							t.Fatal(err)
-						}
-						closers = append(closers, func() { l.Close() })
-						g = NewGate(l, quiet)
-					}
-					g.UseJournal(j)
-					return g, j
-				}
-				// crash drops the node without a flush; closing the journal
-				// only releases what the kernel releases for a dead process.
-				crash := func() {
-					for _, c := range closers {
-						c()
-					}
-					closers = nil
-				}
+				cn := newCrashNode(t, store, "silent", journal.Options{SegmentBytes: 16 * journal.RecordSize, Log: quiet}) // 15 records a segment
+				jdir := cn.jdir
+				start, crash := cn.start, cn.crash
 				segments := func() int {
 					m, _ := filepath.Glob(filepath.Join(jdir, "*.journal"))
 					return len(m)
