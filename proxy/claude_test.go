@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -563,24 +562,9 @@ func TestClaudeDisconnectBilledExactly(t *testing.T) {
 		t.Fatalf("a whole stream reads usage %+v", full)
 	}
 	k := g.newKey("all")
-	req, _ := http.NewRequest("POST", g.url+"/v1/chat/completions",
-		strings.NewReader(`{"model":"claude","stream":true,"messages":[{"role":"user","content":"go"}]}`))
-	req.Header.Set("Authorization", "Bearer "+k.Key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(resp.Body)
-	for events := 0; events < 3; {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasPrefix(line, "data: ") {
-			events++
-		}
-	}
-	resp.Body.Close() // the client leaves mid-stream
+	// The client leaves mid-stream.
+	g.leaveStream("/v1/chat/completions", "Authorization", "Bearer "+k.Key,
+		`{"model":"claude","stream":true,"messages":[{"role":"user","content":"go"}]}`, "data: ", 3)
 	full.CacheWrite = 1100
 	wantBilled(t, g, k.ID, full)
 	if m.Requests() != 2 {

@@ -1,6 +1,7 @@
 package proxy
 
 import (
+	"bufio"
 	"bytes"
 	"context"
 	"encoding/json"
@@ -277,3 +278,27 @@ plans:
 
 func optionBase(url string) option.RequestOption { return option.WithBaseURL(url) }
 func optionKey(key string) option.RequestOption  { return option.WithAPIKey(key) }
+
+// leaveStream posts a streaming body to path, authenticated by the header
+// name: value, reads until lines lines of the stream start with prefix,
+// and leaves: the connection closes mid-stream.
+func (g *gateway) leaveStream(path, name, value, body, prefix string, lines int) {
+	g.t.Helper()
+	req, _ := http.NewRequest("POST", g.url+path, strings.NewReader(body))
+	req.Header.Set(name, value)
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	r := bufio.NewReader(resp.Body)
+	for n := 0; n < lines; {
+		line, err := r.ReadString('\n')
+		if err != nil {
+			g.t.Fatal(err)
+		}
+		if strings.HasPrefix(line, prefix) {
+			n++
+		}
+	}
+	resp.Body.Close()
+}

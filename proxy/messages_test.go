@@ -407,23 +407,9 @@ func TestMessagesDisconnectBilledExactly(t *testing.T) {
 		t.Fatalf("usage %s", msg.Usage.RawJSON())
 	}
 	want := 2 * billOf(msg.Usage)
-	req, _ := http.NewRequest("POST", g2.url+"/v1/messages", strings.NewReader(strings.Replace(body, `"max_tokens"`, `"stream":true,"max_tokens"`, 1)))
-	req.Header.Set("x-api-key", k2.Key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(resp.Body)
-	for deltas := 0; deltas < 3; {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasPrefix(line, "event: content_block_delta") {
-			deltas++
-		}
-	}
-	resp.Body.Close() // the client leaves mid-stream
+	// The client leaves mid-stream, after three deltas.
+	g2.leaveStream("/v1/messages", "x-api-key", k2.Key,
+		strings.Replace(body, `"max_tokens"`, `"stream":true,"max_tokens"`, 1), "event: content_block_delta", 3)
 	eventually.True(t, "the stream billed once the upstream ended it", func() bool {
 		return g2.usageDetail(k2.ID).Requests == 2
 	})

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -248,24 +247,9 @@ func TestResponsesStreamDisconnectDrains(t *testing.T) {
 	m, up := startMock(t, mock.Options{Chunks: 40, ChunkInterval: 5 * time.Millisecond})
 	g := startGateway(t, responsesConfig(up), "")
 	k := g.newKey("all")
-	req, _ := http.NewRequest("POST", g.url+"/v1/responses",
-		strings.NewReader(`{"model":"mock","stream":true,"input":"`+responsesInput+`"}`))
-	req.Header.Set("Authorization", "Bearer "+k.Key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(resp.Body)
-	for events := 0; events < 6; {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasPrefix(line, "data: ") {
-			events++
-		}
-	}
-	resp.Body.Close() // the client leaves mid-stream, after the first deltas
+	// The client leaves mid-stream, after the first deltas.
+	g.leaveStream("/v1/responses", "Authorization", "Bearer "+k.Key,
+		`{"model":"mock","stream":true,"input":"`+responsesInput+`"}`, "data: ", 6)
 	u := g.waitUsage(k.ID, "the drained stream's bill", func(u keyUsage) bool { return u.Requests == 1 })
 	if u.Prompt != 9 || u.Completion != 40 || u.SpendUSD != "0.0001035" || u.ReservedUSD != "0" {
 		t.Fatalf("billed %+v after the client left; want the upstream's 9 + 40 tokens, $0.0001035", u)

@@ -1,7 +1,6 @@
 package proxy
 
 import (
-	"bufio"
 	"context"
 	"fmt"
 	"io"
@@ -118,24 +117,9 @@ func TestClientDisconnectStillBillsTheUpstreamUsage(t *testing.T) {
 	m, up := startMock(t, mock.Options{Chunks: 40, ChunkInterval: 5 * time.Millisecond})
 	g := startGateway(t, yamlModels(up), "")
 	k := g.newKey("all")
-	req, _ := http.NewRequest("POST", g.url+"/v1/chat/completions",
-		strings.NewReader(`{"model":"mock","stream":true,"messages":[{"role":"user","content":"go"}]}`))
-	req.Header.Set("Authorization", "Bearer "+k.Key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(resp.Body)
-	for events := 0; events < 3; {
-		line, err := r.ReadString('\n')
-		if err != nil {
-			t.Fatal(err)
-		}
-		if strings.HasPrefix(line, "data: ") {
-			events++
-		}
-	}
-	resp.Body.Close() // the client leaves mid-stream
+	// The client leaves mid-stream.
+	g.leaveStream("/v1/chat/completions", "Authorization", "Bearer "+k.Key,
+		`{"model":"mock","stream":true,"messages":[{"role":"user","content":"go"}]}`, "data: ", 3)
 	eventually.True(t, "the upstream's 40 completion tokens billed for the one request after the client left", func() bool {
 		n, _, completion := g.usageOf(k.ID)
 		return n == 1 && completion == 40
@@ -172,22 +156,8 @@ func TestNoDrainSlotBillsAnEstimate(t *testing.T) {
 	_, up := startMock(t, mock.Options{Chunks: 400, ChunkInterval: 25 * time.Millisecond})
 	g := startGateway(t, "server: {max_stream_drains: 0}\n"+yamlModels(up), "")
 	k := g.newKey("all")
-	req, _ := http.NewRequest("POST", g.url+"/v1/chat/completions",
-		strings.NewReader(`{"model":"mock","stream":true,"messages":[{"role":"user","content":"go"}]}`))
-	req.Header.Set("Authorization", "Bearer "+k.Key)
-	resp, err := http.DefaultClient.Do(req)
-	if err != nil {
-		t.Fatal(err)
-	}
-	r := bufio.NewReader(resp.Body)
-	for events := 0; events < 3; {
-		if line, err := r.ReadString('\n'); err != nil {
-			t.Fatal(err)
-		} else if strings.HasPrefix(line, "data: ") {
-			events++
-		}
-	}
-	resp.Body.Close()
+	g.leaveStream("/v1/chat/completions", "Authorization", "Bearer "+k.Key,
+		`{"model":"mock","stream":true,"messages":[{"role":"user","content":"go"}]}`, "data: ", 3)
 	var completion int64
 	eventually.True(t, "the abandoned stream billed", func() bool {
 		var n int64
