@@ -149,3 +149,34 @@ func responseID(t *testing.T, st int, b []byte) string {
 	}
 	return r.ID
 }
+
+// TestResponsesCompactAttacked: a compaction's body read as every parser
+// reads it: escaped spellings of stream and max_output_tokens are refused
+// as the plain ones are, a repeated previous_response_id is refused (the
+// upstream would compact the last), and another key's response is 404
+// before anything is sent.
+func TestResponsesCompactAttacked(t *testing.T) {
+	m, up := startMock(t, mock.Options{Chunks: 4})
+	g := startGateway(t, responsesConfig(up), "")
+	owner, other := g.newKey("all").Key, g.newKey("all").Key
+	st, _, b := g.do("POST", "/v1/responses", owner, []byte(`{"model":"mock","input":"x"}`))
+	id := responseID(t, st, b)
+	before := m.Requests()
+	for _, tc := range []struct {
+		name, key, body string
+		status          int
+		code            string
+	}{
+		{"escaped stream", owner, `{"model":"mock","input":"x","str\u0065am":true}`, http.StatusBadRequest, "unknown_parameter"},
+		{"escaped max_output_tokens", owner, `{"model":"mock","input":"x","max_output_t\u006fkens":16}`, http.StatusBadRequest, "unknown_parameter"},
+		{"repeated previous_response_id", owner, `{"model":"mock","previous_response_id":"` + id + `","previous_response_id":"resp_other"}`,
+			http.StatusBadRequest, "duplicate_key"},
+		{"another key's response", other, `{"model":"mock","previous_response_id":"` + id + `"}`, http.StatusNotFound, "previous_response_not_found"},
+	} {
+		st, hdr, b := g.do("POST", "/v1/responses/compact", tc.key, []byte(tc.body))
+		wantErrorBody(t, st, hdr, b, tc.status, tc.code)
+	}
+	if m.Requests() != before {
+		t.Fatalf("the upstream got %d refused compactions", m.Requests()-before)
+	}
+}
